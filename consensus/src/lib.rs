@@ -1,0 +1,384 @@
+//! yinyi-consensus: the only crate that speaks openraft. It declares the Raft types (an entry
+//! carries a batch of ledger commands), implements the log store and the state machine over
+//! `yinyi-storage`, the network over tonic, the proposer that packs commands into entries (group
+//! commit), and `Consensus`, the handle the rest of the node uses: propose, linearizable reads,
+//! membership and status.
+
+pub mod error;
+pub mod log_store;
+pub mod network;
+pub mod proposer;
+pub mod server;
+pub mod state_machine;
+pub mod types;
+
+/// The generated gRPC code of `proto/internal.proto`.
+pub mod pb {
+    tonic::include_proto!("yinyi.internal.v1");
+
+    /// For gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("internal_descriptor");
+}
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::{BasicNode, ChangeMembers, Config, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use yinyi_ledger::{Command, Outcome, Rules, Timestamp};
+use yinyi_storage::Store;
+
+pub use error::{ProposeError, StartError};
+pub use proposer::BatchLimits;
+pub use types::{NodeId, Raft, TypeConfig};
+
+use crate::log_store::LogStore;
+use crate::state_machine::StateMachine;
+
+/// Every knob of the consensus layer, with the defaults a local cluster runs with.
+#[derive(Debug, Clone)]
+pub struct ConsensusConfig {
+    pub id: NodeId,
+    /// The address other nodes reach this one at (host:port).
+    pub addr: String,
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub install_snapshot_timeout_ms: u64,
+    /// Build a snapshot after this many applied entries since the last one.
+    pub snapshot_after_entries: u64,
+    /// Log entries kept behind a snapshot before purging (lets a slow follower catch up by log).
+    pub log_entries_kept_after_snapshot: u64,
+    /// Entries per AppendEntries message at most.
+    pub max_payload_entries: u64,
+    pub batch: BatchLimits,
+    pub rules: Rules,
+}
+
+impl ConsensusConfig {
+    pub fn new(id: NodeId, addr: impl Into<String>) -> ConsensusConfig {
+        ConsensusConfig {
+            id,
+            addr: addr.into(),
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            install_snapshot_timeout_ms: 10_000,
+            snapshot_after_entries: 20_000,
+            log_entries_kept_after_snapshot: 1_000,
+            max_payload_entries: 64,
+            batch: BatchLimits::default(),
+            rules: Rules::default(),
+        }
+    }
+
+    fn raft_config(&self) -> Result<Config, String> {
+        let config = Config {
+            cluster_name: "yinyi".into(),
+            heartbeat_interval: self.heartbeat_interval_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            install_snapshot_timeout: self.install_snapshot_timeout_ms,
+            max_payload_entries: self.max_payload_entries,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_after_entries),
+            max_in_snapshot_log_to_keep: self.log_entries_kept_after_snapshot,
+            snapshot_max_chunk_size: 4 * 1024 * 1024,
+            ..Default::default()
+        };
+        config.validate().map_err(|e| e.to_string())
+    }
+}
+
+/// One node's view of itself and the cluster, as `yinyi ctl status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub addr: String,
+    /// Leader, Follower, Candidate or Learner.
+    pub state: String,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log: Option<u64>,
+    pub committed: u64,
+    pub applied: Option<u64>,
+    pub snapshot: Option<u64>,
+    pub purged: Option<u64>,
+    /// Every member: id, address, and whether it votes.
+    pub members: Vec<Member>,
+    /// A hash over the ledger's state; equal on nodes that applied the same log.
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: NodeId,
+    pub addr: String,
+    pub voter: bool,
+}
+
+/// A membership change an operator asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipChange {
+    /// Form a new cluster of these voters (only on a node that has never been initialized).
+    Initialize { members: BTreeMap<NodeId, String> },
+    /// Add a node that receives the log but does not vote; waits until it has caught up.
+    AddLearner { id: NodeId, addr: String },
+    /// Make learners voters.
+    Promote { ids: BTreeSet<NodeId> },
+    /// Remove nodes from the cluster altogether.
+    Remove { ids: BTreeSet<NodeId> },
+}
+
+/// The node's handle on Raft.
+#[derive(Clone)]
+pub struct Consensus {
+    id: NodeId,
+    addr: String,
+    raft: Raft,
+    store: Arc<Store>,
+    committed: Arc<AtomicU64>,
+    proposals: mpsc::Sender<proposer::Proposal>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Consensus {
+    /// Opens the node's database in `data_dir` and starts Raft. The node serves no one until
+    /// its [`Consensus::grpc_service`] is mounted on a server.
+    pub async fn start(config: ConsensusConfig, data_dir: &Path) -> Result<Consensus, StartError> {
+        let store = Arc::new(
+            Store::open(&data_dir.join("db")).map_err(StartError::Store)?,
+        );
+        let raft_config = Arc::new(config.raft_config().map_err(StartError::Config)?);
+        let log_store = LogStore::new(store.clone());
+        let committed = log_store.committed_handle();
+        let state_machine = StateMachine::new(store.clone(), config.rules, data_dir);
+        let raft = Raft::new(
+            config.id,
+            raft_config,
+            network::NetworkFactory,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+        let proposals = proposer::spawn(raft.clone(), config.batch);
+        Ok(Consensus {
+            id: config.id,
+            addr: config.addr,
+            raft,
+            store,
+            committed,
+            proposals,
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The internal gRPC service (Raft RPCs, propose, status, membership) to mount on the
+    /// node's server.
+    pub fn grpc_service(&self) -> pb::internal_server::InternalServer<server::InternalService> {
+        pb::internal_server::InternalServer::new(server::InternalService::new(self.clone()))
+            .max_decoding_message_size(network::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(network::MAX_MESSAGE_BYTES)
+    }
+
+    /// Proposes one command and waits for its outcome. The leader stamps its time. On a
+    /// follower: `NotLeader` with the leader, and nothing is proposed.
+    pub async fn propose(&self, mut command: Command) -> Result<Outcome, ProposeError> {
+        let leader = self.raft.metrics().borrow().current_leader;
+        if leader != Some(self.id) {
+            return Err(self.not_leader(leader));
+        }
+        command.at = Timestamp(now_ms());
+        let bytes = yinyi_storage::encode(&command)
+            .map_err(|e| ProposeError::Invalid(e.to_string()))?
+            .len();
+        let (reply, answer) = oneshot::channel();
+        self.proposals
+            .try_send(proposer::Proposal {
+                command,
+                bytes,
+                reply,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => {
+                    ProposeError::Overloaded("proposal queue is full".into())
+                }
+                mpsc::error::TrySendError::Closed(_) => ProposeError::ShuttingDown,
+            })?;
+        answer.await.map_err(|_| ProposeError::ShuttingDown)?
+    }
+
+    fn not_leader(&self, leader: Option<NodeId>) -> ProposeError {
+        let addr = leader.and_then(|id| self.member_addr(id));
+        ProposeError::NotLeader {
+            leader: leader.map(|id| (id, addr.unwrap_or_default())),
+        }
+    }
+
+    fn member_addr(&self, id: NodeId) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    }
+
+    /// Waits until this node may serve a linearizable read (read index, then applied past it).
+    pub async fn linearizable_read(&self) -> Result<(), ProposeError> {
+        self.raft.ensure_linearizable().await.map(|_| ()).map_err(|e| {
+            match e.forward_to_leader::<BasicNode>() {
+                Some(f) => ProposeError::NotLeader {
+                    leader: f.leader_id.map(|id| {
+                        (id, f.leader_node.as_ref().map(|n| n.addr.clone()).unwrap_or_default())
+                    }),
+                },
+                None => ProposeError::Unavailable(e.to_string()),
+            }
+        })
+    }
+
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<(), ProposeError> {
+        let map_err = |e: openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, BasicNode>>| {
+            ProposeError::from_raft(&e)
+        };
+        match change {
+            MembershipChange::Initialize { members } => {
+                let nodes: BTreeMap<NodeId, BasicNode> = members
+                    .into_iter()
+                    .map(|(id, addr)| (id, BasicNode { addr }))
+                    .collect();
+                self.raft
+                    .initialize(nodes)
+                    .await
+                    .map_err(|e| ProposeError::Invalid(e.to_string()))
+            }
+            MembershipChange::AddLearner { id, addr } => self
+                .raft
+                .add_learner(id, BasicNode { addr }, true)
+                .await
+                .map(|_| ())
+                .map_err(map_err),
+            MembershipChange::Promote { ids } => self
+                .raft
+                .change_membership(ChangeMembers::AddVoterIds(ids), false)
+                .await
+                .map(|_| ())
+                .map_err(map_err),
+            MembershipChange::Remove { ids } => self
+                .raft
+                .change_membership(ChangeMembers::RemoveVoters(ids), false)
+                .await
+                .map(|_| ())
+                .map_err(map_err),
+        }
+    }
+
+    /// Whether this node has ever been part of a cluster (it has a vote or a membership).
+    pub async fn is_initialized(&self) -> bool {
+        self.raft.is_initialized().await.unwrap_or(false)
+    }
+
+    /// This node's status, with a digest of its state (walks the whole state).
+    pub async fn status(&self) -> NodeStatus {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| Member {
+                id: *id,
+                addr: node.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect();
+        let store = self.store.clone();
+        let digest = tokio::task::spawn_blocking(move || store.digest())
+            .await
+            .ok()
+            .and_then(|d| d.ok())
+            .unwrap_or_else(|| "unavailable".into());
+        NodeStatus {
+            id: self.id,
+            addr: self.addr.clone(),
+            state: match metrics.state {
+                ServerState::Leader => "Leader",
+                ServerState::Follower => "Follower",
+                ServerState::Candidate => "Candidate",
+                ServerState::Learner => "Learner",
+                ServerState::Shutdown => "Shutdown",
+            }
+            .to_string(),
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            last_log: metrics.last_log_index,
+            committed: self.committed.load(Ordering::Relaxed),
+            applied: metrics.last_applied.map(|l| l.index),
+            snapshot: metrics.snapshot.map(|l| l.index),
+            purged: metrics.purged.map(|l| l.index),
+            members,
+            digest,
+        }
+    }
+
+    /// Waits until this node knows a leader, up to `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<NodeId> {
+        let mut rx = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(leader) = rx.borrow().current_leader {
+                return Some(leader);
+            }
+            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    pub async fn trigger_snapshot(&self) -> Result<(), ProposeError> {
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| ProposeError::Unavailable(e.to_string()))
+    }
+
+    pub async fn trigger_elect(&self) -> Result<(), ProposeError> {
+        self.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| ProposeError::Unavailable(e.to_string()))
+    }
+
+    /// Stops Raft; the store closes when the last handle is dropped.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!("raft shutdown: {e}");
+        }
+    }
+}
+

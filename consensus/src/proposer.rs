@@ -1,0 +1,107 @@
+//! Group commit, level 1: commands that arrive while earlier entries are in flight are packed
+//! into the next Raft entry, within `max_batch_commands` and `max_batch_bytes`, with at most
+//! `max_inflight_entries` entries outstanding. Each caller gets its own outcome back.
+
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use yinyi_ledger::{Command, Outcome};
+
+use crate::error::ProposeError;
+use crate::types::{Batch, Raft};
+
+/// How the proposer packs entries.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_batch_commands: usize,
+    pub max_batch_bytes: usize,
+    pub max_inflight_entries: usize,
+    /// Commands waiting to be packed at most; beyond it callers get `Overloaded`.
+    pub max_queued_commands: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> BatchLimits {
+        BatchLimits {
+            max_batch_commands: 1024,
+            max_batch_bytes: 1024 * 1024,
+            max_inflight_entries: 8,
+            max_queued_commands: 65_536,
+        }
+    }
+}
+
+pub(crate) struct Proposal {
+    pub command: Command,
+    pub bytes: usize,
+    pub reply: oneshot::Sender<Result<Outcome, ProposeError>>,
+}
+
+/// The proposer's queue; dropping every sender stops it.
+pub(crate) fn spawn(raft: Raft, limits: BatchLimits) -> mpsc::Sender<Proposal> {
+    assert!(
+        limits.max_batch_commands as u64 <= yinyi_ledger::MAX_COMMANDS_PER_ENTRY,
+        "max_batch_commands above what a TxnId can address"
+    );
+    let (tx, rx) = mpsc::channel(limits.max_queued_commands);
+    tokio::spawn(run(raft, rx, limits));
+    tx
+}
+
+async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>, limits: BatchLimits) {
+    let inflight = Arc::new(Semaphore::new(limits.max_inflight_entries));
+    // A proposal that did not fit the previous batch opens the next one.
+    let mut carried: Option<Proposal> = None;
+    loop {
+        let permit = inflight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let mut bytes = first.bytes;
+        let mut batch = vec![first];
+        while batch.len() < limits.max_batch_commands {
+            match rx.try_recv() {
+                Ok(p) if bytes + p.bytes > limits.max_batch_bytes => {
+                    carried = Some(p);
+                    break;
+                }
+                Ok(p) => {
+                    bytes += p.bytes;
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!("consensus_entry_commands").record(batch.len() as f64);
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (commands, replies): (Vec<Command>, Vec<_>) =
+                batch.into_iter().map(|p| (p.command, p.reply)).unzip();
+            let count = commands.len();
+            match raft.client_write(Batch { commands }).await {
+                Ok(response) => {
+                    let outcomes = response.data.outcomes;
+                    assert_eq!(outcomes.len(), count, "one outcome per command");
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+                Err(e) => {
+                    let error = ProposeError::from_raft(&e);
+                    for reply in replies {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                }
+            }
+        });
+    }
+}

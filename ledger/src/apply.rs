@@ -1,0 +1,1334 @@
+//! `apply`: every business rule of the ledger, in one deterministic function.
+//!
+//! A command runs against a `Staged` overlay of the state. Only when every rule passed and the
+//! account invariants still hold are its writes handed to the `StateView`; a rejected command
+//! writes nothing but its outcome under its request id. So nothing is ever half-applied.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, CommandBody};
+use crate::ids::{
+    AccountId, BankRef, BillId, CardNo, OperatorId, PersonKey, TerminalId, TerminalKind, TxnId,
+};
+use crate::model::{
+    Account, AccountStatus, BankOp, BankOpKind, BankOpState, BankPurpose, Bill, BillKind,
+    BillStatus, Card, CardKind, CardStatus, Channel, CollectionReport, EntryKind, External,
+    Holder, JournalEntry, Payment, Report, Shift, ShiftReport, Terminal, TerminalStatus,
+    add_to_lines,
+};
+use crate::money::Money;
+use crate::outcome::{Effect, Outcome, ReasonCode, Rejection};
+use crate::view::{RequestRecord, StateView};
+
+/// The cluster-wide business limits. Every node must apply with the same `Rules`, so they are
+/// part of the cluster's configuration, not of one node's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rules {
+    /// No single transaction moves more than this.
+    pub single_txn_limit: Money,
+    /// The smallest first deposit when a card is issued with one.
+    pub min_first_deposit: Money,
+    /// The largest overdraft (绿色通道) an account may be given.
+    pub max_overdraft: Money,
+}
+
+impl Default for Rules {
+    fn default() -> Rules {
+        Rules {
+            single_txn_limit: Money::from_yuan(50_000),
+            min_first_deposit: Money::from_yuan(10),
+            max_overdraft: Money::from_yuan(20_000),
+        }
+    }
+}
+
+/// What `apply` gets besides the command: where in the log it is, and the rules.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyCtx {
+    /// The command's transaction id: its log index and position in the entry.
+    pub txn: TxnId,
+    pub rules: Rules,
+}
+
+/// Applies one command. Deterministic: the same commands in the same order on the same state
+/// give the same outcomes and the same writes on every node.
+pub fn apply<V: StateView>(cmd: &Command, view: &mut V, ctx: &ApplyCtx) -> Outcome {
+    if let Some(record) = view.request(&cmd.request) {
+        if record.terminal == cmd.terminal
+            && record.operator == cmd.operator
+            && record.body == cmd.body
+        {
+            return record.outcome;
+        }
+        return Outcome::rejected(
+            ReasonCode::RequestIdReused,
+            format!(
+                "request id {} was used before for another {} from {}",
+                cmd.request,
+                record.body.name(),
+                record.terminal
+            ),
+        );
+    }
+    let outcome = {
+        let mut staged = Staged::new(view, cmd, ctx);
+        match staged.execute().and_then(|effect| staged.check_invariants().map(|()| effect)) {
+            Ok(effect) => {
+                staged.commit();
+                Outcome::Done(effect)
+            }
+            Err(rejection) => Outcome::Rejected(rejection),
+        }
+    };
+    view.put_request(
+        cmd.request.clone(),
+        RequestRecord {
+            terminal: cmd.terminal.clone(),
+            operator: cmd.operator.clone(),
+            body: cmd.body.clone(),
+            outcome: outcome.clone(),
+            at: cmd.at,
+        },
+    );
+    outcome
+}
+
+type Rule<T> = Result<T, Rejection>;
+
+fn reject<T>(code: ReasonCode, message: impl Into<String>) -> Rule<T> {
+    Err(Rejection::new(code, message))
+}
+
+/// Writes of one command, held back until it has passed every rule.
+struct Staged<'v, V: StateView> {
+    base: &'v mut V,
+    cmd: &'v Command,
+    ctx: &'v ApplyCtx,
+    accounts: BTreeMap<AccountId, Account>,
+    cards: BTreeMap<CardNo, Card>,
+    persons: BTreeMap<PersonKey, AccountId>,
+    bills: BTreeMap<BillId, Bill>,
+    bank_ops: BTreeMap<BankRef, BankOp>,
+    terminals: BTreeMap<TerminalId, Terminal>,
+    journal: Vec<JournalEntry>,
+    reports: Vec<Report>,
+}
+
+/// One movement of money to record in the journal.
+struct Movement {
+    account: AccountId,
+    kind: EntryKind,
+    channel: Channel,
+    amount: Money,
+    bill: Option<BillId>,
+    bank_ref: Option<BankRef>,
+    /// Where the patient was: the command's terminal, or the one that started a saga.
+    terminal: TerminalId,
+}
+
+impl<'v, V: StateView> Staged<'v, V> {
+    fn new(base: &'v mut V, cmd: &'v Command, ctx: &'v ApplyCtx) -> Self {
+        Staged {
+            base,
+            cmd,
+            ctx,
+            accounts: BTreeMap::new(),
+            cards: BTreeMap::new(),
+            persons: BTreeMap::new(),
+            bills: BTreeMap::new(),
+            bank_ops: BTreeMap::new(),
+            terminals: BTreeMap::new(),
+            journal: Vec::new(),
+            reports: Vec::new(),
+        }
+    }
+
+    // ---- reads through the overlay ----
+
+    fn account(&self, id: AccountId) -> Option<Account> {
+        self.accounts
+            .get(&id)
+            .cloned()
+            .or_else(|| self.base.account(id))
+    }
+    fn card(&self, no: &CardNo) -> Option<Card> {
+        self.cards.get(no).cloned().or_else(|| self.base.card(no))
+    }
+    fn person(&self, person: &PersonKey) -> Option<AccountId> {
+        self.persons
+            .get(person)
+            .copied()
+            .or_else(|| self.base.person(person))
+    }
+    fn bill(&self, id: &BillId) -> Option<Bill> {
+        self.bills.get(id).cloned().or_else(|| self.base.bill(id))
+    }
+    fn bank_op(&self, bank_ref: &BankRef) -> Option<BankOp> {
+        self.bank_ops
+            .get(bank_ref)
+            .cloned()
+            .or_else(|| self.base.bank_op(bank_ref))
+    }
+    fn terminal(&self, id: &TerminalId) -> Option<Terminal> {
+        self.terminals
+            .get(id)
+            .cloned()
+            .or_else(|| self.base.terminal(id))
+    }
+
+    fn put_account(&mut self, mut account: Account) {
+        account.version += 1;
+        account.last_activity_at = self.cmd.at;
+        self.accounts.insert(account.id, account);
+    }
+
+    /// Every account this command touched must stay within its overdraft; money code that
+    /// breaks this stops here, loudly, instead of writing a wrong balance.
+    fn check_invariants(&self) -> Rule<()> {
+        for account in self.accounts.values() {
+            if account.balance < account.overdraft_limit.negated() {
+                return reject(
+                    ReasonCode::InvariantViolation,
+                    format!(
+                        "account {} would end at {} below its overdraft {}",
+                        account.id, account.balance, account.overdraft_limit
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(self) {
+        let Staged {
+            base,
+            accounts,
+            cards,
+            persons,
+            bills,
+            bank_ops,
+            terminals,
+            journal,
+            reports,
+            ..
+        } = self;
+        for account in accounts.into_values() {
+            base.put_account(account);
+        }
+        for card in cards.into_values() {
+            base.put_card(card);
+        }
+        for (person, account) in persons {
+            base.put_person(person, account);
+        }
+        for bill in bills.into_values() {
+            base.put_bill(bill);
+        }
+        for op in bank_ops.into_values() {
+            base.put_bank_op(op);
+        }
+        for terminal in terminals.into_values() {
+            base.put_terminal(terminal);
+        }
+        for entry in journal {
+            base.append_journal(entry);
+        }
+        for report in reports {
+            base.put_report(report);
+        }
+    }
+
+    // ---- common checks ----
+
+    /// The command's terminal may do this. Kiosks, windows, mobile channels and HIS must be
+    /// registered and in service; admin consoles and the cluster's own terminal need not be.
+    fn terminal_allowed(&self, allowed: &[TerminalKind]) -> Rule<Option<Terminal>> {
+        self.terminal_allowed_when(allowed, false)
+    }
+
+    fn terminal_allowed_when(
+        &self,
+        allowed: &[TerminalKind],
+        even_out_of_service: bool,
+    ) -> Rule<Option<Terminal>> {
+        let id = &self.cmd.terminal;
+        let kind = id.kind();
+        if !allowed.contains(&kind) {
+            return reject(
+                ReasonCode::TerminalNotAllowed,
+                format!(
+                    "{} may not be done from terminal {id} ({kind:?})",
+                    self.cmd.body.name()
+                ),
+            );
+        }
+        if matches!(kind, TerminalKind::Admin | TerminalKind::System) {
+            return Ok(None);
+        }
+        let Some(terminal) = self.terminal(id) else {
+            return reject(
+                ReasonCode::TerminalNotRegistered,
+                format!("terminal {id} is not registered"),
+            );
+        };
+        let usable = terminal.status == TerminalStatus::InService
+            || (even_out_of_service && terminal.status == TerminalStatus::OutOfService);
+        if !usable {
+            return reject(
+                ReasonCode::TerminalOutOfService,
+                format!("terminal {id} is {:?}", terminal.status),
+            );
+        }
+        Ok(Some(terminal))
+    }
+
+    /// At a window, money moves only inside an open shift.
+    fn require_shift_at_window(&self, terminal: &Option<Terminal>) -> Rule<()> {
+        if let Some(t) = terminal
+            && t.kind == TerminalKind::Window
+            && t.shift.is_none()
+        {
+            return reject(
+                ReasonCode::ShiftNotOpen,
+                format!("window {} has no open shift", t.id),
+            );
+        }
+        Ok(())
+    }
+
+    fn operator(&self) -> Rule<OperatorId> {
+        match &self.cmd.operator {
+            Some(op) => Ok(op.clone()),
+            None => reject(
+                ReasonCode::OperatorRequired,
+                format!("{} needs an operator", self.cmd.body.name()),
+            ),
+        }
+    }
+
+    fn amount(&self, amount: Money) -> Rule<Money> {
+        amount
+            .check_positive(self.ctx.rules.single_txn_limit)
+            .map_err(|e| Rejection::new(ReasonCode::InvalidAmount, e.to_string()))
+    }
+
+    /// Note acceptors take whole yuan.
+    fn kiosk_cash(&self, amount: Money) -> Rule<()> {
+        if self.cmd.terminal.kind() == TerminalKind::Kiosk && !amount.is_whole_yuan() {
+            return reject(
+                ReasonCode::InvalidDenomination,
+                format!("a kiosk takes whole yuan in notes, not {amount}"),
+            );
+        }
+        Ok(())
+    }
+
+    fn card_exists(&self, no: &CardNo) -> Rule<Card> {
+        self.card(no).ok_or_else(|| {
+            Rejection::new(ReasonCode::CardNotFound, format!("card {no} is not known"))
+        })
+    }
+
+    fn account_exists(&self, id: AccountId) -> Rule<Account> {
+        self.account(id).ok_or_else(|| {
+            Rejection::new(
+                ReasonCode::AccountNotFound,
+                format!("account {id} is not known"),
+            )
+        })
+    }
+
+    fn active(&self, account: Account) -> Rule<Account> {
+        if account.status == AccountStatus::Frozen {
+            return reject(
+                ReasonCode::AccountFrozen,
+                format!("account {} is frozen", account.id),
+            );
+        }
+        Ok(account)
+    }
+
+    /// A card a patient presents: it must be active and its account usable.
+    fn card_in_use(&self, no: &CardNo) -> Rule<(Card, Account)> {
+        let card = self.card_exists(no)?;
+        match card.status {
+            CardStatus::Active => {}
+            CardStatus::Lost => {
+                return reject(ReasonCode::CardLost, format!("card {no} is reported lost"));
+            }
+            CardStatus::Replaced => {
+                return reject(
+                    ReasonCode::CardReplaced,
+                    format!("card {no} was replaced by a new card"),
+                );
+            }
+        }
+        let account = self.active(self.account_exists(card.account)?)?;
+        Ok((card, account))
+    }
+
+    /// The holder's ID must match for loss, cancellation of loss and replacement.
+    fn holder_card(&self, no: &CardNo, person: &PersonKey) -> Rule<(Card, Account)> {
+        let card = self.card_exists(no)?;
+        let account = self.account_exists(card.account)?;
+        if &account.holder.person != person {
+            return reject(
+                ReasonCode::IdentityMismatch,
+                format!("the ID presented is not the holder's of card {no}"),
+            );
+        }
+        Ok((card, account))
+    }
+
+    fn bill_exists(&self, id: &BillId) -> Rule<Bill> {
+        self.bill(id).ok_or_else(|| {
+            Rejection::new(ReasonCode::BillNotFound, format!("bill {id} is not known"))
+        })
+    }
+
+    fn bill_of(&self, bill: &Bill, account: AccountId) -> Rule<()> {
+        if bill.account != account {
+            return reject(
+                ReasonCode::BillAccountMismatch,
+                format!("bill {} belongs to another account", bill.id),
+            );
+        }
+        Ok(())
+    }
+
+    fn no_op_in_flight(&self, bill: &Bill) -> Rule<()> {
+        if let Some(r) = &bill.pending_op {
+            return reject(
+                ReasonCode::BillOperationInProgress,
+                format!("bill {} has bank operation {r} in progress", bill.id),
+            );
+        }
+        Ok(())
+    }
+
+    fn payable(&self, bill: &Bill) -> Rule<()> {
+        match bill.status {
+            BillStatus::Unpaid => self.no_op_in_flight(bill),
+            BillStatus::Paid | BillStatus::Refunded => reject(
+                ReasonCode::BillAlreadyPaid,
+                format!("bill {} is already paid", bill.id),
+            ),
+            BillStatus::Cancelled => reject(
+                ReasonCode::BillCancelled,
+                format!("bill {} was cancelled by HIS", bill.id),
+            ),
+        }
+    }
+
+    /// Refunds: only a paid bill that HIS has cancelled, once.
+    fn refundable(&self, bill: &Bill) -> Rule<Payment> {
+        match (bill.status, &bill.payment) {
+            (BillStatus::Cancelled, Some(payment)) => {
+                self.no_op_in_flight(bill)?;
+                Ok(payment.clone())
+            }
+            (BillStatus::Refunded, _) => reject(
+                ReasonCode::AlreadyRefunded,
+                format!("bill {} is already refunded", bill.id),
+            ),
+            (BillStatus::Paid, _) => reject(
+                ReasonCode::RefundNotAllowed,
+                format!(
+                    "bill {} is paid and not cancelled by HIS; HIS must cancel it first",
+                    bill.id
+                ),
+            ),
+            (BillStatus::Unpaid, _) | (BillStatus::Cancelled, None) => reject(
+                ReasonCode::BillNotPaid,
+                format!("bill {} was never paid", bill.id),
+            ),
+        }
+    }
+
+    /// How much a withdrawal takes: all of the balance when no amount is given. A withdrawal
+    /// never uses the overdraft.
+    fn withdrawal_amount(&self, account: &Account, amount: Option<Money>) -> Rule<Money> {
+        let amount = match amount {
+            Some(a) => self.amount(a)?,
+            None if account.balance.is_positive() => self.amount(account.balance)?,
+            None => {
+                return reject(
+                    ReasonCode::NothingToWithdraw,
+                    format!("account {} has no balance to withdraw", account.id),
+                );
+            }
+        };
+        if amount > account.balance {
+            return reject(
+                ReasonCode::InsufficientFunds,
+                format!(
+                    "withdrawal of {amount} exceeds the balance {} of account {}",
+                    account.balance, account.id
+                ),
+            );
+        }
+        Ok(amount)
+    }
+
+    // ---- writes ----
+
+    /// Records a movement: changes the balance by the entry kind's sign, journals it, and
+    /// counts it at the terminal (cash box, open shift). Debits must be checked by the caller.
+    fn post(&mut self, m: Movement) -> Money {
+        let mut account = self
+            .account(m.account)
+            .expect("posting to an account the command has read");
+        account.balance = match m.kind.balance_sign() {
+            1 => account.balance.checked_add(m.amount),
+            -1 => account.balance.checked_sub(m.amount),
+            _ => Some(account.balance),
+        }
+        .expect("balances stay far inside Money's range");
+        let balance = account.balance;
+        self.put_account(account);
+        self.count_at_terminal(&m.terminal, m.kind, m.channel, m.amount);
+        let operator = self.cmd.operator.clone();
+        self.journal.push(JournalEntry {
+            txn: self.ctx.txn,
+            request: self.cmd.request.clone(),
+            account: m.account,
+            kind: m.kind,
+            amount: m.amount,
+            balance_after: balance,
+            channel: m.channel,
+            terminal: m.terminal,
+            operator,
+            bill: m.bill,
+            bank_ref: m.bank_ref,
+            at: self.cmd.at,
+        });
+        balance
+    }
+
+    /// Cash goes in and out of the terminal's box; at a window every movement is counted in the
+    /// open shift for its report.
+    fn count_at_terminal(
+        &mut self,
+        id: &TerminalId,
+        kind: EntryKind,
+        channel: Channel,
+        amount: Money,
+    ) {
+        let Some(mut terminal) = self.terminal(id) else {
+            return;
+        };
+        if channel == Channel::Cash {
+            terminal.cash_box = match kind.balance_sign() {
+                1 => terminal.cash_box.checked_add(amount),
+                _ => terminal.cash_box.checked_sub(amount),
+            }
+            .expect("cash box within range");
+        }
+        if let Some(shift) = &mut terminal.shift {
+            add_to_lines(&mut shift.totals, kind, channel, amount);
+        }
+        self.terminals.insert(terminal.id.clone(), terminal);
+    }
+
+    fn debit_from_account(&mut self, account: &Account, amount: Money) -> Rule<()> {
+        if amount > account.available() {
+            return reject(
+                ReasonCode::InsufficientFunds,
+                format!(
+                    "account {} has {} available (balance {}, overdraft {}), needs {amount}",
+                    account.id,
+                    account.available(),
+                    account.balance,
+                    account.overdraft_limit
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    // ---- the transactions ----
+
+    fn execute(&mut self) -> Rule<Effect> {
+        use TerminalKind::*;
+        let cmd = self.cmd;
+        match &cmd.body {
+            CommandBody::IssueCard {
+                card,
+                card_kind,
+                holder,
+                first_deposit,
+            } => {
+                let terminal = self.terminal_allowed(&[Kiosk, Window])?;
+                self.issue_card(terminal, card, *card_kind, holder, *first_deposit)
+            }
+            CommandBody::DepositCash { card, amount } => {
+                let terminal = self.terminal_allowed(&[Kiosk, Window])?;
+                self.require_shift_at_window(&terminal)?;
+                let amount = self.amount(*amount)?;
+                self.kiosk_cash(amount)?;
+                let (_, account) = self.card_in_use(card)?;
+                let balance = self.post(Movement {
+                    account: account.id,
+                    kind: EntryKind::CashDeposit,
+                    channel: Channel::Cash,
+                    amount,
+                    bill: None,
+                    bank_ref: None,
+                    terminal: cmd.terminal.clone(),
+                });
+                Ok(Effect::BalanceChanged {
+                    account: account.id,
+                    txn: self.ctx.txn,
+                    amount,
+                    balance,
+                })
+            }
+            CommandBody::StartBankOp {
+                card,
+                external,
+                purpose,
+                amount,
+            } => self.start_bank_op(card, external, purpose, *amount),
+            CommandBody::CompleteBankOp {
+                bank_ref,
+                bank_note,
+            } => self.settle_bank_op(bank_ref, BankOpState::Completed, bank_note),
+            CommandBody::DeclineBankOp {
+                bank_ref,
+                bank_note,
+            } => self.settle_bank_op(bank_ref, BankOpState::Declined, bank_note),
+            CommandBody::MarkBankOpInDoubt {
+                bank_ref,
+                bank_note,
+            } => self.settle_bank_op(bank_ref, BankOpState::InDoubt, bank_note),
+            CommandBody::ReverseBankOp {
+                bank_ref,
+                bank_note,
+            } => self.settle_bank_op(bank_ref, BankOpState::Reversed, bank_note),
+            CommandBody::PostBill {
+                bill,
+                card,
+                kind,
+                amount,
+            } => self.post_bill(bill, card, *kind, *amount),
+            CommandBody::CancelBill { bill } => {
+                self.terminal_allowed(&[His])?;
+                let mut b = self.bill_exists(bill)?;
+                self.no_op_in_flight(&b)?;
+                let refundable = match b.status {
+                    BillStatus::Unpaid => false,
+                    BillStatus::Paid => true,
+                    BillStatus::Cancelled => {
+                        return reject(
+                            ReasonCode::BillCancelled,
+                            format!("bill {bill} is already cancelled"),
+                        );
+                    }
+                    BillStatus::Refunded => {
+                        return reject(
+                            ReasonCode::AlreadyRefunded,
+                            format!("bill {bill} is already refunded"),
+                        );
+                    }
+                };
+                b.status = BillStatus::Cancelled;
+                self.bills.insert(b.id.clone(), b);
+                Ok(Effect::BillCancelled {
+                    bill: bill.clone(),
+                    refundable,
+                })
+            }
+            CommandBody::PayBill { bill, card } => {
+                let terminal = self.terminal_allowed(&[Kiosk, Window, Mobile])?;
+                self.require_shift_at_window(&terminal)?;
+                let (_, account) = self.card_in_use(card)?;
+                let mut b = self.bill_exists(bill)?;
+                self.bill_of(&b, account.id)?;
+                self.payable(&b)?;
+                self.debit_from_account(&account, b.amount)?;
+                let balance = self.post(Movement {
+                    account: account.id,
+                    kind: EntryKind::BillPayment,
+                    channel: Channel::Account,
+                    amount: b.amount,
+                    bill: Some(bill.clone()),
+                    bank_ref: None,
+                    terminal: cmd.terminal.clone(),
+                });
+                b.status = BillStatus::Paid;
+                b.payment = Some(Payment {
+                    channel: Channel::Account,
+                    txn: self.ctx.txn,
+                    bank_ref: None,
+                    terminal: cmd.terminal.clone(),
+                    at: cmd.at,
+                });
+                let amount = b.amount;
+                self.bills.insert(b.id.clone(), b);
+                Ok(Effect::BalanceChanged {
+                    account: account.id,
+                    txn: self.ctx.txn,
+                    amount,
+                    balance,
+                })
+            }
+            CommandBody::Refund { bill } => {
+                let terminal = self.terminal_allowed(&[Window, Kiosk, His])?;
+                self.require_shift_at_window(&terminal)?;
+                let mut b = self.bill_exists(bill)?;
+                self.refundable(&b)?;
+                let account = self.active(self.account_exists(b.account)?)?;
+                let balance = self.post(Movement {
+                    account: account.id,
+                    kind: EntryKind::Refund,
+                    channel: Channel::Account,
+                    amount: b.amount,
+                    bill: Some(bill.clone()),
+                    bank_ref: None,
+                    terminal: cmd.terminal.clone(),
+                });
+                b.status = BillStatus::Refunded;
+                let amount = b.amount;
+                self.bills.insert(b.id.clone(), b);
+                Ok(Effect::BalanceChanged {
+                    account: account.id,
+                    txn: self.ctx.txn,
+                    amount,
+                    balance,
+                })
+            }
+            CommandBody::WithdrawCash { card, amount } => {
+                let terminal = self.terminal_allowed(&[Window])?;
+                self.require_shift_at_window(&terminal)?;
+                let (_, account) = self.card_in_use(card)?;
+                let amount = self.withdrawal_amount(&account, *amount)?;
+                let balance = self.post(Movement {
+                    account: account.id,
+                    kind: EntryKind::Withdrawal,
+                    channel: Channel::Cash,
+                    amount,
+                    bill: None,
+                    bank_ref: None,
+                    terminal: cmd.terminal.clone(),
+                });
+                Ok(Effect::BalanceChanged {
+                    account: account.id,
+                    txn: self.ctx.txn,
+                    amount,
+                    balance,
+                })
+            }
+            CommandBody::ReportLoss { card, person } => {
+                self.terminal_allowed(&[Window])?;
+                let (mut c, _) = self.holder_card(card, person)?;
+                match c.status {
+                    CardStatus::Active => {}
+                    CardStatus::Lost => {
+                        return reject(
+                            ReasonCode::CardLost,
+                            format!("card {card} is already reported lost"),
+                        );
+                    }
+                    CardStatus::Replaced => {
+                        return reject(
+                            ReasonCode::CardReplaced,
+                            format!("card {card} was replaced"),
+                        );
+                    }
+                }
+                c.status = CardStatus::Lost;
+                self.cards.insert(c.no.clone(), c);
+                Ok(Effect::CardStatusChanged {
+                    card: card.clone(),
+                    status: CardStatus::Lost,
+                })
+            }
+            CommandBody::CancelLoss { card, person } => {
+                self.terminal_allowed(&[Window])?;
+                let (mut c, _) = self.holder_card(card, person)?;
+                match c.status {
+                    CardStatus::Lost => {}
+                    CardStatus::Active => {
+                        return reject(
+                            ReasonCode::CardNotLost,
+                            format!("card {card} is not reported lost"),
+                        );
+                    }
+                    CardStatus::Replaced => {
+                        return reject(
+                            ReasonCode::CardReplaced,
+                            format!("card {card} was replaced"),
+                        );
+                    }
+                }
+                c.status = CardStatus::Active;
+                self.cards.insert(c.no.clone(), c);
+                Ok(Effect::CardStatusChanged {
+                    card: card.clone(),
+                    status: CardStatus::Active,
+                })
+            }
+            CommandBody::ReplaceCard {
+                old_card,
+                new_card,
+                person,
+            } => {
+                self.terminal_allowed(&[Window])?;
+                let (mut old, account) = self.holder_card(old_card, person)?;
+                if old.status == CardStatus::Replaced {
+                    return reject(
+                        ReasonCode::CardReplaced,
+                        format!("card {old_card} was already replaced"),
+                    );
+                }
+                if self.card(new_card).is_some() {
+                    return reject(
+                        ReasonCode::CardAlreadyExists,
+                        format!("card {new_card} is already issued"),
+                    );
+                }
+                old.status = CardStatus::Replaced;
+                let new = Card {
+                    no: new_card.clone(),
+                    kind: old.kind,
+                    account: account.id,
+                    status: CardStatus::Active,
+                };
+                self.cards.insert(old.no.clone(), old);
+                self.cards.insert(new.no.clone(), new);
+                Ok(Effect::CardReplaced {
+                    old_card: old_card.clone(),
+                    new_card: new_card.clone(),
+                    account: account.id,
+                })
+            }
+            CommandBody::Freeze { account } => {
+                self.set_account_status(*account, AccountStatus::Frozen)
+            }
+            CommandBody::Unfreeze { account } => {
+                self.set_account_status(*account, AccountStatus::Active)
+            }
+            CommandBody::SetOverdraft { account, limit } => {
+                self.terminal_allowed(&[Window, Admin])?;
+                if limit.is_negative() {
+                    return reject(
+                        ReasonCode::InvalidAmount,
+                        format!("overdraft limit {limit} is negative"),
+                    );
+                }
+                if *limit > self.ctx.rules.max_overdraft {
+                    return reject(
+                        ReasonCode::OverdraftAboveMaximum,
+                        format!(
+                            "overdraft limit {limit} is above the maximum {}",
+                            self.ctx.rules.max_overdraft
+                        ),
+                    );
+                }
+                let mut a = self.account_exists(*account)?;
+                if a.balance < limit.negated() {
+                    return reject(
+                        ReasonCode::OverdraftInUse,
+                        format!(
+                            "account {account} is at {}, below the new limit {limit}",
+                            a.balance
+                        ),
+                    );
+                }
+                a.overdraft_limit = *limit;
+                self.put_account(a);
+                Ok(Effect::OverdraftSet {
+                    account: *account,
+                    limit: *limit,
+                })
+            }
+            CommandBody::RegisterTerminal { terminal } => {
+                self.terminal_allowed(&[Admin])?;
+                if matches!(terminal.kind(), Admin | System) {
+                    return reject(
+                        ReasonCode::TerminalNotAllowed,
+                        format!("{terminal} is an admin or system terminal and needs no registration"),
+                    );
+                }
+                if self.terminal(terminal).is_some() {
+                    return reject(
+                        ReasonCode::TerminalAlreadyRegistered,
+                        format!("terminal {terminal} is already registered"),
+                    );
+                }
+                self.terminals.insert(
+                    terminal.clone(),
+                    Terminal {
+                        id: terminal.clone(),
+                        kind: terminal.kind(),
+                        status: TerminalStatus::InService,
+                        cash_box: Money::ZERO,
+                        shift: None,
+                        shifts_opened: 0,
+                        collections: 0,
+                        registered_at: cmd.at,
+                    },
+                );
+                Ok(Effect::TerminalChanged {
+                    terminal: terminal.clone(),
+                    status: TerminalStatus::InService,
+                })
+            }
+            CommandBody::SetTerminalStatus { terminal, status } => {
+                self.terminal_allowed(&[Admin])?;
+                let Some(mut t) = self.terminal(terminal) else {
+                    return reject(
+                        ReasonCode::TerminalNotRegistered,
+                        format!("terminal {terminal} is not registered"),
+                    );
+                };
+                if t.status == TerminalStatus::Retired {
+                    return reject(
+                        ReasonCode::TerminalOutOfService,
+                        format!("terminal {terminal} is retired for good"),
+                    );
+                }
+                t.status = *status;
+                self.terminals.insert(t.id.clone(), t);
+                Ok(Effect::TerminalChanged {
+                    terminal: terminal.clone(),
+                    status: *status,
+                })
+            }
+            CommandBody::OpenShift => {
+                let mut t = self
+                    .terminal_allowed(&[Window])?
+                    .expect("windows are registered");
+                let operator = self.operator()?;
+                if t.shift.is_some() {
+                    return reject(
+                        ReasonCode::ShiftAlreadyOpen,
+                        format!("window {} already has an open shift", t.id),
+                    );
+                }
+                t.shifts_opened += 1;
+                let seq = t.shifts_opened;
+                t.shift = Some(Shift {
+                    seq,
+                    operator,
+                    opened_at: cmd.at,
+                    totals: Vec::new(),
+                });
+                self.terminals.insert(t.id.clone(), t);
+                Ok(Effect::ShiftOpened {
+                    terminal: cmd.terminal.clone(),
+                    seq,
+                })
+            }
+            CommandBody::CloseShift => {
+                let mut t = self
+                    .terminal_allowed_when(&[Window], true)?
+                    .expect("windows are registered");
+                let Some(shift) = t.shift.take() else {
+                    return reject(
+                        ReasonCode::ShiftNotOpen,
+                        format!("window {} has no open shift", t.id),
+                    );
+                };
+                let report = ShiftReport {
+                    terminal: t.id.clone(),
+                    seq: shift.seq,
+                    operator: shift.operator,
+                    opened_at: shift.opened_at,
+                    closed_at: cmd.at,
+                    lines: shift.totals,
+                    cash_expected: t.cash_box,
+                };
+                // The cash is handed over with the report: the box starts the next shift empty.
+                t.cash_box = Money::ZERO;
+                self.terminals.insert(t.id.clone(), t);
+                self.reports.push(Report::Shift(report.clone()));
+                Ok(Effect::ShiftClosed(report))
+            }
+            CommandBody::CollectCash { counted } => {
+                let mut t = self
+                    .terminal_allowed_when(&[Kiosk], true)?
+                    .expect("kiosks are registered");
+                let operator = self.operator()?;
+                if counted.is_negative() {
+                    return reject(
+                        ReasonCode::InvalidAmount,
+                        format!("counted cash {counted} is negative"),
+                    );
+                }
+                t.collections += 1;
+                let expected = t.cash_box;
+                let report = CollectionReport {
+                    terminal: t.id.clone(),
+                    seq: t.collections,
+                    operator,
+                    at: cmd.at,
+                    expected,
+                    counted: *counted,
+                    difference: counted
+                        .checked_sub(expected)
+                        .expect("cash amounts within range"),
+                };
+                t.cash_box = Money::ZERO;
+                self.terminals.insert(t.id.clone(), t);
+                self.reports.push(Report::Collection(report.clone()));
+                Ok(Effect::CashCollected(report))
+            }
+        }
+    }
+
+    fn issue_card(
+        &mut self,
+        terminal: Option<Terminal>,
+        card: &CardNo,
+        card_kind: CardKind,
+        holder: &Holder,
+        first_deposit: Option<Money>,
+    ) -> Rule<Effect> {
+        if let Some(deposit) = first_deposit {
+            self.require_shift_at_window(&terminal)?;
+            let deposit = self.amount(deposit)?;
+            if deposit < self.ctx.rules.min_first_deposit {
+                return reject(
+                    ReasonCode::BelowMinimumDeposit,
+                    format!(
+                        "a first deposit is at least {}, not {deposit}",
+                        self.ctx.rules.min_first_deposit
+                    ),
+                );
+            }
+            self.kiosk_cash(deposit)?;
+        }
+        if self.card(card).is_some() {
+            return reject(
+                ReasonCode::CardAlreadyExists,
+                format!("card {card} is already issued"),
+            );
+        }
+        // 实名: one account per person; a second card binds to the existing account.
+        let (account, existing_account) = match self.person(&holder.person) {
+            Some(id) => (self.account_exists(id)?, true),
+            None => {
+                let account = Account {
+                    id: AccountId(self.ctx.txn.0),
+                    holder: holder.clone(),
+                    balance: Money::ZERO,
+                    overdraft_limit: Money::ZERO,
+                    status: AccountStatus::Active,
+                    version: 0,
+                    opened_at: self.cmd.at,
+                    last_activity_at: self.cmd.at,
+                };
+                self.persons.insert(holder.person.clone(), account.id);
+                (account, false)
+            }
+        };
+        if first_deposit.is_some() {
+            self.active(account.clone())?;
+        }
+        self.cards.insert(
+            card.clone(),
+            Card {
+                no: card.clone(),
+                kind: card_kind,
+                account: account.id,
+                status: CardStatus::Active,
+            },
+        );
+        let mut balance = account.balance;
+        self.put_account(account.clone());
+        if let Some(deposit) = first_deposit {
+            balance = self.post(Movement {
+                account: account.id,
+                kind: EntryKind::CashDeposit,
+                channel: Channel::Cash,
+                amount: deposit,
+                bill: None,
+                bank_ref: None,
+                terminal: self.cmd.terminal.clone(),
+            });
+        }
+        Ok(Effect::CardIssued {
+            account: account.id,
+            card: card.clone(),
+            existing_account,
+            balance,
+        })
+    }
+
+    fn post_bill(
+        &mut self,
+        bill: &BillId,
+        card: &CardNo,
+        kind: BillKind,
+        amount: Money,
+    ) -> Rule<Effect> {
+        self.terminal_allowed(&[TerminalKind::His])?;
+        let amount = self.amount(amount)?;
+        if self.bill(bill).is_some() {
+            return reject(
+                ReasonCode::BillAlreadyExists,
+                format!("bill {bill} is already posted"),
+            );
+        }
+        // A bill belongs to the account, whatever the state of the card HIS knows it by.
+        let account = self.account_exists(self.card_exists(card)?.account)?;
+        self.bills.insert(
+            bill.clone(),
+            Bill {
+                id: bill.clone(),
+                account: account.id,
+                kind,
+                amount,
+                status: BillStatus::Unpaid,
+                payment: None,
+                pending_op: None,
+                posted_at: self.cmd.at,
+            },
+        );
+        Ok(Effect::BillPosted {
+            bill: bill.clone(),
+            account: account.id,
+        })
+    }
+
+    fn set_account_status(&mut self, id: AccountId, status: AccountStatus) -> Rule<Effect> {
+        self.terminal_allowed(&[TerminalKind::Window, TerminalKind::Admin])?;
+        let mut account = self.account_exists(id)?;
+        account.status = status;
+        self.put_account(account);
+        Ok(Effect::AccountStatusChanged {
+            account: id,
+            status,
+        })
+    }
+
+    /// The first step of a saga: checks, records the operation Pending, and for a withdrawal
+    /// takes the money from the account now (it is given back if the bank declines).
+    fn start_bank_op(
+        &mut self,
+        card: &CardNo,
+        external: &External,
+        purpose: &BankPurpose,
+        amount: Option<Money>,
+    ) -> Rule<Effect> {
+        use TerminalKind::*;
+        let allowed: &[TerminalKind] = match (purpose, external) {
+            (BankPurpose::TopUp | BankPurpose::PayBill { .. }, External::BankCard { .. }) => {
+                &[Kiosk, Window, Mobile]
+            }
+            (BankPurpose::TopUp | BankPurpose::PayBill { .. }, External::ThirdParty { .. }) => {
+                &[Mobile]
+            }
+            (BankPurpose::Refund { .. }, _) => &[Window, Kiosk, His],
+            (BankPurpose::Withdraw, _) => &[Window, Kiosk],
+        };
+        let terminal = self.terminal_allowed(allowed)?;
+        self.require_shift_at_window(&terminal)?;
+        let (_, account) = self.card_in_use(card)?;
+        let bank_ref = BankRef::for_txn(self.ctx.txn);
+        let no_amount_for_bill = |amount: Option<Money>| match amount {
+            None => Ok(()),
+            Some(a) => reject(
+                ReasonCode::InvalidAmount,
+                format!("a bill's amount comes from the bill; do not send one ({a})"),
+            ),
+        };
+        let (kind, amount) = match purpose {
+            BankPurpose::TopUp => {
+                let Some(a) = amount else {
+                    return reject(ReasonCode::InvalidAmount, "a top-up needs an amount");
+                };
+                (BankOpKind::Debit, self.amount(a)?)
+            }
+            BankPurpose::PayBill { bill } => {
+                no_amount_for_bill(amount)?;
+                let mut b = self.bill_exists(bill)?;
+                self.bill_of(&b, account.id)?;
+                self.payable(&b)?;
+                let amount = b.amount;
+                b.pending_op = Some(bank_ref.clone());
+                self.bills.insert(b.id.clone(), b);
+                (BankOpKind::Debit, amount)
+            }
+            BankPurpose::Refund { bill } => {
+                no_amount_for_bill(amount)?;
+                let mut b = self.bill_exists(bill)?;
+                self.bill_of(&b, account.id)?;
+                let payment = self.refundable(&b)?;
+                self.same_channel_as_payment(&payment, external, bill)?;
+                let amount = b.amount;
+                b.pending_op = Some(bank_ref.clone());
+                self.bills.insert(b.id.clone(), b);
+                (BankOpKind::Credit, amount)
+            }
+            BankPurpose::Withdraw => {
+                let amount = self.withdrawal_amount(&account, amount)?;
+                self.post(Movement {
+                    account: account.id,
+                    kind: EntryKind::Withdrawal,
+                    channel: external.channel(),
+                    amount,
+                    bill: None,
+                    bank_ref: Some(bank_ref.clone()),
+                    terminal: self.cmd.terminal.clone(),
+                });
+                (BankOpKind::Credit, amount)
+            }
+        };
+        self.bank_ops.insert(
+            bank_ref.clone(),
+            BankOp {
+                bank_ref: bank_ref.clone(),
+                kind,
+                purpose: purpose.clone(),
+                external: external.clone(),
+                account: account.id,
+                amount,
+                state: BankOpState::Pending,
+                request: self.cmd.request.clone(),
+                terminal: self.cmd.terminal.clone(),
+                steps: 0,
+                bank_note: String::new(),
+                started_at: self.cmd.at,
+                updated_at: self.cmd.at,
+            },
+        );
+        let balance = self.account(account.id).expect("read above").balance;
+        Ok(Effect::BankOpStarted {
+            bank_ref,
+            kind,
+            account: account.id,
+            amount,
+            balance,
+        })
+    }
+
+    /// Online refunds go back only the way the bill was paid: the same card or channel account.
+    fn same_channel_as_payment(
+        &self,
+        payment: &Payment,
+        external: &External,
+        bill: &BillId,
+    ) -> Rule<()> {
+        let paid_by = payment
+            .bank_ref
+            .as_ref()
+            .and_then(|r| self.bank_op(r))
+            .map(|op| op.external);
+        if paid_by.as_ref() != Some(external) {
+            return reject(
+                ReasonCode::RefundChannelNotAllowed,
+                format!(
+                    "bill {bill} was paid by {:?}; an online refund goes only to the card or channel that paid",
+                    payment.channel
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The later steps of a saga. Pending may go anywhere; InDoubt may be completed (the status
+    /// query found it) or reversed; Completed, Declined and Reversed are final.
+    fn settle_bank_op(
+        &mut self,
+        bank_ref: &BankRef,
+        to: BankOpState,
+        bank_note: &str,
+    ) -> Rule<Effect> {
+        self.terminal_allowed(&[TerminalKind::System, TerminalKind::Admin])?;
+        let Some(mut op) = self.bank_op(bank_ref) else {
+            return reject(
+                ReasonCode::BankOpNotFound,
+                format!("bank operation {bank_ref} is not known"),
+            );
+        };
+        let allowed = match (op.state, to) {
+            (BankOpState::Pending, _) => true,
+            (BankOpState::InDoubt, BankOpState::InDoubt) => true,
+            (BankOpState::InDoubt, BankOpState::Completed | BankOpState::Reversed) => true,
+            // A decline that arrives after we stopped waiting still ends the operation.
+            (BankOpState::InDoubt, BankOpState::Declined) => true,
+            _ => false,
+        };
+        if !allowed {
+            return reject(
+                ReasonCode::BankOpAlreadyFinal,
+                format!(
+                    "bank operation {bank_ref} is {:?} and cannot become {to:?}",
+                    op.state
+                ),
+            );
+        }
+        let channel = op.external.channel();
+        let account_id = op.account;
+        // The account exists: the operation was started against it.
+        let balance_before = self.account_exists(account_id)?.balance;
+        let movement = |kind| Movement {
+            account: account_id,
+            kind,
+            channel,
+            amount: op.amount,
+            bill: match &op.purpose {
+                BankPurpose::PayBill { bill } | BankPurpose::Refund { bill } => Some(bill.clone()),
+                _ => None,
+            },
+            bank_ref: Some(bank_ref.clone()),
+            terminal: op.terminal.clone(),
+        };
+        let mut balance = balance_before;
+        match to {
+            BankOpState::Completed => match &op.purpose {
+                BankPurpose::TopUp => balance = self.post(movement(EntryKind::TopUp)),
+                BankPurpose::PayBill { bill } => {
+                    let mut b = self.bill_exists(bill)?;
+                    b.status = BillStatus::Paid;
+                    b.pending_op = None;
+                    b.payment = Some(Payment {
+                        channel,
+                        txn: self.ctx.txn,
+                        bank_ref: Some(bank_ref.clone()),
+                        terminal: op.terminal.clone(),
+                        at: self.cmd.at,
+                    });
+                    self.bills.insert(b.id.clone(), b);
+                    balance = self.post(movement(EntryKind::ExternalBillPayment));
+                }
+                BankPurpose::Refund { bill } => {
+                    let mut b = self.bill_exists(bill)?;
+                    b.status = BillStatus::Refunded;
+                    b.pending_op = None;
+                    self.bills.insert(b.id.clone(), b);
+                    balance = self.post(movement(EntryKind::ExternalRefund));
+                }
+                // The money left the account when the withdrawal started.
+                BankPurpose::Withdraw => {}
+            },
+            BankOpState::Declined | BankOpState::Reversed => match &op.purpose {
+                BankPurpose::TopUp => {}
+                BankPurpose::PayBill { bill } | BankPurpose::Refund { bill } => {
+                    let mut b = self.bill_exists(bill)?;
+                    b.pending_op = None;
+                    self.bills.insert(b.id.clone(), b);
+                }
+                BankPurpose::Withdraw => {
+                    balance = self.post(movement(EntryKind::WithdrawalReturned));
+                }
+            },
+            BankOpState::InDoubt | BankOpState::Pending => {}
+        }
+        op.state = to;
+        op.steps += 1;
+        op.bank_note = bank_note.chars().take(128).collect();
+        op.updated_at = self.cmd.at;
+        self.bank_ops.insert(bank_ref.clone(), op);
+        Ok(Effect::BankOpSettled {
+            bank_ref: bank_ref.clone(),
+            state: to,
+            account: account_id,
+            balance,
+        })
+    }
+}

@@ -1,0 +1,130 @@
+//! `Command`: every transaction the ledger applies, with its request id, terminal, operator and
+//! the time the leader stamped on it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AccountId, BankRef, BillId, CardNo, OperatorId, PersonKey, RequestId, TerminalId};
+use crate::model::{BankPurpose, BillKind, CardKind, External, Holder, TerminalStatus, Timestamp};
+use crate::money::Money;
+
+/// One transaction as it goes through Raft.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Unique per client request (terminal id + serial, 流水号); the same id again returns the
+    /// first outcome.
+    pub request: RequestId,
+    pub terminal: TerminalId,
+    /// The staff member at a window or collecting cash; `None` at kiosks and machines.
+    pub operator: Option<OperatorId>,
+    /// Stamped by the leader when it proposes; never read from a clock inside `apply`.
+    pub at: Timestamp,
+    pub body: CommandBody,
+}
+
+/// What a command does. Patients are found by card (what they present); administration names
+/// the account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandBody {
+    /// 发卡建档: issue a card; real name, one account per person. `first_deposit` is cash.
+    IssueCard {
+        card: CardNo,
+        card_kind: CardKind,
+        holder: Holder,
+        first_deposit: Option<Money>,
+    },
+    /// 现金充值 at a kiosk or a window with an open shift.
+    DepositCash { card: CardNo, amount: Money },
+    /// The first step of a bank or third-party saga (银行卡充值, 微信/支付宝, card payment,
+    /// online refund, withdrawal to a card): recorded Pending before the bank is called.
+    /// `amount` is required for a top-up, optional for a withdrawal (all of the balance when
+    /// absent) and must be absent for bills, whose amount is the bill's.
+    StartBankOp {
+        card: CardNo,
+        external: External,
+        purpose: BankPurpose,
+        amount: Option<Money>,
+    },
+    /// The bank (or channel) approved, or its status query says it succeeded.
+    CompleteBankOp { bank_ref: BankRef, bank_note: String },
+    /// The bank declined.
+    DeclineBankOp { bank_ref: BankRef, bank_note: String },
+    /// The outcome is unknown (timeout, lost response): to be reversed or confirmed.
+    MarkBankOpInDoubt { bank_ref: BankRef, bank_note: String },
+    /// 冲正: the bank acknowledged the reversal.
+    ReverseBankOp { bank_ref: BankRef, bank_note: String },
+    /// HIS posts what a patient owes.
+    PostBill {
+        bill: BillId,
+        card: CardNo,
+        kind: BillKind,
+        amount: Money,
+    },
+    /// HIS cancels an order; a paid bill becomes refundable.
+    CancelBill { bill: BillId },
+    /// Pay a bill from the account (balance + overdraft).
+    PayBill { bill: BillId, card: CardNo },
+    /// 退费 to the account, for a paid bill that HIS has cancelled.
+    Refund { bill: BillId },
+    /// 退预交金 in cash at a window with an open shift; `None` takes all of the balance.
+    WithdrawCash {
+        card: CardNo,
+        amount: Option<Money>,
+    },
+    /// 挂失, with the holder's ID (as its keyed hash).
+    ReportLoss { card: CardNo, person: PersonKey },
+    /// 解挂
+    CancelLoss { card: CardNo, person: PersonKey },
+    /// 补卡: a new card bound to the same account; the old one is retired.
+    ReplaceCard {
+        old_card: CardNo,
+        new_card: CardNo,
+        person: PersonKey,
+    },
+    Freeze { account: AccountId },
+    Unfreeze { account: AccountId },
+    /// 绿色通道: how far below zero charges may take the balance.
+    SetOverdraft { account: AccountId, limit: Money },
+    /// Registers the command's own terminal id named here (by an admin).
+    RegisterTerminal { terminal: TerminalId },
+    SetTerminalStatus {
+        terminal: TerminalId,
+        status: TerminalStatus,
+    },
+    /// Opens a shift at the command's window for the command's operator.
+    OpenShift,
+    /// 日结: closes the window's shift and stores its report.
+    CloseShift,
+    /// Empties the kiosk's cash box; `counted` is what staff counted.
+    CollectCash { counted: Money },
+}
+
+impl CommandBody {
+    /// The name of the transaction, as metrics and logs show it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CommandBody::IssueCard { .. } => "IssueCard",
+            CommandBody::DepositCash { .. } => "DepositCash",
+            CommandBody::StartBankOp { .. } => "StartBankOp",
+            CommandBody::CompleteBankOp { .. } => "CompleteBankOp",
+            CommandBody::DeclineBankOp { .. } => "DeclineBankOp",
+            CommandBody::MarkBankOpInDoubt { .. } => "MarkBankOpInDoubt",
+            CommandBody::ReverseBankOp { .. } => "ReverseBankOp",
+            CommandBody::PostBill { .. } => "PostBill",
+            CommandBody::CancelBill { .. } => "CancelBill",
+            CommandBody::PayBill { .. } => "PayBill",
+            CommandBody::Refund { .. } => "Refund",
+            CommandBody::WithdrawCash { .. } => "WithdrawCash",
+            CommandBody::ReportLoss { .. } => "ReportLoss",
+            CommandBody::CancelLoss { .. } => "CancelLoss",
+            CommandBody::ReplaceCard { .. } => "ReplaceCard",
+            CommandBody::Freeze { .. } => "Freeze",
+            CommandBody::Unfreeze { .. } => "Unfreeze",
+            CommandBody::SetOverdraft { .. } => "SetOverdraft",
+            CommandBody::RegisterTerminal { .. } => "RegisterTerminal",
+            CommandBody::SetTerminalStatus { .. } => "SetTerminalStatus",
+            CommandBody::OpenShift => "OpenShift",
+            CommandBody::CloseShift => "CloseShift",
+            CommandBody::CollectCash { .. } => "CollectCash",
+        }
+    }
+}

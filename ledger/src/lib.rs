@@ -1,0 +1,26 @@
+//! yinyi-ledger: the pure, deterministic business core of yinyi (银医通).
+//!
+//! Money, ids, the `Command`s every channel submits, their `Outcome`s with stable reason codes,
+//! the `StateView` the rules read and write through, and [`apply`], which holds every rule of
+//! `DOMAIN.md`. No I/O, no async, no clock, no randomness: every node applies the same commands
+//! in the same order and reaches byte-identical state.
+
+pub mod apply;
+pub mod command;
+pub mod ids;
+pub mod model;
+pub mod money;
+pub mod outcome;
+pub mod view;
+
+pub use apply::{ApplyCtx, Rules, apply};
+pub use command::{Command, CommandBody};
+pub use ids::{
+    AccountId, BankRef, BillId, CardNo, CardToken, IdError, MAX_COMMANDS_PER_ENTRY, OperatorId,
+    PersonKey, RequestId,
+    TerminalId, TerminalKind, TxnId,
+};
+pub use model::*;
+pub use money::{AmountError, Money};
+pub use outcome::{Effect, Outcome, ReasonClass, ReasonCode, Rejection};
+pub use view::{MemState, RequestRecord, StateView};

@@ -1,0 +1,381 @@
+//! The entities the ledger keeps: accounts, cards, bills, terminals, bank operations, journal
+//! entries and reports. Plain data; the rules that change them live in `apply`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{
+    AccountId, BankRef, BillId, CardNo, CardToken, OperatorId, PersonKey, RequestId, TerminalId,
+    TerminalKind, TxnId,
+};
+use crate::money::Money;
+
+/// Milliseconds since the Unix epoch, stamped by the leader when it proposes a command.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct Timestamp(pub i64);
+
+/// The account holder (实名): name, the keyed hash of the ID number and a masked form of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub name: String,
+    pub person: PersonKey,
+    /// e.g. `110***********1234`; never the full number.
+    pub id_masked: String,
+    pub phone: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccountStatus {
+    Active,
+    Frozen,
+}
+
+/// 预交金账户: the patient's prepaid account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: AccountId,
+    pub holder: Holder,
+    pub balance: Money,
+    /// 绿色通道: how far below zero charges may take the balance (0 by default).
+    pub overdraft_limit: Money,
+    pub status: AccountStatus,
+    /// Bumped by every change; lets caches and reports see staleness.
+    pub version: u64,
+    pub opened_at: Timestamp,
+    pub last_activity_at: Timestamp,
+}
+
+impl Account {
+    /// What the account can pay: balance plus overdraft.
+    pub fn available(&self) -> Money {
+        self.balance
+            .checked_add(self.overdraft_limit)
+            .expect("balance + overdraft within range")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CardKind {
+    /// 就诊卡 issued by the hospital
+    Hospital,
+    /// 电子健康卡
+    Health,
+    /// 社保卡
+    SocialSecurity,
+    /// the ID card itself used as a card
+    IdCard,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CardStatus {
+    Active,
+    /// 挂失: refused everywhere until the loss is cancelled or the card replaced.
+    Lost,
+    /// 补卡: superseded by a new card bound to the same account.
+    Replaced,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Card {
+    pub no: CardNo,
+    pub kind: CardKind,
+    pub account: AccountId,
+    pub status: CardStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BillKind {
+    /// 挂号费
+    Registration,
+    /// 门诊缴费: drugs, labs, exams
+    Outpatient,
+    /// 住院预交金
+    InpatientDeposit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BillStatus {
+    Unpaid,
+    Paid,
+    /// Cancelled by HIS. Refundable when it had been paid.
+    Cancelled,
+    Refunded,
+}
+
+/// How money moved: the channel of a journal entry, a payment or a report line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Channel {
+    Cash,
+    /// From or to the prepaid account.
+    Account,
+    BankCard,
+    ThirdParty,
+}
+
+/// How a bill was paid; an online refund goes back the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payment {
+    pub channel: Channel,
+    pub txn: TxnId,
+    /// The bank operation that paid it, for bank-card and third-party payments.
+    pub bank_ref: Option<BankRef>,
+    pub terminal: TerminalId,
+    pub at: Timestamp,
+}
+
+/// A bill posted by HIS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bill {
+    pub id: BillId,
+    pub account: AccountId,
+    pub kind: BillKind,
+    pub amount: Money,
+    pub status: BillStatus,
+    pub payment: Option<Payment>,
+    /// A bank operation in flight for this bill (a payment or an online refund); blocks others.
+    pub pending_op: Option<BankRef>,
+    pub posted_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TerminalStatus {
+    InService,
+    OutOfService,
+    Retired,
+}
+
+/// An open shift at a window (班次); closing it produces the shift report (日结).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shift {
+    pub seq: u64,
+    pub operator: OperatorId,
+    pub opened_at: Timestamp,
+    pub totals: Vec<ReportLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Terminal {
+    pub id: TerminalId,
+    pub kind: TerminalKind,
+    pub status: TerminalStatus,
+    /// Cash taken since the last collection (or shift close) minus cash paid out.
+    pub cash_box: Money,
+    pub shift: Option<Shift>,
+    /// The number of shifts ever opened here; the next shift's sequence number.
+    pub shifts_opened: u64,
+    pub collections: u64,
+    pub registered_at: Timestamp,
+}
+
+/// What a bank operation does at the bank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BankOpKind {
+    /// The bank takes money from the patient's card (top-up, bill payment).
+    Debit,
+    /// The bank gives money to the patient's card (online refund, withdrawal).
+    Credit,
+}
+
+/// Which external party the money crosses to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum External {
+    /// A bank card through the bank's front-end processor (前置机).
+    BankCard { token: CardToken, masked: String },
+    /// A third-party payment channel (WeChat/Alipay style); `payer` is the channel's payer id.
+    ThirdParty { provider: String, payer: String },
+}
+
+impl External {
+    pub fn channel(&self) -> Channel {
+        match self {
+            External::BankCard { .. } => Channel::BankCard,
+            External::ThirdParty { .. } => Channel::ThirdParty,
+        }
+    }
+}
+
+/// Why money crosses to the bank.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BankPurpose {
+    /// 银行卡/第三方充值: credit the account once the bank approves.
+    TopUp,
+    /// Pay a bill straight from the card; the account is untouched.
+    PayBill { bill: BillId },
+    /// 退费 online: back to the card that paid the bill.
+    Refund { bill: BillId },
+    /// 退预交金 to a card: the account is debited first and credited back if the bank declines.
+    Withdraw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum BankOpState {
+    /// Replicated before the bank is called.
+    Pending,
+    Completed,
+    Declined,
+    /// The outcome is unknown (timeout, lost response): to be reversed or confirmed.
+    InDoubt,
+    /// 冲正: the bank acknowledged the reversal.
+    Reversed,
+}
+
+impl BankOpState {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            BankOpState::Completed | BankOpState::Declined | BankOpState::Reversed
+        )
+    }
+}
+
+/// A bank operation: one saga's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BankOp {
+    pub bank_ref: BankRef,
+    pub kind: BankOpKind,
+    pub purpose: BankPurpose,
+    pub external: External,
+    pub account: AccountId,
+    pub amount: Money,
+    pub state: BankOpState,
+    /// The request that started it and where.
+    pub request: RequestId,
+    pub terminal: TerminalId,
+    /// Saga steps recorded so far (each step after the start adds one).
+    pub steps: u32,
+    /// The bank's own reference or decline code of the last step, for reconciliation.
+    pub bank_note: String,
+    pub started_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// What a journal entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// 现金充值 (also the first deposit of IssueCard)
+    CashDeposit,
+    /// 银行卡/第三方充值, credited when the bank approved
+    TopUp,
+    /// A bill paid from the account
+    BillPayment,
+    /// A bill paid by bank card or third party; the account is untouched (amount recorded, not
+    /// applied to the balance)
+    ExternalBillPayment,
+    /// 退费 to the account
+    Refund,
+    /// 退费 online to the card that paid; the account is untouched
+    ExternalRefund,
+    /// 退预交金: out of the account, as cash or to a card
+    Withdrawal,
+    /// A withdrawal to a card that the bank declined or that was reversed: money back
+    WithdrawalReturned,
+}
+
+impl EntryKind {
+    /// The signed effect of an entry of this kind on the balance: +1 credit, −1 debit, 0 none.
+    pub fn balance_sign(self) -> i8 {
+        match self {
+            EntryKind::CashDeposit
+            | EntryKind::TopUp
+            | EntryKind::Refund
+            | EntryKind::WithdrawalReturned => 1,
+            EntryKind::BillPayment | EntryKind::Withdrawal => -1,
+            EntryKind::ExternalBillPayment | EntryKind::ExternalRefund => 0,
+        }
+    }
+}
+
+/// One line of the journal: a movement of money, or a record of one that bypassed the account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub txn: TxnId,
+    pub request: RequestId,
+    pub account: AccountId,
+    pub kind: EntryKind,
+    /// Always positive; the kind says the direction.
+    pub amount: Money,
+    pub balance_after: Money,
+    pub channel: Channel,
+    pub terminal: TerminalId,
+    pub operator: Option<OperatorId>,
+    pub bill: Option<BillId>,
+    pub bank_ref: Option<BankRef>,
+    pub at: Timestamp,
+}
+
+/// A count and total of one kind of entry through one channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportLine {
+    pub kind: EntryKind,
+    pub channel: Channel,
+    pub count: u64,
+    pub total: Money,
+}
+
+/// Adds one entry to report lines kept sorted by (kind, channel), so the lines are identical on
+/// every node.
+pub fn add_to_lines(lines: &mut Vec<ReportLine>, kind: EntryKind, channel: Channel, amount: Money) {
+    match lines.binary_search_by(|line| (line.kind, line.channel).cmp(&(kind, channel))) {
+        Ok(i) => {
+            let line = &mut lines[i];
+            line.count += 1;
+            line.total = line
+                .total
+                .checked_add(amount)
+                .expect("report total within range");
+        }
+        Err(i) => lines.insert(
+            i,
+            ReportLine {
+                kind,
+                channel,
+                count: 1,
+                total: amount,
+            },
+        ),
+    }
+}
+
+/// 日结: the report of a closed window shift.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShiftReport {
+    pub terminal: TerminalId,
+    pub seq: u64,
+    pub operator: OperatorId,
+    pub opened_at: Timestamp,
+    pub closed_at: Timestamp,
+    pub lines: Vec<ReportLine>,
+    /// Cash the operator hands over: cash in minus cash out during the shift.
+    pub cash_expected: Money,
+}
+
+/// A kiosk's cash collection: what the box should hold and what staff counted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectionReport {
+    pub terminal: TerminalId,
+    pub seq: u64,
+    pub operator: OperatorId,
+    pub at: Timestamp,
+    pub expected: Money,
+    pub counted: Money,
+    /// counted − expected: positive is 长款 (over), negative 短款 (short).
+    pub difference: Money,
+}
+
+/// A stored report, keyed by kind, terminal and sequence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Report {
+    Shift(ShiftReport),
+    Collection(CollectionReport),
+}
+
+impl Report {
+    /// The report's key: kind, terminal and sequence, in an order that sorts by terminal.
+    pub fn key(&self) -> String {
+        match self {
+            Report::Shift(r) => format!("shift/{}/{:010}", r.terminal, r.seq),
+            Report::Collection(r) => format!("collection/{}/{:010}", r.terminal, r.seq),
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! `Outcome`: what a command did, or why it was refused, with a stable reason code.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{AccountId, BankRef, BillId, CardNo, TerminalId, TxnId};
+use crate::model::{
+    AccountStatus, BankOpKind, BankOpState, CardStatus, CollectionReport, ShiftReport,
+    TerminalStatus,
+};
+use crate::money::Money;
+
+/// The stable reason codes of rejections. Clients switch on these strings; never rename one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ReasonCode {
+    InvalidAmount,
+    InvalidDenomination,
+    BelowMinimumDeposit,
+    RequestIdReused,
+    TerminalNotRegistered,
+    TerminalOutOfService,
+    TerminalAlreadyRegistered,
+    TerminalNotAllowed,
+    OperatorRequired,
+    ShiftNotOpen,
+    ShiftAlreadyOpen,
+    AccountNotFound,
+    AccountFrozen,
+    InsufficientFunds,
+    NothingToWithdraw,
+    OverdraftInUse,
+    OverdraftAboveMaximum,
+    CardNotFound,
+    CardAlreadyExists,
+    CardLost,
+    CardReplaced,
+    CardNotLost,
+    IdentityMismatch,
+    BillNotFound,
+    BillAlreadyExists,
+    BillAccountMismatch,
+    BillAlreadyPaid,
+    BillCancelled,
+    BillNotPaid,
+    BillOperationInProgress,
+    RefundNotAllowed,
+    AlreadyRefunded,
+    RefundChannelNotAllowed,
+    BankOpNotFound,
+    BankOpAlreadyFinal,
+    InvariantViolation,
+}
+
+impl ReasonCode {
+    pub const ALL: [ReasonCode; 36] = [
+        ReasonCode::InvalidAmount,
+        ReasonCode::InvalidDenomination,
+        ReasonCode::BelowMinimumDeposit,
+        ReasonCode::RequestIdReused,
+        ReasonCode::TerminalNotRegistered,
+        ReasonCode::TerminalOutOfService,
+        ReasonCode::TerminalAlreadyRegistered,
+        ReasonCode::TerminalNotAllowed,
+        ReasonCode::OperatorRequired,
+        ReasonCode::ShiftNotOpen,
+        ReasonCode::ShiftAlreadyOpen,
+        ReasonCode::AccountNotFound,
+        ReasonCode::AccountFrozen,
+        ReasonCode::InsufficientFunds,
+        ReasonCode::NothingToWithdraw,
+        ReasonCode::OverdraftInUse,
+        ReasonCode::OverdraftAboveMaximum,
+        ReasonCode::CardNotFound,
+        ReasonCode::CardAlreadyExists,
+        ReasonCode::CardLost,
+        ReasonCode::CardReplaced,
+        ReasonCode::CardNotLost,
+        ReasonCode::IdentityMismatch,
+        ReasonCode::BillNotFound,
+        ReasonCode::BillAlreadyExists,
+        ReasonCode::BillAccountMismatch,
+        ReasonCode::BillAlreadyPaid,
+        ReasonCode::BillCancelled,
+        ReasonCode::BillNotPaid,
+        ReasonCode::BillOperationInProgress,
+        ReasonCode::RefundNotAllowed,
+        ReasonCode::AlreadyRefunded,
+        ReasonCode::RefundChannelNotAllowed,
+        ReasonCode::BankOpNotFound,
+        ReasonCode::BankOpAlreadyFinal,
+        ReasonCode::InvariantViolation,
+    ];
+
+    /// The code as clients see it, e.g. `INSUFFICIENT_FUNDS`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::InvalidAmount => "INVALID_AMOUNT",
+            ReasonCode::InvalidDenomination => "INVALID_DENOMINATION",
+            ReasonCode::BelowMinimumDeposit => "BELOW_MINIMUM_DEPOSIT",
+            ReasonCode::RequestIdReused => "REQUEST_ID_REUSED",
+            ReasonCode::TerminalNotRegistered => "TERMINAL_NOT_REGISTERED",
+            ReasonCode::TerminalOutOfService => "TERMINAL_OUT_OF_SERVICE",
+            ReasonCode::TerminalAlreadyRegistered => "TERMINAL_ALREADY_REGISTERED",
+            ReasonCode::TerminalNotAllowed => "TERMINAL_NOT_ALLOWED",
+            ReasonCode::OperatorRequired => "OPERATOR_REQUIRED",
+            ReasonCode::ShiftNotOpen => "SHIFT_NOT_OPEN",
+            ReasonCode::ShiftAlreadyOpen => "SHIFT_ALREADY_OPEN",
+            ReasonCode::AccountNotFound => "ACCOUNT_NOT_FOUND",
+            ReasonCode::AccountFrozen => "ACCOUNT_FROZEN",
+            ReasonCode::InsufficientFunds => "INSUFFICIENT_FUNDS",
+            ReasonCode::NothingToWithdraw => "NOTHING_TO_WITHDRAW",
+            ReasonCode::OverdraftInUse => "OVERDRAFT_IN_USE",
+            ReasonCode::OverdraftAboveMaximum => "OVERDRAFT_ABOVE_MAXIMUM",
+            ReasonCode::CardNotFound => "CARD_NOT_FOUND",
+            ReasonCode::CardAlreadyExists => "CARD_ALREADY_EXISTS",
+            ReasonCode::CardLost => "CARD_LOST",
+            ReasonCode::CardReplaced => "CARD_REPLACED",
+            ReasonCode::CardNotLost => "CARD_NOT_LOST",
+            ReasonCode::IdentityMismatch => "IDENTITY_MISMATCH",
+            ReasonCode::BillNotFound => "BILL_NOT_FOUND",
+            ReasonCode::BillAlreadyExists => "BILL_ALREADY_EXISTS",
+            ReasonCode::BillAccountMismatch => "BILL_ACCOUNT_MISMATCH",
+            ReasonCode::BillAlreadyPaid => "BILL_ALREADY_PAID",
+            ReasonCode::BillCancelled => "BILL_CANCELLED",
+            ReasonCode::BillNotPaid => "BILL_NOT_PAID",
+            ReasonCode::BillOperationInProgress => "BILL_OPERATION_IN_PROGRESS",
+            ReasonCode::RefundNotAllowed => "REFUND_NOT_ALLOWED",
+            ReasonCode::AlreadyRefunded => "ALREADY_REFUNDED",
+            ReasonCode::RefundChannelNotAllowed => "REFUND_CHANNEL_NOT_ALLOWED",
+            ReasonCode::BankOpNotFound => "BANK_OP_NOT_FOUND",
+            ReasonCode::BankOpAlreadyFinal => "BANK_OP_ALREADY_FINAL",
+            ReasonCode::InvariantViolation => "INVARIANT_VIOLATION",
+        }
+    }
+
+    /// The kind of failure, for the API edge to pick a status code.
+    pub fn class(self) -> ReasonClass {
+        use ReasonCode::*;
+        match self {
+            InvalidAmount | InvalidDenomination | BelowMinimumDeposit | OperatorRequired
+            | OverdraftAboveMaximum => ReasonClass::InvalidInput,
+            AccountNotFound | CardNotFound | BillNotFound | BankOpNotFound
+            | TerminalNotRegistered => ReasonClass::NotFound,
+            CardAlreadyExists | BillAlreadyExists | TerminalAlreadyRegistered
+            | RequestIdReused => ReasonClass::AlreadyExists,
+            TerminalNotAllowed | IdentityMismatch => ReasonClass::PermissionDenied,
+            InvariantViolation => ReasonClass::Internal,
+            _ => ReasonClass::FailedPrecondition,
+        }
+    }
+}
+
+impl fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A coarse grouping of reason codes that maps one to one onto gRPC status codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReasonClass {
+    InvalidInput,
+    NotFound,
+    AlreadyExists,
+    PermissionDenied,
+    FailedPrecondition,
+    Internal,
+}
+
+/// A refused command: a stable code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub code: ReasonCode,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(code: ReasonCode, message: impl Into<String>) -> Rejection {
+        Rejection {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+/// What a successful command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Effect {
+    CardIssued {
+        account: AccountId,
+        card: CardNo,
+        /// The person already had an account; the card was bound to it.
+        existing_account: bool,
+        balance: Money,
+    },
+    /// Money moved in or out of the account (deposit, payment, refund, withdrawal).
+    BalanceChanged {
+        account: AccountId,
+        txn: TxnId,
+        amount: Money,
+        balance: Money,
+    },
+    BankOpStarted {
+        bank_ref: BankRef,
+        kind: BankOpKind,
+        account: AccountId,
+        amount: Money,
+        balance: Money,
+    },
+    BankOpSettled {
+        bank_ref: BankRef,
+        state: BankOpState,
+        account: AccountId,
+        balance: Money,
+    },
+    BillPosted {
+        bill: BillId,
+        account: AccountId,
+    },
+    BillCancelled {
+        bill: BillId,
+        /// It had been paid, so it can now be refunded.
+        refundable: bool,
+    },
+    CardStatusChanged {
+        card: CardNo,
+        status: CardStatus,
+    },
+    CardReplaced {
+        old_card: CardNo,
+        new_card: CardNo,
+        account: AccountId,
+    },
+    AccountStatusChanged {
+        account: AccountId,
+        status: AccountStatus,
+    },
+    OverdraftSet {
+        account: AccountId,
+        limit: Money,
+    },
+    TerminalChanged {
+        terminal: TerminalId,
+        status: TerminalStatus,
+    },
+    ShiftOpened {
+        terminal: TerminalId,
+        seq: u64,
+    },
+    ShiftClosed(ShiftReport),
+    CashCollected(CollectionReport),
+}
+
+/// The result of applying a command, stored under its request id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Done(Effect),
+    Rejected(Rejection),
+}
+
+impl Outcome {
+    pub fn rejected(code: ReasonCode, message: impl Into<String>) -> Outcome {
+        Outcome::Rejected(Rejection::new(code, message))
+    }
+
+    pub fn is_done(&self) -> bool {
+        matches!(self, Outcome::Done(_))
+    }
+
+    pub fn reason(&self) -> Option<ReasonCode> {
+        match self {
+            Outcome::Done(_) => None,
+            Outcome::Rejected(r) => Some(r.code),
+        }
+    }
+}

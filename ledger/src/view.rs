@@ -1,0 +1,122 @@
+//! `StateView`: the reads and writes `apply` needs, and `MemState`, an in-memory implementation
+//! for tests and tools. The RocksDB implementation lives in `storage`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::CommandBody;
+use crate::ids::{AccountId, BankRef, BillId, CardNo, OperatorId, PersonKey, RequestId, TerminalId};
+use crate::model::{Account, BankOp, Bill, Card, JournalEntry, Report, Terminal, Timestamp};
+use crate::outcome::Outcome;
+
+/// What is kept under a request id: enough to answer a retry and to recognise a reused id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub terminal: TerminalId,
+    pub operator: Option<OperatorId>,
+    pub body: CommandBody,
+    pub outcome: Outcome,
+    pub at: Timestamp,
+}
+
+/// The state `apply` reads and writes. Reads return owned values; writes replace whole records.
+/// An implementation must return its own earlier writes on later reads (read your writes), as
+/// commands of one Raft entry see each other's effects.
+pub trait StateView {
+    fn account(&self, id: AccountId) -> Option<Account>;
+    fn card(&self, no: &CardNo) -> Option<Card>;
+    fn person(&self, person: &PersonKey) -> Option<AccountId>;
+    fn bill(&self, id: &BillId) -> Option<Bill>;
+    fn bank_op(&self, bank_ref: &BankRef) -> Option<BankOp>;
+    fn terminal(&self, id: &TerminalId) -> Option<Terminal>;
+    fn request(&self, id: &RequestId) -> Option<RequestRecord>;
+
+    fn put_account(&mut self, account: Account);
+    fn put_card(&mut self, card: Card);
+    fn put_person(&mut self, person: PersonKey, account: AccountId);
+    fn put_bill(&mut self, bill: Bill);
+    fn put_bank_op(&mut self, op: BankOp);
+    fn put_terminal(&mut self, terminal: Terminal);
+    fn put_request(&mut self, id: RequestId, record: RequestRecord);
+    fn append_journal(&mut self, entry: JournalEntry);
+    fn put_report(&mut self, report: Report);
+}
+
+/// The whole state in ordered maps: deterministic to iterate and to encode.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemState {
+    pub accounts: BTreeMap<AccountId, Account>,
+    pub cards: BTreeMap<CardNo, Card>,
+    pub persons: BTreeMap<PersonKey, AccountId>,
+    pub bills: BTreeMap<BillId, Bill>,
+    pub bank_ops: BTreeMap<BankRef, BankOp>,
+    pub terminals: BTreeMap<TerminalId, Terminal>,
+    pub requests: BTreeMap<RequestId, RequestRecord>,
+    /// In log order.
+    pub journal: Vec<JournalEntry>,
+    pub reports: BTreeMap<String, Report>,
+}
+
+impl MemState {
+    pub fn new() -> MemState {
+        MemState::default()
+    }
+
+    /// The journal entries of one account, in log order.
+    pub fn journal_of(&self, account: AccountId) -> impl Iterator<Item = &JournalEntry> {
+        self.journal.iter().filter(move |e| e.account == account)
+    }
+}
+
+impl StateView for MemState {
+    fn account(&self, id: AccountId) -> Option<Account> {
+        self.accounts.get(&id).cloned()
+    }
+    fn card(&self, no: &CardNo) -> Option<Card> {
+        self.cards.get(no).cloned()
+    }
+    fn person(&self, person: &PersonKey) -> Option<AccountId> {
+        self.persons.get(person).copied()
+    }
+    fn bill(&self, id: &BillId) -> Option<Bill> {
+        self.bills.get(id).cloned()
+    }
+    fn bank_op(&self, bank_ref: &BankRef) -> Option<BankOp> {
+        self.bank_ops.get(bank_ref).cloned()
+    }
+    fn terminal(&self, id: &TerminalId) -> Option<Terminal> {
+        self.terminals.get(id).cloned()
+    }
+    fn request(&self, id: &RequestId) -> Option<RequestRecord> {
+        self.requests.get(id).cloned()
+    }
+
+    fn put_account(&mut self, account: Account) {
+        self.accounts.insert(account.id, account);
+    }
+    fn put_card(&mut self, card: Card) {
+        self.cards.insert(card.no.clone(), card);
+    }
+    fn put_person(&mut self, person: PersonKey, account: AccountId) {
+        self.persons.insert(person, account);
+    }
+    fn put_bill(&mut self, bill: Bill) {
+        self.bills.insert(bill.id.clone(), bill);
+    }
+    fn put_bank_op(&mut self, op: BankOp) {
+        self.bank_ops.insert(op.bank_ref.clone(), op);
+    }
+    fn put_terminal(&mut self, terminal: Terminal) {
+        self.terminals.insert(terminal.id.clone(), terminal);
+    }
+    fn put_request(&mut self, id: RequestId, record: RequestRecord) {
+        self.requests.insert(id, record);
+    }
+    fn append_journal(&mut self, entry: JournalEntry) {
+        self.journal.push(entry);
+    }
+    fn put_report(&mut self, report: Report) {
+        self.reports.insert(report.key(), report);
+    }
+}

@@ -1,0 +1,169 @@
+//! The node's configuration: one struct owns every knob. Defaults run a local node with no file;
+//! a TOML file (`--config`) sets any key; `YINYI_*` environment variables and flags override it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use yinyi_consensus::{BatchLimits, ConsensusConfig, NodeId};
+
+/// What `yinyi start` runs with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id, unique in the cluster.
+    pub id: NodeId,
+    /// Where this node listens for gRPC (clients, operators and other nodes).
+    pub listen: String,
+    /// Where this node keeps its RocksDB and snapshots.
+    pub data: PathBuf,
+    /// Every member at start: `1=127.0.0.1:7101,2=…`. The lowest id forms the cluster.
+    pub peers: BTreeMap<NodeId, String>,
+    /// This node joins a running cluster (through `yinyi ctl add-node`) and never forms one.
+    pub join: bool,
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub install_snapshot_timeout_ms: u64,
+    /// Build a snapshot after this many entries since the last.
+    pub snapshot_after_entries: u64,
+    /// Log entries kept behind a snapshot before purging.
+    pub log_entries_kept_after_snapshot: u64,
+    /// Commands packed into one Raft entry at most.
+    pub max_batch_commands: usize,
+    /// Bytes of commands in one Raft entry at most.
+    pub max_batch_bytes: usize,
+    /// Raft entries proposed and not yet answered at most.
+    pub max_inflight_entries: usize,
+    /// Commands waiting for a batch at most; beyond it callers are told to retry.
+    pub max_queued_commands: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> NodeConfig {
+        let consensus = ConsensusConfig::new(1, "127.0.0.1:7101");
+        NodeConfig {
+            id: 1,
+            listen: "127.0.0.1:7101".into(),
+            data: PathBuf::from("yinyi-data"),
+            peers: BTreeMap::new(),
+            join: false,
+            heartbeat_interval_ms: consensus.heartbeat_interval_ms,
+            election_timeout_min_ms: consensus.election_timeout_min_ms,
+            election_timeout_max_ms: consensus.election_timeout_max_ms,
+            install_snapshot_timeout_ms: consensus.install_snapshot_timeout_ms,
+            snapshot_after_entries: consensus.snapshot_after_entries,
+            log_entries_kept_after_snapshot: consensus.log_entries_kept_after_snapshot,
+            max_batch_commands: consensus.batch.max_batch_commands,
+            max_batch_bytes: consensus.batch.max_batch_bytes,
+            max_inflight_entries: consensus.batch.max_inflight_entries,
+            max_queued_commands: consensus.batch.max_queued_commands,
+        }
+    }
+}
+
+impl NodeConfig {
+    /// The peers, with this node added when it was not listed (a single-node cluster).
+    pub fn members(&self) -> BTreeMap<NodeId, String> {
+        let mut members = self.peers.clone();
+        members.entry(self.id).or_insert_with(|| self.listen.clone());
+        members
+    }
+
+    /// Checks what a typo would otherwise turn into a confusing failure later.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id == 0 {
+            return Err("id must be 1 or more".into());
+        }
+        if let Some(addr) = self.peers.get(&self.id)
+            && addr != &self.listen
+        {
+            return Err(format!(
+                "peers say node {} is at {addr}, but it listens on {}",
+                self.id, self.listen
+            ));
+        }
+        if self.election_timeout_min_ms <= self.heartbeat_interval_ms * 2 {
+            return Err("election_timeout_min_ms must exceed twice heartbeat_interval_ms".into());
+        }
+        if self.max_batch_commands == 0 || self.max_batch_commands > 4096 {
+            return Err("max_batch_commands must be 1 to 4096".into());
+        }
+        Ok(())
+    }
+
+    pub fn consensus(&self) -> ConsensusConfig {
+        let mut c = ConsensusConfig::new(self.id, self.listen.clone());
+        c.heartbeat_interval_ms = self.heartbeat_interval_ms;
+        c.election_timeout_min_ms = self.election_timeout_min_ms;
+        c.election_timeout_max_ms = self.election_timeout_max_ms;
+        c.install_snapshot_timeout_ms = self.install_snapshot_timeout_ms;
+        c.snapshot_after_entries = self.snapshot_after_entries;
+        c.log_entries_kept_after_snapshot = self.log_entries_kept_after_snapshot;
+        c.batch = BatchLimits {
+            max_batch_commands: self.max_batch_commands,
+            max_batch_bytes: self.max_batch_bytes,
+            max_inflight_entries: self.max_inflight_entries,
+            max_queued_commands: self.max_queued_commands,
+        };
+        c
+    }
+}
+
+/// Parses `1=127.0.0.1:7101,2=127.0.0.1:7102`.
+pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>, String> {
+    let mut peers = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| format!("peer {part:?} is not ID=HOST:PORT"))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("peer id {id:?} is not a number"))?;
+        let addr = addr.trim();
+        if addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!("peer address {addr:?} is not HOST:PORT"));
+        }
+        if peers.insert(id, addr.to_string()).is_some() {
+            return Err(format!("peer {id} is listed twice"));
+        }
+    }
+    Ok(peers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_refuse_garbage() {
+        let peers = parse_peers("1=127.0.0.1:7101, 2=127.0.0.1:7102").unwrap();
+        assert_eq!(peers.len(), 2);
+        assert_eq!(peers[&2], "127.0.0.1:7102");
+        assert!(parse_peers("1=nowhere").is_err());
+        assert!(parse_peers("x=127.0.0.1:1").is_err());
+        assert!(parse_peers("1=127.0.0.1:1,1=127.0.0.1:2").is_err());
+    }
+
+    #[test]
+    fn toml_sets_any_key_and_refuses_unknown_ones() {
+        let config: NodeConfig =
+            toml::from_str("id = 2\nlisten = \"127.0.0.1:7102\"\nmax_batch_commands = 64\n")
+                .unwrap();
+        assert_eq!(config.id, 2);
+        assert_eq!(config.max_batch_commands, 64);
+        assert_eq!(config.heartbeat_interval_ms, NodeConfig::default().heartbeat_interval_ms);
+        assert!(toml::from_str::<NodeConfig>("idd = 2\n").is_err());
+    }
+
+    #[test]
+    fn validation_catches_a_peer_list_that_contradicts_listen() {
+        let mut config = NodeConfig {
+            id: 1,
+            ..NodeConfig::default()
+        };
+        config.peers = parse_peers("1=127.0.0.1:9999").unwrap();
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,137 @@
+//! `yinyi ctl`: operators' commands against a running cluster.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use yinyi_consensus::MembershipChange;
+
+use crate::client::ClusterClient;
+
+/// Membership changes wait this long for the new node to catch up.
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `ctl status`: the cluster as `node` sees it, and each member's own indexes and digest.
+pub async fn status(node: &str, as_json: bool) -> Result<()> {
+    let mut client = ClusterClient::new(vec![node.to_string()]);
+    let own = client.status(node).await?;
+    let mut nodes = Vec::new();
+    for member in &own.members {
+        let status = client.status(&member.addr).await;
+        nodes.push((member.clone(), status));
+    }
+    if as_json {
+        let value = json!({
+            "leader": own.leader,
+            "term": own.term,
+            "members": own.members.iter().map(|m| json!({"id": m.id, "addr": m.addr, "voter": m.voter})).collect::<Vec<_>>(),
+            "nodes": nodes.iter().map(|(m, s)| match s {
+                Ok(s) => json!({
+                    "id": m.id, "addr": m.addr, "reachable": true, "state": s.state, "term": s.term,
+                    "last_log": s.last_log, "committed": s.committed, "applied": s.applied,
+                    "snapshot": s.snapshot, "purged": s.purged, "digest": s.digest,
+                }),
+                Err(e) => json!({"id": m.id, "addr": m.addr, "reachable": false, "error": e.to_string()}),
+            }).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!(
+        "leader: {}   term: {}",
+        own.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into()),
+        own.term
+    );
+    println!(
+        "{:>4}  {:<21} {:<9} {:>9} {:>10} {:>9}  digest",
+        "id", "addr", "state", "last_log", "committed", "applied"
+    );
+    for (member, status) in nodes {
+        match status {
+            Ok(s) => println!(
+                "{:>4}  {:<21} {:<9} {:>9} {:>10} {:>9}  {}",
+                member.id,
+                member.addr,
+                if member.voter { s.state.clone() } else { format!("{} (learner)", s.state) },
+                s.last_log.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+                s.committed,
+                s.applied.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+                &s.digest[..16.min(s.digest.len())]
+            ),
+            Err(e) => println!("{:>4}  {:<21} unreachable: {e:#}", member.id, member.addr),
+        }
+    }
+    Ok(())
+}
+
+/// `ctl add-node ID=ADDR`: adds the node as a learner, waits until it caught up, promotes it.
+pub async fn add_node(node: &str, spec: &str) -> Result<()> {
+    let (id, addr) = spec
+        .split_once('=')
+        .context("expected ID=HOST:PORT")?;
+    let id: u64 = id.parse().context("node id")?;
+    if addr.parse::<std::net::SocketAddr>().is_err() {
+        bail!("{addr:?} is not HOST:PORT");
+    }
+    let mut client = ClusterClient::new(vec![node.to_string()]);
+    client
+        .change_membership(
+            MembershipChange::AddLearner {
+                id,
+                addr: addr.to_string(),
+            },
+            MEMBERSHIP_TIMEOUT,
+        )
+        .await?;
+    println!("node {id} added as a learner and caught up");
+    client
+        .change_membership(
+            MembershipChange::Promote {
+                ids: BTreeSet::from([id]),
+            },
+            MEMBERSHIP_TIMEOUT,
+        )
+        .await?;
+    println!("node {id} is a voter");
+    Ok(())
+}
+
+pub async fn remove_node(node: &str, id: u64) -> Result<()> {
+    let mut client = ClusterClient::new(vec![node.to_string()]);
+    client
+        .change_membership(
+            MembershipChange::Remove {
+                ids: BTreeSet::from([id]),
+            },
+            MEMBERSHIP_TIMEOUT,
+        )
+        .await?;
+    println!("node {id} removed");
+    Ok(())
+}
+
+pub async fn snapshot(node: &str) -> Result<()> {
+    let mut client = ClusterClient::new(vec![node.to_string()]);
+    client.trigger_snapshot(node).await?;
+    println!("snapshot requested on {node}");
+    Ok(())
+}
+
+/// `ctl transfer-leader`: makes `node` campaign now; with an up-to-date log it wins.
+pub async fn elect(node: &str) -> Result<()> {
+    let mut client = ClusterClient::new(vec![node.to_string()]);
+    client.trigger_elect(node).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = client.status(node).await?;
+        if status.state == "Leader" {
+            println!("{node} is the leader (term {})", status.term);
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("{node} did not become leader; leader is {:?}", status.leader);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,12 @@
+//! yinyi-node: the `yinyi` binary's parts. `start` runs a node (config, store, Raft, gRPC
+//! servers, cluster formation, clean shutdown); `ctl` is for operators; `demo` and `bench` run a
+//! local cluster of real processes; `local` and `client` let tests do the same.
+
+pub mod bench;
+pub mod client;
+pub mod config;
+pub mod ctl;
+pub mod demo;
+pub mod local;
+pub mod scenario;
+pub mod server;

@@ -1,0 +1,275 @@
+//! A cluster of real `yinyi` processes on loopback, for the demo, the benchmark and the tests:
+//! start, kill (SIGKILL), stop (SIGTERM), pause (SIGSTOP) and restart nodes, and wait on
+//! conditions with deadlines.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::time::Instant;
+use yinyi_consensus::NodeStatus;
+
+use crate::client::ClusterClient;
+
+pub struct LocalNode {
+    pub id: u64,
+    pub addr: String,
+    pub data: PathBuf,
+    child: Option<Child>,
+}
+
+impl LocalNode {
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+pub struct LocalCluster {
+    exe: PathBuf,
+    dir: PathBuf,
+    /// Extra flags for every `yinyi start` (e.g. a small snapshot threshold in tests).
+    extra_args: Vec<String>,
+    /// Nodes started with `--join` (added to a running cluster).
+    joining: Vec<u64>,
+    pub nodes: BTreeMap<u64, LocalNode>,
+}
+
+/// A free port on loopback (bound and released; the node binds it right after).
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn signal(pid: u32, name: &str) -> Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .context("run kill")?;
+    if !status.success() {
+        bail!("kill -{name} {pid} failed");
+    }
+    Ok(())
+}
+
+impl LocalCluster {
+    /// Starts `size` nodes (ids 1..=size) of the binary `exe` with data under `dir`.
+    pub fn start(exe: &Path, dir: &Path, size: u64, extra_args: Vec<String>) -> Result<LocalCluster> {
+        let mut nodes = BTreeMap::new();
+        for id in 1..=size {
+            let addr = format!("127.0.0.1:{}", free_port()?);
+            nodes.insert(
+                id,
+                LocalNode {
+                    id,
+                    addr,
+                    data: dir.join(format!("node{id}")),
+                    child: None,
+                },
+            );
+        }
+        let mut cluster = LocalCluster {
+            exe: exe.to_path_buf(),
+            dir: dir.to_path_buf(),
+            extra_args,
+            joining: Vec::new(),
+            nodes,
+        };
+        for id in 1..=size {
+            cluster.spawn(id)?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn peers_arg(&self) -> String {
+        self.nodes
+            .values()
+            .map(|n| format!("{}={}", n.id, n.addr))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn addrs(&self) -> Vec<String> {
+        self.nodes.values().map(|n| n.addr.clone()).collect()
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        self.nodes[&id].addr.clone()
+    }
+
+    /// Adds a node that is not in the peer list (it joins by `add-node`).
+    pub fn add_node(&mut self, id: u64) -> Result<String> {
+        let addr = format!("127.0.0.1:{}", free_port()?);
+        self.nodes.insert(
+            id,
+            LocalNode {
+                id,
+                addr: addr.clone(),
+                data: self.dir.join(format!("node{id}")),
+                child: None,
+            },
+        );
+        self.joining.push(id);
+        self.spawn_with_peers(id, format!("{id}={addr}"))?;
+        Ok(addr)
+    }
+
+    /// Starts (or restarts) node `id` on its data dir.
+    pub fn spawn(&mut self, id: u64) -> Result<()> {
+        let peers = self.peers_arg();
+        self.spawn_with_peers(id, peers)
+    }
+
+    fn spawn_with_peers(&mut self, id: u64, peers: String) -> Result<()> {
+        let node = self.nodes.get_mut(&id).context("no such node")?;
+        if node.child.is_some() {
+            bail!("node {id} is already running");
+        }
+        std::fs::create_dir_all(&node.data)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.data.with_extension("log"))?;
+        let child = Command::new(&self.exe)
+            .arg("start")
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--listen")
+            .arg(&node.addr)
+            .arg("--data")
+            .arg(&node.data)
+            .arg("--peers")
+            .arg(peers)
+            .args(&self.extra_args)
+            .args(if self.joining.contains(&id) { &["--join"][..] } else { &[][..] })
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {}", self.exe.display()))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL: the process dies at once, as on a power cut for everything not synced.
+    pub fn kill(&mut self, id: u64) -> Result<()> {
+        let node = self.nodes.get_mut(&id).context("no such node")?;
+        if let Some(mut child) = node.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(&mut self, id: u64) -> Result<()> {
+        let node = self.nodes.get_mut(&id).context("no such node")?;
+        if let Some(mut child) = node.child.take() {
+            signal(child.id(), "TERM")?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    pub fn pause(&self, id: u64) -> Result<()> {
+        signal(self.nodes[&id].pid().context("not running")?, "STOP")
+    }
+
+    pub fn resume(&self, id: u64) -> Result<()> {
+        signal(self.nodes[&id].pid().context("not running")?, "CONT")
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes.values().filter(|n| n.is_running()).map(|n| n.id).collect()
+    }
+
+    pub fn client(&self) -> ClusterClient {
+        let addrs = self
+            .nodes
+            .values()
+            .filter(|n| n.is_running())
+            .map(|n| n.addr.clone())
+            .collect();
+        ClusterClient::new(addrs)
+    }
+
+    /// Waits until a running node reports a leader that is itself running and a leader.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64> {
+        let deadline = Instant::now() + timeout;
+        let mut client = self.client();
+        loop {
+            for id in self.running() {
+                if let Ok(status) = client.status(&self.addr(id)).await
+                    && status.state == "Leader"
+                    && status.leader == Some(id)
+                {
+                    return Ok(id);
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!("no leader within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Statuses of every running node.
+    pub async fn statuses(&self) -> Result<Vec<NodeStatus>> {
+        let mut client = self.client();
+        let mut out = Vec::new();
+        for id in self.running() {
+            out.push(client.status(&self.addr(id)).await?);
+        }
+        Ok(out)
+    }
+
+    /// Waits until every running node has applied the same index and has the same digest.
+    pub async fn wait_converged(&self, timeout: Duration) -> Result<Vec<NodeStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(statuses) = self.statuses().await {
+                let applied: Vec<_> = statuses.iter().map(|s| s.applied).collect();
+                let same_applied = applied.windows(2).all(|w| w[0] == w[1]);
+                let same_digest = statuses.windows(2).all(|w| w[0].digest == w[1].digest);
+                let caught_up = statuses
+                    .iter()
+                    .all(|s| s.applied.unwrap_or(0) >= s.committed && s.applied == s.last_log);
+                if same_applied && same_digest && caught_up && !statuses.is_empty() {
+                    return Ok(statuses);
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "nodes did not converge within {timeout:?}: {:?}",
+                    self.statuses().await.map(|s| s
+                        .iter()
+                        .map(|s| (s.id, s.applied, s.digest.clone()))
+                        .collect::<Vec<_>>())
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}

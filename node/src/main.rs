@@ -1,0 +1,208 @@
+//! `yinyi`: the node binary. `yinyi start` runs a node; `yinyi ctl …` operates a cluster;
+//! `yinyi demo` shows a local cluster surviving a leader failure; `yinyi bench` measures it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use yinyi_node::config::{NodeConfig, parse_peers};
+use yinyi_node::{bench, ctl, demo, server};
+
+#[derive(Parser)]
+#[command(name = "yinyi", version, about = "yinyi (银医通): a replicated transaction processor for hospital prepaid accounts")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a node.
+    Start(StartArgs),
+    /// Operate a running cluster.
+    Ctl {
+        /// Any node of the cluster (host:port).
+        #[arg(long, env = "YINYI_NODE", default_value = "127.0.0.1:7101")]
+        node: String,
+        #[command(subcommand)]
+        command: CtlCmd,
+    },
+    /// Start a local 3-node cluster, drive transactions through a leader failure, and stop.
+    Demo,
+    /// Proposals per second and commit latency by number of concurrent proposers.
+    Bench {
+        /// Concurrency levels to measure, comma-separated.
+        #[arg(long, default_value = "1,16,256", value_delimiter = ',')]
+        proposers: Vec<usize>,
+        /// How long each level runs (e.g. 10s, 500ms).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// A running cluster's nodes (host:port, comma-separated); a local one is started when
+        /// absent.
+        #[arg(long, value_delimiter = ',')]
+        targets: Option<Vec<String>>,
+        /// Do not measure leader failover (only with a local cluster).
+        #[arg(long)]
+        skip_failover: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CtlCmd {
+    /// Leader, term, members, and each node's last log, committed and applied index and digest.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a node (ID=HOST:PORT): as a learner until it caught up, then as a voter.
+    AddNode { spec: String },
+    /// Remove a node from the cluster.
+    RemoveNode { id: u64 },
+    /// Build a snapshot on the node now.
+    Snapshot,
+    /// Make the node campaign for leadership now (leadership transfer).
+    TransferLeader,
+}
+
+/// Every key of the node's configuration; a flag or `YINYI_*` variable overrides the file.
+#[derive(Args)]
+struct StartArgs {
+    /// A TOML file with any of the keys below (names with underscores).
+    #[arg(long, env = "YINYI_CONFIG")]
+    config: Option<PathBuf>,
+    /// This node's id, unique in the cluster.
+    #[arg(long, env = "YINYI_ID")]
+    id: Option<u64>,
+    /// Address to serve gRPC on (host:port).
+    #[arg(long, env = "YINYI_LISTEN")]
+    listen: Option<String>,
+    /// Data directory (RocksDB and snapshots).
+    #[arg(long, env = "YINYI_DATA")]
+    data: Option<PathBuf>,
+    /// Every member at first start: 1=HOST:PORT,2=HOST:PORT,… The lowest id forms the cluster.
+    #[arg(long, env = "YINYI_PEERS")]
+    peers: Option<String>,
+    /// Join a running cluster (through `yinyi ctl add-node`) instead of forming one.
+    #[arg(long, env = "YINYI_JOIN")]
+    join: bool,
+    #[arg(long, env = "YINYI_HEARTBEAT_INTERVAL_MS")]
+    heartbeat_interval_ms: Option<u64>,
+    #[arg(long, env = "YINYI_ELECTION_TIMEOUT_MIN_MS")]
+    election_timeout_min_ms: Option<u64>,
+    #[arg(long, env = "YINYI_ELECTION_TIMEOUT_MAX_MS")]
+    election_timeout_max_ms: Option<u64>,
+    #[arg(long, env = "YINYI_INSTALL_SNAPSHOT_TIMEOUT_MS")]
+    install_snapshot_timeout_ms: Option<u64>,
+    /// Build a snapshot after this many Raft entries since the last one.
+    #[arg(long, env = "YINYI_SNAPSHOT_AFTER_ENTRIES")]
+    snapshot_after_entries: Option<u64>,
+    /// Log entries kept behind a snapshot before purging.
+    #[arg(long, env = "YINYI_LOG_ENTRIES_KEPT_AFTER_SNAPSHOT")]
+    log_entries_kept_after_snapshot: Option<u64>,
+    /// Commands packed into one Raft entry at most (1–4096).
+    #[arg(long, env = "YINYI_MAX_BATCH_COMMANDS")]
+    max_batch_commands: Option<usize>,
+    /// Bytes of commands in one Raft entry at most.
+    #[arg(long, env = "YINYI_MAX_BATCH_BYTES")]
+    max_batch_bytes: Option<usize>,
+    /// Raft entries in flight at most.
+    #[arg(long, env = "YINYI_MAX_INFLIGHT_ENTRIES")]
+    max_inflight_entries: Option<usize>,
+    /// Commands queued for batching at most; beyond it callers are told to retry.
+    #[arg(long, env = "YINYI_MAX_QUEUED_COMMANDS")]
+    max_queued_commands: Option<usize>,
+}
+
+impl StartArgs {
+    fn into_config(self) -> Result<NodeConfig> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("read config {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parse config {}", path.display()))?
+            }
+            None => NodeConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = v; } )* };
+        }
+        set!(
+            id, listen, data, heartbeat_interval_ms, election_timeout_min_ms,
+            election_timeout_max_ms, install_snapshot_timeout_ms, snapshot_after_entries,
+            log_entries_kept_after_snapshot, max_batch_commands, max_batch_bytes,
+            max_inflight_entries, max_queued_commands
+        );
+        config.join |= self.join;
+        if let Some(peers) = &self.peers {
+            config.peers = parse_peers(peers).map_err(|e| anyhow::anyhow!("--peers: {e}"))?;
+        }
+        Ok(config)
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| text.split_at(i))
+        .ok_or_else(|| format!("{text:?} needs a unit: ms, s or m"))?;
+    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{text:?}: unit must be ms, s or m")),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if std::env::var("YINYI_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Cmd::Start(args) => {
+                init_tracing();
+                server::run(args.into_config()?).await
+            }
+            Cmd::Ctl { node, command } => match command {
+                CtlCmd::Status { json } => ctl::status(&node, json).await,
+                CtlCmd::AddNode { spec } => ctl::add_node(&node, &spec).await,
+                CtlCmd::RemoveNode { id } => ctl::remove_node(&node, id).await,
+                CtlCmd::Snapshot => ctl::snapshot(&node).await,
+                CtlCmd::TransferLeader => ctl::elect(&node).await,
+            },
+            Cmd::Demo => demo::run().await,
+            Cmd::Bench {
+                proposers,
+                duration,
+                targets,
+                skip_failover,
+            } => {
+                if proposers.is_empty() || proposers.contains(&0) {
+                    bail!("--proposers needs positive numbers");
+                }
+                bench::run(bench::BenchOptions {
+                    proposers,
+                    duration,
+                    targets,
+                    skip_failover,
+                })
+                .await
+            }
+        }
+    })
+}

@@ -1,0 +1,110 @@
+//! `yinyi start`: opens the node's store, starts Raft, serves gRPC (internal service, health,
+//! reflection), forms the cluster when this is the lowest peer id, and shuts down cleanly on
+//! SIGTERM or Ctrl-C.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::time::Instant;
+use yinyi_consensus::{Consensus, MembershipChange};
+
+use crate::client::ClusterClient;
+use crate::config::NodeConfig;
+
+/// How long the forming node waits for every peer before it says so in the log (it keeps
+/// waiting: a cluster must not form without its members).
+const PEER_WAIT_LOG_EVERY: Duration = Duration::from_secs(5);
+
+pub async fn run(config: NodeConfig) -> Result<()> {
+    config.validate().map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;
+    let listen: std::net::SocketAddr = config
+        .listen
+        .parse()
+        .with_context(|| format!("listen address {:?}", config.listen))?;
+    let consensus = Consensus::start(config.consensus(), &config.data).await?;
+    tracing::info!(id = config.id, %listen, data = %config.data.display(), "node starting");
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<yinyi_consensus::pb::internal_server::InternalServer<yinyi_consensus::server::InternalService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(yinyi_consensus::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("reflection service")?;
+
+    let shutdown = shutdown_signal();
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(consensus.grpc_service())
+        .serve_with_shutdown(listen, shutdown);
+
+    let members = config.members();
+    if !config.join && members.keys().next() == Some(&config.id) {
+        let consensus = consensus.clone();
+        tokio::spawn(async move { form_cluster(consensus, members).await });
+    }
+
+    let served = server.await;
+    tracing::info!("stopping raft");
+    consensus.shutdown().await;
+    served.context("gRPC server")?;
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+/// The lowest id forms the cluster, once, when every peer answers. A node with state (it was
+/// in a cluster before) just rejoins: Raft finds its peers from its own log.
+async fn form_cluster(consensus: Consensus, members: std::collections::BTreeMap<u64, String>) {
+    if consensus.is_initialized().await {
+        tracing::info!("rejoining the cluster from existing state");
+        return;
+    }
+    let addrs: Vec<String> = members.values().cloned().collect();
+    let mut client = ClusterClient::new(addrs.clone());
+    let mut last_log = Instant::now();
+    loop {
+        let mut all = true;
+        for addr in &addrs {
+            if client.status(addr).await.is_err() {
+                all = false;
+            }
+        }
+        if all {
+            break;
+        }
+        if last_log.elapsed() > PEER_WAIT_LOG_EVERY {
+            tracing::info!(?addrs, "waiting for every peer before forming the cluster");
+            last_log = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    match consensus
+        .change_membership(MembershipChange::Initialize { members })
+        .await
+    {
+        Ok(()) => tracing::info!("cluster formed"),
+        Err(e) => tracing::info!("not forming the cluster: {e}"),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutdown requested");
+}

@@ -1,0 +1,74 @@
+//! Column families and key encodings. Integers are big-endian so keys sort numerically.
+
+use yinyi_ledger::{AccountId, TxnId};
+
+pub const CF_RAFT_LOG: &str = "raft_log";
+pub const CF_RAFT_META: &str = "raft_meta";
+pub const CF_SM_META: &str = "sm_meta";
+pub const CF_ACCOUNTS: &str = "accounts";
+pub const CF_CARDS: &str = "cards";
+pub const CF_PERSONS: &str = "persons";
+pub const CF_BILLS: &str = "bills";
+pub const CF_JOURNAL: &str = "journal";
+pub const CF_REQUESTS: &str = "requests";
+pub const CF_BANK_OPS: &str = "bank_ops";
+pub const CF_TERMINALS: &str = "terminals";
+pub const CF_REPORTS: &str = "reports";
+
+/// The families that hold the ledger's state: what a snapshot carries and the digest covers.
+pub const STATE_FAMILIES: [&str; 9] = [
+    CF_ACCOUNTS,
+    CF_CARDS,
+    CF_PERSONS,
+    CF_BILLS,
+    CF_JOURNAL,
+    CF_REQUESTS,
+    CF_BANK_OPS,
+    CF_TERMINALS,
+    CF_REPORTS,
+];
+
+/// Every family of a node's database.
+pub const ALL_FAMILIES: [&str; 12] = [
+    CF_RAFT_LOG,
+    CF_RAFT_META,
+    CF_SM_META,
+    CF_ACCOUNTS,
+    CF_CARDS,
+    CF_PERSONS,
+    CF_BILLS,
+    CF_JOURNAL,
+    CF_REQUESTS,
+    CF_BANK_OPS,
+    CF_TERMINALS,
+    CF_REPORTS,
+];
+
+/// `raft_meta` keys.
+pub const META_VOTE: &[u8] = b"vote";
+pub const META_COMMITTED: &[u8] = b"committed";
+pub const META_LAST_PURGED: &[u8] = b"last_purged";
+/// `sm_meta` keys.
+pub const SM_LAST_APPLIED: &[u8] = b"last_applied";
+pub const SM_MEMBERSHIP: &[u8] = b"membership";
+
+pub fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+pub fn log_index(key: &[u8]) -> u64 {
+    let bytes: [u8; 8] = key.try_into().expect("raft_log keys are 8 bytes");
+    u64::from_be_bytes(bytes)
+}
+
+pub fn account_key(id: AccountId) -> [u8; 8] {
+    id.0.to_be_bytes()
+}
+
+/// Journal entries sort by account, then by transaction: one account's history is one range.
+pub fn journal_key(account: AccountId, txn: TxnId) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&account.0.to_be_bytes());
+    key[8..].copy_from_slice(&txn.0.to_be_bytes());
+    key
+}

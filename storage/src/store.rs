@@ -1,0 +1,408 @@
+//! `Store`: one RocksDB per node with the column families of `keys`, holding both the Raft log
+//! and the ledger's state. Raft-facing calls deal in encoded bytes (the consensus crate owns the
+//! openraft types); ledger-facing calls go through [`RocksView`], a `StateView` with an overlay
+//! whose writes land in one `WriteBatch` together with the last applied log id.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options};
+use rocksdb::{WriteBatch, WriteOptions};
+use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::codec::{self, CodecError};
+use crate::keys::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("codec: {0}")]
+    Codec(#[from] CodecError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// A consistent export of the state (see [`Store::export_state`]).
+pub struct ExportedState {
+    pub blob: Vec<u8>,
+    pub last_applied: Option<Vec<u8>>,
+    pub membership: Option<Vec<u8>>,
+}
+
+/// A node's database.
+pub struct Store {
+    db: DB,
+    path: PathBuf,
+}
+
+/// One key and value of a state family, as a snapshot carries it.
+#[derive(Serialize, Deserialize)]
+struct SnapshotRecord {
+    family: u8,
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+/// Families a snapshot carries: the state and the state machine's meta (last applied,
+/// membership), so an installed snapshot is complete in itself.
+const SNAPSHOT_FAMILIES: [&str; 10] = [
+    CF_SM_META,
+    CF_ACCOUNTS,
+    CF_CARDS,
+    CF_PERSONS,
+    CF_BILLS,
+    CF_JOURNAL,
+    CF_REQUESTS,
+    CF_BANK_OPS,
+    CF_TERMINALS,
+    CF_REPORTS,
+];
+
+/// Above every key we write: the end of a range delete over a whole family.
+const KEY_CEILING: [u8; 80] = [0xFF; 80];
+
+impl Store {
+    /// Opens (or creates) the database at `path` with every family.
+    pub fn open(path: &Path) -> Result<Store> {
+        std::fs::create_dir_all(path)?;
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_max_background_jobs(2);
+        let families = ALL_FAMILIES.iter().map(|name| {
+            let mut cf = Options::default();
+            cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(*name, cf)
+        });
+        let db = DB::open_cf_descriptors(&options, path, families)?;
+        Ok(Store {
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("every family is created at open")
+    }
+
+    fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
+        let mut options = WriteOptions::default();
+        options.set_sync(sync);
+        self.db.write_opt(batch, &options)?;
+        Ok(())
+    }
+
+    // ---- the Raft log ----
+
+    /// Writes log entries to the WAL without syncing; [`Store::sync_wal`] makes them durable.
+    pub fn append_log<I>(&self, entries: I) -> Result<()>
+    where
+        I: IntoIterator<Item = (u64, Vec<u8>)>,
+    {
+        let cf = self.cf(CF_RAFT_LOG);
+        let mut batch = WriteBatch::default();
+        for (index, bytes) in entries {
+            batch.put_cf(cf, log_key(index), bytes);
+        }
+        self.write(batch, false)
+    }
+
+    /// Syncs the WAL: every write before this call is durable when it returns.
+    pub fn sync_wal(&self) -> Result<()> {
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+
+    /// Log entries with `start <= index < end`, in order.
+    pub fn log_range(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>> {
+        let mut out = Vec::new();
+        if start >= end {
+            return Ok(out);
+        }
+        let from = log_key(start);
+        let iter = self.db.iterator_cf(
+            self.cf(CF_RAFT_LOG),
+            IteratorMode::From(&from, Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) = item?;
+            let index = log_index(&key);
+            if index >= end {
+                break;
+            }
+            out.push((index, value.into_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The last log entry, if any.
+    pub fn last_log(&self) -> Result<Option<(u64, Vec<u8>)>> {
+        let mut iter = self.db.iterator_cf(self.cf(CF_RAFT_LOG), IteratorMode::End);
+        match iter.next() {
+            Some(item) => {
+                let (key, value) = item?;
+                Ok(Some((log_index(&key), value.into_vec())))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes log entries from `since` on (a conflicting suffix), durably.
+    pub fn truncate_log(&self, since: u64) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(CF_RAFT_LOG), log_key(since), log_key(u64::MAX));
+        batch.delete_cf(self.cf(CF_RAFT_LOG), log_key(u64::MAX));
+        self.write(batch, true)
+    }
+
+    /// Deletes log entries up to and including `upto` and records the last purged log id.
+    pub fn purge_log(&self, upto: u64, last_purged: Vec<u8>) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_RAFT_META), META_LAST_PURGED, last_purged);
+        batch.delete_range_cf(self.cf(CF_RAFT_LOG), log_key(0), log_key(upto + 1));
+        self.write(batch, true)
+    }
+
+    pub fn raft_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_RAFT_META), key)?)
+    }
+
+    /// Writes a Raft record (vote, committed); `sync` when it must survive power loss at once.
+    pub fn put_raft_meta(&self, key: &[u8], value: Vec<u8>, sync: bool) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_RAFT_META), key, value);
+        self.write(batch, sync)
+    }
+
+    pub fn sm_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_SM_META), key)?)
+    }
+
+    // ---- the state ----
+
+    /// A view for applying commands: reads see the database and this view's own writes.
+    pub fn view(&self) -> RocksView<'_> {
+        RocksView {
+            store: self,
+            overlay: BTreeMap::new(),
+        }
+    }
+
+    /// Writes everything `view` staged and the state machine's meta in one atomic batch. Not
+    /// synced: the log is durable, and a node that loses this write re-applies from its last
+    /// applied log id, which is in the same batch.
+    pub fn commit_view(&self, view: RocksView<'_>, sm_meta: &[(&[u8], Vec<u8>)]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for ((family, key), value) in view.overlay {
+            batch.put_cf(self.cf(family), key, value);
+        }
+        for (key, value) in sm_meta {
+            batch.put_cf(self.cf(CF_SM_META), key, value);
+        }
+        self.write(batch, false)
+    }
+
+    /// A typed read of one state record.
+    pub fn get<T: DeserializeOwned>(&self, family: &str, key: &[u8]) -> Result<Option<T>> {
+        match self.db.get_pinned_cf(self.cf(family), key)? {
+            Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Typed records of `family` whose keys start with `prefix`, in key order, at most `limit`.
+    pub fn scan_prefix<T: DeserializeOwned>(
+        &self,
+        family: &str,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<T>> {
+        let iter = self.db.iterator_cf(
+            self.cf(family),
+            IteratorMode::From(prefix, Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (key, value) = item?;
+            if !key.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push(codec::decode(&value)?);
+        }
+        Ok(out)
+    }
+
+    /// Counts the keys of a family (for status and tests; walks the family).
+    pub fn count(&self, family: &str) -> Result<u64> {
+        let mut n = 0;
+        for item in self.db.iterator_cf(self.cf(family), IteratorMode::Start) {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// A hash over every state family in key order: two nodes that applied the same log agree
+    /// on it byte for byte.
+    pub fn digest(&self) -> Result<String> {
+        let snapshot = self.db.snapshot();
+        let mut hasher = Sha256::new();
+        for family in STATE_FAMILIES {
+            hasher.update(family.as_bytes());
+            for item in snapshot.iterator_cf(self.cf(family), IteratorMode::Start) {
+                let (key, value) = item?;
+                hasher.update((key.len() as u64).to_be_bytes());
+                hasher.update(&key);
+                hasher.update((value.len() as u64).to_be_bytes());
+                hasher.update(&value);
+            }
+        }
+        Ok(hex::encode(hasher.finalize()))
+    }
+
+    /// The state and state-machine meta as one blob, read from a consistent RocksDB snapshot,
+    /// with the last applied log id and membership (encoded) as of that same snapshot.
+    pub fn export_state(&self) -> Result<ExportedState> {
+        let snapshot = self.db.snapshot();
+        let mut records = Vec::new();
+        for (family_index, family) in SNAPSHOT_FAMILIES.iter().enumerate() {
+            for item in snapshot.iterator_cf(self.cf(family), IteratorMode::Start) {
+                let (key, value) = item?;
+                records.push(SnapshotRecord {
+                    family: family_index as u8,
+                    key: key.into_vec(),
+                    value: value.into_vec(),
+                });
+            }
+        }
+        let meta = self.cf(CF_SM_META);
+        Ok(ExportedState {
+            blob: codec::encode(&records)?,
+            last_applied: snapshot.get_cf(meta, SM_LAST_APPLIED)?,
+            membership: snapshot.get_cf(meta, SM_MEMBERSHIP)?,
+        })
+    }
+
+    /// Replaces the whole state with a blob from [`Store::export_state`], atomically and
+    /// durably: either the old state or the new one, never a mix.
+    pub fn import_state(&self, blob: &[u8]) -> Result<()> {
+        let records: Vec<SnapshotRecord> = codec::decode(blob)?;
+        let mut batch = WriteBatch::default();
+        for family in SNAPSHOT_FAMILIES {
+            batch.delete_range_cf(self.cf(family), [], KEY_CEILING);
+        }
+        for record in records {
+            let family = SNAPSHOT_FAMILIES
+                .get(record.family as usize)
+                .ok_or_else(|| StorageError::Corrupt(format!("family {}", record.family)))?;
+            batch.put_cf(self.cf(family), record.key, record.value);
+        }
+        self.write(batch, true)
+    }
+
+    /// A consistent copy of the whole database (log and state) in `dir`, for backups.
+    pub fn checkpoint(&self, dir: &Path) -> Result<()> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        Ok(())
+    }
+}
+
+/// A `StateView` over the store: reads fall through an overlay of this batch's writes.
+pub struct RocksView<'s> {
+    store: &'s Store,
+    overlay: BTreeMap<(&'static str, Vec<u8>), Vec<u8>>,
+}
+
+impl RocksView<'_> {
+    fn read<T: DeserializeOwned>(&self, family: &'static str, key: &[u8]) -> Option<T> {
+        let staged = self.overlay.get(&(family, key.to_vec()));
+        let bytes = match staged {
+            Some(bytes) => bytes.clone(),
+            None => self
+                .store
+                .db
+                .get_cf(self.store.cf(family), key)
+                .expect("state read failed: the node cannot apply without its disk")?,
+        };
+        // A value we cannot decode means the disk is corrupt; applying on would write wrong
+        // balances, so the node stops here.
+        Some(codec::decode(&bytes).expect("corrupt state value"))
+    }
+
+    fn write<T: Serialize>(&mut self, family: &'static str, key: Vec<u8>, value: &T) {
+        let bytes = codec::encode(value).expect("state values always encode");
+        self.overlay.insert((family, key), bytes);
+    }
+
+    /// Writes staged so far (for batching limits).
+    pub fn staged_writes(&self) -> usize {
+        self.overlay.len()
+    }
+}
+
+use yinyi_ledger as l;
+
+impl l::StateView for RocksView<'_> {
+    fn account(&self, id: l::AccountId) -> Option<l::Account> {
+        self.read(CF_ACCOUNTS, &account_key(id))
+    }
+    fn card(&self, no: &l::CardNo) -> Option<l::Card> {
+        self.read(CF_CARDS, no.as_str().as_bytes())
+    }
+    fn person(&self, person: &l::PersonKey) -> Option<l::AccountId> {
+        self.read(CF_PERSONS, person.as_str().as_bytes())
+    }
+    fn bill(&self, id: &l::BillId) -> Option<l::Bill> {
+        self.read(CF_BILLS, id.as_str().as_bytes())
+    }
+    fn bank_op(&self, bank_ref: &l::BankRef) -> Option<l::BankOp> {
+        self.read(CF_BANK_OPS, bank_ref.as_str().as_bytes())
+    }
+    fn terminal(&self, id: &l::TerminalId) -> Option<l::Terminal> {
+        self.read(CF_TERMINALS, id.as_str().as_bytes())
+    }
+    fn request(&self, id: &l::RequestId) -> Option<l::RequestRecord> {
+        self.read(CF_REQUESTS, id.as_str().as_bytes())
+    }
+
+    fn put_account(&mut self, account: l::Account) {
+        self.write(CF_ACCOUNTS, account_key(account.id).to_vec(), &account);
+    }
+    fn put_card(&mut self, card: l::Card) {
+        self.write(CF_CARDS, card.no.as_str().as_bytes().to_vec(), &card);
+    }
+    fn put_person(&mut self, person: l::PersonKey, account: l::AccountId) {
+        self.write(CF_PERSONS, person.as_str().as_bytes().to_vec(), &account);
+    }
+    fn put_bill(&mut self, bill: l::Bill) {
+        self.write(CF_BILLS, bill.id.as_str().as_bytes().to_vec(), &bill);
+    }
+    fn put_bank_op(&mut self, op: l::BankOp) {
+        self.write(CF_BANK_OPS, op.bank_ref.as_str().as_bytes().to_vec(), &op);
+    }
+    fn put_terminal(&mut self, terminal: l::Terminal) {
+        self.write(CF_TERMINALS, terminal.id.as_str().as_bytes().to_vec(), &terminal);
+    }
+    fn put_request(&mut self, id: l::RequestId, record: l::RequestRecord) {
+        self.write(CF_REQUESTS, id.as_str().as_bytes().to_vec(), &record);
+    }
+    fn append_journal(&mut self, entry: l::JournalEntry) {
+        self.write(CF_JOURNAL, journal_key(entry.account, entry.txn).to_vec(), &entry);
+    }
+    fn put_report(&mut self, report: l::Report) {
+        self.write(CF_REPORTS, report.key().into_bytes(), &report);
+    }
+}
