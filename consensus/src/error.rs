@@ -27,9 +27,15 @@ impl ProposeError {
     pub fn from_raft(e: &RaftError<NodeId, ClientWriteError<NodeId, openraft::BasicNode>>) -> Self {
         match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ProposeError::NotLeader {
-                leader: f
-                    .leader_id
-                    .map(|id| (id, f.leader_node.as_ref().map(|n| n.addr.clone()).unwrap_or_default())),
+                leader: f.leader_id.map(|id| {
+                    (
+                        id,
+                        f.leader_node
+                            .as_ref()
+                            .map(|n| n.addr.clone())
+                            .unwrap_or_default(),
+                    )
+                }),
             },
             RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
                 ProposeError::Invalid(c.to_string())

@@ -156,9 +156,7 @@ impl Consensus {
     /// Opens the node's database in `data_dir` and starts Raft. The node serves no one until
     /// its [`Consensus::grpc_service`] is mounted on a server.
     pub async fn start(config: ConsensusConfig, data_dir: &Path) -> Result<Consensus, StartError> {
-        let store = Arc::new(
-            Store::open(&data_dir.join("db")).map_err(StartError::Store)?,
-        );
+        let store = Arc::new(Store::open(&data_dir.join("db")).map_err(StartError::Store)?);
         let raft_config = Arc::new(config.raft_config().map_err(StartError::Config)?);
         let log_store = LogStore::new(store.clone());
         let committed = log_store.committed_handle();
@@ -249,22 +247,31 @@ impl Consensus {
 
     /// Waits until this node may serve a linearizable read (read index, then applied past it).
     pub async fn linearizable_read(&self) -> Result<(), ProposeError> {
-        self.raft.ensure_linearizable().await.map(|_| ()).map_err(|e| {
-            match e.forward_to_leader::<BasicNode>() {
+        self.raft
+            .ensure_linearizable()
+            .await
+            .map(|_| ())
+            .map_err(|e| match e.forward_to_leader::<BasicNode>() {
                 Some(f) => ProposeError::NotLeader {
                     leader: f.leader_id.map(|id| {
-                        (id, f.leader_node.as_ref().map(|n| n.addr.clone()).unwrap_or_default())
+                        (
+                            id,
+                            f.leader_node
+                                .as_ref()
+                                .map(|n| n.addr.clone())
+                                .unwrap_or_default(),
+                        )
                     }),
                 },
                 None => ProposeError::Unavailable(e.to_string()),
-            }
-        })
+            })
     }
 
     pub async fn change_membership(&self, change: MembershipChange) -> Result<(), ProposeError> {
-        let map_err = |e: openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, BasicNode>>| {
-            ProposeError::from_raft(&e)
-        };
+        let map_err = |e: openraft::error::RaftError<
+            NodeId,
+            openraft::error::ClientWriteError<NodeId, BasicNode>,
+        >| { ProposeError::from_raft(&e) };
         match change {
             MembershipChange::Initialize { members } => {
                 let nodes: BTreeMap<NodeId, BasicNode> = members
@@ -352,7 +359,10 @@ impl Consensus {
             if let Some(leader) = rx.borrow().current_leader {
                 return Some(leader);
             }
-            if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
                 return None;
             }
         }
@@ -381,4 +391,3 @@ impl Consensus {
         }
     }
 }
-

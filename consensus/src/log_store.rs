@@ -18,7 +18,11 @@ use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 /// Appends waiting for the flusher at most; beyond it `append` waits (backpressure, not a hang).
 const MAX_PENDING_FLUSHES: usize = 4096;
 
-fn io_err(subject: ErrorSubject<u64>, verb: ErrorVerb, e: impl std::error::Error + 'static) -> StorageError {
+fn io_err(
+    subject: ErrorSubject<u64>,
+    verb: ErrorVerb,
+    e: impl std::error::Error + 'static,
+) -> StorageError {
     StorageError::IO {
         source: StorageIOError::new(subject, verb, openraft::AnyError::new(&e)),
     }
@@ -119,12 +123,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged: Option<LogId> = match self.store.raft_meta(META_LAST_PURGED).map_err(read_logs_err)? {
+        let last_purged: Option<LogId> = match self
+            .store
+            .raft_meta(META_LAST_PURGED)
+            .map_err(read_logs_err)?
+        {
             Some(bytes) => Some(codec::decode(&bytes).map_err(read_logs_err)?),
             None => None,
         };
         let last = match self.store.last_log().map_err(read_logs_err)? {
-            Some((_, bytes)) => Some(codec::decode::<Entry>(&bytes).map_err(read_logs_err)?.log_id),
+            Some((_, bytes)) => Some(
+                codec::decode::<Entry>(&bytes)
+                    .map_err(read_logs_err)?
+                    .log_id,
+            ),
             None => None,
         };
         Ok(LogState {
@@ -138,7 +150,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        let bytes = codec::encode(vote).map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        let bytes =
+            codec::encode(vote).map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))?;
         // A vote must survive a crash before we act on it: synced.
         self.store
             .put_raft_meta(META_VOTE, bytes, true)
@@ -151,9 +164,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .raft_meta(META_VOTE)
             .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))?
         {
-            Some(bytes) => Ok(Some(
-                codec::decode(&bytes).map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Read, e))?,
-            )),
+            Some(bytes) => {
+                Ok(Some(codec::decode(&bytes).map_err(|e| {
+                    io_err(ErrorSubject::Vote, ErrorVerb::Read, e)
+                })?))
+            }
             None => Ok(None),
         }
     }
@@ -170,7 +185,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        match self.store.raft_meta(META_COMMITTED).map_err(read_logs_err)? {
+        match self
+            .store
+            .raft_meta(META_COMMITTED)
+            .map_err(read_logs_err)?
+        {
             Some(bytes) => {
                 let committed: Option<LogId> = codec::decode(&bytes).map_err(read_logs_err)?;
                 if let Some(log_id) = committed {
@@ -182,14 +201,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut encoded = Vec::new();
         for entry in entries {
-            encoded.push((entry.log_id.index, codec::encode(&entry).map_err(write_logs_err)?));
+            encoded.push((
+                entry.log_id.index,
+                codec::encode(&entry).map_err(write_logs_err)?,
+            ));
         }
         // Readable when this returns (in the memtable); durable when the flusher has synced.
         let store = self.store.clone();
@@ -206,11 +232,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.store.truncate_log(log_id.index).map_err(write_logs_err)
+        self.store
+            .truncate_log(log_id.index)
+            .map_err(write_logs_err)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let bytes = codec::encode(&log_id).map_err(write_logs_err)?;
-        self.store.purge_log(log_id.index, bytes).map_err(write_logs_err)
+        self.store
+            .purge_log(log_id.index, bytes)
+            .map_err(write_logs_err)
     }
 }

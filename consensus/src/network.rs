@@ -4,20 +4,22 @@
 
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::BasicNode;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::BasicNode;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 use yinyi_storage::codec;
 
-use crate::pb::internal_client::InternalClient;
 use crate::pb::Payload;
+use crate::pb::internal_client::InternalClient;
 use crate::types::{NodeId, TypeConfig};
 
 /// The largest gRPC message between nodes (a batch of entries or a snapshot chunk).
@@ -111,7 +113,7 @@ impl RaftNetwork<TypeConfig> for Network {
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<AppendEntriesResponse<NodeId>, std::convert::Infallible> {
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
         self.call(Method::Append, &rpc, &option).await
     }
 
@@ -127,7 +129,7 @@ impl RaftNetwork<TypeConfig> for Network {
         &mut self,
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
-    ) -> RpcResult<VoteResponse<NodeId>, std::convert::Infallible> {
+    ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
         self.call(Method::Vote, &rpc, &option).await
     }
 }

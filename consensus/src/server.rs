@@ -47,7 +47,10 @@ impl crate::pb::internal_server::Internal for InternalService {
         reply(&self.consensus.raft.vote(rpc).await)
     }
 
-    async fn install_snapshot(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+    async fn install_snapshot(
+        &self,
+        request: Request<Payload>,
+    ) -> Result<Response<Payload>, Status> {
         let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(request)?;
         reply(&self.consensus.raft.install_snapshot(rpc).await)
     }
@@ -69,12 +72,18 @@ impl crate::pb::internal_server::Internal for InternalService {
         reply(&self.consensus.status().await)
     }
 
-    async fn change_membership(&self, request: Request<Payload>) -> Result<Response<Payload>, Status> {
+    async fn change_membership(
+        &self,
+        request: Request<Payload>,
+    ) -> Result<Response<Payload>, Status> {
         let change: MembershipChange = decode(request)?;
         reply(&self.consensus.change_membership(change).await)
     }
 
-    async fn trigger_snapshot(&self, _request: Request<Empty>) -> Result<Response<Payload>, Status> {
+    async fn trigger_snapshot(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Payload>, Status> {
         reply(&self.consensus.trigger_snapshot().await)
     }
 

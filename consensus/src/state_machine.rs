@@ -15,8 +15,7 @@ use yinyi_storage::keys::{SM_LAST_APPLIED, SM_MEMBERSHIP};
 use yinyi_storage::{Store, codec};
 
 use crate::types::{
-    BatchOutcome, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership,
-    TypeConfig,
+    BatchOutcome, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 
 fn sm_write_err(e: impl std::error::Error + 'static) -> StorageError {

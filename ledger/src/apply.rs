@@ -14,9 +14,8 @@ use crate::ids::{
 };
 use crate::model::{
     Account, AccountStatus, BankOp, BankOpKind, BankOpState, BankPurpose, Bill, BillKind,
-    BillStatus, Card, CardKind, CardStatus, Channel, CollectionReport, EntryKind, External,
-    Holder, JournalEntry, Payment, Report, Shift, ShiftReport, Terminal, TerminalStatus,
-    add_to_lines,
+    BillStatus, Card, CardKind, CardStatus, Channel, CollectionReport, EntryKind, External, Holder,
+    JournalEntry, Payment, Report, Shift, ShiftReport, Terminal, TerminalStatus, add_to_lines,
 };
 use crate::money::Money;
 use crate::outcome::{Effect, Outcome, ReasonCode, Rejection};
@@ -74,7 +73,10 @@ pub fn apply<V: StateView>(cmd: &Command, view: &mut V, ctx: &ApplyCtx) -> Outco
     }
     let outcome = {
         let mut staged = Staged::new(view, cmd, ctx);
-        match staged.execute().and_then(|effect| staged.check_invariants().map(|()| effect)) {
+        match staged
+            .execute()
+            .and_then(|effect| staged.check_invariants().map(|()| effect))
+        {
             Ok(effect) => {
                 staged.commit();
                 Outcome::Done(effect)
@@ -849,7 +851,9 @@ impl<'v, V: StateView> Staged<'v, V> {
                 if matches!(terminal.kind(), Admin | System) {
                     return reject(
                         ReasonCode::TerminalNotAllowed,
-                        format!("{terminal} is an admin or system terminal and needs no registration"),
+                        format!(
+                            "{terminal} is an admin or system terminal and needs no registration"
+                        ),
                     );
                 }
                 if self.terminal(terminal).is_some() {

@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{AccountId, BankRef, BillId, CardNo, OperatorId, PersonKey, RequestId, TerminalId};
+use crate::ids::{
+    AccountId, BankRef, BillId, CardNo, OperatorId, PersonKey, RequestId, TerminalId,
+};
 use crate::model::{BankPurpose, BillKind, CardKind, External, Holder, TerminalStatus, Timestamp};
 use crate::money::Money;
 
@@ -33,7 +35,10 @@ pub enum CommandBody {
         first_deposit: Option<Money>,
     },
     /// 现金充值 at a kiosk or a window with an open shift.
-    DepositCash { card: CardNo, amount: Money },
+    DepositCash {
+        card: CardNo,
+        amount: Money,
+    },
     /// The first step of a bank or third-party saga (银行卡充值, 微信/支付宝, card payment,
     /// online refund, withdrawal to a card): recorded Pending before the bank is called.
     /// `amount` is required for a top-up, optional for a withdrawal (all of the balance when
@@ -45,13 +50,25 @@ pub enum CommandBody {
         amount: Option<Money>,
     },
     /// The bank (or channel) approved, or its status query says it succeeded.
-    CompleteBankOp { bank_ref: BankRef, bank_note: String },
+    CompleteBankOp {
+        bank_ref: BankRef,
+        bank_note: String,
+    },
     /// The bank declined.
-    DeclineBankOp { bank_ref: BankRef, bank_note: String },
+    DeclineBankOp {
+        bank_ref: BankRef,
+        bank_note: String,
+    },
     /// The outcome is unknown (timeout, lost response): to be reversed or confirmed.
-    MarkBankOpInDoubt { bank_ref: BankRef, bank_note: String },
+    MarkBankOpInDoubt {
+        bank_ref: BankRef,
+        bank_note: String,
+    },
     /// 冲正: the bank acknowledged the reversal.
-    ReverseBankOp { bank_ref: BankRef, bank_note: String },
+    ReverseBankOp {
+        bank_ref: BankRef,
+        bank_note: String,
+    },
     /// HIS posts what a patient owes.
     PostBill {
         bill: BillId,
@@ -60,32 +77,54 @@ pub enum CommandBody {
         amount: Money,
     },
     /// HIS cancels an order; a paid bill becomes refundable.
-    CancelBill { bill: BillId },
+    CancelBill {
+        bill: BillId,
+    },
     /// Pay a bill from the account (balance + overdraft).
-    PayBill { bill: BillId, card: CardNo },
+    PayBill {
+        bill: BillId,
+        card: CardNo,
+    },
     /// 退费 to the account, for a paid bill that HIS has cancelled.
-    Refund { bill: BillId },
+    Refund {
+        bill: BillId,
+    },
     /// 退预交金 in cash at a window with an open shift; `None` takes all of the balance.
     WithdrawCash {
         card: CardNo,
         amount: Option<Money>,
     },
     /// 挂失, with the holder's ID (as its keyed hash).
-    ReportLoss { card: CardNo, person: PersonKey },
+    ReportLoss {
+        card: CardNo,
+        person: PersonKey,
+    },
     /// 解挂
-    CancelLoss { card: CardNo, person: PersonKey },
+    CancelLoss {
+        card: CardNo,
+        person: PersonKey,
+    },
     /// 补卡: a new card bound to the same account; the old one is retired.
     ReplaceCard {
         old_card: CardNo,
         new_card: CardNo,
         person: PersonKey,
     },
-    Freeze { account: AccountId },
-    Unfreeze { account: AccountId },
+    Freeze {
+        account: AccountId,
+    },
+    Unfreeze {
+        account: AccountId,
+    },
     /// 绿色通道: how far below zero charges may take the balance.
-    SetOverdraft { account: AccountId, limit: Money },
+    SetOverdraft {
+        account: AccountId,
+        limit: Money,
+    },
     /// Registers the command's own terminal id named here (by an admin).
-    RegisterTerminal { terminal: TerminalId },
+    RegisterTerminal {
+        terminal: TerminalId,
+    },
     SetTerminalStatus {
         terminal: TerminalId,
         status: TerminalStatus,
@@ -95,7 +134,9 @@ pub enum CommandBody {
     /// 日结: closes the window's shift and stores its report.
     CloseShift,
     /// Empties the kiosk's cash box; `counted` is what staff counted.
-    CollectCash { counted: Money },
+    CollectCash {
+        counted: Money,
+    },
 }
 
 impl CommandBody {

@@ -306,7 +306,15 @@ mod tests {
             TerminalId::parse("M-WX").unwrap().kind(),
             TerminalKind::Mobile
         );
-        for bad in ["X-01", "K-", "K01", "k-01", "K-ab", "K-01234567890123456", ""] {
+        for bad in [
+            "X-01",
+            "K-",
+            "K01",
+            "k-01",
+            "K-ab",
+            "K-01234567890123456",
+            "",
+        ] {
             assert!(TerminalId::parse(bad).is_err(), "{bad:?}");
         }
     }

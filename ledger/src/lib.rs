@@ -17,8 +17,7 @@ pub use apply::{ApplyCtx, Rules, apply};
 pub use command::{Command, CommandBody};
 pub use ids::{
     AccountId, BankRef, BillId, CardNo, CardToken, IdError, MAX_COMMANDS_PER_ENTRY, OperatorId,
-    PersonKey, RequestId,
-    TerminalId, TerminalKind, TxnId,
+    PersonKey, RequestId, TerminalId, TerminalKind, TxnId,
 };
 pub use model::*;
 pub use money::{AmountError, Money};

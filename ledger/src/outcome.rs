@@ -138,12 +138,19 @@ impl ReasonCode {
     pub fn class(self) -> ReasonClass {
         use ReasonCode::*;
         match self {
-            InvalidAmount | InvalidDenomination | BelowMinimumDeposit | OperatorRequired
+            InvalidAmount
+            | InvalidDenomination
+            | BelowMinimumDeposit
+            | OperatorRequired
             | OverdraftAboveMaximum => ReasonClass::InvalidInput,
-            AccountNotFound | CardNotFound | BillNotFound | BankOpNotFound
+            AccountNotFound
+            | CardNotFound
+            | BillNotFound
+            | BankOpNotFound
             | TerminalNotRegistered => ReasonClass::NotFound,
-            CardAlreadyExists | BillAlreadyExists | TerminalAlreadyRegistered
-            | RequestIdReused => ReasonClass::AlreadyExists,
+            CardAlreadyExists | BillAlreadyExists | TerminalAlreadyRegistered | RequestIdReused => {
+                ReasonClass::AlreadyExists
+            }
             TerminalNotAllowed | IdentityMismatch => ReasonClass::PermissionDenied,
             InvariantViolation => ReasonClass::Internal,
             _ => ReasonClass::FailedPrecondition,

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::command::CommandBody;
-use crate::ids::{AccountId, BankRef, BillId, CardNo, OperatorId, PersonKey, RequestId, TerminalId};
+use crate::ids::{
+    AccountId, BankRef, BillId, CardNo, OperatorId, PersonKey, RequestId, TerminalId,
+};
 use crate::model::{Account, BankOp, Bill, Card, JournalEntry, Report, Terminal, Timestamp};
 use crate::outcome::Outcome;
 

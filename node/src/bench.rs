@@ -54,7 +54,10 @@ pub async fn run(options: BenchOptions) -> Result<()> {
     for chunk in cards.chunks(1024) {
         client.propose(chunk.to_vec(), CALL_TIMEOUT).await?;
     }
-    println!("{:>10} {:>10} {:>12} {:>9} {:>9} {:>9}", "proposers", "ops", "ops/s", "p50 ms", "p99 ms", "max ms");
+    println!(
+        "{:>10} {:>10} {:>12} {:>9} {:>9} {:>9}",
+        "proposers", "ops", "ops/s", "p50 ms", "p99 ms", "max ms"
+    );
     for &n in &options.proposers {
         let r = level(&addrs, &prefix, n, options.duration).await?;
         println!(
@@ -71,8 +74,15 @@ pub async fn run(options: BenchOptions) -> Result<()> {
     Ok(())
 }
 
-async fn level(addrs: &[String], prefix: &str, proposers: usize, duration: Duration) -> Result<LevelResult> {
-    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?));
+async fn level(
+    addrs: &[String],
+    prefix: &str,
+    proposers: usize,
+    duration: Duration,
+) -> Result<LevelResult> {
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for p in 0..proposers {
@@ -85,7 +95,9 @@ async fn level(addrs: &[String], prefix: &str, proposers: usize, duration: Durat
             let card = p as u64 + 1;
             while start.elapsed() < duration {
                 let t = Instant::now();
-                client.propose(vec![s.deposit(card, 1)], CALL_TIMEOUT).await?;
+                client
+                    .propose(vec![s.deposit(card, 1)], CALL_TIMEOUT)
+                    .await?;
                 local.saturating_record(t.elapsed().as_micros() as u64);
             }
             histogram.lock().await.add(&local).expect("same bounds");

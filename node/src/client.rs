@@ -81,7 +81,11 @@ impl ClusterClient {
         }
     }
 
-    async fn propose_once(&mut self, addr: &str, commands: &[Command]) -> Result<Vec<Result<Outcome, ProposeError>>> {
+    async fn propose_once(
+        &mut self,
+        addr: &str,
+        commands: &[Command],
+    ) -> Result<Vec<Result<Outcome, ProposeError>>> {
         let mut client = self.client(addr)?;
         let mut request = tonic::Request::new(Payload {
             data: codec::encode(commands)?,
@@ -94,17 +98,30 @@ impl ClusterClient {
     /// Proposes `commands` and returns one outcome each, retrying those that failed in a
     /// retryable way (no leader, leader moved, timeout) with the same request ids until
     /// `timeout` has passed.
-    pub async fn propose(&mut self, commands: Vec<Command>, timeout: Duration) -> Result<Vec<Outcome>> {
+    pub async fn propose(
+        &mut self,
+        commands: Vec<Command>,
+        timeout: Duration,
+    ) -> Result<Vec<Outcome>> {
         let deadline = Instant::now() + timeout;
         let mut outcomes: Vec<Option<Outcome>> = vec![None; commands.len()];
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let todo: Vec<usize> = (0..commands.len()).filter(|&i| outcomes[i].is_none()).collect();
+            let todo: Vec<usize> = (0..commands.len())
+                .filter(|&i| outcomes[i].is_none())
+                .collect();
             if todo.is_empty() {
-                return Ok(outcomes.into_iter().map(|o| o.expect("all answered")).collect());
+                return Ok(outcomes
+                    .into_iter()
+                    .map(|o| o.expect("all answered"))
+                    .collect());
             }
             if Instant::now() >= deadline {
-                bail!("{} of {} commands unanswered at the deadline", todo.len(), commands.len());
+                bail!(
+                    "{} of {} commands unanswered at the deadline",
+                    todo.len(),
+                    commands.len()
+                );
             }
             let leader = match self.leader.clone() {
                 Some(l) => l,
@@ -123,7 +140,9 @@ impl ClusterClient {
                                 outcomes[i] = Some(outcome);
                                 progress = true;
                             }
-                            Err(ProposeError::NotLeader { leader: Some((_, addr)) }) if !addr.is_empty() => {
+                            Err(ProposeError::NotLeader {
+                                leader: Some((_, addr)),
+                            }) if !addr.is_empty() => {
                                 self.leader = Some(addr);
                             }
                             Err(e) if e.is_retryable() => {
@@ -146,7 +165,11 @@ impl ClusterClient {
     }
 
     /// Sends a membership change to the leader.
-    pub async fn change_membership(&mut self, change: MembershipChange, timeout: Duration) -> Result<()> {
+    pub async fn change_membership(
+        &mut self,
+        change: MembershipChange,
+        timeout: Duration,
+    ) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let leader = self.find_leader(deadline).await?;
         let mut client = self.client(&leader)?;

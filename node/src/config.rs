@@ -66,7 +66,9 @@ impl NodeConfig {
     /// The peers, with this node added when it was not listed (a single-node cluster).
     pub fn members(&self) -> BTreeMap<NodeId, String> {
         let mut members = self.peers.clone();
-        members.entry(self.id).or_insert_with(|| self.listen.clone());
+        members
+            .entry(self.id)
+            .or_insert_with(|| self.listen.clone());
         members
     }
 
@@ -153,7 +155,10 @@ mod tests {
                 .unwrap();
         assert_eq!(config.id, 2);
         assert_eq!(config.max_batch_commands, 64);
-        assert_eq!(config.heartbeat_interval_ms, NodeConfig::default().heartbeat_interval_ms);
+        assert_eq!(
+            config.heartbeat_interval_ms,
+            NodeConfig::default().heartbeat_interval_ms
+        );
         assert!(toml::from_str::<NodeConfig>("idd = 2\n").is_err());
     }
 

@@ -40,7 +40,9 @@ pub async fn status(node: &str, as_json: bool) -> Result<()> {
     }
     println!(
         "leader: {}   term: {}",
-        own.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into()),
+        own.leader
+            .map(|l| l.to_string())
+            .unwrap_or_else(|| "none".into()),
         own.term
     );
     println!(
@@ -53,10 +55,18 @@ pub async fn status(node: &str, as_json: bool) -> Result<()> {
                 "{:>4}  {:<21} {:<9} {:>9} {:>10} {:>9}  {}",
                 member.id,
                 member.addr,
-                if member.voter { s.state.clone() } else { format!("{} (learner)", s.state) },
-                s.last_log.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+                if member.voter {
+                    s.state.clone()
+                } else {
+                    format!("{} (learner)", s.state)
+                },
+                s.last_log
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 s.committed,
-                s.applied.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+                s.applied
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 &s.digest[..16.min(s.digest.len())]
             ),
             Err(e) => println!("{:>4}  {:<21} unreachable: {e:#}", member.id, member.addr),
@@ -67,9 +77,7 @@ pub async fn status(node: &str, as_json: bool) -> Result<()> {
 
 /// `ctl add-node ID=ADDR`: adds the node as a learner, waits until it caught up, promotes it.
 pub async fn add_node(node: &str, spec: &str) -> Result<()> {
-    let (id, addr) = spec
-        .split_once('=')
-        .context("expected ID=HOST:PORT")?;
+    let (id, addr) = spec.split_once('=').context("expected ID=HOST:PORT")?;
     let id: u64 = id.parse().context("node id")?;
     if addr.parse::<std::net::SocketAddr>().is_err() {
         bail!("{addr:?} is not HOST:PORT");
@@ -130,7 +138,10 @@ pub async fn elect(node: &str) -> Result<()> {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
-            bail!("{node} did not become leader; leader is {:?}", status.leader);
+            bail!(
+                "{node} did not become leader; leader is {:?}",
+                status.leader
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -14,10 +14,20 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn describe(outcome: &Outcome) -> String {
     match outcome {
-        Outcome::Done(Effect::CardIssued { account, card, balance, .. }) => {
+        Outcome::Done(Effect::CardIssued {
+            account,
+            card,
+            balance,
+            ..
+        }) => {
             format!("card {card} → account {account}, balance ¥{balance}")
         }
-        Outcome::Done(Effect::BalanceChanged { account, amount, balance, .. }) => {
+        Outcome::Done(Effect::BalanceChanged {
+            account,
+            amount,
+            balance,
+            ..
+        }) => {
             format!("account {account}: ¥{amount} moved, balance ¥{balance}")
         }
         Outcome::Done(effect) => format!("{effect:?}"),
@@ -40,20 +50,34 @@ pub async fn run() -> Result<()> {
 
     let issue: Vec<_> = (1..=PATIENTS).map(|n| s.issue_card(n, Some(200))).collect();
     let outcomes = client.propose(issue, STEP_TIMEOUT).await?;
-    println!("▶ {PATIENTS} patients get a card with ¥200 in cash, e.g. {}", describe(&outcomes[0]));
-    let bills: Vec<_> = (1..=PATIENTS).map(|n| s.post_bill(n, &format!("REG-{n}"), 2_550)).collect();
+    println!(
+        "▶ {PATIENTS} patients get a card with ¥200 in cash, e.g. {}",
+        describe(&outcomes[0])
+    );
+    let bills: Vec<_> = (1..=PATIENTS)
+        .map(|n| s.post_bill(n, &format!("REG-{n}"), 2_550))
+        .collect();
     client.propose(bills, STEP_TIMEOUT).await?;
-    let pays: Vec<_> = (1..=PATIENTS).map(|n| s.pay_bill(n, &format!("REG-{n}"))).collect();
+    let pays: Vec<_> = (1..=PATIENTS)
+        .map(|n| s.pay_bill(n, &format!("REG-{n}")))
+        .collect();
     let outcomes = client.propose(pays, STEP_TIMEOUT).await?;
-    println!("▶ HIS posts a ¥25.50 registration fee each; paid at the kiosk: {}", describe(&outcomes[0]));
-    let again = client.propose(vec![s.pay_bill(1, "REG-1")], STEP_TIMEOUT).await?;
+    println!(
+        "▶ HIS posts a ¥25.50 registration fee each; paid at the kiosk: {}",
+        describe(&outcomes[0])
+    );
+    let again = client
+        .propose(vec![s.pay_bill(1, "REG-1")], STEP_TIMEOUT)
+        .await?;
     println!("  paying REG-1 a second time: {}", describe(&again[0]));
 
     println!("▶ killing the leader, node {leader} (SIGKILL)");
     let killed_at = Instant::now();
     cluster.kill(leader)?;
     let mut client = cluster.client();
-    let first = client.propose(vec![s.deposit(2, 100)], STEP_TIMEOUT).await?;
+    let first = client
+        .propose(vec![s.deposit(2, 100)], STEP_TIMEOUT)
+        .await?;
     println!(
         "  next write committed {:.0} ms after the kill: {}",
         killed_at.elapsed().as_secs_f64() * 1000.0,
@@ -62,10 +86,18 @@ pub async fn run() -> Result<()> {
     let new_leader = cluster.wait_for_leader(STEP_TIMEOUT).await?;
     println!("  node {new_leader} leads now");
     let more: Vec<_> = (1..=PATIENTS)
-        .flat_map(|n| [s.post_bill(n, &format!("LAB-{n}"), 8_800), s.pay_bill(n, &format!("LAB-{n}"))])
+        .flat_map(|n| {
+            [
+                s.post_bill(n, &format!("LAB-{n}"), 8_800),
+                s.pay_bill(n, &format!("LAB-{n}")),
+            ]
+        })
         .collect();
     let outcomes = client.propose(more, STEP_TIMEOUT).await?;
-    println!("▶ {PATIENTS} lab bills of ¥88.00 posted and paid: {}", describe(&outcomes[1]));
+    println!(
+        "▶ {PATIENTS} lab bills of ¥88.00 posted and paid: {}",
+        describe(&outcomes[1])
+    );
 
     println!("▶ restarting node {leader}; it catches up from the others");
     cluster.spawn(leader)?;

@@ -60,7 +60,12 @@ fn signal(pid: u32, name: &str) -> Result<()> {
 
 impl LocalCluster {
     /// Starts `size` nodes (ids 1..=size) of the binary `exe` with data under `dir`.
-    pub fn start(exe: &Path, dir: &Path, size: u64, extra_args: Vec<String>) -> Result<LocalCluster> {
+    pub fn start(
+        exe: &Path,
+        dir: &Path,
+        size: u64,
+        extra_args: Vec<String>,
+    ) -> Result<LocalCluster> {
         let mut nodes = BTreeMap::new();
         for id in 1..=size {
             let addr = format!("127.0.0.1:{}", free_port()?);
@@ -151,8 +156,15 @@ impl LocalCluster {
             .arg("--peers")
             .arg(peers)
             .args(&self.extra_args)
-            .args(if self.joining.contains(&id) { &["--join"][..] } else { &[][..] })
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
+            .args(if self.joining.contains(&id) {
+                &["--join"][..]
+            } else {
+                &[][..]
+            })
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -191,7 +203,11 @@ impl LocalCluster {
     }
 
     pub fn running(&self) -> Vec<u64> {
-        self.nodes.values().filter(|n| n.is_running()).map(|n| n.id).collect()
+        self.nodes
+            .values()
+            .filter(|n| n.is_running())
+            .map(|n| n.id)
+            .collect()
     }
 
     pub fn client(&self) -> ClusterClient {

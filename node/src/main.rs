@@ -10,7 +10,11 @@ use yinyi_node::config::{NodeConfig, parse_peers};
 use yinyi_node::{bench, ctl, demo, server};
 
 #[derive(Parser)]
-#[command(name = "yinyi", version, about = "yinyi (银医通): a replicated transaction processor for hospital prepaid accounts")]
+#[command(
+    name = "yinyi",
+    version,
+    about = "yinyi (银医通): a replicated transaction processor for hospital prepaid accounts"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -128,10 +132,19 @@ impl StartArgs {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { config.$field = v; } )* };
         }
         set!(
-            id, listen, data, heartbeat_interval_ms, election_timeout_min_ms,
-            election_timeout_max_ms, install_snapshot_timeout_ms, snapshot_after_entries,
-            log_entries_kept_after_snapshot, max_batch_commands, max_batch_bytes,
-            max_inflight_entries, max_queued_commands
+            id,
+            listen,
+            data,
+            heartbeat_interval_ms,
+            election_timeout_min_ms,
+            election_timeout_max_ms,
+            install_snapshot_timeout_ms,
+            snapshot_after_entries,
+            log_entries_kept_after_snapshot,
+            max_batch_commands,
+            max_batch_bytes,
+            max_inflight_entries,
+            max_queued_commands
         );
         config.join |= self.join;
         if let Some(peers) = &self.peers {
@@ -146,7 +159,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit())
         .map(|i| text.split_at(i))
         .ok_or_else(|| format!("{text:?} needs a unit: ms, s or m"))?;
-    let n: u64 = number.parse().map_err(|_| format!("{text:?} is not a duration"))?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),

@@ -35,10 +35,18 @@ impl Scenario {
         }
     }
 
-    pub fn command(&mut self, terminal: &str, operator: Option<&str>, body: CommandBody) -> Command {
+    pub fn command(
+        &mut self,
+        terminal: &str,
+        operator: Option<&str>,
+        body: CommandBody,
+    ) -> Command {
         self.serial += 1;
         Command {
-            request: id(RequestId::parse(&format!("{}:{terminal}:{:06}", self.prefix, self.serial))),
+            request: id(RequestId::parse(&format!(
+                "{}:{terminal}:{:06}",
+                self.prefix, self.serial
+            ))),
             terminal: id(TerminalId::parse(terminal)),
             operator: operator.map(|o| id(OperatorId::parse(o))),
             at: Timestamp(0),
@@ -51,9 +59,13 @@ impl Scenario {
         let mut out: Vec<Command> = [KIOSK, WINDOW, HIS]
             .iter()
             .map(|t| {
-                self.command(ADMIN, None, CommandBody::RegisterTerminal {
-                    terminal: id(TerminalId::parse(t)),
-                })
+                self.command(
+                    ADMIN,
+                    None,
+                    CommandBody::RegisterTerminal {
+                        terminal: id(TerminalId::parse(t)),
+                    },
+                )
             })
             .collect();
         out.push(self.command(WINDOW, Some("op-li"), CommandBody::OpenShift));
@@ -61,39 +73,55 @@ impl Scenario {
     }
 
     pub fn issue_card(&mut self, n: u64, first_deposit_yuan: Option<i64>) -> Command {
-        self.command(KIOSK, None, CommandBody::IssueCard {
-            card: card(n),
-            card_kind: CardKind::Hospital,
-            holder: Holder {
-                name: format!("patient {n}"),
-                person: person(n),
-                id_masked: format!("110***********{:04}", n % 10_000),
-                phone: "138****0000".into(),
+        self.command(
+            KIOSK,
+            None,
+            CommandBody::IssueCard {
+                card: card(n),
+                card_kind: CardKind::Hospital,
+                holder: Holder {
+                    name: format!("patient {n}"),
+                    person: person(n),
+                    id_masked: format!("110***********{:04}", n % 10_000),
+                    phone: "138****0000".into(),
+                },
+                first_deposit: first_deposit_yuan.map(Money::from_yuan),
             },
-            first_deposit: first_deposit_yuan.map(Money::from_yuan),
-        })
+        )
     }
 
     pub fn deposit(&mut self, n: u64, yuan: i64) -> Command {
-        self.command(KIOSK, None, CommandBody::DepositCash {
-            card: card(n),
-            amount: Money::from_yuan(yuan),
-        })
+        self.command(
+            KIOSK,
+            None,
+            CommandBody::DepositCash {
+                card: card(n),
+                amount: Money::from_yuan(yuan),
+            },
+        )
     }
 
     pub fn post_bill(&mut self, n: u64, bill: &str, cents: i64) -> Command {
-        self.command(HIS, None, CommandBody::PostBill {
-            bill: id(BillId::parse(bill)),
-            card: card(n),
-            kind: BillKind::Outpatient,
-            amount: Money::from_cents(cents),
-        })
+        self.command(
+            HIS,
+            None,
+            CommandBody::PostBill {
+                bill: id(BillId::parse(bill)),
+                card: card(n),
+                kind: BillKind::Outpatient,
+                amount: Money::from_cents(cents),
+            },
+        )
     }
 
     pub fn pay_bill(&mut self, n: u64, bill: &str) -> Command {
-        self.command(KIOSK, None, CommandBody::PayBill {
-            bill: id(BillId::parse(bill)),
-            card: card(n),
-        })
+        self.command(
+            KIOSK,
+            None,
+            CommandBody::PayBill {
+                bill: id(BillId::parse(bill)),
+                card: card(n),
+            },
+        )
     }
 }

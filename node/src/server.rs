@@ -16,7 +16,9 @@ use crate::config::NodeConfig;
 const PEER_WAIT_LOG_EVERY: Duration = Duration::from_secs(5);
 
 pub async fn run(config: NodeConfig) -> Result<()> {
-    config.validate().map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;
     let listen: std::net::SocketAddr = config
         .listen
         .parse()
@@ -26,7 +28,9 @@ pub async fn run(config: NodeConfig) -> Result<()> {
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
-        .set_serving::<yinyi_consensus::pb::internal_server::InternalServer<yinyi_consensus::server::InternalService>>()
+        .set_serving::<yinyi_consensus::pb::internal_server::InternalServer<
+            yinyi_consensus::server::InternalService,
+        >>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(yinyi_consensus::pb::FILE_DESCRIPTOR_SET)

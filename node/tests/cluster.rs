@@ -40,7 +40,9 @@ async fn setup(c: &LocalCluster, s: &mut Scenario, patients: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_converge_after_thousands_of_proposals_from_several_tasks() {
-    let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let (_dir, c) = cluster(3, &[]);
     let mut s = Scenario::new("conv");
     setup(&c, &mut s, 8).await;
@@ -50,7 +52,9 @@ async fn three_nodes_converge_after_thousands_of_proposals_from_several_tasks() 
         tasks.push(tokio::spawn(async move {
             let mut s = Scenario::new(&format!("conv-t{task}"));
             for round in 0..50 {
-                let batch: Vec<Command> = (0..10).map(|_| s.deposit(task + 1, 1 + round % 3)).collect();
+                let batch: Vec<Command> = (0..10)
+                    .map(|_| s.deposit(task + 1, 1 + round % 3))
+                    .collect();
                 let outcomes = client.propose(batch, T).await.unwrap();
                 assert!(outcomes.iter().all(Outcome::is_done));
             }
@@ -66,7 +70,9 @@ async fn three_nodes_converge_after_thousands_of_proposals_from_several_tasks() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_leader_takes_over_within_two_seconds_and_nothing_acknowledged_is_lost() {
-    let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let (_dir, mut c) = cluster(3, &[]);
     let mut s = Scenario::new("fail");
     setup(&c, &mut s, 2).await;
@@ -104,10 +110,17 @@ async fn a_new_leader_takes_over_within_two_seconds_and_nothing_acknowledged_is_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_behind_a_purged_log_catches_up_by_snapshot() {
-    let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let (_dir, mut c) = cluster(
         3,
-        &["--snapshot-after-entries", "50", "--log-entries-kept-after-snapshot", "5"],
+        &[
+            "--snapshot-after-entries",
+            "50",
+            "--log-entries-kept-after-snapshot",
+            "5",
+        ],
     );
     let mut s = Scenario::new("snap");
     setup(&c, &mut s, 2).await;
@@ -129,12 +142,17 @@ async fn a_follower_behind_a_purged_log_catches_up_by_snapshot() {
     c.spawn(follower).unwrap();
     let statuses = c.wait_converged(T).await.unwrap();
     let caught_up = statuses.iter().find(|s| s.id == follower).unwrap();
-    assert!(caught_up.snapshot.is_some(), "the follower installed no snapshot: {caught_up:?}");
+    assert!(
+        caught_up.snapshot.is_some(),
+        "the follower installed no snapshot: {caught_up:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_command_survives_a_full_restart() {
-    let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let (_dir, mut c) = cluster(3, &[]);
     let mut s = Scenario::new("restart");
     setup(&c, &mut s, 3).await;
@@ -158,7 +176,9 @@ async fn every_acknowledged_command_survives_a_full_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proposal_to_a_follower_is_refused_with_the_leaders_id() {
-    let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let (_dir, c) = cluster(3, &[]);
     let mut s = Scenario::new("follower");
     setup(&c, &mut s, 1).await;
@@ -171,7 +191,8 @@ async fn a_proposal_to_a_follower_is_refused_with_the_leaders_id() {
         })
         .await
         .unwrap();
-    let results: Vec<Result<Outcome, ProposeError>> = codec::decode(&reply.into_inner().data).unwrap();
+    let results: Vec<Result<Outcome, ProposeError>> =
+        codec::decode(&reply.into_inner().data).unwrap();
     assert_eq!(
         results,
         vec![Err(ProposeError::NotLeader {
@@ -182,7 +203,9 @@ async fn a_proposal_to_a_follower_is_refused_with_the_leaders_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fourth_node_joins_as_learner_is_promoted_and_another_is_removed() {
-    let _one = ONE_CLUSTER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_CLUSTER_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let (_dir, mut c) = cluster(3, &[]);
     let mut s = Scenario::new("member");
     setup(&c, &mut s, 1).await;
@@ -190,7 +213,10 @@ async fn a_fourth_node_joins_as_learner_is_promoted_and_another_is_removed() {
     let leader = c.wait_for_leader(T).await.unwrap();
     let mut client = c.client();
     client
-        .change_membership(yinyi_consensus::MembershipChange::AddLearner { id: 4, addr: addr4 }, T)
+        .change_membership(
+            yinyi_consensus::MembershipChange::AddLearner { id: 4, addr: addr4 },
+            T,
+        )
         .await
         .unwrap();
     client
@@ -200,10 +226,16 @@ async fn a_fourth_node_joins_as_learner_is_promoted_and_another_is_removed() {
         )
         .await
         .unwrap();
-    let removed = c.running().into_iter().find(|&id| id != leader && id != 4).unwrap();
+    let removed = c
+        .running()
+        .into_iter()
+        .find(|&id| id != leader && id != 4)
+        .unwrap();
     client
         .change_membership(
-            yinyi_consensus::MembershipChange::Remove { ids: [removed].into() },
+            yinyi_consensus::MembershipChange::Remove {
+                ids: [removed].into(),
+            },
             T,
         )
         .await
@@ -214,6 +246,9 @@ async fn a_fourth_node_joins_as_learner_is_promoted_and_another_is_removed() {
     assert!(outcome[0].is_done());
     let statuses = c.wait_converged(T).await.unwrap();
     let members: Vec<u64> = statuses[0].members.iter().map(|m| m.id).collect();
-    assert!(members.contains(&4) && !members.contains(&removed), "{members:?}");
+    assert!(
+        members.contains(&4) && !members.contains(&removed),
+        "{members:?}"
+    );
     assert!(statuses[0].members.iter().all(|m| m.voter));
 }

@@ -75,7 +75,10 @@ mod tests {
     fn refuses_unknown_versions_and_trailing_bytes() {
         let mut bytes = encode(&5u64).unwrap();
         bytes.push(0);
-        assert!(matches!(decode::<u64>(&bytes), Err(CodecError::Trailing(1))));
+        assert!(matches!(
+            decode::<u64>(&bytes),
+            Err(CodecError::Trailing(1))
+        ));
         bytes[0] = 9;
         assert!(matches!(
             decode::<u64>(&bytes),

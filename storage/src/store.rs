@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options};
 use rocksdb::{WriteBatch, WriteOptions};
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::codec::{self, CodecError};
@@ -302,7 +302,7 @@ impl Store {
         let records: Vec<SnapshotRecord> = codec::decode(blob)?;
         let mut batch = WriteBatch::default();
         for family in SNAPSHOT_FAMILIES {
-            batch.delete_range_cf(self.cf(family), [], KEY_CEILING);
+            batch.delete_range_cf(self.cf(family), &[][..], &KEY_CEILING[..]);
         }
         for record in records {
             let family = SNAPSHOT_FAMILIES
@@ -394,13 +394,21 @@ impl l::StateView for RocksView<'_> {
         self.write(CF_BANK_OPS, op.bank_ref.as_str().as_bytes().to_vec(), &op);
     }
     fn put_terminal(&mut self, terminal: l::Terminal) {
-        self.write(CF_TERMINALS, terminal.id.as_str().as_bytes().to_vec(), &terminal);
+        self.write(
+            CF_TERMINALS,
+            terminal.id.as_str().as_bytes().to_vec(),
+            &terminal,
+        );
     }
     fn put_request(&mut self, id: l::RequestId, record: l::RequestRecord) {
         self.write(CF_REQUESTS, id.as_str().as_bytes().to_vec(), &record);
     }
     fn append_journal(&mut self, entry: l::JournalEntry) {
-        self.write(CF_JOURNAL, journal_key(entry.account, entry.txn).to_vec(), &entry);
+        self.write(
+            CF_JOURNAL,
+            journal_key(entry.account, entry.txn).to_vec(),
+            &entry,
+        );
     }
     fn put_report(&mut self, report: l::Report) {
         self.write(CF_REPORTS, report.key().into_bytes(), &report);

@@ -1,0 +1,1786 @@
+//! The test harness of the ledger: a `World` that builds and applies commands the way the
+//! cluster does (one log index per command, a clock that only moves forward, request ids that
+//! are unique per terminal), and `check_invariants`, which recomputes DOMAIN.md's invariants
+//! from the state alone.
+//!
+//! Shared by several test crates, each of which uses only part of it.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use yinyi_ledger::{
+    AccountId, ApplyCtx, BankOp, BankOpState, BankPurpose, BankRef, Bill, BillId, BillKind,
+    BillStatus, Card, CardKind, CardNo, CardStatus, CardToken, Channel, Command, CommandBody,
+    Effect, EntryKind, External, Holder, JournalEntry, MemState, Money, OperatorId, Outcome,
+    PersonKey, ReasonCode, Report, ReportLine, RequestId, Rules, TerminalId, TerminalKind,
+    TerminalStatus, Timestamp, TxnId, add_to_lines, apply,
+};
+
+// ---- the universe ----
+
+pub const ADMIN: &str = "A-ADMIN";
+pub const SAGA: &str = "S-SAGA";
+pub const HIS: &str = "H-HIS";
+pub const KIOSK: &str = "K-0101";
+pub const KIOSK2: &str = "K-0102";
+pub const WINDOW: &str = "W-03";
+pub const MOBILE: &str = "M-WX";
+pub const CASHIER: &str = "CASHIER-01";
+pub const COLLECTOR: &str = "COLLECTOR-01";
+
+pub fn tid(text: &str) -> TerminalId {
+    TerminalId::parse(text).expect("valid terminal id")
+}
+
+pub fn card(text: &str) -> CardNo {
+    CardNo::parse(text).expect("valid card number")
+}
+
+pub fn bill_id(text: &str) -> BillId {
+    BillId::parse(text).expect("valid bill id")
+}
+
+pub fn operator(text: &str) -> OperatorId {
+    OperatorId::parse(text).expect("valid operator id")
+}
+
+pub fn rid(text: &str) -> RequestId {
+    RequestId::parse(text).expect("valid request id")
+}
+
+/// The keyed hash of person `n`'s ID number: 64 lowercase hex digits.
+pub fn person(n: u64) -> PersonKey {
+    PersonKey::parse(&format!("{n:064x}")).expect("64 lowercase hex digits")
+}
+
+pub fn holder(n: u64) -> Holder {
+    Holder {
+        name: format!("Patient {n}"),
+        person: person(n),
+        id_masked: format!("110***********{:04}", n % 10_000),
+        phone: format!("138****{:04}", n % 10_000),
+    }
+}
+
+pub fn yuan(n: i64) -> Money {
+    Money::from_yuan(n)
+}
+
+pub fn cents(n: i64) -> Money {
+    Money::from_cents(n)
+}
+
+/// Bank card number `n`, as the bank's token and a masked number.
+pub fn bank_card(n: u64) -> External {
+    External::BankCard {
+        token: CardToken::parse(&format!("tok_bank_{n:04}")).expect("valid token"),
+        masked: format!("6222********{:04}", n % 10_000),
+    }
+}
+
+/// Third-party payer `n` (WeChat-style).
+pub fn third_party(n: u64) -> External {
+    External::ThirdParty {
+        provider: "wechat".to_string(),
+        payer: format!("wx_payer_{n}"),
+    }
+}
+
+/// A bank reference no operation has.
+pub fn unknown_bank_ref() -> BankRef {
+    BankRef::for_txn(TxnId::new(999_999_999, 0))
+}
+
+// ---- outcomes ----
+
+#[track_caller]
+pub fn expect_done(outcome: Outcome) -> Effect {
+    match outcome {
+        Outcome::Done(effect) => effect,
+        Outcome::Rejected(r) => panic!("expected success, got {r}"),
+    }
+}
+
+#[track_caller]
+pub fn expect_code(outcome: &Outcome, code: ReasonCode) {
+    assert_eq!(
+        outcome.reason(),
+        Some(code),
+        "expected {code}, got {outcome:?}"
+    );
+}
+
+/// The reference of a saga a `StartBankOp` started.
+#[track_caller]
+pub fn started_ref(outcome: Outcome) -> BankRef {
+    match expect_done(outcome) {
+        Effect::BankOpStarted { bank_ref, .. } => bank_ref,
+        other => panic!("expected BankOpStarted, got {other:?}"),
+    }
+}
+
+/// The state without its request records: what a rejected command must leave unchanged.
+pub fn without_requests(state: &MemState) -> MemState {
+    let mut copy = state.clone();
+    copy.requests.clear();
+    copy
+}
+
+/// The two states are equal apart from their request records.
+pub fn same_but_requests(a: &MemState, b: &MemState) -> bool {
+    a.accounts == b.accounts
+        && a.cards == b.cards
+        && a.persons == b.persons
+        && a.bills == b.bills
+        && a.bank_ops == b.bank_ops
+        && a.terminals == b.terminals
+        && a.journal == b.journal
+        && a.reports == b.reports
+}
+
+// ---- the world ----
+
+/// One command as it went through `apply`.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub cmd: Command,
+    pub txn: TxnId,
+    pub outcome: Outcome,
+}
+
+/// A ledger and the machinery around it: log indices, a clock, request serials.
+pub struct World {
+    pub state: MemState,
+    pub rules: Rules,
+    /// The last log index handed out; each applied command gets the next one.
+    pub index: u64,
+    /// Milliseconds; every command is stamped strictly later than the one before.
+    pub clock: i64,
+    serials: BTreeMap<String, u64>,
+    pub log: Vec<Applied>,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        World::new()
+    }
+}
+
+impl World {
+    /// An empty ledger: no terminals, no accounts.
+    pub fn new() -> World {
+        World {
+            state: MemState::new(),
+            rules: Rules::default(),
+            index: 0,
+            clock: 1_760_000_000_000,
+            serials: BTreeMap::new(),
+            log: Vec::new(),
+        }
+    }
+
+    /// A ledger with two kiosks, a window, a mobile channel and HIS registered (no shift open).
+    pub fn standard() -> World {
+        let mut world = World::new();
+        for t in [KIOSK, KIOSK2, WINDOW, MOBILE, HIS] {
+            expect_done(world.register(t));
+        }
+        world
+    }
+
+    /// The context of the next command: the next log index, position 0.
+    pub fn next_ctx(&mut self) -> ApplyCtx {
+        self.index += 1;
+        ApplyCtx {
+            txn: TxnId::new(self.index, 0),
+            rules: self.rules,
+        }
+    }
+
+    /// The next timestamp, strictly later than every earlier one.
+    pub fn tick(&mut self) -> Timestamp {
+        self.clock += 1_000;
+        Timestamp(self.clock)
+    }
+
+    /// A fresh request id: the terminal id and its own serial (流水号).
+    pub fn request_id(&mut self, terminal: &str) -> RequestId {
+        let serial = self.serials.entry(terminal.to_string()).or_insert(0);
+        *serial += 1;
+        rid(&format!("{terminal}:{serial:06}"))
+    }
+
+    /// Who is at the terminal by default: the cashier at a window, nobody elsewhere.
+    pub fn default_operator(terminal: &str) -> Option<&'static str> {
+        match tid(terminal).kind() {
+            TerminalKind::Window => Some(CASHIER),
+            _ => None,
+        }
+    }
+
+    /// Builds a command with a fresh request id and timestamp, without applying it.
+    pub fn command(&mut self, terminal: &str, op: Option<&str>, body: CommandBody) -> Command {
+        Command {
+            request: self.request_id(terminal),
+            terminal: tid(terminal),
+            operator: op.map(operator),
+            at: self.tick(),
+            body,
+        }
+    }
+
+    /// Applies a command at the next log index and records it.
+    pub fn submit(&mut self, cmd: &Command) -> Outcome {
+        let ctx = self.next_ctx();
+        let outcome = apply(cmd, &mut self.state, &ctx);
+        self.log.push(Applied {
+            cmd: cmd.clone(),
+            txn: ctx.txn,
+            outcome: outcome.clone(),
+        });
+        outcome
+    }
+
+    /// Builds and applies a command as the terminal's default operator.
+    pub fn run(&mut self, terminal: &str, body: CommandBody) -> Outcome {
+        self.run_as(terminal, World::default_operator(terminal), body)
+    }
+
+    pub fn run_as(&mut self, terminal: &str, op: Option<&str>, body: CommandBody) -> Outcome {
+        let cmd = self.command(terminal, op, body);
+        self.submit(&cmd)
+    }
+
+    // ---- terminals and shifts ----
+
+    pub fn register(&mut self, terminal: &str) -> Outcome {
+        self.run(
+            ADMIN,
+            CommandBody::RegisterTerminal {
+                terminal: tid(terminal),
+            },
+        )
+    }
+
+    pub fn set_terminal_status(&mut self, terminal: &str, status: TerminalStatus) -> Outcome {
+        self.run(
+            ADMIN,
+            CommandBody::SetTerminalStatus {
+                terminal: tid(terminal),
+                status,
+            },
+        )
+    }
+
+    pub fn open_shift(&mut self, window: &str) -> Outcome {
+        self.run_as(window, Some(CASHIER), CommandBody::OpenShift)
+    }
+
+    pub fn close_shift(&mut self, window: &str) -> Outcome {
+        self.run_as(window, Some(CASHIER), CommandBody::CloseShift)
+    }
+
+    pub fn collect(&mut self, kiosk: &str, counted: Money) -> Outcome {
+        self.run_as(kiosk, Some(COLLECTOR), CommandBody::CollectCash { counted })
+    }
+
+    // ---- cards and cash ----
+
+    pub fn issue(
+        &mut self,
+        terminal: &str,
+        card_no: &str,
+        person_n: u64,
+        first_deposit: Option<Money>,
+    ) -> Outcome {
+        self.run(
+            terminal,
+            CommandBody::IssueCard {
+                card: card(card_no),
+                card_kind: CardKind::Hospital,
+                holder: holder(person_n),
+                first_deposit,
+            },
+        )
+    }
+
+    /// Issues a card at the first kiosk with a whole-yuan first deposit (or none for 0).
+    #[track_caller]
+    pub fn patient(&mut self, card_no: &str, person_n: u64, deposit_yuan: i64) -> AccountId {
+        let deposit = (deposit_yuan > 0).then(|| yuan(deposit_yuan));
+        match expect_done(self.issue(KIOSK, card_no, person_n, deposit)) {
+            Effect::CardIssued { account, .. } => account,
+            other => panic!("expected CardIssued, got {other:?}"),
+        }
+    }
+
+    pub fn deposit(&mut self, terminal: &str, card_no: &str, amount: Money) -> Outcome {
+        self.run(
+            terminal,
+            CommandBody::DepositCash {
+                card: card(card_no),
+                amount,
+            },
+        )
+    }
+
+    pub fn withdraw_cash(&mut self, window: &str, card_no: &str, amount: Option<Money>) -> Outcome {
+        self.run(
+            window,
+            CommandBody::WithdrawCash {
+                card: card(card_no),
+                amount,
+            },
+        )
+    }
+
+    pub fn report_loss(&mut self, card_no: &str, person_n: u64) -> Outcome {
+        self.run(
+            WINDOW,
+            CommandBody::ReportLoss {
+                card: card(card_no),
+                person: person(person_n),
+            },
+        )
+    }
+
+    pub fn cancel_loss(&mut self, card_no: &str, person_n: u64) -> Outcome {
+        self.run(
+            WINDOW,
+            CommandBody::CancelLoss {
+                card: card(card_no),
+                person: person(person_n),
+            },
+        )
+    }
+
+    pub fn replace_card(&mut self, old: &str, new: &str, person_n: u64) -> Outcome {
+        self.run(
+            WINDOW,
+            CommandBody::ReplaceCard {
+                old_card: card(old),
+                new_card: card(new),
+                person: person(person_n),
+            },
+        )
+    }
+
+    pub fn freeze(&mut self, account: AccountId) -> Outcome {
+        self.run(ADMIN, CommandBody::Freeze { account })
+    }
+
+    pub fn unfreeze(&mut self, account: AccountId) -> Outcome {
+        self.run(ADMIN, CommandBody::Unfreeze { account })
+    }
+
+    pub fn set_overdraft(&mut self, account: AccountId, limit: Money) -> Outcome {
+        self.run(ADMIN, CommandBody::SetOverdraft { account, limit })
+    }
+
+    // ---- bills ----
+
+    pub fn post_bill(&mut self, bill: &str, card_no: &str, amount: Money) -> Outcome {
+        self.run(
+            HIS,
+            CommandBody::PostBill {
+                bill: bill_id(bill),
+                card: card(card_no),
+                kind: BillKind::Outpatient,
+                amount,
+            },
+        )
+    }
+
+    pub fn cancel_bill(&mut self, bill: &str) -> Outcome {
+        self.run(
+            HIS,
+            CommandBody::CancelBill {
+                bill: bill_id(bill),
+            },
+        )
+    }
+
+    pub fn pay_bill(&mut self, terminal: &str, bill: &str, card_no: &str) -> Outcome {
+        self.run(
+            terminal,
+            CommandBody::PayBill {
+                bill: bill_id(bill),
+                card: card(card_no),
+            },
+        )
+    }
+
+    pub fn refund(&mut self, terminal: &str, bill: &str) -> Outcome {
+        self.run(
+            terminal,
+            CommandBody::Refund {
+                bill: bill_id(bill),
+            },
+        )
+    }
+
+    // ---- the bank saga ----
+
+    pub fn start_bank_op(
+        &mut self,
+        terminal: &str,
+        card_no: &str,
+        external: External,
+        purpose: BankPurpose,
+        amount: Option<Money>,
+    ) -> Outcome {
+        self.run(
+            terminal,
+            CommandBody::StartBankOp {
+                card: card(card_no),
+                external,
+                purpose,
+                amount,
+            },
+        )
+    }
+
+    pub fn top_up(
+        &mut self,
+        terminal: &str,
+        card_no: &str,
+        external: External,
+        amount: Money,
+    ) -> Outcome {
+        self.start_bank_op(
+            terminal,
+            card_no,
+            external,
+            BankPurpose::TopUp,
+            Some(amount),
+        )
+    }
+
+    pub fn pay_by_card(
+        &mut self,
+        terminal: &str,
+        bill: &str,
+        card_no: &str,
+        external: External,
+    ) -> Outcome {
+        self.start_bank_op(
+            terminal,
+            card_no,
+            external,
+            BankPurpose::PayBill {
+                bill: bill_id(bill),
+            },
+            None,
+        )
+    }
+
+    pub fn refund_online(
+        &mut self,
+        terminal: &str,
+        bill: &str,
+        card_no: &str,
+        external: External,
+    ) -> Outcome {
+        self.start_bank_op(
+            terminal,
+            card_no,
+            external,
+            BankPurpose::Refund {
+                bill: bill_id(bill),
+            },
+            None,
+        )
+    }
+
+    pub fn withdraw_to(
+        &mut self,
+        terminal: &str,
+        card_no: &str,
+        external: External,
+        amount: Option<Money>,
+    ) -> Outcome {
+        self.start_bank_op(terminal, card_no, external, BankPurpose::Withdraw, amount)
+    }
+
+    pub fn complete(&mut self, bank_ref: &BankRef) -> Outcome {
+        self.run(
+            SAGA,
+            CommandBody::CompleteBankOp {
+                bank_ref: bank_ref.clone(),
+                bank_note: "00 approved".to_string(),
+            },
+        )
+    }
+
+    pub fn decline(&mut self, bank_ref: &BankRef) -> Outcome {
+        self.run(
+            SAGA,
+            CommandBody::DeclineBankOp {
+                bank_ref: bank_ref.clone(),
+                bank_note: "51 insufficient funds".to_string(),
+            },
+        )
+    }
+
+    pub fn in_doubt(&mut self, bank_ref: &BankRef) -> Outcome {
+        self.run(
+            SAGA,
+            CommandBody::MarkBankOpInDoubt {
+                bank_ref: bank_ref.clone(),
+                bank_note: "timeout".to_string(),
+            },
+        )
+    }
+
+    pub fn reverse(&mut self, bank_ref: &BankRef) -> Outcome {
+        self.run(
+            SAGA,
+            CommandBody::ReverseBankOp {
+                bank_ref: bank_ref.clone(),
+                bank_note: "reversal acknowledged".to_string(),
+            },
+        )
+    }
+
+    // ---- reads ----
+
+    #[track_caller]
+    pub fn account_of(&self, card_no: &str) -> AccountId {
+        self.state
+            .cards
+            .get(&card(card_no))
+            .unwrap_or_else(|| panic!("card {card_no} is not issued"))
+            .account
+    }
+
+    #[track_caller]
+    pub fn balance(&self, card_no: &str) -> Money {
+        self.state.accounts[&self.account_of(card_no)].balance
+    }
+
+    #[track_caller]
+    pub fn bill(&self, bill: &str) -> Bill {
+        self.state.bills[&bill_id(bill)].clone()
+    }
+
+    #[track_caller]
+    pub fn bank_op(&self, bank_ref: &BankRef) -> BankOp {
+        self.state.bank_ops[bank_ref].clone()
+    }
+
+    #[track_caller]
+    pub fn cash_box(&self, terminal: &str) -> Money {
+        self.state.terminals[&tid(terminal)].cash_box
+    }
+
+    /// Runs `f`, which must be refused with `code`, and checks the refusal wrote nothing but
+    /// its request record.
+    #[track_caller]
+    pub fn refused(&mut self, code: ReasonCode, f: impl FnOnce(&mut World) -> Outcome) -> Outcome {
+        let before = self.state.clone();
+        let outcome = f(self);
+        expect_code(&outcome, code);
+        assert!(
+            same_but_requests(&before, &self.state),
+            "the refused command ({code}) wrote more than its request record"
+        );
+        let request = &self.log.last().expect("a command was applied").cmd.request;
+        assert!(
+            !before.requests.contains_key(request),
+            "{request} was not new"
+        );
+        assert_eq!(self.state.requests.len(), before.requests.len() + 1);
+        assert_eq!(self.state.requests[request].outcome, outcome);
+        self.check();
+        outcome
+    }
+
+    /// Panics with the broken invariant.
+    #[track_caller]
+    pub fn check(&self) {
+        if let Err(e) = check_invariants(&self.state) {
+            panic!("invariant broken: {e}");
+        }
+    }
+}
+
+// ---- the invariants ----
+
+fn signed_cents(entry: &JournalEntry) -> i64 {
+    entry.amount.cents() * i64::from(entry.kind.balance_sign())
+}
+
+/// DOMAIN.md's invariants 1, 2, 3, 4 and 6, recomputed from the state alone. Invariant 6 and the
+/// report checks read time windows from timestamps, so they need every command stamped strictly
+/// later than the one before (as `World` does).
+pub fn check_invariants(state: &MemState) -> Result<(), String> {
+    check_balances(state)?;
+    check_conservation(state)?;
+    check_requests_and_bills(state)?;
+    check_cash_boxes_and_reports(state)?;
+    Ok(())
+}
+
+/// 1: balance = signed sum of the account's journal; every `balance_after` is the running sum.
+/// 3: balance ≥ −overdraft limit, and the limit is never negative.
+fn check_balances(state: &MemState) -> Result<(), String> {
+    for entry in &state.journal {
+        if !state.accounts.contains_key(&entry.account) {
+            return Err(format!("journal entry {} names unknown account", entry.txn));
+        }
+        if !entry.amount.is_positive() {
+            return Err(format!(
+                "journal entry {} has non-positive amount {}",
+                entry.txn, entry.amount
+            ));
+        }
+    }
+    let mut by_account: BTreeMap<AccountId, Vec<&JournalEntry>> = BTreeMap::new();
+    for entry in &state.journal {
+        by_account.entry(entry.account).or_default().push(entry);
+    }
+    for (id, account) in &state.accounts {
+        if account.id != *id {
+            return Err(format!("account {id} stored under the wrong key"));
+        }
+        let mut running: i64 = 0;
+        for entry in by_account.get(id).into_iter().flatten() {
+            running += signed_cents(entry);
+            if entry.balance_after.cents() != running {
+                return Err(format!(
+                    "account {id}: entry {} says balance after {} but the journal sums to {}",
+                    entry.txn,
+                    entry.balance_after,
+                    Money::from_cents(running)
+                ));
+            }
+        }
+        if account.balance.cents() != running {
+            return Err(format!(
+                "invariant 1: account {id} balance {} but its journal sums to {}",
+                account.balance,
+                Money::from_cents(running)
+            ));
+        }
+        if account.overdraft_limit.is_negative() {
+            return Err(format!("account {id} has a negative overdraft limit"));
+        }
+        if account.balance < account.overdraft_limit.negated() {
+            return Err(format!(
+                "invariant 3: account {id} at {} below its overdraft limit {}",
+                account.balance, account.overdraft_limit
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_external(channel: Channel) -> bool {
+    matches!(channel, Channel::BankCard | Channel::ThirdParty)
+}
+
+/// 2: Σ balances = cash in − cash out + top-ups − payments from accounts + refunds to accounts
+/// − withdrawals to cards + withdrawals returned, each term summed from the journal by kind and
+/// channel, and every saga's entries matching its bank operation's state.
+fn check_conservation(state: &MemState) -> Result<(), String> {
+    let mut cash_in = 0i64;
+    let mut cash_out = 0i64;
+    let mut top_ups = 0i64;
+    let mut payments = 0i64;
+    let mut refunds = 0i64;
+    let mut withdrawals = 0i64;
+    let mut returned = 0i64;
+    for e in &state.journal {
+        let c = e.amount.cents();
+        let channel_ok = match e.kind {
+            EntryKind::CashDeposit => {
+                cash_in += c;
+                e.channel == Channel::Cash && e.bank_ref.is_none()
+            }
+            EntryKind::TopUp => {
+                top_ups += c;
+                is_external(e.channel) && e.bank_ref.is_some()
+            }
+            EntryKind::BillPayment => {
+                payments += c;
+                e.channel == Channel::Account && e.bank_ref.is_none() && e.bill.is_some()
+            }
+            EntryKind::Refund => {
+                refunds += c;
+                e.channel == Channel::Account && e.bank_ref.is_none() && e.bill.is_some()
+            }
+            EntryKind::Withdrawal if e.channel == Channel::Cash => {
+                cash_out += c;
+                e.bank_ref.is_none()
+            }
+            EntryKind::Withdrawal => {
+                withdrawals += c;
+                is_external(e.channel) && e.bank_ref.is_some()
+            }
+            EntryKind::WithdrawalReturned => {
+                returned += c;
+                is_external(e.channel) && e.bank_ref.is_some()
+            }
+            EntryKind::ExternalBillPayment | EntryKind::ExternalRefund => {
+                is_external(e.channel) && e.bank_ref.is_some() && e.bill.is_some()
+            }
+        };
+        if !channel_ok {
+            return Err(format!(
+                "entry {} of kind {:?} has channel {:?}, bank ref {:?}, bill {:?}",
+                e.txn, e.kind, e.channel, e.bank_ref, e.bill
+            ));
+        }
+    }
+    let total: i64 = state.accounts.values().map(|a| a.balance.cents()).sum();
+    let expected = cash_in - cash_out + top_ups - payments + refunds - withdrawals + returned;
+    if total != expected {
+        return Err(format!(
+            "invariant 2: Σ balances {} but the flows give {}",
+            Money::from_cents(total),
+            Money::from_cents(expected)
+        ));
+    }
+
+    // Every saga's journal entries follow from its operation's state, and only from it.
+    let mut by_ref: BTreeMap<&BankRef, Vec<&JournalEntry>> = BTreeMap::new();
+    for e in &state.journal {
+        if let Some(r) = &e.bank_ref {
+            if !state.bank_ops.contains_key(r) {
+                return Err(format!("entry {} names unknown bank op {r}", e.txn));
+            }
+            by_ref.entry(r).or_default().push(e);
+        }
+    }
+    let mut completed_top_ups = 0i64;
+    let mut withdrawn_by_ops = 0i64;
+    let mut returned_by_ops = 0i64;
+    for (r, op) in &state.bank_ops {
+        if op.bank_ref != *r {
+            return Err(format!("bank op {r} stored under the wrong key"));
+        }
+        let settled_back = matches!(op.state, BankOpState::Declined | BankOpState::Reversed);
+        let completed = op.state == BankOpState::Completed;
+        let mut expected: Vec<EntryKind> = match &op.purpose {
+            BankPurpose::TopUp if completed => vec![EntryKind::TopUp],
+            BankPurpose::PayBill { .. } if completed => vec![EntryKind::ExternalBillPayment],
+            BankPurpose::Refund { .. } if completed => vec![EntryKind::ExternalRefund],
+            BankPurpose::Withdraw if settled_back => {
+                vec![EntryKind::Withdrawal, EntryKind::WithdrawalReturned]
+            }
+            BankPurpose::Withdraw => vec![EntryKind::Withdrawal],
+            _ => vec![],
+        };
+        expected.sort();
+        let entries = by_ref.get(r).cloned().unwrap_or_default();
+        let mut kinds: Vec<EntryKind> = entries.iter().map(|e| e.kind).collect();
+        kinds.sort();
+        if kinds != expected {
+            return Err(format!(
+                "bank op {r} ({:?}, {:?}) has entries {kinds:?}, expected {expected:?}",
+                op.purpose, op.state
+            ));
+        }
+        for e in entries {
+            if e.amount != op.amount
+                || e.account != op.account
+                || e.channel != op.external.channel()
+            {
+                return Err(format!("entry {} does not match bank op {r}", e.txn));
+            }
+        }
+        match op.purpose {
+            BankPurpose::TopUp if completed => completed_top_ups += op.amount.cents(),
+            BankPurpose::Withdraw => {
+                withdrawn_by_ops += op.amount.cents();
+                if settled_back {
+                    returned_by_ops += op.amount.cents();
+                }
+            }
+            _ => {}
+        }
+    }
+    if completed_top_ups != top_ups {
+        return Err(format!(
+            "invariant 2: journal top-ups {} but completed top-up operations {}",
+            Money::from_cents(top_ups),
+            Money::from_cents(completed_top_ups)
+        ));
+    }
+    if withdrawn_by_ops != withdrawals || returned_by_ops != returned {
+        return Err(format!(
+            "invariant 2: card withdrawals {}/{} returned, operations say {}/{}",
+            Money::from_cents(withdrawals),
+            Money::from_cents(returned),
+            Money::from_cents(withdrawn_by_ops),
+            Money::from_cents(returned_by_ops)
+        ));
+    }
+    Ok(())
+}
+
+/// 4: each request applied once (one transaction id per request, one request per transaction
+/// id, only successful requests in the journal); each bill paid at most once and refunded at
+/// most once, and its status agrees with its journal entries and bank operations.
+fn check_requests_and_bills(state: &MemState) -> Result<(), String> {
+    let mut txn_of_request: BTreeMap<&RequestId, TxnId> = BTreeMap::new();
+    let mut request_of_txn: BTreeMap<TxnId, &RequestId> = BTreeMap::new();
+    let mut last_txn = None;
+    for e in &state.journal {
+        if last_txn.is_some_and(|t| e.txn < t) {
+            return Err(format!("journal out of log order at {}", e.txn));
+        }
+        last_txn = Some(e.txn);
+        match state.requests.get(&e.request) {
+            Some(record) if record.outcome.is_done() => {}
+            Some(_) => {
+                return Err(format!(
+                    "rejected request {} has journal entries",
+                    e.request
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "entry {} names unrecorded request {}",
+                    e.txn, e.request
+                ));
+            }
+        }
+        if *txn_of_request.entry(&e.request).or_insert(e.txn) != e.txn {
+            return Err(format!("request {} applied at two transactions", e.request));
+        }
+        if *request_of_txn.entry(e.txn).or_insert(&e.request) != &e.request {
+            return Err(format!("transaction {} carries two requests", e.txn));
+        }
+    }
+
+    let mut by_bill: BTreeMap<&BillId, Vec<&JournalEntry>> = BTreeMap::new();
+    for e in &state.journal {
+        if let Some(b) = &e.bill {
+            if !state.bills.contains_key(b) {
+                return Err(format!("entry {} names unknown bill {b}", e.txn));
+            }
+            by_bill.entry(b).or_default().push(e);
+        }
+    }
+    for (id, bill) in &state.bills {
+        if bill.id != *id {
+            return Err(format!("bill {id} stored under the wrong key"));
+        }
+        let entries: Vec<&JournalEntry> = by_bill.get(id).cloned().unwrap_or_default();
+        let paid: Vec<&&JournalEntry> = entries
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    EntryKind::BillPayment | EntryKind::ExternalBillPayment
+                )
+            })
+            .collect();
+        let refunded: Vec<&&JournalEntry> = entries
+            .iter()
+            .filter(|e| matches!(e.kind, EntryKind::Refund | EntryKind::ExternalRefund))
+            .collect();
+        if paid.len() > 1 {
+            return Err(format!("invariant 4: bill {id} paid {} times", paid.len()));
+        }
+        if refunded.len() > 1 {
+            return Err(format!(
+                "invariant 4: bill {id} refunded {} times",
+                refunded.len()
+            ));
+        }
+        if entries.len() != paid.len() + refunded.len() {
+            return Err(format!("bill {id} has entries of other kinds"));
+        }
+        for e in &entries {
+            if e.amount != bill.amount || e.account != bill.account {
+                return Err(format!("entry {} does not match bill {id}", e.txn));
+            }
+        }
+        let (want_paid, want_refunded) = match bill.status {
+            BillStatus::Unpaid => (false, false),
+            BillStatus::Paid => (true, false),
+            BillStatus::Cancelled => (bill.payment.is_some(), false),
+            BillStatus::Refunded => (true, true),
+        };
+        if (paid.len() == 1) != want_paid || (refunded.len() == 1) != want_refunded {
+            return Err(format!(
+                "bill {id} is {:?} with {} payment and {} refund entries",
+                bill.status,
+                paid.len(),
+                refunded.len()
+            ));
+        }
+        if bill.payment.is_some() != want_paid {
+            return Err(format!(
+                "bill {id} is {:?} with payment {:?}",
+                bill.status, bill.payment
+            ));
+        }
+        if let (Some(payment), Some(entry)) = (&bill.payment, paid.first())
+            && (payment.txn != entry.txn
+                || payment.channel != entry.channel
+                || payment.bank_ref != entry.bank_ref)
+        {
+            return Err(format!(
+                "bill {id} payment record disagrees with the journal"
+            ));
+        }
+        if let (Some(p), Some(r)) = (paid.first(), refunded.first())
+            && r.txn <= p.txn
+        {
+            return Err(format!("bill {id} refunded before it was paid"));
+        }
+        if let Some(r) = &bill.pending_op {
+            let Some(op) = state.bank_ops.get(r) else {
+                return Err(format!("bill {id} waits on unknown bank op {r}"));
+            };
+            let for_this_bill = matches!(&op.purpose,
+                BankPurpose::PayBill { bill } | BankPurpose::Refund { bill } if bill == id);
+            if op.state.is_final() || !for_this_bill {
+                return Err(format!("bill {id} waits on bank op {r} in {:?}", op.state));
+            }
+        }
+    }
+    for (r, op) in &state.bank_ops {
+        if let BankPurpose::PayBill { bill } | BankPurpose::Refund { bill } = &op.purpose {
+            let Some(b) = state.bills.get(bill) else {
+                return Err(format!("bank op {r} names unknown bill {bill}"));
+            };
+            if !op.state.is_final() && b.pending_op.as_ref() != Some(r) {
+                return Err(format!(
+                    "bank op {r} is {:?} but bill {bill} does not wait on it",
+                    op.state
+                ));
+            }
+        }
+        if !state.requests.contains_key(&op.request) {
+            return Err(format!("bank op {r} names unrecorded request"));
+        }
+    }
+    Ok(())
+}
+
+/// Cash an entry puts into (+) or takes out of (−) its terminal's box.
+fn cash_cents(e: &JournalEntry) -> i64 {
+    if e.channel == Channel::Cash {
+        signed_cents(e)
+    } else {
+        0
+    }
+}
+
+fn lines_of<'a>(entries: impl Iterator<Item = &'a JournalEntry>) -> Vec<ReportLine> {
+    let mut lines = Vec::new();
+    for e in entries {
+        add_to_lines(&mut lines, e.kind, e.channel, e.amount);
+    }
+    lines
+}
+
+/// 6: a terminal's cash box equals the cash taken there since its last collection or shift
+/// close minus the cash paid out; every report's expected cash is the cash of its period, a
+/// shift report's lines are the entries of its shift, and an open shift's totals are the
+/// entries since it opened.
+fn check_cash_boxes_and_reports(state: &MemState) -> Result<(), String> {
+    let mut reports_of: BTreeMap<&TerminalId, Vec<&Report>> = BTreeMap::new();
+    for (key, report) in &state.reports {
+        if report.key() != *key {
+            return Err(format!(
+                "report stored under {key} but keyed {}",
+                report.key()
+            ));
+        }
+        let terminal = match report {
+            Report::Shift(r) => &r.terminal,
+            Report::Collection(r) => &r.terminal,
+        };
+        if !state.terminals.contains_key(terminal) {
+            return Err(format!("report {key} names unknown terminal"));
+        }
+        reports_of.entry(terminal).or_default().push(report);
+    }
+    let mut by_terminal: BTreeMap<&TerminalId, Vec<&JournalEntry>> = BTreeMap::new();
+    for e in &state.journal {
+        by_terminal.entry(&e.terminal).or_default().push(e);
+    }
+    for (id, terminal) in &state.terminals {
+        let at_terminal: Vec<&JournalEntry> = by_terminal.get(id).cloned().unwrap_or_default();
+        let cash_between = |after: Timestamp, upto: Option<Timestamp>| -> i64 {
+            at_terminal
+                .iter()
+                .filter(|e| e.at > after && upto.is_none_or(|u| e.at <= u))
+                .map(|e| cash_cents(e))
+                .sum()
+        };
+        let mut reports = reports_of.get(id).cloned().unwrap_or_default();
+        let reset_at = |r: &Report| match r {
+            Report::Shift(s) => s.closed_at,
+            Report::Collection(c) => c.at,
+        };
+        reports.sort_by_key(|r| reset_at(r));
+        let mut last_reset = Timestamp(i64::MIN);
+        let (mut shifts, mut collections) = (0u64, 0u64);
+        for report in &reports {
+            let at = reset_at(report);
+            let cash = cash_between(last_reset, Some(at));
+            match report {
+                Report::Shift(s) => {
+                    shifts += 1;
+                    if s.seq != shifts {
+                        return Err(format!("shift reports of {id} out of sequence"));
+                    }
+                    if s.cash_expected.cents() != cash {
+                        return Err(format!(
+                            "shift {} of {id} expects cash {} but its entries give {}",
+                            s.seq,
+                            s.cash_expected,
+                            Money::from_cents(cash)
+                        ));
+                    }
+                    let lines = lines_of(
+                        at_terminal
+                            .iter()
+                            .copied()
+                            .filter(|e| e.at > s.opened_at && e.at <= s.closed_at),
+                    );
+                    if lines != s.lines {
+                        return Err(format!(
+                            "shift {} of {id} reports {:?} but its entries give {lines:?}",
+                            s.seq, s.lines
+                        ));
+                    }
+                }
+                Report::Collection(c) => {
+                    collections += 1;
+                    if c.seq != collections {
+                        return Err(format!("collections of {id} out of sequence"));
+                    }
+                    if c.expected.cents() != cash
+                        || c.difference.cents() != c.counted.cents() - c.expected.cents()
+                    {
+                        return Err(format!(
+                            "collection {} of {id}: expected {}, counted {}, difference {}, \
+                             entries give {}",
+                            c.seq,
+                            c.expected,
+                            c.counted,
+                            c.difference,
+                            Money::from_cents(cash)
+                        ));
+                    }
+                }
+            }
+            last_reset = at;
+        }
+        let cash = cash_between(last_reset, None);
+        if terminal.cash_box.cents() != cash {
+            return Err(format!(
+                "invariant 6: terminal {id} cash box {} but its cash since {:?} is {}",
+                terminal.cash_box,
+                last_reset,
+                Money::from_cents(cash)
+            ));
+        }
+        let open = u64::from(terminal.shift.is_some());
+        if terminal.shifts_opened != shifts + open || terminal.collections != collections {
+            return Err(format!(
+                "terminal {id} counts {} shifts and {} collections, reports show {shifts}+{open} \
+                 and {collections}",
+                terminal.shifts_opened, terminal.collections
+            ));
+        }
+        if let Some(shift) = &terminal.shift {
+            if shift.seq != terminal.shifts_opened {
+                return Err(format!("open shift of {id} has the wrong sequence"));
+            }
+            let lines = lines_of(
+                at_terminal
+                    .iter()
+                    .copied()
+                    .filter(|e| e.at > shift.opened_at),
+            );
+            if lines != shift.totals {
+                return Err(format!(
+                    "open shift of {id} totals {:?} but its entries give {lines:?}",
+                    shift.totals
+                ));
+            }
+        }
+        if !matches!(terminal.kind, TerminalKind::Kiosk | TerminalKind::Window)
+            && !terminal.cash_box.is_zero()
+        {
+            return Err(format!("{id} is no cash terminal but holds cash"));
+        }
+    }
+    for e in &state.journal {
+        if !state.terminals.contains_key(&e.terminal) {
+            return Err(format!("entry {} at unregistered terminal", e.txn));
+        }
+    }
+    Ok(())
+}
+
+// ---- random command sequences, for the property and determinism tests ----
+
+pub mod random {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Where random commands come from: mostly the registered terminals, sometimes an
+    /// unregistered kiosk or an admin console.
+    pub const TERMINALS: [&str; 10] = [
+        KIOSK, KIOSK, KIOSK2, WINDOW, WINDOW, WINDOW, MOBILE, MOBILE, HIS, "K-0999",
+    ];
+    pub const CARDS: u8 = 8;
+    pub const PERSONS: u8 = 5;
+    pub const BILLS: u8 = 16;
+
+    pub fn card_no(n: u8) -> String {
+        format!("HC{:04}", n % CARDS)
+    }
+
+    pub fn bill_no(n: u8) -> String {
+        format!("OP-{:03}", n % BILLS)
+    }
+
+    fn terminal(n: u8) -> &'static str {
+        TERMINALS[usize::from(n) % TERMINALS.len()]
+    }
+
+    /// Where refunds come from: mostly where they are allowed.
+    fn refund_terminal(n: u8) -> &'static str {
+        [KIOSK, KIOSK2, WINDOW, HIS, HIS, MOBILE][usize::from(n) % 6]
+    }
+
+    fn external(n: u8) -> External {
+        match n % 4 {
+            0 => bank_card(1),
+            1 => bank_card(2),
+            2 => third_party(1),
+            _ => third_party(2),
+        }
+    }
+
+    /// One random action; turned into a command against the world as it is then.
+    #[derive(Debug, Clone)]
+    pub enum Step {
+        Issue {
+            at: u8,
+            card: u8,
+            person: u8,
+            deposit: Option<Money>,
+        },
+        Deposit {
+            at: u8,
+            card: u8,
+            amount: Money,
+        },
+        TopUp {
+            at: u8,
+            card: u8,
+            ext: u8,
+            amount: Option<Money>,
+        },
+        PayByCard {
+            at: u8,
+            card: u8,
+            bill: u8,
+            ext: u8,
+            own: bool,
+        },
+        RefundOnline {
+            at: u8,
+            card: u8,
+            bill: u8,
+            ext: u8,
+            own: bool,
+        },
+        WithdrawToCard {
+            at: u8,
+            card: u8,
+            ext: u8,
+            amount: Option<Money>,
+        },
+        Saga {
+            pick: u16,
+            open_only: bool,
+            to: u8,
+        },
+        PostBill {
+            bill: u8,
+            card: u8,
+            kind: u8,
+            amount: Money,
+        },
+        CancelBill {
+            bill: u8,
+        },
+        PayBill {
+            at: u8,
+            card: u8,
+            bill: u8,
+            own: bool,
+        },
+        Refund {
+            at: u8,
+            bill: u8,
+        },
+        WithdrawCash {
+            at: u8,
+            card: u8,
+            amount: Option<Money>,
+        },
+        Loss {
+            card: u8,
+            person: u8,
+            cancel: bool,
+            own: bool,
+        },
+        Replace {
+            old: u8,
+            new: u8,
+            person: u8,
+            own: bool,
+        },
+        Freeze {
+            card: u8,
+            freeze: bool,
+        },
+        Overdraft {
+            card: u8,
+            limit: Money,
+        },
+        TerminalStatus {
+            which: u8,
+            status: u8,
+        },
+        OpenShift {
+            with_operator: bool,
+        },
+        CloseShift,
+        Collect {
+            kiosk: u8,
+            counted: Money,
+            with_operator: bool,
+        },
+        /// The same command again (maybe stamped later): must return the first outcome.
+        Retry {
+            pick: u16,
+            restamp: bool,
+        },
+        /// An earlier request id with another payload: must be refused.
+        Reuse {
+            pick: u16,
+            how: u8,
+        },
+    }
+
+    /// Amounts, valid and not: whole yuan, fen, zero, negative, the limit and just above it.
+    pub fn amount() -> impl Strategy<Value = Money> {
+        prop_oneof![
+            8 => (1i64..=300).prop_map(Money::from_yuan),
+            4 => (1i64..=30_000).prop_map(Money::from_cents),
+            1 => (300i64..=5_000).prop_map(Money::from_yuan),
+            1 => Just(Money::ZERO),
+            1 => (1i64..=10_000).prop_map(|c| Money::from_cents(-c)),
+            1 => Just(Money::from_yuan(50_000)),
+            1 => Just(Money::from_cents(5_000_001)),
+        ]
+    }
+
+    fn overdraft() -> impl Strategy<Value = Money> {
+        prop_oneof![
+            2 => Just(Money::ZERO),
+            3 => (1i64..=500).prop_map(Money::from_yuan),
+            1 => Just(Money::from_yuan(20_000)),
+            1 => Just(Money::from_cents(2_000_001)),
+            1 => Just(Money::from_yuan(-1)),
+        ]
+    }
+
+    pub fn step() -> impl Strategy<Value = Step> {
+        let u = any::<u8>;
+        let own = || prop::bool::weighted(0.85);
+        prop_oneof![
+            5 => (u(), u(), 0..PERSONS, prop::option::weighted(0.7, amount()))
+                .prop_map(|(at, card, person, deposit)| Step::Issue { at, card, person, deposit }),
+            6 => (u(), u(), amount())
+                .prop_map(|(at, card, amount)| Step::Deposit { at, card, amount }),
+            4 => (u(), u(), u(), prop::option::weighted(0.95, amount()))
+                .prop_map(|(at, card, ext, amount)| Step::TopUp { at, card, ext, amount }),
+            5 => (u(), u(), u(), u(), own())
+                .prop_map(|(at, card, bill, ext, own)| Step::PayByCard { at, card, bill, ext, own }),
+            3 => (u(), u(), u(), u(), own())
+                .prop_map(|(at, card, bill, ext, own)| Step::RefundOnline { at, card, bill, ext, own }),
+            2 => (u(), u(), u(), prop::option::of(amount()))
+                .prop_map(|(at, card, ext, amount)| Step::WithdrawToCard { at, card, ext, amount }),
+            12 => (any::<u16>(), prop::bool::weighted(0.8), 0u8..4)
+                .prop_map(|(pick, open_only, to)| Step::Saga { pick, open_only, to }),
+            5 => (u(), u(), u(), amount())
+                .prop_map(|(bill, card, kind, amount)| Step::PostBill { bill, card, kind, amount }),
+            3 => u().prop_map(|bill| Step::CancelBill { bill }),
+            5 => (u(), u(), u(), own())
+                .prop_map(|(at, card, bill, own)| Step::PayBill { at, card, bill, own }),
+            3 => (u(), u()).prop_map(|(at, bill)| Step::Refund { at, bill }),
+            2 => (u(), u(), prop::option::of(amount()))
+                .prop_map(|(at, card, amount)| Step::WithdrawCash { at, card, amount }),
+            3 => (u(), 0..PERSONS + 1, any::<bool>(), own())
+                .prop_map(|(card, person, cancel, own)| Step::Loss { card, person, cancel, own }),
+            1 => (u(), u(), 0..PERSONS + 1, own())
+                .prop_map(|(old, new, person, own)| Step::Replace { old, new, person, own }),
+            1 => (u(), prop::bool::weighted(0.5))
+                .prop_map(|(card, freeze)| Step::Freeze { card, freeze }),
+            1 => (u(), overdraft()).prop_map(|(card, limit)| Step::Overdraft { card, limit }),
+            1 => (u(), 0u8..10)
+                .prop_map(|(which, status)| Step::TerminalStatus { which, status }),
+            2 => prop::bool::weighted(0.9)
+                .prop_map(|with_operator| Step::OpenShift { with_operator }),
+            1 => Just(Step::CloseShift),
+            1 => (u(), prop_oneof![3 => (0i64..200_000).prop_map(Money::from_cents),
+                                   1 => Just(Money::from_yuan(-5))], prop::bool::weighted(0.9))
+                .prop_map(|(kiosk, counted, with_operator)| Step::Collect { kiosk, counted, with_operator }),
+            4 => (any::<u16>(), any::<bool>())
+                .prop_map(|(pick, restamp)| Step::Retry { pick, restamp }),
+            2 => (any::<u16>(), 0u8..3).prop_map(|(pick, how)| Step::Reuse { pick, how }),
+        ]
+    }
+
+    pub fn steps(len: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = Vec<Step>> {
+        prop::collection::vec(step(), len)
+    }
+
+    /// The account a card names, or one nobody has.
+    fn account_for(world: &World, card_n: u8) -> AccountId {
+        world
+            .state
+            .cards
+            .get(&card(&card_no(card_n)))
+            .map(|c| c.account)
+            .unwrap_or(AccountId(424_242))
+    }
+
+    /// With `own`, a card of the bill's account (an active one if there is one); otherwise
+    /// card `n`.
+    fn own_card(world: &World, own: bool, bill: &BillId, n: u8) -> CardNo {
+        let of_bill = own
+            .then(|| world.state.bills.get(bill))
+            .flatten()
+            .and_then(|b| {
+                let cards: Vec<&Card> = world
+                    .state
+                    .cards
+                    .values()
+                    .filter(|c| c.account == b.account)
+                    .collect();
+                cards
+                    .iter()
+                    .find(|c| c.status == CardStatus::Active)
+                    .or(cards.first())
+                    .map(|c| c.no.clone())
+            });
+        of_bill.unwrap_or_else(|| card(&card_no(n)))
+    }
+
+    /// Mostly a card that is issued; sometimes any card number of the universe.
+    fn issued_card(world: &World, n: u8) -> CardNo {
+        let issued: Vec<&CardNo> = world.state.cards.keys().collect();
+        if n >= 200 || issued.is_empty() {
+            return card(&card_no(n));
+        }
+        issued[usize::from(n) % issued.len()].clone()
+    }
+
+    /// Mostly a posted bill, preferring one in the given states; sometimes any bill id of the
+    /// universe, posted or not.
+    fn pick_bill(world: &World, n: u8, prefer: fn(&Bill) -> bool) -> BillId {
+        if n >= 200 || world.state.bills.is_empty() {
+            return bill_id(&bill_no(n));
+        }
+        let preferred: Vec<&BillId> = world
+            .state
+            .bills
+            .values()
+            .filter(|b| prefer(b))
+            .map(|b| &b.id)
+            .collect();
+        let all: Vec<&BillId> = world.state.bills.keys().collect();
+        let from = if preferred.is_empty() || n.is_multiple_of(4) {
+            all
+        } else {
+            preferred
+        };
+        from[usize::from(n) % from.len()].clone()
+    }
+
+    /// The card or channel that paid the bill, if it was paid through the bank.
+    fn paying_external(world: &World, bill: &BillId) -> Option<External> {
+        let b = world.state.bills.get(bill)?;
+        let r = b.payment.as_ref()?.bank_ref.as_ref()?;
+        Some(world.state.bank_ops.get(r)?.external.clone())
+    }
+
+    /// With `own`, the holder's ID of the card's account; otherwise person `n` (1-based; 0 is
+    /// nobody's).
+    fn holder_key(world: &World, own: bool, card_no: &CardNo, n: u8) -> PersonKey {
+        own.then(|| world.state.cards.get(card_no))
+            .flatten()
+            .and_then(|c| world.state.accounts.get(&c.account))
+            .map(|a| a.holder.person.clone())
+            .unwrap_or_else(|| person(u64::from(n) + 1))
+    }
+
+    /// The command a step makes in this world, without applying it.
+    pub fn command_for(world: &mut World, step: &Step) -> Command {
+        let body_at = |world: &mut World, at: &str, body| {
+            let op = World::default_operator(at);
+            world.command(at, op, body)
+        };
+        match step {
+            Step::Issue {
+                at,
+                card: c,
+                person: p,
+                deposit,
+            } => body_at(
+                world,
+                terminal(*at),
+                CommandBody::IssueCard {
+                    card: card(&card_no(*c)),
+                    card_kind: CardKind::Hospital,
+                    holder: holder(u64::from(*p) + 1),
+                    first_deposit: *deposit,
+                },
+            ),
+            Step::Deposit {
+                at,
+                card: c,
+                amount,
+            } => body_at(
+                world,
+                terminal(*at),
+                CommandBody::DepositCash {
+                    card: card(&card_no(*c)),
+                    amount: *amount,
+                },
+            ),
+            Step::TopUp {
+                at,
+                card: c,
+                ext,
+                amount,
+            } => body_at(
+                world,
+                terminal(*at),
+                CommandBody::StartBankOp {
+                    card: card(&card_no(*c)),
+                    external: external(*ext),
+                    purpose: BankPurpose::TopUp,
+                    amount: *amount,
+                },
+            ),
+            Step::PayByCard {
+                at,
+                card: c,
+                bill,
+                ext,
+                own,
+            } => {
+                let bill = pick_bill(world, *bill, |b| b.status == BillStatus::Unpaid);
+                let card = own_card(world, *own, &bill, *c);
+                body_at(
+                    world,
+                    terminal(*at),
+                    CommandBody::StartBankOp {
+                        card,
+                        external: external(*ext),
+                        purpose: BankPurpose::PayBill { bill },
+                        amount: None,
+                    },
+                )
+            }
+            Step::RefundOnline {
+                at,
+                card: c,
+                bill,
+                ext,
+                own,
+            } => {
+                let bill = pick_bill(world, *bill, |b| {
+                    b.status == BillStatus::Cancelled
+                        && b.payment.as_ref().is_some_and(|p| p.bank_ref.is_some())
+                });
+                let card = own_card(world, *own, &bill, *c);
+                let external = own
+                    .then(|| paying_external(world, &bill))
+                    .flatten()
+                    .unwrap_or_else(|| external(*ext));
+                body_at(
+                    world,
+                    refund_terminal(*at),
+                    CommandBody::StartBankOp {
+                        card,
+                        external,
+                        purpose: BankPurpose::Refund { bill },
+                        amount: None,
+                    },
+                )
+            }
+            Step::WithdrawToCard {
+                at,
+                card: c,
+                ext,
+                amount,
+            } => body_at(
+                world,
+                terminal(*at),
+                CommandBody::StartBankOp {
+                    card: card(&card_no(*c)),
+                    external: external(*ext),
+                    purpose: BankPurpose::Withdraw,
+                    amount: *amount,
+                },
+            ),
+            Step::Saga {
+                pick,
+                open_only,
+                to,
+            } => {
+                let refs: Vec<&BankRef> = world
+                    .state
+                    .bank_ops
+                    .values()
+                    .filter(|op| !open_only || !op.state.is_final())
+                    .map(|op| &op.bank_ref)
+                    .collect();
+                let bank_ref = if refs.is_empty() {
+                    unknown_bank_ref()
+                } else {
+                    refs[usize::from(*pick) % refs.len()].clone()
+                };
+                let bank_note = format!("step {pick}");
+                let body = match to % 4 {
+                    0 => CommandBody::CompleteBankOp {
+                        bank_ref,
+                        bank_note,
+                    },
+                    1 => CommandBody::DeclineBankOp {
+                        bank_ref,
+                        bank_note,
+                    },
+                    2 => CommandBody::MarkBankOpInDoubt {
+                        bank_ref,
+                        bank_note,
+                    },
+                    _ => CommandBody::ReverseBankOp {
+                        bank_ref,
+                        bank_note,
+                    },
+                };
+                world.command(SAGA, None, body)
+            }
+            Step::PostBill {
+                bill,
+                card: c,
+                kind,
+                amount,
+            } => {
+                let kind = match kind % 3 {
+                    0 => BillKind::Registration,
+                    1 => BillKind::Outpatient,
+                    _ => BillKind::InpatientDeposit,
+                };
+                let card = issued_card(world, *c);
+                world.command(
+                    HIS,
+                    None,
+                    CommandBody::PostBill {
+                        bill: bill_id(&bill_no(*bill)),
+                        card,
+                        kind,
+                        amount: *amount,
+                    },
+                )
+            }
+            Step::CancelBill { bill } => {
+                let bill = pick_bill(world, *bill, |b| b.status == BillStatus::Paid);
+                world.command(HIS, None, CommandBody::CancelBill { bill })
+            }
+            Step::PayBill {
+                at,
+                card: c,
+                bill,
+                own,
+            } => {
+                let bill = pick_bill(world, *bill, |b| b.status == BillStatus::Unpaid);
+                let card = own_card(world, *own, &bill, *c);
+                body_at(world, terminal(*at), CommandBody::PayBill { bill, card })
+            }
+            Step::Refund { at, bill } => {
+                let bill = pick_bill(world, *bill, |b| {
+                    b.status == BillStatus::Cancelled && b.payment.is_some()
+                });
+                body_at(world, refund_terminal(*at), CommandBody::Refund { bill })
+            }
+            Step::WithdrawCash {
+                at,
+                card: c,
+                amount,
+            } => body_at(
+                world,
+                terminal(*at),
+                CommandBody::WithdrawCash {
+                    card: card(&card_no(*c)),
+                    amount: *amount,
+                },
+            ),
+            Step::Loss {
+                card: c,
+                person: p,
+                cancel,
+                own,
+            } => {
+                let card = card(&card_no(*c));
+                let person = holder_key(world, *own, &card, *p);
+                let body = if *cancel {
+                    CommandBody::CancelLoss { card, person }
+                } else {
+                    CommandBody::ReportLoss { card, person }
+                };
+                body_at(world, WINDOW, body)
+            }
+            Step::Replace {
+                old,
+                new,
+                person: p,
+                own,
+            } => {
+                let old_card = card(&card_no(*old));
+                let person = holder_key(world, *own, &old_card, *p);
+                body_at(
+                    world,
+                    WINDOW,
+                    CommandBody::ReplaceCard {
+                        old_card,
+                        new_card: card(&card_no(*new)),
+                        person,
+                    },
+                )
+            }
+            Step::Freeze { card: c, freeze } => {
+                let account = account_for(world, *c);
+                let body = if *freeze {
+                    CommandBody::Freeze { account }
+                } else {
+                    CommandBody::Unfreeze { account }
+                };
+                world.command(ADMIN, None, body)
+            }
+            Step::Overdraft { card: c, limit } => {
+                let account = account_for(world, *c);
+                world.command(
+                    ADMIN,
+                    None,
+                    CommandBody::SetOverdraft {
+                        account,
+                        limit: *limit,
+                    },
+                )
+            }
+            Step::TerminalStatus { which, status } => {
+                // Only the second kiosk may be retired, so the rest of the universe stays usable.
+                let terminal = [KIOSK, WINDOW, KIOSK2][usize::from(*which % 3)];
+                let status = match status {
+                    0..=5 => TerminalStatus::InService,
+                    9 if terminal == KIOSK2 => TerminalStatus::Retired,
+                    _ => TerminalStatus::OutOfService,
+                };
+                world.command(
+                    ADMIN,
+                    None,
+                    CommandBody::SetTerminalStatus {
+                        terminal: tid(terminal),
+                        status,
+                    },
+                )
+            }
+            Step::OpenShift { with_operator } => world.command(
+                WINDOW,
+                with_operator.then_some(CASHIER),
+                CommandBody::OpenShift,
+            ),
+            Step::CloseShift => world.command(WINDOW, Some(CASHIER), CommandBody::CloseShift),
+            Step::Collect {
+                kiosk,
+                counted,
+                with_operator,
+            } => {
+                let at = if kiosk.is_multiple_of(2) {
+                    KIOSK
+                } else {
+                    KIOSK2
+                };
+                world.command(
+                    at,
+                    with_operator.then_some(COLLECTOR),
+                    CommandBody::CollectCash { counted: *counted },
+                )
+            }
+            Step::Retry { pick, restamp } => {
+                if world.log.is_empty() {
+                    return world.command(WINDOW, Some(CASHIER), CommandBody::CloseShift);
+                }
+                let mut cmd = world.log[usize::from(*pick) % world.log.len()].cmd.clone();
+                if *restamp {
+                    cmd.at = world.tick();
+                }
+                cmd
+            }
+            Step::Reuse { pick, how } => {
+                if world.log.is_empty() {
+                    return world.command(WINDOW, Some(CASHIER), CommandBody::CloseShift);
+                }
+                let mut cmd = world.log[usize::from(*pick) % world.log.len()].cmd.clone();
+                cmd.at = world.tick();
+                match how % 3 {
+                    0 => {
+                        cmd.body = if cmd.body == CommandBody::CloseShift {
+                            CommandBody::OpenShift
+                        } else {
+                            CommandBody::CloseShift
+                        };
+                    }
+                    1 => {
+                        cmd.terminal = if cmd.terminal == tid(KIOSK2) {
+                            tid(KIOSK)
+                        } else {
+                            tid(KIOSK2)
+                        };
+                    }
+                    _ => {
+                        cmd.operator = if cmd.operator.is_some() {
+                            None
+                        } else {
+                            Some(operator("SOMEONE-ELSE"))
+                        };
+                    }
+                }
+                cmd
+            }
+        }
+    }
+
+    /// Makes the step's command and applies it.
+    pub fn perform(world: &mut World, step: &Step) -> (Command, Outcome) {
+        let cmd = command_for(world, step);
+        let outcome = world.submit(&cmd);
+        (cmd, outcome)
+    }
+
+    /// Request ids already recorded, to tell a first application from a retry.
+    pub fn recorded(world: &World) -> BTreeSet<RequestId> {
+        world.state.requests.keys().cloned().collect()
+    }
+}
