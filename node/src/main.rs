@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a node.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Operate a running cluster.
     Ctl {
         /// Any node of the cluster (host:port).

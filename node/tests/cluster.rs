@@ -2,7 +2,6 @@
 //! full restart, refusal on followers and membership changes. Tests run one at a time (a
 //! cluster is three processes on a small machine) and wait on conditions with deadlines.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use yinyi_consensus::ProposeError;
@@ -12,7 +11,7 @@ use yinyi_node::local::LocalCluster;
 use yinyi_node::scenario::Scenario;
 use yinyi_storage::codec;
 
-static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const T: Duration = Duration::from_secs(30);
 
 fn cluster(size: u64, extra: &[&str]) -> (tempfile::TempDir, LocalCluster) {
@@ -40,9 +39,7 @@ async fn setup(c: &LocalCluster, s: &mut Scenario, patients: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_converge_after_thousands_of_proposals_from_several_tasks() {
-    let _one = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (_dir, c) = cluster(3, &[]);
     let mut s = Scenario::new("conv");
     setup(&c, &mut s, 8).await;
@@ -70,9 +67,7 @@ async fn three_nodes_converge_after_thousands_of_proposals_from_several_tasks() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_leader_takes_over_within_two_seconds_and_nothing_acknowledged_is_lost() {
-    let _one = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (_dir, mut c) = cluster(3, &[]);
     let mut s = Scenario::new("fail");
     setup(&c, &mut s, 2).await;
@@ -110,9 +105,7 @@ async fn a_new_leader_takes_over_within_two_seconds_and_nothing_acknowledged_is_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_behind_a_purged_log_catches_up_by_snapshot() {
-    let _one = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (_dir, mut c) = cluster(
         3,
         &[
@@ -150,9 +143,7 @@ async fn a_follower_behind_a_purged_log_catches_up_by_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_command_survives_a_full_restart() {
-    let _one = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (_dir, mut c) = cluster(3, &[]);
     let mut s = Scenario::new("restart");
     setup(&c, &mut s, 3).await;
@@ -176,9 +167,7 @@ async fn every_acknowledged_command_survives_a_full_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proposal_to_a_follower_is_refused_with_the_leaders_id() {
-    let _one = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (_dir, c) = cluster(3, &[]);
     let mut s = Scenario::new("follower");
     setup(&c, &mut s, 1).await;
@@ -203,9 +192,7 @@ async fn a_proposal_to_a_follower_is_refused_with_the_leaders_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fourth_node_joins_as_learner_is_promoted_and_another_is_removed() {
-    let _one = ONE_CLUSTER_AT_A_TIME
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (_dir, mut c) = cluster(3, &[]);
     let mut s = Scenario::new("member");
     setup(&c, &mut s, 1).await;

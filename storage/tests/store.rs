@@ -16,7 +16,7 @@ fn cmd(serial: u64, terminal: &str, body: CommandBody) -> Command {
 
 /// Registers a kiosk, issues a card with ¥100 and deposits ¥20; returns the account.
 fn a_patients_morning(store: &Store) -> AccountId {
-    let commands = vec![
+    let commands = [
         cmd(
             1,
             "A-ADMIN",
