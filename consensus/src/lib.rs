@@ -114,8 +114,9 @@ pub struct NodeStatus {
     pub purged: Option<u64>,
     /// Every member: id, address, and whether it votes.
     pub members: Vec<Member>,
-    /// A hash over the ledger's state; equal on nodes that applied the same log.
-    pub digest: String,
+    /// A hash over the ledger's state; equal on nodes that applied the same log. Only when
+    /// asked for: it walks the whole state.
+    pub digest: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -313,8 +314,8 @@ impl Consensus {
         self.raft.is_initialized().await.unwrap_or(false)
     }
 
-    /// This node's status, with a digest of its state (walks the whole state).
-    pub async fn status(&self) -> NodeStatus {
+    /// This node's status; with `with_digest`, also a digest of its state (walks all of it).
+    pub async fn status(&self, with_digest: bool) -> NodeStatus {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -326,12 +327,17 @@ impl Consensus {
                 voter: voters.contains(id),
             })
             .collect();
-        let store = self.store.clone();
-        let digest = tokio::task::spawn_blocking(move || store.digest())
-            .await
-            .ok()
-            .and_then(|d| d.ok())
-            .unwrap_or_else(|| "unavailable".into());
+        let digest = if with_digest {
+            let store = self.store.clone();
+            let digest = tokio::task::spawn_blocking(move || store.digest())
+                .await
+                .ok()
+                .and_then(|d| d.ok())
+                .unwrap_or_else(|| "unavailable".into());
+            Some(digest)
+        } else {
+            None
+        };
         NodeStatus {
             id: self.id,
             addr: self.addr.clone(),

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use yinyi_ledger::{Command, Outcome};
 use yinyi_storage::codec;
 
-use crate::pb::{Empty, Payload};
+use crate::pb::{Empty, Payload, StatusRequest};
 use crate::types::TypeConfig;
 use crate::{Consensus, MembershipChange, ProposeError};
 
@@ -68,8 +68,9 @@ impl crate::pb::internal_server::Internal for InternalService {
         reply(&outcomes)
     }
 
-    async fn status(&self, _request: Request<Empty>) -> Result<Response<Payload>, Status> {
-        reply(&self.consensus.status().await)
+    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<Payload>, Status> {
+        let with_digest = request.into_inner().with_digest;
+        reply(&self.consensus.status(with_digest).await)
     }
 
     async fn change_membership(

@@ -3,7 +3,7 @@
 //! Snapshots are exports of the state families from a RocksDB snapshot, kept on disk so a
 //! restarted node can still serve one.
 
-use std::io::Cursor;
+use std::io::{Cursor, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -61,12 +61,19 @@ impl SnapshotSlot {
         }
     }
 
-    /// Keeps `snapshot` in memory and on disk (written aside, then renamed into place).
+    /// Keeps `snapshot` in memory and on disk (written aside and synced, then renamed into place).
     fn save(&self, snapshot: StoredSnapshot) -> Result<(), StorageError> {
         let bytes = codec::encode(&snapshot).map_err(snapshot_err)?;
         let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, &bytes).map_err(snapshot_err)?;
+        let mut file = std::fs::File::create(&tmp).map_err(snapshot_err)?;
+        file.write_all(&bytes).map_err(snapshot_err)?;
+        file.sync_all().map_err(snapshot_err)?;
         std::fs::rename(&tmp, &self.path).map_err(snapshot_err)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(snapshot_err)?;
+        }
         *self.current.lock().expect("snapshot slot lock") = Some(snapshot);
         Ok(())
     }

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 use yinyi_consensus::network::connect_lazy;
 use yinyi_consensus::pb::internal_client::InternalClient;
-use yinyi_consensus::pb::{Empty, Payload};
+use yinyi_consensus::pb::{Empty, Payload, StatusRequest};
 use yinyi_consensus::{MembershipChange, NodeStatus, ProposeError};
 use yinyi_ledger::{Command, Outcome};
 use yinyi_storage::codec;
@@ -48,10 +48,19 @@ impl ClusterClient {
         Ok(c)
     }
 
-    /// One node's status.
+    /// One node's status, without its digest.
     pub async fn status(&mut self, addr: &str) -> Result<NodeStatus> {
+        self.status_of(addr, false).await
+    }
+
+    /// One node's status with the digest of its state (the node walks all of it).
+    pub async fn status_with_digest(&mut self, addr: &str) -> Result<NodeStatus> {
+        self.status_of(addr, true).await
+    }
+
+    async fn status_of(&mut self, addr: &str, with_digest: bool) -> Result<NodeStatus> {
         let mut client = self.client(addr)?;
-        let mut request = tonic::Request::new(Empty {});
+        let mut request = tonic::Request::new(StatusRequest { with_digest });
         request.set_timeout(RPC_TIMEOUT);
         let reply = client
             .status(request)

@@ -18,7 +18,7 @@ pub async fn status(node: &str, as_json: bool) -> Result<()> {
     let own = client.status(node).await?;
     let mut nodes = Vec::new();
     for member in &own.members {
-        let status = client.status(&member.addr).await;
+        let status = client.status_with_digest(&member.addr).await;
         nodes.push((member.clone(), status));
     }
     if as_json {
@@ -67,7 +67,7 @@ pub async fn status(node: &str, as_json: bool) -> Result<()> {
                 s.applied
                     .map(|i| i.to_string())
                     .unwrap_or_else(|| "-".into()),
-                &s.digest[..16.min(s.digest.len())]
+                s.digest.as_deref().map_or("-", |d| &d[..16.min(d.len())])
             ),
             Err(e) => println!("{:>4}  {:<21} unreachable: {e:#}", member.id, member.addr),
         }

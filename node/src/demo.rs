@@ -108,7 +108,7 @@ pub async fn run() -> Result<()> {
             st.id,
             st.state,
             st.applied.unwrap_or(0),
-            &st.digest[..16]
+            st.digest.as_deref().map_or("-", |d| &d[..16.min(d.len())])
         );
     }
     if statuses.windows(2).any(|w| w[0].digest != w[1].digest) {

@@ -240,12 +240,12 @@ impl LocalCluster {
         }
     }
 
-    /// Statuses of every running node.
+    /// Statuses of every running node, with their digests.
     pub async fn statuses(&self) -> Result<Vec<NodeStatus>> {
         let mut client = self.client();
         let mut out = Vec::new();
         for id in self.running() {
-            out.push(client.status(&self.addr(id)).await?);
+            out.push(client.status_with_digest(&self.addr(id)).await?);
         }
         Ok(out)
     }
