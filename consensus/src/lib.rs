@@ -233,6 +233,19 @@ impl Consensus {
         answer.await.map_err(|_| ProposeError::ShuttingDown)?
     }
 
+    /// The leader this node knows of, with its address.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let leader = self.raft.metrics().borrow().current_leader?;
+        Some((leader, self.member_addr(leader).unwrap_or_default()))
+    }
+
+    /// Whether this node is the leader now.
+    pub fn is_leader(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics.current_leader == Some(self.id) && metrics.state == ServerState::Leader
+    }
+
     fn not_leader(&self, leader: Option<NodeId>) -> ProposeError {
         let addr = leader.and_then(|id| self.member_addr(id));
         ProposeError::NotLeader {

@@ -37,6 +37,10 @@ pub struct NodeConfig {
     pub max_inflight_entries: usize,
     /// Commands waiting for a batch at most; beyond it callers are told to retry.
     pub max_queued_commands: usize,
+    /// An account or terminal actor idle this long is stopped (passivated).
+    pub actor_idle_timeout_ms: u64,
+    /// Live entity actors at most; beyond it the least recently used idle ones are stopped.
+    pub max_live_actors: usize,
 }
 
 impl Default for NodeConfig {
@@ -58,6 +62,8 @@ impl Default for NodeConfig {
             max_batch_bytes: consensus.batch.max_batch_bytes,
             max_inflight_entries: consensus.batch.max_inflight_entries,
             max_queued_commands: consensus.batch.max_queued_commands,
+            actor_idle_timeout_ms: 60_000,
+            max_live_actors: 100_000,
         }
     }
 }
@@ -88,10 +94,21 @@ impl NodeConfig {
         if self.election_timeout_min_ms <= self.heartbeat_interval_ms * 2 {
             return Err("election_timeout_min_ms must exceed twice heartbeat_interval_ms".into());
         }
+        if self.max_live_actors == 0 {
+            return Err("max_live_actors must be 1 or more".into());
+        }
         if self.max_batch_commands == 0 || self.max_batch_commands > 4096 {
             return Err("max_batch_commands must be 1 to 4096".into());
         }
         Ok(())
+    }
+
+    pub fn actors(&self) -> yinyi_actors::ActorsConfig {
+        yinyi_actors::ActorsConfig {
+            idle_timeout: std::time::Duration::from_millis(self.actor_idle_timeout_ms),
+            max_live: self.max_live_actors,
+            ..yinyi_actors::ActorsConfig::default()
+        }
     }
 
     pub fn consensus(&self) -> ConsensusConfig {

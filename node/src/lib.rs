@@ -2,7 +2,10 @@
 //! servers, cluster formation, clean shutdown); `ctl` is for operators; `demo` and `bench` run a
 //! local cluster of real processes; `local` and `client` let tests do the same.
 
+pub mod api;
+pub mod backend;
 pub mod bench;
+pub mod bench_api;
 pub mod client;
 pub mod config;
 pub mod ctl;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use yinyi_node::config::{NodeConfig, parse_peers};
-use yinyi_node::{bench, ctl, demo, server};
+use yinyi_node::{bench, bench_api, ctl, demo, server};
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +49,22 @@ enum Cmd {
         /// Do not measure leader failover (only with a local cluster).
         #[arg(long)]
         skip_failover: bool,
+    },
+    /// Requests per second and latency of PayBill and DepositCash through the public API.
+    BenchApi {
+        /// Concurrent clients, each a kiosk with its own patients.
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// How long to run (e.g. 10s).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        duration: Duration,
+        /// Patients each client serves in turn.
+        #[arg(long, default_value_t = 20)]
+        patients_per_client: u64,
+        /// A running cluster's nodes (host:port, comma-separated); a local one is started when
+        /// absent.
+        #[arg(long, value_delimiter = ',')]
+        targets: Option<Vec<String>>,
     },
 }
 
@@ -116,6 +132,12 @@ struct StartArgs {
     /// Commands queued for batching at most; beyond it callers are told to retry.
     #[arg(long, env = "YINYI_MAX_QUEUED_COMMANDS")]
     max_queued_commands: Option<usize>,
+    /// Stop an account or terminal actor idle this long (milliseconds).
+    #[arg(long, env = "YINYI_ACTOR_IDLE_TIMEOUT_MS")]
+    actor_idle_timeout_ms: Option<u64>,
+    /// Live entity actors at most; the least recently used idle ones are stopped beyond it.
+    #[arg(long, env = "YINYI_MAX_LIVE_ACTORS")]
+    max_live_actors: Option<usize>,
 }
 
 impl StartArgs {
@@ -144,7 +166,9 @@ impl StartArgs {
             max_batch_commands,
             max_batch_bytes,
             max_inflight_entries,
-            max_queued_commands
+            max_queued_commands,
+            actor_idle_timeout_ms,
+            max_live_actors
         );
         config.join |= self.join;
         if let Some(peers) = &self.peers {
@@ -215,6 +239,23 @@ fn main() -> Result<()> {
                     duration,
                     targets,
                     skip_failover,
+                })
+                .await
+            }
+            Cmd::BenchApi {
+                clients,
+                duration,
+                patients_per_client,
+                targets,
+            } => {
+                if clients == 0 || patients_per_client == 0 {
+                    bail!("--clients and --patients-per-client must be 1 or more");
+                }
+                bench_api::run(bench_api::ApiBenchOptions {
+                    clients,
+                    duration,
+                    targets,
+                    patients_per_client,
                 })
                 .await
             }

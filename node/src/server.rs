@@ -2,11 +2,25 @@
 //! reflection), forms the cluster when this is the lowest peer id, and shuts down cleanly on
 //! SIGTERM or Ctrl-C.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use tokio::sync::watch;
 use tokio::time::Instant;
+use yinyi_actors::Actors;
+use yinyi_api::v1::admin_service_server::AdminServiceServer;
+use yinyi_api::v1::his_service_server::HisServiceServer;
+use yinyi_api::v1::payment_service_server::PaymentServiceServer;
+use yinyi_api::v1::terminal_service_server::TerminalServiceServer;
 use yinyi_consensus::{Consensus, MembershipChange};
+
+use crate::api::Gateway;
+use crate::api::admin::Admin;
+use crate::api::his::His;
+use crate::api::payment::Payments;
+use crate::api::terminal::Terminals;
+use crate::backend::NodeBackend;
 
 use crate::client::ClusterClient;
 use crate::config::NodeConfig;
@@ -23,8 +37,18 @@ pub async fn run(config: NodeConfig) -> Result<()> {
         .listen
         .parse()
         .with_context(|| format!("listen address {:?}", config.listen))?;
-    let consensus = Consensus::start(config.consensus(), &config.data).await?;
+    let consensus_config = config.consensus();
+    let limit = consensus_config.rules.single_txn_limit;
+    let consensus = Consensus::start(consensus_config, &config.data).await?;
     tracing::info!(id = config.id, %listen, data = %config.data.display(), "node starting");
+
+    let backend = NodeBackend::new(consensus.clone());
+    let (ready_tx, ready_rx) = watch::channel(false);
+    tokio::spawn(watch_leadership(consensus.clone(), ready_tx));
+    let actors = Actors::start(Arc::new(backend.clone()), config.actors(), ready_rx)
+        .await
+        .map_err(|e| anyhow::anyhow!("start the actors: {e}"))?;
+    let gateway = Gateway::new(consensus.clone(), backend, actors.clone(), limit);
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -32,7 +56,18 @@ pub async fn run(config: NodeConfig) -> Result<()> {
             yinyi_consensus::server::InternalService,
         >>()
         .await;
+    health_reporter
+        .set_serving::<PaymentServiceServer<Payments>>()
+        .await;
+    health_reporter.set_serving::<HisServiceServer<His>>().await;
+    health_reporter
+        .set_serving::<TerminalServiceServer<Terminals>>()
+        .await;
+    health_reporter
+        .set_serving::<AdminServiceServer<Admin>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(yinyi_api::v1::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(yinyi_consensus::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -44,6 +79,18 @@ pub async fn run(config: NodeConfig) -> Result<()> {
         .add_service(health_service)
         .add_service(reflection)
         .add_service(consensus.grpc_service())
+        .add_service(PaymentServiceServer::new(Payments {
+            gateway: gateway.clone(),
+        }))
+        .add_service(HisServiceServer::new(His {
+            gateway: gateway.clone(),
+        }))
+        .add_service(TerminalServiceServer::new(Terminals {
+            gateway: gateway.clone(),
+        }))
+        .add_service(AdminServiceServer::new(Admin {
+            gateway: gateway.clone(),
+        }))
         .serve_with_shutdown(listen, shutdown);
 
     let members = config.members();
@@ -53,7 +100,8 @@ pub async fn run(config: NodeConfig) -> Result<()> {
     }
 
     let served = server.await;
-    tracing::info!("stopping raft");
+    tracing::info!("stopping actors and raft");
+    actors.stop().await;
     consensus.shutdown().await;
     served.context("gRPC server")?;
     tracing::info!("node stopped");
@@ -92,6 +140,36 @@ async fn form_cluster(consensus: Consensus, members: std::collections::BTreeMap<
     {
         Ok(()) => tracing::info!("cluster formed"),
         Err(e) => tracing::info!("not forming the cluster: {e}"),
+    }
+}
+
+/// Tells the actors whether this node leads *and is ready*: after it became leader, a
+/// linearizable read proves it has applied everything committed before its term, so the
+/// actors' local reads (duplicate requests, caches) see all of it.
+async fn watch_leadership(consensus: Consensus, ready: watch::Sender<bool>) {
+    let mut metrics = consensus.raft().metrics();
+    loop {
+        let leading = consensus.is_leader();
+        if leading && !*ready.borrow() {
+            match consensus.linearizable_read().await {
+                Ok(()) if consensus.is_leader() => {
+                    tracing::info!("leading: the actors serve");
+                    let _ = ready.send(true);
+                }
+                _ => {
+                    // Not yet: try again shortly (metrics change with every heartbeat).
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            }
+        } else if !leading && *ready.borrow() {
+            tracing::info!("not leading any more: the actors stop");
+            let _ = ready.send(false);
+        }
+        if metrics.changed().await.is_err() {
+            let _ = ready.send(false);
+            return;
+        }
     }
 }
 

@@ -245,6 +245,45 @@ impl Store {
         Ok(out)
     }
 
+    /// Typed records of `family` whose keys start with `prefix` and sort before `before` (all
+    /// of them when `None`), newest-key first, at most `limit`.
+    pub fn scan_prefix_rev<T: DeserializeOwned>(
+        &self,
+        family: &str,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<T>> {
+        let mut read = rocksdb::ReadOptions::default();
+        read.set_iterate_lower_bound(prefix.to_vec());
+        let upper = match before {
+            Some(key) => key.to_vec(),
+            None => prefix_successor(prefix),
+        };
+        let mut iter = self.db.raw_iterator_cf_opt(self.cf(family), read);
+        if upper.is_empty() {
+            iter.seek_to_last();
+        } else {
+            iter.seek_for_prev(&upper);
+            // seek_for_prev lands on `upper` itself when it exists; it is excluded.
+            if iter.valid() && iter.key() == Some(upper.as_slice()) {
+                iter.prev();
+            }
+        }
+        let mut out = Vec::new();
+        while iter.valid() && out.len() < limit {
+            match (iter.key(), iter.value()) {
+                (Some(key), Some(value)) if key.starts_with(prefix) => {
+                    out.push(codec::decode(value)?)
+                }
+                _ => break,
+            }
+            iter.prev();
+        }
+        iter.status()?;
+        Ok(out)
+    }
+
     /// Counts the keys of a family (for status and tests; walks the family).
     pub fn count(&self, family: &str) -> Result<u64> {
         let mut n = 0;
@@ -413,4 +452,16 @@ impl l::StateView for RocksView<'_> {
     fn put_report(&mut self, report: l::Report) {
         self.write(CF_REPORTS, report.key().into_bytes(), &report);
     }
+}
+
+/// The smallest key above every key that starts with `prefix` (empty: no such bound).
+fn prefix_successor(prefix: &[u8]) -> Vec<u8> {
+    let mut next = prefix.to_vec();
+    while let Some(last) = next.pop() {
+        if last < 0xFF {
+            next.push(last + 1);
+            return next;
+        }
+    }
+    next
 }

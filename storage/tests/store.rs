@@ -156,3 +156,32 @@ fn a_checkpoint_opens_as_a_copy() {
     let restored = Store::open(&copy).unwrap();
     assert_eq!(restored.digest().unwrap(), store.digest().unwrap());
 }
+
+#[test]
+fn the_journal_reads_newest_first_and_pages_before_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let account = a_patients_morning(&store);
+    let prefix = account.0.to_be_bytes();
+    let newest_first: Vec<JournalEntry> = store
+        .scan_prefix_rev(CF_JOURNAL, &prefix, None, 10)
+        .unwrap();
+    assert_eq!(newest_first.len(), 2);
+    assert!(newest_first[0].txn > newest_first[1].txn);
+    assert_eq!(newest_first[0].kind, EntryKind::CashDeposit);
+    assert_eq!(newest_first[0].balance_after, Money::from_yuan(120));
+
+    let one: Vec<JournalEntry> = store.scan_prefix_rev(CF_JOURNAL, &prefix, None, 1).unwrap();
+    assert_eq!(one, newest_first[..1]);
+    // The next page starts strictly before the last one seen.
+    let before = yinyi_storage::keys::journal_key(account, one[0].txn);
+    let page: Vec<JournalEntry> = store
+        .scan_prefix_rev(CF_JOURNAL, &prefix, Some(&before), 10)
+        .unwrap();
+    assert_eq!(page, newest_first[1..]);
+    // Another account's prefix sees nothing of this one.
+    let other: Vec<JournalEntry> = store
+        .scan_prefix_rev(CF_JOURNAL, &(account.0 + 1).to_be_bytes(), None, 10)
+        .unwrap();
+    assert!(other.is_empty());
+}

@@ -1,0 +1,290 @@
+//! The client library: calls any of a cluster's nodes, retries what may be retried with the
+//! very same request (so the same request id: the cluster applies it once and answers the
+//! same), follows the leader hint, backs off boundedly, and keeps to a deadline per call.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Response, Status};
+
+use crate::error::{ApiError, LEADER_HINT};
+use crate::v1;
+use crate::v1::admin_service_client::AdminServiceClient;
+use crate::v1::his_service_client::HisServiceClient;
+use crate::v1::payment_service_client::PaymentServiceClient;
+use crate::v1::terminal_service_client::TerminalServiceClient;
+
+/// Where and how to call.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Every node's address, `host:port` (or an `http://` URI); at least one.
+    pub nodes: Vec<String>,
+    /// One attempt's timeout, also sent as `grpc-timeout` so a node forwarding to the leader
+    /// knows what is left.
+    pub attempt_timeout: Duration,
+    /// A whole call's deadline, retries included.
+    pub deadline: Duration,
+    /// The first pause after a full round of failed attempts; it doubles up to `max_backoff`.
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(nodes: Vec<String>) -> ClientConfig {
+        ClientConfig {
+            nodes,
+            attempt_timeout: Duration::from_secs(3),
+            deadline: Duration::from_secs(10),
+            first_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+struct Node {
+    addr: String,
+    channel: Channel,
+}
+
+struct Shared {
+    nodes: Mutex<Vec<Arc<Node>>>,
+    /// The node that answered last; calls start there.
+    preferred: AtomicUsize,
+    retries: AtomicU64,
+    connect_timeout: Duration,
+}
+
+/// A client of a yinyi cluster; cheap to clone (clones share connections).
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    config: ClientConfig,
+}
+
+fn uri(addr: &str) -> String {
+    if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    }
+}
+
+fn connect(addr: &str, connect_timeout: Duration) -> Result<Node, ApiError> {
+    let endpoint = Endpoint::from_shared(uri(addr))
+        .map_err(|_| ApiError::BadAddress(addr.to_string()))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10));
+    Ok(Node {
+        addr: addr.to_string(),
+        channel: endpoint.connect_lazy(),
+    })
+}
+
+/// Whether a failed attempt may be sent again (the same request, to this or another node).
+fn retryable(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Cancelled
+            | Code::Unknown
+    )
+}
+
+impl Client {
+    /// A client of the nodes in `config`; connects lazily, on first use.
+    pub fn new(config: ClientConfig) -> Result<Client, ApiError> {
+        if config.nodes.is_empty() {
+            return Err(ApiError::BadAddress("no node given".into()));
+        }
+        let nodes = config
+            .nodes
+            .iter()
+            .map(|a| connect(a, config.connect_timeout).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Client {
+            shared: Arc::new(Shared {
+                nodes: Mutex::new(nodes),
+                preferred: AtomicUsize::new(0),
+                retries: AtomicU64::new(0),
+                connect_timeout: config.connect_timeout,
+            }),
+            config,
+        })
+    }
+
+    /// The same connections with another deadline per call.
+    pub fn with_deadline(&self, deadline: Duration) -> Client {
+        let mut config = self.config.clone();
+        config.deadline = deadline;
+        Client {
+            shared: self.shared.clone(),
+            config,
+        }
+    }
+
+    /// Attempts beyond the first, over this client's life (shared by clones).
+    pub fn retries(&self) -> u64 {
+        self.shared.retries.load(Ordering::Relaxed)
+    }
+
+    fn node(&self, index: usize) -> (usize, Arc<Node>) {
+        let nodes = self.shared.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        let i = index % nodes.len();
+        (i, nodes[i].clone())
+    }
+
+    fn node_count(&self) -> usize {
+        self.shared
+            .nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// The index of the node at `addr`, added when new.
+    fn index_of(&self, addr: &str) -> Option<usize> {
+        let mut nodes = self.shared.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = nodes.iter().position(|n| n.addr == addr) {
+            return Some(i);
+        }
+        let node = connect(addr, self.shared.connect_timeout).ok()?;
+        nodes.push(Arc::new(node));
+        Some(nodes.len() - 1)
+    }
+
+    /// Issues one RPC through `f` until it succeeds, fails in a way retrying cannot change,
+    /// or the deadline passes. `f` gets a channel to the node to try and this attempt's
+    /// timeout, and must send the same request each time.
+    pub async fn call<T, F, Fut>(&self, mut f: F) -> Result<T, ApiError>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let deadline = Instant::now() + self.config.deadline;
+        let mut index = self.shared.preferred.load(Ordering::Relaxed);
+        let mut backoff = self.config.first_backoff;
+        let mut attempts: u32 = 0;
+        let mut failed_in_round = 0;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ApiError::DeadlineExceeded {
+                    attempts,
+                    last: "deadline passed before an attempt".into(),
+                });
+            }
+            let (i, node) = self.node(index);
+            let timeout = self.config.attempt_timeout.min(remaining);
+            attempts += 1;
+            if attempts > 1 {
+                self.shared.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            let result = tokio::time::timeout(timeout, f(node.channel.clone(), timeout)).await;
+            let status = match result {
+                Ok(Ok(response)) => {
+                    self.shared.preferred.store(i, Ordering::Relaxed);
+                    return Ok(response.into_inner());
+                }
+                Ok(Err(status)) if !retryable(&status) => {
+                    self.shared.preferred.store(i, Ordering::Relaxed);
+                    return Err(ApiError::from_status(&status));
+                }
+                Ok(Err(status)) => status,
+                Err(_) => Status::deadline_exceeded(format!(
+                    "{} gave no answer in {timeout:?}",
+                    node.addr
+                )),
+            };
+            tracing::debug!(node = %node.addr, code = ?status.code(), "retrying: {}", status.message());
+            let hint = status
+                .metadata()
+                .get(LEADER_HINT)
+                .and_then(|v| v.to_str().ok())
+                .filter(|addr| *addr != node.addr)
+                .and_then(|addr| self.index_of(addr));
+            let overloaded = status.code() == Code::ResourceExhausted;
+            match hint {
+                Some(leader) => {
+                    index = leader;
+                    failed_in_round = 0;
+                }
+                None => {
+                    index = i + 1;
+                    failed_in_round += 1;
+                }
+            }
+            if overloaded || failed_in_round >= self.node_count() {
+                failed_in_round = 0;
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if remaining <= backoff {
+                    return Err(ApiError::DeadlineExceeded {
+                        attempts,
+                        last: format!("{:?}: {}", status.code(), status.message()),
+                    });
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(self.config.max_backoff);
+            }
+        }
+    }
+}
+
+/// One convenience method per RPC: the request is cloned for each attempt.
+macro_rules! rpcs {
+    ($($client:ident :: $method:ident ($request:ty) -> $reply:ty;)*) => {
+        impl Client {
+            $(
+                pub async fn $method(&self, request: $request) -> Result<$reply, ApiError> {
+                    self.call(|channel, timeout| {
+                        let mut r = Request::new(request.clone());
+                        r.set_timeout(timeout);
+                        async move { $client::new(channel).$method(r).await }
+                    })
+                    .await
+                }
+            )*
+        }
+    };
+}
+
+rpcs! {
+    PaymentServiceClient::issue_card(v1::IssueCardRequest) -> v1::IssueCardReply;
+    PaymentServiceClient::deposit_cash(v1::DepositCashRequest) -> v1::Receipt;
+    PaymentServiceClient::top_up_bank_card(v1::TopUpBankCardRequest) -> v1::BankOpReply;
+    PaymentServiceClient::top_up_third_party(v1::TopUpThirdPartyRequest) -> v1::BankOpReply;
+    PaymentServiceClient::pay_bill(v1::PayBillRequest) -> v1::Receipt;
+    PaymentServiceClient::refund(v1::RefundRequest) -> v1::Receipt;
+    PaymentServiceClient::withdraw(v1::WithdrawRequest) -> v1::Receipt;
+    PaymentServiceClient::report_loss(v1::CardRequest) -> v1::CardReply;
+    PaymentServiceClient::cancel_loss(v1::CardRequest) -> v1::CardReply;
+    PaymentServiceClient::replace_card(v1::ReplaceCardRequest) -> v1::ReplaceCardReply;
+    PaymentServiceClient::query_balance(v1::QueryBalanceRequest) -> v1::BalanceReply;
+    PaymentServiceClient::list_transactions(v1::ListTransactionsRequest) -> v1::ListTransactionsReply;
+    HisServiceClient::post_bill(v1::PostBillRequest) -> v1::Bill;
+    HisServiceClient::cancel_bill(v1::CancelBillRequest) -> v1::CancelBillReply;
+    HisServiceClient::get_bill(v1::GetBillRequest) -> v1::Bill;
+    TerminalServiceClient::register_terminal(v1::RegisterTerminalRequest) -> v1::TerminalReply;
+    TerminalServiceClient::heartbeat(v1::HeartbeatRequest) -> v1::TerminalReply;
+    TerminalServiceClient::open_shift(v1::ShiftRequest) -> v1::OpenShiftReply;
+    TerminalServiceClient::close_shift(v1::ShiftRequest) -> v1::ShiftReport;
+    TerminalServiceClient::collect_cash(v1::CollectCashRequest) -> v1::CollectionReport;
+    AdminServiceClient::cluster_status(v1::ClusterStatusRequest) -> v1::ClusterStatusReply;
+    AdminServiceClient::add_learner(v1::AddLearnerRequest) -> v1::MembershipReply;
+    AdminServiceClient::promote_voters(v1::NodeIds) -> v1::MembershipReply;
+    AdminServiceClient::remove_nodes(v1::NodeIds) -> v1::MembershipReply;
+    AdminServiceClient::freeze(v1::AccountRequest) -> v1::AccountReply;
+    AdminServiceClient::unfreeze(v1::AccountRequest) -> v1::AccountReply;
+    AdminServiceClient::set_overdraft(v1::SetOverdraftRequest) -> v1::AccountReply;
+    AdminServiceClient::set_terminal_status(v1::SetTerminalStatusRequest) -> v1::TerminalStatusReply;
+    AdminServiceClient::get_shift_report(v1::GetShiftReportRequest) -> v1::ShiftReport;
+    AdminServiceClient::daily_report(v1::DailyReportRequest) -> v1::DailyReportReply;
+}

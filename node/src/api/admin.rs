@@ -1,0 +1,419 @@
+//! AdminService: the cluster, account controls, terminals and reports.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tonic::{Code, Request, Response, Status};
+use yinyi_actors::{Backend, EntityKey};
+use yinyi_api::error::status_with_reason;
+use yinyi_api::v1::admin_service_client::AdminServiceClient;
+use yinyi_api::v1::admin_service_server::AdminService;
+use yinyi_api::v1::*;
+use yinyi_consensus::{MembershipChange, ProposeError};
+use yinyi_ledger::{CommandBody, Effect, Money, Report};
+use yinyi_storage::keys::CF_REPORTS;
+
+use super::convert::{self, reason};
+use super::{Gateway, unexpected};
+use crate::lead_or_forward;
+
+pub struct Admin {
+    pub gateway: Arc<Gateway>,
+}
+
+/// China Standard Time, the hospitals' business day.
+const CST_OFFSET_MS: i64 = 8 * 3600 * 1000;
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The business day `YYYY-MM-DD` as [start, end) in milliseconds since the epoch.
+pub fn business_day(date: &str) -> Result<(i64, i64), Status> {
+    let bad = || {
+        convert::invalid(
+            reason::INVALID_ID,
+            format!("date {date:?} is not a YYYY-MM-DD date"),
+        )
+    };
+    let parts: Vec<&str> = date.split('-').collect();
+    let [y, m, d] = parts.as_slice() else {
+        return Err(bad());
+    };
+    if y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        return Err(bad());
+    }
+    let (y, m, d): (i64, i64, i64) = (
+        y.parse().map_err(|_| bad())?,
+        m.parse().map_err(|_| bad())?,
+        d.parse().map_err(|_| bad())?,
+    );
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days_in_month = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&m) || d < 1 || d > days_in_month[(m - 1) as usize] {
+        return Err(bad());
+    }
+    let start = days_from_civil(y, m, d) * DAY_MS - CST_OFFSET_MS;
+    Ok((start, start + DAY_MS))
+}
+
+fn membership_failed(e: ProposeError, gateway: &Gateway) -> Status {
+    match e {
+        ProposeError::Invalid(m) => convert::invalid(reason::INVALID_REQUEST, m),
+        ProposeError::NotLeader { .. } => gateway.no_leader("leadership moved"),
+        other => gateway.no_leader(&other.to_string()),
+    }
+}
+
+impl Admin {
+    async fn members(&self) -> MembershipReply {
+        let status = self.gateway.consensus().status(false).await;
+        MembershipReply {
+            members: status
+                .members
+                .iter()
+                .map(|m| Member {
+                    id: m.id,
+                    addr: m.addr.clone(),
+                    voter: m.voter,
+                })
+                .collect(),
+        }
+    }
+
+    async fn change(&self, change: MembershipChange) -> Result<Response<MembershipReply>, Status> {
+        self.gateway
+            .consensus()
+            .change_membership(change)
+            .await
+            .map_err(|e| membership_failed(e, &self.gateway))?;
+        Ok(Response::new(self.members().await))
+    }
+
+    async fn account_command(
+        &self,
+        r: AccountRequest,
+        body: impl FnOnce(yinyi_ledger::AccountId) -> CommandBody,
+    ) -> Result<Response<AccountReply>, Status> {
+        let g = &self.gateway;
+        let account = convert::account_id(&r.account_id)?;
+        let command = g.command(&r.request_id, &r.terminal_id, &r.operator_id, body(account))?;
+        let effect = g.submit(EntityKey::Account(account), command).await?;
+        self.account_reply(effect)
+    }
+
+    fn account_reply(&self, effect: Effect) -> Result<Response<AccountReply>, Status> {
+        let account = match effect {
+            Effect::AccountStatusChanged { account, .. } | Effect::OverdraftSet { account, .. } => {
+                account
+            }
+            other => return Err(unexpected(&other)),
+        };
+        let record =
+            self.gateway.backend().account(account).ok_or_else(|| {
+                convert::internal(format!("account {account} changed but not found"))
+            })?;
+        Ok(Response::new(AccountReply {
+            account_id: account.to_string(),
+            status: convert::account_status(record.status),
+            overdraft_limit: convert::money(record.overdraft_limit),
+        }))
+    }
+
+    fn reports(&self) -> Result<Vec<Report>, Status> {
+        self.gateway
+            .backend()
+            .store()
+            .scan_prefix(CF_REPORTS, b"", usize::MAX)
+            .map_err(|e| convert::internal(format!("report read: {e}")))
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for Admin {
+    async fn cluster_status(
+        &self,
+        request: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatusReply>, Status> {
+        let with_digest = request.into_inner().with_digest;
+        let s = self.gateway.consensus().status(with_digest).await;
+        let live = self.gateway.actors().live();
+        Ok(Response::new(ClusterStatusReply {
+            leader: s.leader.unwrap_or(0),
+            term: s.term,
+            members: s
+                .members
+                .iter()
+                .map(|m| Member {
+                    id: m.id,
+                    addr: m.addr.clone(),
+                    voter: m.voter,
+                })
+                .collect(),
+            node: Some(NodeStatus {
+                id: s.id,
+                addr: s.addr.clone(),
+                state: s.state.clone(),
+                term: s.term,
+                last_log: s.last_log.map_or(-1, |i| i as i64),
+                committed: s.committed,
+                applied: s.applied.map_or(-1, |i| i as i64),
+                digest: s.digest.unwrap_or_default(),
+                live_account_actors: live.accounts as u64,
+                live_terminal_actors: live.terminals as u64,
+            }),
+        }))
+    }
+
+    async fn add_learner(
+        &self,
+        request: Request<AddLearnerRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        lead_or_forward!(self.gateway, request, AdminServiceClient, add_learner);
+        let r = request.into_inner();
+        if r.id == 0 {
+            return Err(convert::invalid(
+                reason::MISSING_FIELD,
+                "id is required (1 or more)",
+            ));
+        }
+        let addr = convert::required("addr", &r.addr)?;
+        if addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(convert::invalid(
+                reason::INVALID_ID,
+                format!("addr {addr:?} is not host:port"),
+            ));
+        }
+        self.change(MembershipChange::AddLearner {
+            id: r.id,
+            addr: addr.to_string(),
+        })
+        .await
+    }
+
+    async fn promote_voters(
+        &self,
+        request: Request<NodeIds>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        lead_or_forward!(self.gateway, request, AdminServiceClient, promote_voters);
+        let ids = request.into_inner().ids;
+        if ids.is_empty() {
+            return Err(convert::invalid(reason::MISSING_FIELD, "ids is required"));
+        }
+        self.change(MembershipChange::Promote {
+            ids: ids.into_iter().collect(),
+        })
+        .await
+    }
+
+    async fn remove_nodes(
+        &self,
+        request: Request<NodeIds>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        lead_or_forward!(self.gateway, request, AdminServiceClient, remove_nodes);
+        let ids = request.into_inner().ids;
+        if ids.is_empty() {
+            return Err(convert::invalid(reason::MISSING_FIELD, "ids is required"));
+        }
+        self.change(MembershipChange::Remove {
+            ids: ids.into_iter().collect(),
+        })
+        .await
+    }
+
+    async fn freeze(
+        &self,
+        request: Request<AccountRequest>,
+    ) -> Result<Response<AccountReply>, Status> {
+        lead_or_forward!(self.gateway, request, AdminServiceClient, freeze);
+        self.account_command(request.into_inner(), |account| CommandBody::Freeze {
+            account,
+        })
+        .await
+    }
+
+    async fn unfreeze(
+        &self,
+        request: Request<AccountRequest>,
+    ) -> Result<Response<AccountReply>, Status> {
+        lead_or_forward!(self.gateway, request, AdminServiceClient, unfreeze);
+        self.account_command(request.into_inner(), |account| CommandBody::Unfreeze {
+            account,
+        })
+        .await
+    }
+
+    async fn set_overdraft(
+        &self,
+        request: Request<SetOverdraftRequest>,
+    ) -> Result<Response<AccountReply>, Status> {
+        lead_or_forward!(self.gateway, request, AdminServiceClient, set_overdraft);
+        let r = request.into_inner();
+        let limit = convert::non_negative("limit", &r.limit)?;
+        self.account_command(
+            AccountRequest {
+                request_id: r.request_id,
+                terminal_id: r.terminal_id,
+                operator_id: r.operator_id,
+                account_id: r.account_id,
+            },
+            |account| CommandBody::SetOverdraft { account, limit },
+        )
+        .await
+    }
+
+    async fn set_terminal_status(
+        &self,
+        request: Request<SetTerminalStatusRequest>,
+    ) -> Result<Response<TerminalStatusReply>, Status> {
+        lead_or_forward!(
+            self.gateway,
+            request,
+            AdminServiceClient,
+            set_terminal_status
+        );
+        let r = request.into_inner();
+        let g = &self.gateway;
+        let target = convert::terminal_id("target_terminal_id", &r.target_terminal_id)?;
+        let status = convert::terminal_status(&r.status)?;
+        let command = g.command(
+            &r.request_id,
+            &r.terminal_id,
+            &r.operator_id,
+            CommandBody::SetTerminalStatus {
+                terminal: target.clone(),
+                status,
+            },
+        )?;
+        match g.submit(EntityKey::Terminal(target), command).await? {
+            Effect::TerminalChanged { terminal, status } => {
+                Ok(Response::new(TerminalStatusReply {
+                    terminal_id: terminal.to_string(),
+                    status: convert::screaming(&status),
+                }))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn get_shift_report(
+        &self,
+        request: Request<GetShiftReportRequest>,
+    ) -> Result<Response<ShiftReport>, Status> {
+        lead_or_forward!(self.gateway, request, AdminServiceClient, get_shift_report);
+        let r = request.into_inner();
+        let terminal = convert::terminal_id("terminal_id", &r.terminal_id)?;
+        self.gateway.read_barrier().await?;
+        let key = format!("shift/{terminal}/{:010}", r.seq);
+        let report: Option<Report> = self
+            .gateway
+            .backend()
+            .store()
+            .get(CF_REPORTS, key.as_bytes())
+            .map_err(|e| convert::internal(format!("report read: {e}")))?;
+        match report {
+            Some(Report::Shift(report)) => Ok(Response::new(convert::shift_report(&report))),
+            _ => Err(status_with_reason(
+                Code::NotFound,
+                "REPORT_NOT_FOUND",
+                format!("no closed shift {} at {terminal}", r.seq),
+            )),
+        }
+    }
+
+    async fn daily_report(
+        &self,
+        request: Request<DailyReportRequest>,
+    ) -> Result<Response<DailyReportReply>, Status> {
+        lead_or_forward!(self.gateway, request, AdminServiceClient, daily_report);
+        let date = request.into_inner().date;
+        let (start, end) = business_day(&date)?;
+        self.gateway.read_barrier().await?;
+        let mut shifts = Vec::new();
+        let mut collections = Vec::new();
+        let mut totals: BTreeMap<(String, i32), (u64, Money)> = BTreeMap::new();
+        for report in self.reports()? {
+            match report {
+                Report::Shift(s) if (start..end).contains(&s.closed_at.0) => {
+                    for line in &s.lines {
+                        let total = totals
+                            .entry((
+                                convert::screaming(&line.kind),
+                                convert::channel(line.channel),
+                            ))
+                            .or_insert((0, Money::ZERO));
+                        total.0 += line.count;
+                        total.1 = total
+                            .1
+                            .checked_add(line.total)
+                            .ok_or_else(|| convert::internal("daily total overflows"))?;
+                    }
+                    shifts.push(convert::shift_report(&s));
+                }
+                Report::Collection(c) if (start..end).contains(&c.at.0) => {
+                    collections.push(convert::collection_report(&c));
+                }
+                _ => {}
+            }
+        }
+        Ok(Response::new(DailyReportReply {
+            date,
+            shifts,
+            collections,
+            totals: totals
+                .into_iter()
+                .map(|((kind, channel), (count, total))| ReportLine {
+                    kind,
+                    channel,
+                    count,
+                    total: convert::money(total),
+                })
+                .collect(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn business_days_start_at_midnight_in_beijing() {
+        let (start, end) = business_day("2026-11-24").unwrap();
+        // 2026-11-24T00:00+08:00 = 2026-11-23T16:00Z
+        assert_eq!(start, 1_795_449_600_000);
+        assert_eq!(end - start, DAY_MS);
+        for bad in [
+            "2026-02-29",
+            "2026-13-01",
+            "26-11-24",
+            "2026/11/24",
+            "",
+            "2026-11-2x",
+        ] {
+            assert!(business_day(bad).is_err(), "{bad}");
+        }
+        assert!(business_day("2024-02-29").is_ok());
+    }
+}

@@ -1,0 +1,358 @@
+//! Between the wire and the ledger: parsing every field of a request into ledger types (bad
+//! input is `INVALID_ARGUMENT` with a reason, and nothing is proposed), mapping rejections and
+//! failures to gRPC statuses, and rendering ledger records as messages.
+
+use tonic::{Code, Status};
+use yinyi_actors::SubmitError;
+use yinyi_api::error::status_with_reason;
+use yinyi_api::v1;
+use yinyi_ledger::{
+    AccountId, AccountStatus, Bill, BillId, BillKind, BillStatus, CardKind, CardNo, CardStatus,
+    Channel, CollectionReport, JournalEntry, Money, OperatorId, PersonKey, ReasonClass, Rejection,
+    ReportLine, RequestId, ShiftReport, TerminalId, TerminalStatus, TxnId,
+};
+
+/// Reasons the API adds to the ledger's own.
+pub mod reason {
+    pub const MISSING_FIELD: &str = "MISSING_FIELD";
+    pub const INVALID_ID: &str = "INVALID_ID";
+    pub const INVALID_AMOUNT: &str = "INVALID_AMOUNT";
+    pub const INVALID_ENUM: &str = "INVALID_ENUM";
+    pub const INVALID_REQUEST: &str = "INVALID_REQUEST";
+    pub const NO_LEADER: &str = "NO_LEADER";
+    pub const OVERLOADED: &str = "OVERLOADED";
+    pub const BANK_LINK_NOT_CONFIGURED: &str = "BANK_LINK_NOT_CONFIGURED";
+    pub const INTERNAL: &str = "INTERNAL";
+}
+
+pub fn invalid(reason: &str, message: impl Into<String>) -> Status {
+    status_with_reason(Code::InvalidArgument, reason, message)
+}
+
+pub fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
+    if value.is_empty() {
+        Err(invalid(
+            reason::MISSING_FIELD,
+            format!("{field} is required"),
+        ))
+    } else {
+        Ok(value)
+    }
+}
+
+fn id<T, E: std::fmt::Display>(
+    field: &str,
+    value: &str,
+    parse: impl Fn(&str) -> Result<T, E>,
+) -> Result<T, Status> {
+    parse(required(field, value)?).map_err(|e| invalid(reason::INVALID_ID, format!("{field}: {e}")))
+}
+
+pub fn request_id(value: &str) -> Result<RequestId, Status> {
+    id("request_id", value, RequestId::parse)
+}
+
+pub fn terminal_id(field: &str, value: &str) -> Result<TerminalId, Status> {
+    id(field, value, TerminalId::parse)
+}
+
+pub fn card_no(field: &str, value: &str) -> Result<CardNo, Status> {
+    id(field, value, CardNo::parse)
+}
+
+pub fn bill_id(value: &str) -> Result<BillId, Status> {
+    id("bill_id", value, BillId::parse)
+}
+
+pub fn account_id(value: &str) -> Result<AccountId, Status> {
+    id("account_id", value, AccountId::parse)
+}
+
+pub fn person_key(value: &str) -> Result<PersonKey, Status> {
+    id("person_key", value, PersonKey::parse)
+}
+
+/// An operator id when given (`""` is none: kiosks and channels have no operator).
+pub fn operator(value: &str) -> Result<Option<OperatorId>, Status> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    OperatorId::parse(value)
+        .map(Some)
+        .map_err(|e| invalid(reason::INVALID_ID, format!("operator_id: {e}")))
+}
+
+/// An amount that must be positive and within the single-transaction limit.
+pub fn amount(field: &str, value: &str, limit: Money) -> Result<Money, Status> {
+    Money::parse_positive(required(field, value)?, limit)
+        .map_err(|e| invalid(reason::INVALID_AMOUNT, format!("{field}: {e}")))
+}
+
+/// An optional positive amount (`""` is none).
+pub fn optional_amount(field: &str, value: &str, limit: Money) -> Result<Option<Money>, Status> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        amount(field, value, limit).map(Some)
+    }
+}
+
+/// An amount that may be zero (an overdraft limit, cash counted) but not negative.
+pub fn non_negative(field: &str, value: &str) -> Result<Money, Status> {
+    let money = Money::parse(required(field, value)?)
+        .map_err(|e| invalid(reason::INVALID_AMOUNT, format!("{field}: {e}")))?;
+    if money.is_negative() {
+        return Err(invalid(
+            reason::INVALID_AMOUNT,
+            format!("{field}: {money} is negative"),
+        ));
+    }
+    Ok(money)
+}
+
+/// A transaction id as shown by the API: `log_index.position`.
+pub fn txn_id(field: &str, value: &str) -> Result<TxnId, Status> {
+    let bad = || {
+        invalid(
+            reason::INVALID_ID,
+            format!("{field}: {value:?} is not a txn id"),
+        )
+    };
+    let (index, position) = value.split_once('.').ok_or_else(bad)?;
+    let index: u64 = index.parse().map_err(|_| bad())?;
+    let position: u64 = position.parse().map_err(|_| bad())?;
+    if position >= yinyi_ledger::MAX_COMMANDS_PER_ENTRY || index >= (1 << 52) {
+        return Err(bad());
+    }
+    Ok(TxnId::new(index, position))
+}
+
+pub fn card_kind(value: i32) -> Result<CardKind, Status> {
+    match v1::CardKind::try_from(value) {
+        Ok(v1::CardKind::Hospital) => Ok(CardKind::Hospital),
+        Ok(v1::CardKind::Health) => Ok(CardKind::Health),
+        Ok(v1::CardKind::SocialSecurity) => Ok(CardKind::SocialSecurity),
+        Ok(v1::CardKind::IdCard) => Ok(CardKind::IdCard),
+        _ => Err(invalid(reason::INVALID_ENUM, "card_kind is required")),
+    }
+}
+
+pub fn bill_kind(value: i32) -> Result<BillKind, Status> {
+    match v1::BillKind::try_from(value) {
+        Ok(v1::BillKind::Registration) => Ok(BillKind::Registration),
+        Ok(v1::BillKind::Outpatient) => Ok(BillKind::Outpatient),
+        Ok(v1::BillKind::InpatientDeposit) => Ok(BillKind::InpatientDeposit),
+        _ => Err(invalid(reason::INVALID_ENUM, "kind is required")),
+    }
+}
+
+pub fn terminal_status(value: &str) -> Result<TerminalStatus, Status> {
+    match value {
+        "IN_SERVICE" => Ok(TerminalStatus::InService),
+        "OUT_OF_SERVICE" => Ok(TerminalStatus::OutOfService),
+        "RETIRED" => Ok(TerminalStatus::Retired),
+        other => Err(invalid(
+            reason::INVALID_ENUM,
+            format!("status {other:?}: IN_SERVICE, OUT_OF_SERVICE or RETIRED"),
+        )),
+    }
+}
+
+/// The gRPC status of a ledger rejection, its reason code in the details.
+pub fn rejected(rejection: &Rejection) -> Status {
+    let code = match rejection.code.class() {
+        ReasonClass::InvalidInput => Code::InvalidArgument,
+        ReasonClass::NotFound => Code::NotFound,
+        ReasonClass::AlreadyExists => Code::AlreadyExists,
+        ReasonClass::PermissionDenied => Code::PermissionDenied,
+        ReasonClass::FailedPrecondition => Code::FailedPrecondition,
+        ReasonClass::Internal => Code::Internal,
+    };
+    status_with_reason(code, rejection.code.as_str(), rejection.message.clone())
+}
+
+pub fn submit_failed(error: SubmitError) -> Status {
+    match error {
+        SubmitError::NotLeader => status_with_reason(
+            Code::Unavailable,
+            reason::NO_LEADER,
+            "this node is not the leader now; retry with the same request id",
+        ),
+        SubmitError::Unavailable(m) => status_with_reason(
+            Code::Unavailable,
+            reason::NO_LEADER,
+            format!("{m}; retry with the same request id"),
+        ),
+        SubmitError::Overloaded => status_with_reason(
+            Code::ResourceExhausted,
+            reason::OVERLOADED,
+            "too many requests queued; retry shortly with the same request id",
+        ),
+        SubmitError::Invalid(m) => invalid(reason::INVALID_REQUEST, m),
+    }
+}
+
+pub fn internal(message: impl Into<String>) -> Status {
+    status_with_reason(Code::Internal, reason::INTERNAL, message)
+}
+
+pub fn money(m: Money) -> String {
+    m.to_string()
+}
+
+/// `CashDeposit` → `CASH_DEPOSIT`.
+pub fn screaming<T: std::fmt::Debug>(value: &T) -> String {
+    let name = format!("{value:?}");
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+pub fn channel(c: Channel) -> i32 {
+    (match c {
+        Channel::Cash => v1::Channel::Cash,
+        Channel::Account => v1::Channel::Account,
+        Channel::BankCard => v1::Channel::BankCard,
+        Channel::ThirdParty => v1::Channel::ThirdParty,
+    }) as i32
+}
+
+pub fn bill(b: &Bill) -> v1::Bill {
+    v1::Bill {
+        bill_id: b.id.to_string(),
+        account_id: b.account.to_string(),
+        kind: (match b.kind {
+            BillKind::Registration => v1::BillKind::Registration,
+            BillKind::Outpatient => v1::BillKind::Outpatient,
+            BillKind::InpatientDeposit => v1::BillKind::InpatientDeposit,
+        }) as i32,
+        amount: money(b.amount),
+        status: (match b.status {
+            BillStatus::Unpaid => v1::BillStatus::Unpaid,
+            BillStatus::Paid => v1::BillStatus::Paid,
+            BillStatus::Cancelled => v1::BillStatus::Cancelled,
+            BillStatus::Refunded => v1::BillStatus::Refunded,
+        }) as i32,
+        paid_by: b
+            .payment
+            .as_ref()
+            .map_or(v1::Channel::Unspecified as i32, |p| channel(p.channel)),
+        paid_txn_id: b
+            .payment
+            .as_ref()
+            .map_or(String::new(), |p| p.txn.to_string()),
+        posted_at_ms: b.posted_at.0,
+    }
+}
+
+pub fn report_line(l: &ReportLine) -> v1::ReportLine {
+    v1::ReportLine {
+        kind: screaming(&l.kind),
+        channel: channel(l.channel),
+        count: l.count,
+        total: money(l.total),
+    }
+}
+
+pub fn shift_report(r: &ShiftReport) -> v1::ShiftReport {
+    v1::ShiftReport {
+        terminal_id: r.terminal.to_string(),
+        seq: r.seq,
+        operator_id: r.operator.to_string(),
+        opened_at_ms: r.opened_at.0,
+        closed_at_ms: r.closed_at.0,
+        lines: r.lines.iter().map(report_line).collect(),
+        cash_expected: money(r.cash_expected),
+    }
+}
+
+pub fn collection_report(r: &CollectionReport) -> v1::CollectionReport {
+    v1::CollectionReport {
+        terminal_id: r.terminal.to_string(),
+        seq: r.seq,
+        operator_id: r.operator.to_string(),
+        at_ms: r.at.0,
+        expected: money(r.expected),
+        counted: money(r.counted),
+        difference: money(r.difference),
+    }
+}
+
+pub fn transaction(e: &JournalEntry) -> v1::Transaction {
+    v1::Transaction {
+        txn_id: e.txn.to_string(),
+        request_id: e.request.to_string(),
+        kind: screaming(&e.kind),
+        channel: channel(e.channel),
+        amount: money(e.amount),
+        balance_after: money(e.balance_after),
+        terminal_id: e.terminal.to_string(),
+        bill_id: e.bill.as_ref().map_or(String::new(), |b| b.to_string()),
+        bank_ref: e.bank_ref.as_ref().map_or(String::new(), |r| r.to_string()),
+        at_ms: e.at.0,
+    }
+}
+
+pub fn account_status(s: AccountStatus) -> String {
+    screaming(&s)
+}
+
+pub fn card_status(s: CardStatus) -> String {
+    screaming(&s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yinyi_api::reason_of;
+
+    #[test]
+    fn names_turn_into_wire_constants() {
+        assert_eq!(screaming(&TerminalStatus::OutOfService), "OUT_OF_SERVICE");
+        assert_eq!(
+            screaming(&yinyi_ledger::EntryKind::CashDeposit),
+            "CASH_DEPOSIT"
+        );
+    }
+
+    #[test]
+    fn bad_amounts_are_invalid_argument_with_a_reason() {
+        let limit = Money::from_yuan(50_000);
+        for text in [
+            "-1",
+            "0",
+            "1.001",
+            "1e9",
+            "abc",
+            "",
+            "50000.01",
+            &"9".repeat(10_000),
+        ] {
+            let status = amount("amount", text, limit).unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{text:?}");
+            let reason = reason_of(&status).unwrap();
+            assert!(
+                reason == reason::INVALID_AMOUNT || reason == reason::MISSING_FIELD,
+                "{text:?}: {reason}"
+            );
+        }
+        assert_eq!(
+            amount("amount", "12.30", limit).unwrap().to_string(),
+            "12.30"
+        );
+    }
+
+    #[test]
+    fn txn_ids_round_trip_and_garbage_is_refused() {
+        let txn = TxnId::new(42, 7);
+        assert_eq!(txn_id("t", &txn.to_string()).unwrap(), txn);
+        for bad in ["", "1", "a.b", "1.4096", "-1.0", "1.2.3"] {
+            assert!(txn_id("t", bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! The public gRPC API on every node: PaymentService, HisService, TerminalService and
+//! AdminService. A call is validated here (bad input never reaches Raft); on a follower it is
+//! forwarded once to the leader with what is left of its deadline; on the leader, writes go to
+//! the entity's actor and reads wait for a linearizable read index.
+
+pub mod admin;
+pub mod convert;
+pub mod his;
+pub mod payment;
+pub mod terminal;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Response, Status};
+use yinyi_actors::{Actors, EntityKey};
+use yinyi_api::error::{LEADER_HINT, status_with_reason};
+use yinyi_consensus::{Consensus, ProposeError};
+use yinyi_ledger::{BillId, CardNo, Command, Effect, Money, Outcome, TerminalId, Timestamp};
+
+use crate::backend::NodeBackend;
+use convert::reason;
+
+/// Request metadata marking a call a follower forwarded; the receiver never forwards again.
+pub const FORWARDED: &str = "x-yinyi-forwarded";
+/// A forwarded call's deadline when the client set none.
+const DEFAULT_FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every service of the node shares.
+pub struct Gateway {
+    consensus: Consensus,
+    backend: NodeBackend,
+    actors: Actors<NodeBackend>,
+    /// The single-transaction limit, for validating amounts before anything is proposed.
+    limit: Money,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl Gateway {
+    pub fn new(
+        consensus: Consensus,
+        backend: NodeBackend,
+        actors: Actors<NodeBackend>,
+        limit: Money,
+    ) -> Arc<Gateway> {
+        Arc::new(Gateway {
+            consensus,
+            backend,
+            actors,
+            limit,
+            channels: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn limit(&self) -> Money {
+        self.limit
+    }
+
+    pub fn consensus(&self) -> &Consensus {
+        &self.consensus
+    }
+
+    pub fn actors(&self) -> &Actors<NodeBackend> {
+        &self.actors
+    }
+
+    pub fn backend(&self) -> &NodeBackend {
+        &self.backend
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.consensus.is_leader()
+    }
+
+    /// `UNAVAILABLE` with the leader's address in the metadata when this node knows it.
+    pub fn no_leader(&self, message: &str) -> Status {
+        let mut status = status_with_reason(
+            Code::Unavailable,
+            reason::NO_LEADER,
+            format!("{message}; retry with the same request id"),
+        );
+        if let Some((_, addr)) = self.consensus.leader()
+            && !addr.is_empty()
+            && let Ok(value) = MetadataValue::try_from(addr.as_str())
+        {
+            status.metadata_mut().insert(LEADER_HINT, value);
+        }
+        status
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| convert::internal(format!("leader address {addr}: {e}")))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// Sends a call that arrived on a follower to the leader, once, with what is left of the
+    /// caller's deadline. A call that was already forwarded is not forwarded again.
+    pub async fn forward<Req, Resp, F, Fut>(
+        &self,
+        request: Request<Req>,
+        call: F,
+    ) -> Result<Response<Resp>, Status>
+    where
+        F: FnOnce(Channel, Request<Req>) -> Fut,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        if request.metadata().contains_key(FORWARDED) {
+            return Err(self.no_leader("forwarded to a node that is not the leader"));
+        }
+        let Some((leader, addr)) = self.consensus.leader() else {
+            return Err(self.no_leader("the cluster has no leader now"));
+        };
+        if leader == self.consensus.id() || addr.is_empty() {
+            // Leader by Raft's metrics but not ready to serve yet.
+            return Err(self.no_leader("the leader is still taking over"));
+        }
+        let timeout = grpc_timeout(request.metadata()).unwrap_or(DEFAULT_FORWARD_TIMEOUT);
+        let (metadata, extensions, message) = request.into_parts();
+        let mut forwarded = Request::from_parts(copy_metadata(&metadata), extensions, message);
+        forwarded
+            .metadata_mut()
+            .insert(FORWARDED, MetadataValue::from_static("1"));
+        forwarded.set_timeout(timeout);
+        let channel = self.channel(&addr)?;
+        metrics::counter!("api_forwarded_total").increment(1);
+        match tokio::time::timeout(timeout, call(channel, forwarded)).await {
+            Ok(Ok(response)) => Ok(response),
+            // A transport failure reaching the leader: the caller retries (same request id).
+            Ok(Err(status)) if status.code() == Code::Unknown => {
+                Err(self.no_leader(&format!("leader {addr} unreachable: {}", status.message())))
+            }
+            Ok(Err(status)) => Err(status),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "the leader {addr} did not answer within {timeout:?}"
+            ))),
+        }
+    }
+
+    /// Runs a write on its entity's actor and returns what it did; a rejection is the
+    /// matching gRPC status with its reason.
+    pub async fn submit(&self, key: EntityKey, command: Command) -> Result<Effect, Status> {
+        let name = command.body.name();
+        let outcome = self
+            .actors
+            .submit(key, command)
+            .await
+            .map_err(convert::submit_failed)?;
+        match outcome {
+            Outcome::Done(effect) => {
+                metrics::counter!("api_requests_total", "method" => name, "code" => "OK")
+                    .increment(1);
+                Ok(effect)
+            }
+            Outcome::Rejected(rejection) => {
+                metrics::counter!("api_requests_total", "method" => name, "code" => rejection.code.as_str())
+                    .increment(1);
+                Err(convert::rejected(&rejection))
+            }
+        }
+    }
+
+    /// A command with the leader's time left to Raft (the proposer stamps it).
+    pub fn command(
+        &self,
+        request_id: &str,
+        terminal_id: &str,
+        operator_id: &str,
+        body: yinyi_ledger::CommandBody,
+    ) -> Result<Command, Status> {
+        Ok(Command {
+            request: convert::request_id(request_id)?,
+            terminal: convert::terminal_id("terminal_id", terminal_id)?,
+            operator: convert::operator(operator_id)?,
+            at: Timestamp(0),
+            body,
+        })
+    }
+
+    /// The actor for a command about `card`: its account's, or the terminal's when the card
+    /// is unknown (the ledger then answers CARD_NOT_FOUND).
+    pub fn key_for_card(&self, card: &CardNo, terminal: &TerminalId) -> EntityKey {
+        match self.backend.card(card) {
+            Some(card) => EntityKey::Account(card.account),
+            None => EntityKey::Terminal(terminal.clone()),
+        }
+    }
+
+    /// The actor for a command about `bill`: its account's, or the terminal's when unknown.
+    pub fn key_for_bill(&self, bill: &BillId, terminal: &TerminalId) -> EntityKey {
+        use yinyi_actors::Backend;
+        match self.backend.bill(bill) {
+            Some(bill) => EntityKey::Account(bill.account),
+            None => EntityKey::Terminal(terminal.clone()),
+        }
+    }
+
+    /// Waits until this node (the leader) may answer a read linearizably.
+    pub async fn read_barrier(&self) -> Result<(), Status> {
+        self.consensus
+            .linearizable_read()
+            .await
+            .map_err(|e| match e {
+                ProposeError::NotLeader { .. } => self.no_leader("leadership moved"),
+                other => self.no_leader(&other.to_string()),
+            })
+    }
+}
+
+/// What of the caller's metadata travels with a forwarded call: the yinyi keys (request
+/// context, later credentials), never transport headers.
+fn copy_metadata(from: &MetadataMap) -> MetadataMap {
+    let mut to = MetadataMap::new();
+    for key_value in from.iter() {
+        if let tonic::metadata::KeyAndValueRef::Ascii(key, value) = key_value
+            && key.as_str().starts_with("x-yinyi-")
+        {
+            to.insert(key.clone(), value.clone());
+        }
+    }
+    to
+}
+
+/// The caller's deadline from the `grpc-timeout` header ("250m", "3S", …).
+pub fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
+    let text = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Forwards to the leader unless this node is it.
+#[macro_export]
+macro_rules! lead_or_forward {
+    ($gateway:expr, $request:ident, $client:ident, $method:ident) => {
+        if !$gateway.is_leader() {
+            return $gateway
+                .forward($request, |channel, request| async move {
+                    $client::new(channel).$method(request).await
+                })
+                .await;
+        }
+    };
+}
+
+/// An effect of another kind than the call produces: a bug, reported as INTERNAL.
+pub fn unexpected(effect: &Effect) -> Status {
+    convert::internal(format!("unexpected effect {effect:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_in_every_unit() {
+        let mut m = MetadataMap::new();
+        for (text, expected) in [
+            ("250m", Duration::from_millis(250)),
+            ("3S", Duration::from_secs(3)),
+            ("2M", Duration::from_secs(120)),
+            ("1H", Duration::from_secs(3600)),
+            ("500u", Duration::from_micros(500)),
+            ("7n", Duration::from_nanos(7)),
+        ] {
+            m.insert("grpc-timeout", text.parse().unwrap());
+            assert_eq!(grpc_timeout(&m), Some(expected), "{text}");
+        }
+        m.insert("grpc-timeout", "12x".parse().unwrap());
+        assert_eq!(grpc_timeout(&m), None);
+        m.insert("grpc-timeout", "S".parse().unwrap());
+        assert_eq!(grpc_timeout(&m), None);
+    }
+}

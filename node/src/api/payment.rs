@@ -1,0 +1,380 @@
+//! PaymentService: patients' money.
+
+use std::sync::Arc;
+
+use tonic::{Code, Request, Response, Status};
+use yinyi_actors::{Backend, EntityKey};
+use yinyi_api::error::status_with_reason;
+use yinyi_api::v1::payment_service_client::PaymentServiceClient;
+use yinyi_api::v1::payment_service_server::PaymentService;
+use yinyi_api::v1::*;
+use yinyi_ledger::{AccountId, CommandBody, Effect, Holder};
+use yinyi_storage::keys::{CF_JOURNAL, journal_key};
+
+use super::convert::{self, reason};
+use super::{Gateway, unexpected};
+use crate::lead_or_forward;
+
+/// The most transactions one ListTransactions call returns.
+const MAX_LIST: u32 = 1000;
+const DEFAULT_LIST: u32 = 50;
+
+pub struct Payments {
+    pub gateway: Arc<Gateway>,
+}
+
+fn receipt(effect: Effect) -> Result<Response<Receipt>, Status> {
+    match effect {
+        Effect::BalanceChanged {
+            account,
+            txn,
+            amount,
+            balance,
+        } => Ok(Response::new(Receipt {
+            account_id: account.to_string(),
+            txn_id: txn.to_string(),
+            amount: convert::money(amount),
+            balance: convert::money(balance),
+        })),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn card_reply(effect: Effect) -> Result<Response<CardReply>, Status> {
+    match effect {
+        Effect::CardStatusChanged { card, status } => Ok(Response::new(CardReply {
+            card_no: card.to_string(),
+            status: convert::card_status(status),
+        })),
+        other => Err(unexpected(&other)),
+    }
+}
+
+impl Payments {
+    /// The account a read names: by card number or by account id, exactly one of them.
+    fn account_of(&self, card_no: &str, account_id: &str) -> Result<AccountId, Status> {
+        match (card_no.is_empty(), account_id.is_empty()) {
+            (false, true) => {
+                let card = convert::card_no("card_no", card_no)?;
+                let card = self.gateway.backend().card(&card).ok_or_else(|| {
+                    status_with_reason(Code::NotFound, "CARD_NOT_FOUND", format!("no card {card}"))
+                })?;
+                Ok(card.account)
+            }
+            (true, false) => convert::account_id(account_id),
+            _ => Err(convert::invalid(
+                reason::MISSING_FIELD,
+                "give exactly one of card_no and account_id",
+            )),
+        }
+    }
+
+    fn account_record(&self, id: AccountId) -> Result<yinyi_ledger::Account, Status> {
+        self.gateway.backend().account(id).ok_or_else(|| {
+            status_with_reason(
+                Code::NotFound,
+                "ACCOUNT_NOT_FOUND",
+                format!("no account {id}"),
+            )
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl PaymentService for Payments {
+    async fn issue_card(
+        &self,
+        request: Request<IssueCardRequest>,
+    ) -> Result<Response<IssueCardReply>, Status> {
+        lead_or_forward!(self.gateway, request, PaymentServiceClient, issue_card);
+        let r = request.into_inner();
+        let g = &self.gateway;
+        let body = CommandBody::IssueCard {
+            card: convert::card_no("card_no", &r.card_no)?,
+            card_kind: convert::card_kind(r.card_kind)?,
+            holder: Holder {
+                name: convert::required("holder_name", &r.holder_name)?.to_string(),
+                person: convert::person_key(&r.person_key)?,
+                id_masked: r.id_masked,
+                phone: r.phone,
+            },
+            first_deposit: convert::optional_amount("first_deposit", &r.first_deposit, g.limit())?,
+        };
+        let command = g.command(&r.request_id, &r.terminal_id, &r.operator_id, body)?;
+        let key = EntityKey::Terminal(command.terminal.clone());
+        match g.submit(key, command).await? {
+            Effect::CardIssued {
+                account,
+                card,
+                existing_account,
+                balance,
+            } => Ok(Response::new(IssueCardReply {
+                account_id: account.to_string(),
+                card_no: card.to_string(),
+                existing_account,
+                balance: convert::money(balance),
+            })),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn deposit_cash(
+        &self,
+        request: Request<DepositCashRequest>,
+    ) -> Result<Response<Receipt>, Status> {
+        lead_or_forward!(self.gateway, request, PaymentServiceClient, deposit_cash);
+        let r = request.into_inner();
+        let g = &self.gateway;
+        let card = convert::card_no("card_no", &r.card_no)?;
+        let amount = convert::amount("amount", &r.amount, g.limit())?;
+        let command = g.command(
+            &r.request_id,
+            &r.terminal_id,
+            &r.operator_id,
+            CommandBody::DepositCash {
+                card: card.clone(),
+                amount,
+            },
+        )?;
+        let key = g.key_for_card(&card, &command.terminal);
+        receipt(g.submit(key, command).await?)
+    }
+
+    async fn top_up_bank_card(
+        &self,
+        request: Request<TopUpBankCardRequest>,
+    ) -> Result<Response<BankOpReply>, Status> {
+        let r = request.into_inner();
+        convert::request_id(&r.request_id)?;
+        convert::terminal_id("terminal_id", &r.terminal_id)?;
+        convert::card_no("card_no", &r.card_no)?;
+        yinyi_ledger::CardToken::parse(convert::required("bank_card_token", &r.bank_card_token)?)
+            .map_err(|e| convert::invalid(reason::INVALID_ID, format!("bank_card_token: {e}")))?;
+        convert::amount("amount", &r.amount, self.gateway.limit())?;
+        Err(bank_link_missing())
+    }
+
+    async fn top_up_third_party(
+        &self,
+        request: Request<TopUpThirdPartyRequest>,
+    ) -> Result<Response<BankOpReply>, Status> {
+        let r = request.into_inner();
+        convert::request_id(&r.request_id)?;
+        convert::terminal_id("terminal_id", &r.terminal_id)?;
+        convert::card_no("card_no", &r.card_no)?;
+        convert::required("provider", &r.provider)?;
+        convert::amount("amount", &r.amount, self.gateway.limit())?;
+        Err(bank_link_missing())
+    }
+
+    async fn pay_bill(
+        &self,
+        request: Request<PayBillRequest>,
+    ) -> Result<Response<Receipt>, Status> {
+        lead_or_forward!(self.gateway, request, PaymentServiceClient, pay_bill);
+        let r = request.into_inner();
+        let g = &self.gateway;
+        let card = convert::card_no("card_no", &r.card_no)?;
+        let bill = convert::bill_id(&r.bill_id)?;
+        let command = g.command(
+            &r.request_id,
+            &r.terminal_id,
+            &r.operator_id,
+            CommandBody::PayBill {
+                bill,
+                card: card.clone(),
+            },
+        )?;
+        let key = g.key_for_card(&card, &command.terminal);
+        receipt(g.submit(key, command).await?)
+    }
+
+    async fn refund(&self, request: Request<RefundRequest>) -> Result<Response<Receipt>, Status> {
+        lead_or_forward!(self.gateway, request, PaymentServiceClient, refund);
+        let r = request.into_inner();
+        let g = &self.gateway;
+        let bill = convert::bill_id(&r.bill_id)?;
+        let command = g.command(
+            &r.request_id,
+            &r.terminal_id,
+            &r.operator_id,
+            CommandBody::Refund { bill: bill.clone() },
+        )?;
+        let key = g.key_for_bill(&bill, &command.terminal);
+        receipt(g.submit(key, command).await?)
+    }
+
+    async fn withdraw(
+        &self,
+        request: Request<WithdrawRequest>,
+    ) -> Result<Response<Receipt>, Status> {
+        lead_or_forward!(self.gateway, request, PaymentServiceClient, withdraw);
+        let r = request.into_inner();
+        let g = &self.gateway;
+        let card = convert::card_no("card_no", &r.card_no)?;
+        let amount = convert::optional_amount("amount", &r.amount, g.limit())?;
+        let command = g.command(
+            &r.request_id,
+            &r.terminal_id,
+            &r.operator_id,
+            CommandBody::WithdrawCash {
+                card: card.clone(),
+                amount,
+            },
+        )?;
+        let key = g.key_for_card(&card, &command.terminal);
+        receipt(g.submit(key, command).await?)
+    }
+
+    async fn report_loss(
+        &self,
+        request: Request<CardRequest>,
+    ) -> Result<Response<CardReply>, Status> {
+        lead_or_forward!(self.gateway, request, PaymentServiceClient, report_loss);
+        let r = request.into_inner();
+        let g = &self.gateway;
+        let card = convert::card_no("card_no", &r.card_no)?;
+        let person = convert::person_key(&r.person_key)?;
+        let command = g.command(
+            &r.request_id,
+            &r.terminal_id,
+            &r.operator_id,
+            CommandBody::ReportLoss {
+                card: card.clone(),
+                person,
+            },
+        )?;
+        let key = g.key_for_card(&card, &command.terminal);
+        card_reply(g.submit(key, command).await?)
+    }
+
+    async fn cancel_loss(
+        &self,
+        request: Request<CardRequest>,
+    ) -> Result<Response<CardReply>, Status> {
+        lead_or_forward!(self.gateway, request, PaymentServiceClient, cancel_loss);
+        let r = request.into_inner();
+        let g = &self.gateway;
+        let card = convert::card_no("card_no", &r.card_no)?;
+        let person = convert::person_key(&r.person_key)?;
+        let command = g.command(
+            &r.request_id,
+            &r.terminal_id,
+            &r.operator_id,
+            CommandBody::CancelLoss {
+                card: card.clone(),
+                person,
+            },
+        )?;
+        let key = g.key_for_card(&card, &command.terminal);
+        card_reply(g.submit(key, command).await?)
+    }
+
+    async fn replace_card(
+        &self,
+        request: Request<ReplaceCardRequest>,
+    ) -> Result<Response<ReplaceCardReply>, Status> {
+        lead_or_forward!(self.gateway, request, PaymentServiceClient, replace_card);
+        let r = request.into_inner();
+        let g = &self.gateway;
+        let old_card = convert::card_no("old_card_no", &r.old_card_no)?;
+        let new_card = convert::card_no("new_card_no", &r.new_card_no)?;
+        let person = convert::person_key(&r.person_key)?;
+        let command = g.command(
+            &r.request_id,
+            &r.terminal_id,
+            &r.operator_id,
+            CommandBody::ReplaceCard {
+                old_card: old_card.clone(),
+                new_card,
+                person,
+            },
+        )?;
+        let key = g.key_for_card(&old_card, &command.terminal);
+        match g.submit(key, command).await? {
+            Effect::CardReplaced {
+                old_card,
+                new_card,
+                account,
+            } => Ok(Response::new(ReplaceCardReply {
+                account_id: account.to_string(),
+                old_card_no: old_card.to_string(),
+                new_card_no: new_card.to_string(),
+            })),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn query_balance(
+        &self,
+        request: Request<QueryBalanceRequest>,
+    ) -> Result<Response<BalanceReply>, Status> {
+        lead_or_forward!(self.gateway, request, PaymentServiceClient, query_balance);
+        let r = request.into_inner();
+        self.gateway.read_barrier().await?;
+        let account = self.account_record(self.account_of(&r.card_no, &r.account_id)?)?;
+        let available = account
+            .balance
+            .checked_add(account.overdraft_limit)
+            .ok_or_else(|| convert::internal("balance plus overdraft overflows"))?;
+        Ok(Response::new(BalanceReply {
+            account_id: account.id.to_string(),
+            balance: convert::money(account.balance),
+            overdraft_limit: convert::money(account.overdraft_limit),
+            available: convert::money(available),
+            status: convert::account_status(account.status),
+            holder_name: account.holder.name,
+            id_masked: account.holder.id_masked,
+        }))
+    }
+
+    async fn list_transactions(
+        &self,
+        request: Request<ListTransactionsRequest>,
+    ) -> Result<Response<ListTransactionsReply>, Status> {
+        lead_or_forward!(
+            self.gateway,
+            request,
+            PaymentServiceClient,
+            list_transactions
+        );
+        let r = request.into_inner();
+        let limit = match r.limit {
+            0 => DEFAULT_LIST,
+            n => n.min(MAX_LIST),
+        };
+        let before = if r.before_txn_id.is_empty() {
+            None
+        } else {
+            Some(convert::txn_id("before_txn_id", &r.before_txn_id)?)
+        };
+        self.gateway.read_barrier().await?;
+        let account = self.account_of(&r.card_no, &r.account_id)?;
+        self.account_record(account)?;
+        let prefix = account.0.to_be_bytes();
+        let before_key = before.map(|txn| journal_key(account, txn));
+        let entries: Vec<yinyi_ledger::JournalEntry> = self
+            .gateway
+            .backend()
+            .store()
+            .scan_prefix_rev(
+                CF_JOURNAL,
+                &prefix,
+                before_key.as_ref().map(|k| k.as_slice()),
+                limit as usize,
+            )
+            .map_err(|e| convert::internal(format!("journal read: {e}")))?;
+        Ok(Response::new(ListTransactionsReply {
+            account_id: account.to_string(),
+            transactions: entries.iter().map(convert::transaction).collect(),
+        }))
+    }
+}
+
+fn bank_link_missing() -> Status {
+    status_with_reason(
+        Code::Unimplemented,
+        reason::BANK_LINK_NOT_CONFIGURED,
+        "bank-card and third-party operations need the bank link, which this cluster does not have yet; nothing was done",
+    )
+}

@@ -1,0 +1,75 @@
+//! The actors' view of the replicated core on this node: proposals go to `Consensus`, reads to
+//! the local store's applied state.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use yinyi_actors::{Backend, ProposeFailure};
+use yinyi_consensus::{Consensus, ProposeError};
+use yinyi_ledger::{
+    Account, AccountId, Bill, BillId, Card, CardNo, Command, Outcome, RequestId, RequestRecord,
+    Terminal, TerminalId,
+};
+use yinyi_storage::Store;
+use yinyi_storage::keys::{
+    CF_ACCOUNTS, CF_BILLS, CF_CARDS, CF_REQUESTS, CF_TERMINALS, account_key,
+};
+
+#[derive(Clone)]
+pub struct NodeBackend {
+    consensus: Consensus,
+}
+
+impl NodeBackend {
+    pub fn new(consensus: Consensus) -> NodeBackend {
+        NodeBackend { consensus }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        self.consensus.store()
+    }
+
+    /// A local read; a store error is logged and read as absent (the actors only use reads
+    /// as a cache: `apply` decides again).
+    fn read<T: DeserializeOwned>(&self, family: &str, key: &[u8]) -> Option<T> {
+        match self.store().get(family, key) {
+            Ok(value) => value,
+            Err(e) => {
+                tracing::error!(family, "local read failed: {e}");
+                None
+            }
+        }
+    }
+
+    pub fn card(&self, no: &CardNo) -> Option<Card> {
+        self.read(CF_CARDS, no.as_str().as_bytes())
+    }
+}
+
+impl Backend for NodeBackend {
+    async fn propose(&self, command: Command) -> Result<Outcome, ProposeFailure> {
+        self.consensus.propose(command).await.map_err(|e| match e {
+            ProposeError::NotLeader { .. } => ProposeFailure::NotLeader,
+            ProposeError::Unavailable(m) => ProposeFailure::Unavailable(m),
+            ProposeError::ShuttingDown => ProposeFailure::Unavailable("shutting down".into()),
+            ProposeError::Overloaded(_) => ProposeFailure::Overloaded,
+            ProposeError::Invalid(m) => ProposeFailure::Invalid(m),
+        })
+    }
+
+    fn account(&self, id: AccountId) -> Option<Account> {
+        self.read(CF_ACCOUNTS, &account_key(id))
+    }
+
+    fn terminal(&self, id: &TerminalId) -> Option<Terminal> {
+        self.read(CF_TERMINALS, id.as_str().as_bytes())
+    }
+
+    fn bill(&self, id: &BillId) -> Option<Bill> {
+        self.read(CF_BILLS, id.as_str().as_bytes())
+    }
+
+    fn request(&self, id: &RequestId) -> Option<RequestRecord> {
+        self.read(CF_REQUESTS, id.as_str().as_bytes())
+    }
+}
