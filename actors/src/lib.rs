@@ -179,21 +179,20 @@ impl<B: Backend> Actors<B> {
             shared: shared.clone(),
             config,
         };
-        let leading = *leader.borrow();
-        let (router, _) = Actor::spawn(None, router, leading)
+        let (router, _) = Actor::spawn(None, router, leader.clone())
             .await
             .map_err(|e| SubmitError::Unavailable(format!("cannot start the router: {e}")))?;
-        // Leadership changes reach the router as messages, in order.
+        // A lost leadership reaches the router as a message, so it stops every actor.
         let mut watch = leader.clone();
         let to_router = router.clone();
         tokio::spawn(async move {
             while watch.changed().await.is_ok() {
                 let leading = *watch.borrow_and_update();
-                if to_router.cast(RouterMsg::Leadership(leading)).is_err() {
+                if !leading && to_router.cast(RouterMsg::LeadershipLost).is_err() {
                     return;
                 }
             }
-            let _ = to_router.cast(RouterMsg::Leadership(false));
+            let _ = to_router.cast(RouterMsg::LeadershipLost);
         });
         Ok(Actors {
             router,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::watch;
 use yinyi_ledger::Command;
 
 use crate::backend::Backend;
@@ -26,8 +27,8 @@ pub(crate) enum RouterMsg {
     Done { key: EntityKey },
     /// Passivate idle actors and enforce the cap.
     Sweep,
-    /// Whether this node leads (and is ready).
-    Leadership(bool),
+    /// This node stopped leading: stop every actor (unless it leads again already).
+    LeadershipLost,
 }
 
 struct Child {
@@ -46,7 +47,8 @@ pub(crate) struct Router<B: Backend> {
 pub(crate) struct RouterState {
     children: HashMap<EntityKey, Child>,
     keys: HashMap<ActorId, EntityKey>,
-    leading: bool,
+    /// Whether this node leads and is ready; read at every command.
+    leading: watch::Receiver<bool>,
 }
 
 impl RouterState {
@@ -147,12 +149,12 @@ impl<B: Backend> Router<B> {
 impl<B: Backend> Actor for Router<B> {
     type Msg = RouterMsg;
     type State = RouterState;
-    type Arguments = bool;
+    type Arguments = watch::Receiver<bool>;
 
     async fn pre_start(
         &self,
         myself: ActorRef<RouterMsg>,
-        leading: bool,
+        leading: watch::Receiver<bool>,
     ) -> Result<RouterState, ActorProcessingErr> {
         let every = self.config.sweep_every.max(Duration::from_millis(10));
         myself.send_interval(every, || RouterMsg::Sweep);
@@ -175,7 +177,7 @@ impl<B: Backend> Actor for Router<B> {
                 command,
                 reply,
             } => {
-                if !state.leading {
+                if !*state.leading.borrow() {
                     let _ = reply.send(Err(SubmitError::NotLeader));
                     return Ok(());
                 }
@@ -207,9 +209,8 @@ impl<B: Backend> Actor for Router<B> {
                 }
             }
             RouterMsg::Sweep => self.sweep(state),
-            RouterMsg::Leadership(leading) => {
-                state.leading = leading;
-                if !leading {
+            RouterMsg::LeadershipLost => {
+                if !*state.leading.borrow() {
                     self.stop_all(state);
                 }
             }

@@ -61,7 +61,7 @@ pub async fn run(options: ApiBenchOptions) -> Result<()> {
         }
     };
     let client = Client::new(ClientConfig::new(addrs))?;
-    let run = format!("b{}", std::process::id());
+    let run = format!("B{}", std::process::id());
     // Terminals: one kiosk per client and HIS.
     let mut serial = 0u64;
     let mut next = || {
@@ -69,7 +69,7 @@ pub async fn run(options: ApiBenchOptions) -> Result<()> {
         format!("{run}:setup:{serial}")
     };
     let his = format!("H-{run}");
-    let kiosk = |c: usize| format!("K-{run}-{c}");
+    let kiosk = |c: usize| format!("K-{run}X{c}");
     for terminal in std::iter::once(his.clone()).chain((0..options.clients).map(kiosk)) {
         client
             .register_terminal(RegisterTerminalRequest {

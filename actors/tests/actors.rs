@@ -1,0 +1,402 @@
+//! The actors over an in-memory ledger (the ledger's own `apply` on a `MemState`): routing,
+//! duplicate answers, early rejections, supervision, leadership and passivation. The backend is
+//! the one stand-in here; the node's tests run the same actors over Raft and RocksDB.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use yinyi_actors::{
+    Actors, ActorsConfig, Backend, EntityKey, LiveCounts, ProposeFailure, SubmitError,
+};
+use yinyi_ledger::*;
+
+/// The ledger applied in memory, one command per log index, with a switch to panic.
+#[derive(Default)]
+struct MemBackend {
+    state: Mutex<MemState>,
+    index: AtomicU64,
+    proposals: AtomicU64,
+    panic_on: Mutex<Option<RequestId>>,
+}
+
+impl Backend for MemBackend {
+    async fn propose(&self, command: Command) -> Result<Outcome, ProposeFailure> {
+        if self.panic_on.lock().unwrap().as_ref() == Some(&command.request) {
+            panic!("injected failure while proposing {}", command.request);
+        }
+        self.proposals.fetch_add(1, Ordering::SeqCst);
+        let index = self.index.fetch_add(1, Ordering::SeqCst) + 1;
+        let ctx = ApplyCtx {
+            txn: TxnId::new(index, 0),
+            rules: Rules::default(),
+        };
+        Ok(apply(&command, &mut *self.state.lock().unwrap(), &ctx))
+    }
+    fn account(&self, id: AccountId) -> Option<Account> {
+        self.state.lock().unwrap().account(id)
+    }
+    fn terminal(&self, id: &TerminalId) -> Option<Terminal> {
+        self.state.lock().unwrap().terminal(id)
+    }
+    fn bill(&self, id: &BillId) -> Option<Bill> {
+        self.state.lock().unwrap().bill(id)
+    }
+    fn request(&self, id: &RequestId) -> Option<RequestRecord> {
+        self.state.lock().unwrap().request(id)
+    }
+}
+
+struct Harness {
+    backend: Arc<MemBackend>,
+    actors: Actors<MemBackend>,
+    leader: watch::Sender<bool>,
+    serial: u64,
+}
+
+const KIOSK: &str = "K-0101";
+const HIS: &str = "H-HIS";
+
+fn card(n: u64) -> CardNo {
+    CardNo::parse(&format!("HC{n:06}")).unwrap()
+}
+
+impl Harness {
+    async fn new(config: ActorsConfig) -> Harness {
+        let backend = Arc::new(MemBackend::default());
+        let (leader, rx) = watch::channel(true);
+        let actors = Actors::start(backend.clone(), config, rx).await.unwrap();
+        let mut h = Harness {
+            backend,
+            actors,
+            leader,
+            serial: 0,
+        };
+        for t in [KIOSK, HIS] {
+            let body = CommandBody::RegisterTerminal {
+                terminal: TerminalId::parse(t).unwrap(),
+            };
+            let c = h.command("A-ADMIN", body);
+            let key = EntityKey::Terminal(TerminalId::parse(t).unwrap());
+            assert!(h.actors.submit(key, c).await.unwrap().is_done());
+        }
+        h
+    }
+
+    fn command(&mut self, terminal: &str, body: CommandBody) -> Command {
+        self.serial += 1;
+        Command {
+            request: RequestId::parse(&format!("{terminal}:{:06}", self.serial)).unwrap(),
+            terminal: TerminalId::parse(terminal).unwrap(),
+            operator: None,
+            at: Timestamp(self.serial as i64),
+            body,
+        }
+    }
+
+    /// Issues card `n` at the kiosk with `yuan`, through the kiosk's actor.
+    async fn patient(&mut self, n: u64, yuan: i64) -> AccountId {
+        let c = self.command(
+            KIOSK,
+            CommandBody::IssueCard {
+                card: card(n),
+                card_kind: CardKind::Hospital,
+                holder: Holder {
+                    name: format!("patient {n}"),
+                    person: PersonKey::parse(&format!("{n:064x}")).unwrap(),
+                    id_masked: "110***1234".into(),
+                    phone: String::new(),
+                },
+                first_deposit: (yuan > 0).then(|| Money::from_yuan(yuan)),
+            },
+        );
+        let key = EntityKey::Terminal(c.terminal.clone());
+        match self.actors.submit(key, c).await.unwrap() {
+            Outcome::Done(Effect::CardIssued { account, .. }) => account,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn deposit(&mut self, n: u64, yuan: i64) -> Command {
+        self.command(
+            KIOSK,
+            CommandBody::DepositCash {
+                card: card(n),
+                amount: Money::from_yuan(yuan),
+            },
+        )
+    }
+
+    async fn post_bill(&mut self, n: u64, bill: &str, yuan: i64, account: AccountId) {
+        let c = self.command(
+            HIS,
+            CommandBody::PostBill {
+                bill: BillId::parse(bill).unwrap(),
+                card: card(n),
+                kind: BillKind::Outpatient,
+                amount: Money::from_yuan(yuan),
+            },
+        );
+        let outcome = self.actors.submit(EntityKey::Account(account), c).await;
+        assert!(outcome.unwrap().is_done());
+    }
+
+    fn pay(&mut self, n: u64, bill: &str) -> Command {
+        self.command(
+            KIOSK,
+            CommandBody::PayBill {
+                bill: BillId::parse(bill).unwrap(),
+                card: card(n),
+            },
+        )
+    }
+
+    fn proposals(&self) -> u64 {
+        self.backend.proposals.load(Ordering::SeqCst)
+    }
+
+    fn balance(&self, account: AccountId) -> Money {
+        self.backend.account(account).unwrap().balance
+    }
+}
+
+fn code(outcome: &Outcome) -> Option<ReasonCode> {
+    match outcome {
+        Outcome::Rejected(r) => Some(r.code),
+        Outcome::Done(_) => None,
+    }
+}
+
+/// Polls `f` until it holds or `within` passes.
+async fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    f()
+}
+
+#[tokio::test]
+async fn commands_run_on_their_entitys_actor_and_rejections_come_from_apply() {
+    let mut h = Harness::new(ActorsConfig::default()).await;
+    let account = h.patient(1, 100).await;
+    let c = h.deposit(1, 20);
+    let outcome = h
+        .actors
+        .submit(EntityKey::Account(account), c)
+        .await
+        .unwrap();
+    assert!(matches!(
+        outcome,
+        Outcome::Done(Effect::BalanceChanged { balance, .. }) if balance == Money::from_yuan(120)
+    ));
+    // Through apply: the bill is unknown.
+    let c = h.pay(1, "NOPE");
+    let outcome = h
+        .actors
+        .submit(EntityKey::Account(account), c)
+        .await
+        .unwrap();
+    assert_eq!(code(&outcome), Some(ReasonCode::BillNotFound));
+    assert_eq!(
+        h.actors.live(),
+        LiveCounts {
+            accounts: 1,
+            terminals: 2
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_retried_request_is_answered_from_its_stored_outcome_without_a_proposal() {
+    let mut h = Harness::new(ActorsConfig::default()).await;
+    let account = h.patient(1, 100).await;
+    let c = h.deposit(1, 20);
+    let first = h
+        .actors
+        .submit(EntityKey::Account(account), c.clone())
+        .await
+        .unwrap();
+    let proposals = h.proposals();
+    let again = h
+        .actors
+        .submit(EntityKey::Account(account), c)
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    assert_eq!(h.proposals(), proposals);
+    assert_eq!(h.balance(account), Money::from_yuan(120));
+}
+
+#[tokio::test]
+async fn a_frozen_account_and_a_short_balance_are_refused_early_and_not_recorded() {
+    let mut h = Harness::new(ActorsConfig::default()).await;
+    let account = h.patient(1, 100).await;
+    h.post_bill(1, "LAB-1", 150, account).await;
+
+    let pay = h.pay(1, "LAB-1");
+    let before = h.proposals();
+    let outcome = h
+        .actors
+        .submit(EntityKey::Account(account), pay.clone())
+        .await
+        .unwrap();
+    assert_eq!(code(&outcome), Some(ReasonCode::InsufficientFunds));
+    assert_eq!(h.proposals(), before, "refused without proposing");
+    assert!(h.backend.request(&pay.request).is_none(), "not recorded");
+
+    // Once the money is there, the same request succeeds.
+    let c = h.deposit(1, 100);
+    h.actors
+        .submit(EntityKey::Account(account), c)
+        .await
+        .unwrap();
+    let outcome = h
+        .actors
+        .submit(EntityKey::Account(account), pay)
+        .await
+        .unwrap();
+    assert!(outcome.is_done(), "{outcome:?}");
+    assert_eq!(h.balance(account), Money::from_yuan(50));
+
+    // Frozen: refused early with the ledger's code.
+    let freeze = h.command("A-ADMIN", CommandBody::Freeze { account });
+    h.actors
+        .submit(EntityKey::Account(account), freeze)
+        .await
+        .unwrap();
+    h.post_bill(1, "LAB-2", 1, account).await;
+    let before = h.proposals();
+    let pay = h.pay(1, "LAB-2");
+    let outcome = h
+        .actors
+        .submit(EntityKey::Account(account), pay)
+        .await
+        .unwrap();
+    assert_eq!(code(&outcome), Some(ReasonCode::AccountFrozen));
+    assert_eq!(h.proposals(), before);
+}
+
+#[tokio::test]
+async fn a_panicking_actor_is_restarted_and_no_other_actor_is_touched() {
+    let mut h = Harness::new(ActorsConfig::default()).await;
+    let a = h.patient(1, 100).await;
+    let b = h.patient(2, 100).await;
+    let warm = h.deposit(2, 1);
+    h.actors.submit(EntityKey::Account(b), warm).await.unwrap();
+
+    let doomed = h.deposit(1, 10);
+    *h.backend.panic_on.lock().unwrap() = Some(doomed.request.clone());
+    let err = h
+        .actors
+        .submit(EntityKey::Account(a), doomed.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SubmitError::Unavailable(_)), "{err:?}");
+    assert!(err.is_retryable());
+    assert!(
+        eventually(Duration::from_secs(5), || h
+            .actors
+            .stats()
+            .accounts
+            .restarted
+            == 1)
+        .await
+    );
+
+    // The other account's actor kept running: no new spawn for it.
+    let spawned = h.actors.stats().accounts.spawned;
+    let c = h.deposit(2, 1);
+    assert!(
+        h.actors
+            .submit(EntityKey::Account(b), c)
+            .await
+            .unwrap()
+            .is_done()
+    );
+    assert_eq!(h.actors.stats().accounts.spawned, spawned);
+
+    // The failed one comes back on its next command; the retry applies once.
+    *h.backend.panic_on.lock().unwrap() = None;
+    let outcome = h
+        .actors
+        .submit(EntityKey::Account(a), doomed)
+        .await
+        .unwrap();
+    assert!(outcome.is_done());
+    assert_eq!(h.actors.stats().accounts.spawned, spawned + 1);
+    assert_eq!(h.balance(a), Money::from_yuan(110));
+}
+
+#[tokio::test]
+async fn losing_leadership_stops_every_actor_and_refuses_until_it_returns() {
+    let mut h = Harness::new(ActorsConfig::default()).await;
+    let a = h.patient(1, 100).await;
+    assert!(h.actors.live().accounts + h.actors.live().terminals > 0);
+    h.leader.send(false).unwrap();
+    let c = h.deposit(1, 10);
+    assert_eq!(
+        h.actors.submit(EntityKey::Account(a), c.clone()).await,
+        Err(SubmitError::NotLeader)
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || h.actors.live()
+            == LiveCounts::default())
+        .await
+    );
+    h.leader.send(true).unwrap();
+    let outcome = h.actors.submit(EntityKey::Account(a), c).await.unwrap();
+    assert!(outcome.is_done());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_actors_are_passivated_under_the_cap_and_then_all() {
+    const ACCOUNTS: u64 = 20_000;
+    const CAP: usize = 1_000;
+    let mut h = Harness::new(ActorsConfig {
+        idle_timeout: Duration::from_millis(500),
+        max_live: CAP,
+        sweep_every: Duration::from_millis(50),
+    })
+    .await;
+    // Accounts by id only: the actors start (and cache nothing) for each id touched.
+    let mut tasks = Vec::new();
+    for n in 0..ACCOUNTS {
+        let c = h.command(
+            "A-ADMIN",
+            CommandBody::Unfreeze {
+                account: AccountId(1_000_000 + n),
+            },
+        );
+        let actors = h.actors.clone();
+        tasks.push(tokio::spawn(async move {
+            actors.submit(EntityKey::Account(c_account(&c)), c).await
+        }));
+    }
+    for t in tasks {
+        let outcome = t.await.unwrap().unwrap();
+        assert_eq!(code(&outcome), Some(ReasonCode::AccountNotFound));
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || h.actors.live().accounts <= CAP).await,
+        "{:?}",
+        h.actors.live()
+    );
+    assert!(eventually(Duration::from_secs(10), || h.actors.live().accounts == 0).await);
+    let stats = h.actors.stats().accounts;
+    assert_eq!(stats.spawned, ACCOUNTS);
+    assert_eq!(stats.passivated, ACCOUNTS);
+}
+
+fn c_account(c: &Command) -> AccountId {
+    match c.body {
+        CommandBody::Unfreeze { account } => account,
+        _ => unreachable!("only unfreezes here"),
+    }
+}
