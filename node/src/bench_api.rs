@@ -20,6 +20,11 @@ pub struct ApiBenchOptions {
     pub targets: Option<Vec<String>>,
     /// Patients per client (each client cycles over its own).
     pub patients_per_client: u64,
+    /// Before the timed run, deposit once to every patient (one live actor each) and report
+    /// the leader's live actors and memory.
+    pub touch_all: bool,
+    /// Extra flags for the local cluster's nodes.
+    pub node_args: Vec<String>,
 }
 
 #[derive(Default)]
@@ -53,7 +58,12 @@ pub async fn run(options: ApiBenchOptions) -> Result<()> {
     let addrs = match &options.targets {
         Some(t) => t.clone(),
         None => {
-            let c = LocalCluster::start(&std::env::current_exe()?, dir.path(), 3, vec![])?;
+            let c = LocalCluster::start(
+                &std::env::current_exe()?,
+                dir.path(),
+                3,
+                options.node_args.clone(),
+            )?;
             c.wait_for_leader(Duration::from_secs(20)).await?;
             let addrs = c.addrs();
             _cluster = Some(c);
@@ -114,6 +124,10 @@ pub async fn run(options: ApiBenchOptions) -> Result<()> {
     }
     for task in setup {
         task.await??;
+    }
+
+    if options.touch_all {
+        touch_all(&client, &run, &options, _cluster.as_ref()).await?;
     }
 
     let kinds = Arc::new(Mutex::new(Kinds::default()));
@@ -198,5 +212,92 @@ pub async fn run(options: ApiBenchOptions) -> Result<()> {
     row("PayBill", &pay, seconds);
     row("both", &both, seconds);
     println!("client retries: {}", client.retries());
+    Ok(())
+}
+
+/// The resident memory of process `pid` in MiB, from `/proc` (Linux).
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+/// One deposit to every patient, so each account has a live actor on the leader; then the
+/// leader's live actors and resident memory, before and after.
+async fn touch_all(
+    client: &Client,
+    run: &str,
+    options: &ApiBenchOptions,
+    cluster: Option<&LocalCluster>,
+) -> Result<()> {
+    let leader_rss = || async {
+        let status = client
+            .cluster_status(ClusterStatusRequest { with_digest: false })
+            .await
+            .ok()?;
+        let leader = status.leader;
+        let rss = cluster
+            .and_then(|c| c.nodes.get(&leader))
+            .and_then(|n| n.pid())
+            .and_then(rss_mib);
+        Some((leader, rss))
+    };
+    let before = leader_rss().await;
+    let mut tasks = Vec::new();
+    for c in 0..options.clients {
+        let client = client.clone();
+        let run = run.to_string();
+        let kiosk = format!("K-{run}X{c}");
+        let patients = options.patients_per_client;
+        tasks.push(tokio::spawn(async move {
+            for p in 0..patients {
+                client
+                    .deposit_cash(DepositCashRequest {
+                        request_id: format!("{run}:touch:{c}:{p}"),
+                        terminal_id: kiosk.clone(),
+                        operator_id: String::new(),
+                        card_no: format!("{run}C{c}P{p}"),
+                        amount: "10".into(),
+                    })
+                    .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let after = leader_rss().await;
+    let status = client
+        .cluster_status(ClusterStatusRequest { with_digest: false })
+        .await?;
+    // Ask the leader itself for its live actors.
+    let leader_addr = status
+        .members
+        .iter()
+        .find(|m| m.id == status.leader)
+        .map(|m| m.addr.clone())
+        .context("no leader")?;
+    let leader = Client::new(ClientConfig::new(vec![leader_addr]))?
+        .cluster_status(ClusterStatusRequest { with_digest: false })
+        .await?;
+    let live = leader.node.map_or(0, |n| n.live_account_actors);
+    let show = |r: Option<(u64, Option<f64>)>| match r {
+        Some((id, Some(mib))) => format!("node {id}: {mib:.0} MiB"),
+        Some((id, None)) => format!("node {id}: memory not readable"),
+        None => "unknown".into(),
+    };
+    println!(
+        "touched every patient: {live} live account actors on the leader; leader resident memory before {}, after {}",
+        show(before),
+        show(after)
+    );
     Ok(())
 }

@@ -41,6 +41,8 @@ pub struct NodeConfig {
     pub actor_idle_timeout_ms: u64,
     /// Live entity actors at most; beyond it the least recently used idle ones are stopped.
     pub max_live_actors: usize,
+    /// Where to serve Prometheus metrics over HTTP (`host:port`); none when empty.
+    pub metrics_listen: String,
 }
 
 impl Default for NodeConfig {
@@ -64,6 +66,7 @@ impl Default for NodeConfig {
             max_queued_commands: consensus.batch.max_queued_commands,
             actor_idle_timeout_ms: 60_000,
             max_live_actors: 100_000,
+            metrics_listen: String::new(),
         }
     }
 }
@@ -93,6 +96,14 @@ impl NodeConfig {
         }
         if self.election_timeout_min_ms <= self.heartbeat_interval_ms * 2 {
             return Err("election_timeout_min_ms must exceed twice heartbeat_interval_ms".into());
+        }
+        if !self.metrics_listen.is_empty()
+            && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(format!(
+                "metrics_listen {:?} is not host:port",
+                self.metrics_listen
+            ));
         }
         if self.max_live_actors == 0 {
             return Err("max_live_actors must be 1 or more".into());

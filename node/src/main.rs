@@ -61,6 +61,12 @@ enum Cmd {
         /// Patients each client serves in turn.
         #[arg(long, default_value_t = 20)]
         patients_per_client: u64,
+        /// Deposit once to every patient first and report the leader's live actors and memory.
+        #[arg(long)]
+        touch_all: bool,
+        /// Extra flags for the local cluster's `yinyi start` (e.g. --max-live-actors=200000).
+        #[arg(long, value_delimiter = ' ', allow_hyphen_values = true)]
+        node_args: Vec<String>,
         /// A running cluster's nodes (host:port, comma-separated); a local one is started when
         /// absent.
         #[arg(long, value_delimiter = ',')]
@@ -138,6 +144,9 @@ struct StartArgs {
     /// Live entity actors at most; the least recently used idle ones are stopped beyond it.
     #[arg(long, env = "YINYI_MAX_LIVE_ACTORS")]
     max_live_actors: Option<usize>,
+    /// Serve Prometheus metrics over HTTP on this address (host:port).
+    #[arg(long, env = "YINYI_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
 }
 
 impl StartArgs {
@@ -168,7 +177,8 @@ impl StartArgs {
             max_inflight_entries,
             max_queued_commands,
             actor_idle_timeout_ms,
-            max_live_actors
+            max_live_actors,
+            metrics_listen
         );
         config.join |= self.join;
         if let Some(peers) = &self.peers {
@@ -247,6 +257,8 @@ fn main() -> Result<()> {
                 duration,
                 patients_per_client,
                 targets,
+                touch_all,
+                node_args,
             } => {
                 if clients == 0 || patients_per_client == 0 {
                     bail!("--clients and --patients-per-client must be 1 or more");
@@ -256,6 +268,8 @@ fn main() -> Result<()> {
                     duration,
                     targets,
                     patients_per_client,
+                    touch_all,
+                    node_args,
                 })
                 .await
             }

@@ -37,6 +37,17 @@ pub async fn run(config: NodeConfig) -> Result<()> {
         .listen
         .parse()
         .with_context(|| format!("listen address {:?}", config.listen))?;
+    if !config.metrics_listen.is_empty() {
+        let addr: std::net::SocketAddr = config
+            .metrics_listen
+            .parse()
+            .with_context(|| format!("metrics address {:?}", config.metrics_listen))?;
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .context("start the Prometheus exporter")?;
+        tracing::info!(%addr, "serving Prometheus metrics");
+    }
     let consensus_config = config.consensus();
     let limit = consensus_config.rules.single_txn_limit;
     let consensus = Consensus::start(consensus_config, &config.data).await?;
