@@ -701,6 +701,34 @@ async fn a_request_to_a_follower_is_served_through_the_leader() {
         .unwrap();
     assert_eq!(status.leader, leader);
     assert_eq!(status.members.len(), 3);
+
+    // Load balancers see every service serving on every node, followers included.
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    for &id in &followers {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr(id)))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = HealthClient::new(channel);
+        for service in [
+            "yinyi.v1.PaymentService",
+            "yinyi.v1.HisService",
+            "yinyi.v1.TerminalService",
+            "yinyi.v1.AdminService",
+        ] {
+            let reply = health
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(reply.status, ServingStatus::Serving as i32, "{service}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
