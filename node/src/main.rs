@@ -50,6 +50,28 @@ enum Cmd {
         #[arg(long)]
         skip_failover: bool,
     },
+    /// Run the bank simulator (a front-end processor with its own journal and faults).
+    Banksim {
+        /// Address to listen on (host:port).
+        #[arg(long, env = "YINYI_BANKSIM_LISTEN", default_value = "127.0.0.1:7900")]
+        listen: String,
+        /// The simulator's journal (replayed at start).
+        #[arg(long, env = "YINYI_BANKSIM_JOURNAL", default_value = "banksim.journal")]
+        journal: PathBuf,
+        /// Every card's opening balance, in yuan.
+        #[arg(long, default_value = "100000")]
+        initial_balance: String,
+        /// Faults from the start: latency=20ms,jitter=10ms,decline=0.03,lost=0.02,drop=0.01,down=5s
+        #[arg(long, default_value = "")]
+        faults: String,
+    },
+    /// Change a running bank simulator's faults (e.g. "decline=0.1,lost=0.02" or "clear").
+    BankFaults {
+        /// The simulator (host:port).
+        #[arg(long, default_value = "127.0.0.1:7900")]
+        bank: String,
+        spec: String,
+    },
     /// Requests per second and latency of PayBill and DepositCash through the public API.
     BenchApi {
         /// Concurrent clients, each a kiosk with its own patients.
@@ -215,8 +237,18 @@ fn init_tracing() {
     }
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One clear line (with its causes) for operators; no backtrace.
+            eprintln!("yinyi: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -251,6 +283,48 @@ fn main() -> Result<()> {
                     skip_failover,
                 })
                 .await
+            }
+            Cmd::Banksim {
+                listen,
+                journal,
+                initial_balance,
+                faults,
+            } => {
+                init_tracing();
+                let initial = yinyi_ledger::Money::parse(&initial_balance)
+                    .map_err(|e| anyhow::anyhow!("--initial-balance: {e}"))?;
+                let mut start_faults = yinyi_bank::Faults::default();
+                start_faults
+                    .apply_spec(&faults)
+                    .map_err(|e| anyhow::anyhow!("--faults: {e}"))?;
+                let sim = std::sync::Arc::new(
+                    yinyi_bank::BankSim::open(&journal, initial, start_faults)
+                        .with_context(|| format!("open the journal {}", journal.display()))?,
+                );
+                let listener = tokio::net::TcpListener::bind(&listen)
+                    .await
+                    .with_context(|| format!("listen on {listen}"))?;
+                tracing::info!(%listen, faults = %sim.faults().describe(), "bank simulator serving");
+                tokio::select! {
+                    _ = sim.serve(listener) => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+                Ok(())
+            }
+            Cmd::BankFaults { bank, spec } => {
+                let client = yinyi_bank::BankClient::new(yinyi_bank::BankClientConfig::new(bank));
+                match client
+                    .call(&yinyi_bank::Message::SetFaults { spec })
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                {
+                    yinyi_bank::Message::FaultsAck { ok: true, text } => {
+                        println!("faults now: {text}");
+                        Ok(())
+                    }
+                    yinyi_bank::Message::FaultsAck { ok: false, text } => bail!("refused: {text}"),
+                    other => bail!("unexpected answer {}", other.mti()),
+                }
             }
             Cmd::BenchApi {
                 clients,

@@ -1,0 +1,182 @@
+//! The messages between yinyi and the bank's front-end processor (前置机), modelled on ISO 8583:
+//! a message type indicator (MTI) and fixed or length-prefixed fields.
+//!
+//! | MTI | message |
+//! |---|---|
+//! | 0200 / 0210 | financial request (debit or credit a card) and its response |
+//! | 0420 / 0421 | reversal advice (冲正), first and repeat |
+//! | 0430 | reversal advice acknowledgement |
+//! | 0600 / 0610 | status query of an operation by reference, and its answer |
+//! | 0800 / 0810 | statement request for a business day, and the statement |
+//! | 9800 / 9810 | simulator only: set faults at run time, and the faults now in force |
+
+use yinyi_ledger::{BankRef, CardToken, Money};
+
+/// Which way money moves at the bank, as ISO 8583's processing code says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Processing {
+    /// `000000`: the bank debits the card (a top-up or a bill paid by card).
+    Debit,
+    /// `200000`: the bank credits the card (a refund or a withdrawal to the card).
+    Credit,
+}
+
+/// A response code (field 39).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResponseCode {
+    /// `00`
+    Approved,
+    /// `05` do not honour
+    Declined,
+    /// `51` insufficient funds
+    InsufficientFunds,
+    /// `14` invalid card
+    InvalidCard,
+    /// `12` invalid transaction, e.g. an original arriving after its reversal
+    InvalidTransaction,
+    /// `25` unable to locate the original
+    NotFound,
+    /// `91` issuer or switch inoperative
+    IssuerUnavailable,
+}
+
+impl ResponseCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResponseCode::Approved => "00",
+            ResponseCode::Declined => "05",
+            ResponseCode::InsufficientFunds => "51",
+            ResponseCode::InvalidCard => "14",
+            ResponseCode::InvalidTransaction => "12",
+            ResponseCode::NotFound => "25",
+            ResponseCode::IssuerUnavailable => "91",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ResponseCode> {
+        Some(match text {
+            "00" => ResponseCode::Approved,
+            "05" => ResponseCode::Declined,
+            "51" => ResponseCode::InsufficientFunds,
+            "14" => ResponseCode::InvalidCard,
+            "12" => ResponseCode::InvalidTransaction,
+            "25" => ResponseCode::NotFound,
+            "91" => ResponseCode::IssuerUnavailable,
+            _ => return None,
+        })
+    }
+}
+
+/// What the bank holds about one reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpState {
+    /// `N`: never seen.
+    Unknown,
+    /// `A`: applied (money moved).
+    Applied,
+    /// `D`: declined (no money moved).
+    Declined,
+    /// `R`: reversed (money moved and moved back, or a reversal arrived first).
+    Reversed,
+}
+
+impl OpState {
+    pub fn as_char(self) -> u8 {
+        match self {
+            OpState::Unknown => b'N',
+            OpState::Applied => b'A',
+            OpState::Declined => b'D',
+            OpState::Reversed => b'R',
+        }
+    }
+
+    pub fn parse(b: u8) -> Option<OpState> {
+        Some(match b {
+            b'N' => OpState::Unknown,
+            b'A' => OpState::Applied,
+            b'D' => OpState::Declined,
+            b'R' => OpState::Reversed,
+            _ => return None,
+        })
+    }
+}
+
+/// One line of the bank's daily statement: an operation as the bank settled it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementLine {
+    pub bank_ref: BankRef,
+    pub processing: Processing,
+    pub token: CardToken,
+    pub amount: Money,
+    pub state: OpState,
+    /// Milliseconds since the epoch when the bank applied it.
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// 0200
+    FinancialRequest {
+        processing: Processing,
+        bank_ref: BankRef,
+        token: CardToken,
+        amount: Money,
+        at_ms: i64,
+    },
+    /// 0210
+    FinancialResponse {
+        processing: Processing,
+        bank_ref: BankRef,
+        amount: Money,
+        code: ResponseCode,
+    },
+    /// 0420, or 0421 when `repeat`
+    ReversalAdvice {
+        bank_ref: BankRef,
+        amount: Money,
+        repeat: bool,
+    },
+    /// 0430: `Approved` when reversed (or nothing to reverse, recorded so that a late original
+    /// is refused); any other code means "not done, send it again".
+    ReversalAck {
+        bank_ref: BankRef,
+        code: ResponseCode,
+    },
+    /// 0600
+    StatusQuery { bank_ref: BankRef },
+    /// 0610
+    StatusReply {
+        bank_ref: BankRef,
+        state: OpState,
+        amount: Money,
+    },
+    /// 0800: the statement of one business day, `YYYYMMDD` (Asia/Shanghai).
+    StatementRequest { date: String },
+    /// 0810
+    Statement {
+        date: String,
+        lines: Vec<StatementLine>,
+    },
+    /// 9800: simulator faults as `key=value,…` (see `sim::Faults`).
+    SetFaults { spec: String },
+    /// 9810: the faults now in force, or why the spec was refused.
+    FaultsAck { ok: bool, text: String },
+}
+
+impl Message {
+    pub fn mti(&self) -> &'static str {
+        match self {
+            Message::FinancialRequest { .. } => "0200",
+            Message::FinancialResponse { .. } => "0210",
+            Message::ReversalAdvice { repeat: false, .. } => "0420",
+            Message::ReversalAdvice { repeat: true, .. } => "0421",
+            Message::ReversalAck { .. } => "0430",
+            Message::StatusQuery { .. } => "0600",
+            Message::StatusReply { .. } => "0610",
+            Message::StatementRequest { .. } => "0800",
+            Message::Statement { .. } => "0810",
+            Message::SetFaults { .. } => "9800",
+            Message::FaultsAck { .. } => "9810",
+        }
+    }
+}

@@ -1,0 +1,533 @@
+//! The bank simulator behind `yinyi banksim`: a front-end processor that keeps card balances,
+//! deduplicates by reference, writes every decision to its own journal (synced before it
+//! answers) and serves the day's statement, with faults injected on demand: latency, declines,
+//! "applied but the response is lost", dropped connections and down windows. Faults are set at
+//! start and changed at run time with a 9800 message (`yinyi banksim --set-faults`).
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use yinyi_ledger::{BankRef, CardToken, Money};
+
+use crate::codec::{read_message, write_message};
+use crate::message::{Message, OpState, Processing, ResponseCode, StatementLine};
+
+/// The faults in force. Probabilities are per financial request or reversal.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Faults {
+    /// Every answer waits this long, plus up to `jitter`.
+    pub latency: Duration,
+    pub jitter: Duration,
+    /// Share of debits declined ("05") although funds suffice.
+    pub decline: f64,
+    /// Share of requests applied whose response is then lost (the connection is closed).
+    pub lost: f64,
+    /// Share of requests whose connection is dropped before anything is applied.
+    pub drop: f64,
+    /// Down until then: connections are closed at once.
+    pub down_until: Option<Instant>,
+}
+
+fn parse_ms(key: &str, value: &str) -> Result<Duration, String> {
+    let (digits, unit) = value
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| value.split_at(i))
+        .ok_or_else(|| format!("{key}={value}: a duration needs a unit (ms or s)"))?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{key}={value} is not a duration"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        _ => Err(format!("{key}={value}: unit must be ms or s")),
+    }
+}
+
+fn parse_share(key: &str, value: &str) -> Result<f64, String> {
+    let share: f64 = value
+        .parse()
+        .map_err(|_| format!("{key}={value} is not a number"))?;
+    if !(0.0..=1.0).contains(&share) {
+        return Err(format!("{key}={value} must be between 0 and 1"));
+    }
+    Ok(share)
+}
+
+impl Faults {
+    /// Applies `latency=20ms,jitter=10ms,decline=0.03,lost=0.02,drop=0.01,down=5s` (any
+    /// subset) on top of the faults in force; `clear` first resets everything.
+    pub fn apply_spec(&mut self, spec: &str) -> Result<(), String> {
+        let mut next = self.clone();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            if part == "clear" {
+                next = Faults::default();
+                continue;
+            }
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| format!("{part:?}: expected key=value"))?;
+            match key {
+                "latency" => next.latency = parse_ms(key, value)?,
+                "jitter" => next.jitter = parse_ms(key, value)?,
+                "decline" => next.decline = parse_share(key, value)?,
+                "lost" => next.lost = parse_share(key, value)?,
+                "drop" => next.drop = parse_share(key, value)?,
+                "down" => {
+                    let d = parse_ms(key, value)?;
+                    next.down_until = (!d.is_zero()).then(|| Instant::now() + d);
+                }
+                other => {
+                    return Err(format!(
+                        "unknown fault {other:?}: latency, jitter, decline, lost, drop, down or clear"
+                    ));
+                }
+            }
+        }
+        *self = next;
+        Ok(())
+    }
+
+    pub fn describe(&self) -> String {
+        let down = self
+            .down_until
+            .map(|t| t.saturating_duration_since(Instant::now()))
+            .filter(|d| !d.is_zero())
+            .map_or("no".to_string(), |d| format!("{}ms", d.as_millis()));
+        format!(
+            "latency={}ms,jitter={}ms,decline={},lost={},drop={},down={down}",
+            self.latency.as_millis(),
+            self.jitter.as_millis(),
+            self.decline,
+            self.lost,
+            self.drop
+        )
+    }
+
+    fn is_down(&self) -> bool {
+        self.down_until.is_some_and(|t| Instant::now() < t)
+    }
+}
+
+/// One operation as the bank recorded it; the journal is a line of JSON per decision.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Op {
+    bank_ref: String,
+    credit: bool,
+    token: String,
+    cents: i64,
+    state: char,
+    code: String,
+    at_ms: i64,
+}
+
+impl Op {
+    fn state(&self) -> OpState {
+        OpState::parse(self.state as u8).unwrap_or(OpState::Unknown)
+    }
+
+    /// What this operation did to its card's balance, in fen.
+    fn effect(&self) -> i64 {
+        match (self.state(), self.credit) {
+            (OpState::Applied, true) => self.cents,
+            (OpState::Applied, false) => -self.cents,
+            _ => 0,
+        }
+    }
+}
+
+struct Book {
+    ops: HashMap<String, Op>,
+    /// Card balances in fen, for cards that have moved.
+    cards: HashMap<String, i64>,
+    journal: File,
+}
+
+impl Book {
+    fn balance(&self, token: &str, initial: i64) -> i64 {
+        self.cards.get(token).copied().unwrap_or(initial)
+    }
+
+    /// Records a decision: journal first (synced), then memory.
+    fn record(&mut self, op: Op, initial: i64) -> std::io::Result<()> {
+        let mut line = serde_json::to_string(&op).map_err(std::io::Error::other)?;
+        line.push('\n');
+        self.journal.write_all(line.as_bytes())?;
+        self.journal.sync_data()?;
+        let before = self.ops.get(&op.bank_ref).map_or(0, Op::effect);
+        let delta = op.effect() - before;
+        if delta != 0 {
+            let balance = self.balance(&op.token, initial) + delta;
+            self.cards.insert(op.token.clone(), balance);
+        }
+        self.ops.insert(op.bank_ref.clone(), op);
+        Ok(())
+    }
+}
+
+/// The simulated bank.
+pub struct BankSim {
+    book: Mutex<Book>,
+    faults: Mutex<Faults>,
+    /// Every card starts with this balance, in fen.
+    initial: i64,
+}
+
+/// China Standard Time, the business day of the statement.
+const CST_OFFSET_MS: i64 = 8 * 3600 * 1000;
+
+/// The business day (`YYYYMMDD`, Asia/Shanghai) of a timestamp.
+pub fn business_date(at_ms: i64) -> String {
+    let days = (at_ms + CST_OFFSET_MS).div_euclid(86_400_000);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}")
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// What to do with a connection after a request.
+enum Reply {
+    Send(Message),
+    /// Close without answering (a lost response, a dropped connection, a down bank).
+    Close,
+}
+
+impl BankSim {
+    /// Opens the simulator with its journal at `journal` (replayed when it exists).
+    pub fn open(
+        journal: &Path,
+        initial_balance: Money,
+        faults: Faults,
+    ) -> std::io::Result<BankSim> {
+        let mut ops: HashMap<String, Op> = HashMap::new();
+        if let Ok(file) = File::open(journal) {
+            for (n, line) in BufReader::new(file).lines().enumerate() {
+                let line = line?;
+                match serde_json::from_str::<Op>(&line) {
+                    Ok(op) => {
+                        ops.insert(op.bank_ref.clone(), op);
+                    }
+                    // A torn last line from a crash: the decision was never answered.
+                    Err(e) => tracing::warn!(line = n + 1, "journal line skipped: {e}"),
+                }
+            }
+        }
+        let initial = initial_balance.cents();
+        let mut cards: HashMap<String, i64> = HashMap::new();
+        for op in ops.values() {
+            let effect = op.effect();
+            if effect != 0 {
+                *cards.entry(op.token.clone()).or_insert(initial) += effect;
+            }
+        }
+        let file = OpenOptions::new().create(true).append(true).open(journal)?;
+        Ok(BankSim {
+            book: Mutex::new(Book {
+                ops,
+                cards,
+                journal: file,
+            }),
+            faults: Mutex::new(faults),
+            initial,
+        })
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_faults(&self, spec: &str) -> Result<String, String> {
+        let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
+        faults.apply_spec(spec)?;
+        Ok(faults.describe())
+    }
+
+    /// A card's balance now.
+    pub fn balance(&self, token: &CardToken) -> Money {
+        let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        Money::from_cents(book.balance(token.as_str(), self.initial))
+    }
+
+    /// What the bank holds about `bank_ref`.
+    pub fn state_of(&self, bank_ref: &BankRef) -> OpState {
+        let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        book.ops
+            .get(bank_ref.as_str())
+            .map_or(OpState::Unknown, Op::state)
+    }
+
+    fn roll(share: f64) -> bool {
+        share > 0.0 && rand::rng().random::<f64>() < share
+    }
+
+    fn financial(
+        &self,
+        processing: Processing,
+        bank_ref: &BankRef,
+        token: &CardToken,
+        amount: Money,
+    ) -> std::io::Result<Reply> {
+        let faults = self.faults();
+        if Self::roll(faults.drop) {
+            return Ok(Reply::Close);
+        }
+        let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        let respond = |code| Message::FinancialResponse {
+            processing,
+            bank_ref: bank_ref.clone(),
+            amount,
+            code,
+        };
+        if let Some(op) = book.ops.get(bank_ref.as_str()) {
+            // Seen before: the first answer again (a reversed one is refused), nothing applied.
+            let code = match op.state() {
+                OpState::Reversed => ResponseCode::InvalidTransaction,
+                _ => ResponseCode::parse(&op.code).unwrap_or(ResponseCode::Declined),
+            };
+            return Ok(Reply::Send(respond(code)));
+        }
+        let credit = processing == Processing::Credit;
+        let code = if !credit && Self::roll(faults.decline) {
+            ResponseCode::Declined
+        } else if !credit && book.balance(token.as_str(), self.initial) < amount.cents() {
+            ResponseCode::InsufficientFunds
+        } else {
+            ResponseCode::Approved
+        };
+        let state = if code == ResponseCode::Approved {
+            OpState::Applied
+        } else {
+            OpState::Declined
+        };
+        book.record(
+            Op {
+                bank_ref: bank_ref.to_string(),
+                credit,
+                token: token.to_string(),
+                cents: amount.cents(),
+                state: state.as_char() as char,
+                code: code.as_str().to_string(),
+                at_ms: now_ms(),
+            },
+            self.initial,
+        )?;
+        metrics::counter!("banksim_requests_total", "code" => code.as_str()).increment(1);
+        if Self::roll(faults.lost) {
+            return Ok(Reply::Close);
+        }
+        Ok(Reply::Send(respond(code)))
+    }
+
+    fn reversal(&self, bank_ref: &BankRef, amount: Money) -> std::io::Result<Reply> {
+        let faults = self.faults();
+        if Self::roll(faults.drop) {
+            return Ok(Reply::Close);
+        }
+        let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        match book.ops.get(bank_ref.as_str()).cloned() {
+            Some(op) if op.state() == OpState::Applied => {
+                let mut reversed = op;
+                reversed.state = OpState::Reversed.as_char() as char;
+                book.record(reversed, self.initial)?;
+            }
+            // Declined or already reversed: nothing to undo.
+            Some(_) => {}
+            None => {
+                // Reversed before it was seen: recorded so that a late original is refused.
+                book.record(
+                    Op {
+                        bank_ref: bank_ref.to_string(),
+                        credit: false,
+                        token: String::new(),
+                        cents: amount.cents(),
+                        state: OpState::Reversed.as_char() as char,
+                        code: ResponseCode::InvalidTransaction.as_str().to_string(),
+                        at_ms: now_ms(),
+                    },
+                    self.initial,
+                )?;
+            }
+        }
+        if Self::roll(faults.lost) {
+            return Ok(Reply::Close);
+        }
+        Ok(Reply::Send(Message::ReversalAck {
+            bank_ref: bank_ref.clone(),
+            code: ResponseCode::Approved,
+        }))
+    }
+
+    fn statement(&self, date: &str) -> Message {
+        let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lines: Vec<StatementLine> = book
+            .ops
+            .values()
+            .filter(|op| op.state() == OpState::Applied && business_date(op.at_ms) == date)
+            .filter_map(|op| {
+                Some(StatementLine {
+                    bank_ref: BankRef::parse(&op.bank_ref).ok()?,
+                    processing: if op.credit {
+                        Processing::Credit
+                    } else {
+                        Processing::Debit
+                    },
+                    token: CardToken::parse(&op.token).ok()?,
+                    amount: Money::from_cents(op.cents),
+                    state: OpState::Applied,
+                    at_ms: op.at_ms,
+                })
+            })
+            .collect();
+        lines.sort_by(|a, b| a.bank_ref.cmp(&b.bank_ref));
+        Message::Statement {
+            date: date.to_string(),
+            lines,
+        }
+    }
+
+    fn handle(&self, request: Message) -> std::io::Result<Reply> {
+        Ok(match request {
+            Message::FinancialRequest {
+                processing,
+                bank_ref,
+                token,
+                amount,
+                ..
+            } => return self.financial(processing, &bank_ref, &token, amount),
+            Message::ReversalAdvice {
+                bank_ref, amount, ..
+            } => return self.reversal(&bank_ref, amount),
+            Message::StatusQuery { bank_ref } => {
+                let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+                let (state, cents) = book
+                    .ops
+                    .get(bank_ref.as_str())
+                    .map_or((OpState::Unknown, 0), |op| (op.state(), op.cents));
+                Reply::Send(Message::StatusReply {
+                    bank_ref,
+                    state,
+                    amount: Money::from_cents(cents),
+                })
+            }
+            Message::StatementRequest { date } => Reply::Send(self.statement(&date)),
+            Message::SetFaults { spec } => Reply::Send(match self.set_faults(&spec) {
+                Ok(text) => Message::FaultsAck { ok: true, text },
+                Err(text) => Message::FaultsAck { ok: false, text },
+            }),
+            // Responses are not requests: the connection is closed.
+            _ => Reply::Close,
+        })
+    }
+
+    async fn serve_connection(self: Arc<Self>, mut stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        loop {
+            let request = match read_message(&mut stream).await {
+                Ok(Some(request)) => request,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::debug!("bad frame, closing: {e}");
+                    return;
+                }
+            };
+            let admin = matches!(request, Message::SetFaults { .. });
+            let faults = self.faults();
+            if faults.is_down() && !admin {
+                return;
+            }
+            let delayed = !faults.latency.is_zero() || !faults.jitter.is_zero();
+            if !admin && delayed {
+                let jitter = if faults.jitter.is_zero() {
+                    Duration::ZERO
+                } else {
+                    faults.jitter.mul_f64(rand::rng().random::<f64>())
+                };
+                tokio::time::sleep(faults.latency + jitter).await;
+            }
+            let reply = match tokio::task::block_in_place(|| self.handle(request)) {
+                Ok(reply) => reply,
+                Err(e) => {
+                    tracing::error!("bank journal write failed: {e}");
+                    return;
+                }
+            };
+            match reply {
+                Reply::Send(message) => {
+                    if write_message(&mut stream, &message).await.is_err() {
+                        return;
+                    }
+                }
+                Reply::Close => return,
+            }
+        }
+    }
+
+    /// Serves connections on `listener` until the task is dropped.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let sim = self.clone();
+                    tokio::spawn(sim.serve_connection(stream));
+                }
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_specs_parse_and_refuse_nonsense() {
+        let mut f = Faults::default();
+        f.apply_spec("latency=20ms,jitter=1s,decline=0.03,lost=0.5,drop=0")
+            .unwrap();
+        assert_eq!(f.latency, Duration::from_millis(20));
+        assert_eq!(f.jitter, Duration::from_secs(1));
+        assert_eq!((f.decline, f.lost, f.drop), (0.03, 0.5, 0.0));
+        for bad in ["decline=2", "latency=5", "lost=x", "speed=1", "latency"] {
+            let before = f.clone();
+            assert!(f.apply_spec(bad).is_err(), "{bad}");
+            assert_eq!(f, before, "a refused spec changes nothing");
+        }
+        f.apply_spec("clear,decline=0.1").unwrap();
+        assert_eq!(f.latency, Duration::ZERO);
+        assert_eq!(f.decline, 0.1);
+    }
+
+    #[test]
+    fn business_dates_are_in_beijing_time() {
+        // 2026-11-23T16:00:00Z is midnight of the 24th in Beijing.
+        assert_eq!(business_date(1_795_449_600_000), "20261124");
+        assert_eq!(business_date(1_795_449_599_999), "20261123");
+    }
+}
