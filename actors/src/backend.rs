@@ -4,8 +4,8 @@
 use std::future::Future;
 
 use yinyi_ledger::{
-    Account, AccountId, Bill, BillId, Command, Outcome, RequestId, RequestRecord, Terminal,
-    TerminalId,
+    Account, AccountId, BankOp, BankRef, Bill, BillId, Command, Outcome, RequestId, RequestRecord,
+    Terminal, TerminalId,
 };
 
 /// Why a proposal did not produce an outcome.
@@ -39,4 +39,7 @@ pub trait Backend: Send + Sync + 'static {
     fn terminal(&self, id: &TerminalId) -> Option<Terminal>;
     fn bill(&self, id: &BillId) -> Option<Bill>;
     fn request(&self, id: &RequestId) -> Option<RequestRecord>;
+    fn bank_op(&self, bank_ref: &BankRef) -> Option<BankOp>;
+    /// Every bank operation still Pending or InDoubt.
+    fn unresolved_bank_ops(&self) -> Vec<BankOp>;
 }

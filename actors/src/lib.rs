@@ -12,6 +12,7 @@
 mod backend;
 mod entity;
 mod router;
+pub mod saga;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -23,6 +24,7 @@ use yinyi_ledger::{AccountId, Command, Outcome, TerminalId};
 
 pub use backend::{Backend, ProposeFailure};
 pub use entity::early_rejection;
+pub use saga::{BankAnswer, BankGateway, BankLink, BankStatus, SagaConfig};
 
 use router::{Router, RouterMsg};
 

@@ -48,6 +48,12 @@ impl Backend for MemBackend {
     fn request(&self, id: &RequestId) -> Option<RequestRecord> {
         self.state.lock().unwrap().request(id)
     }
+    fn bank_op(&self, bank_ref: &BankRef) -> Option<BankOp> {
+        self.state.lock().unwrap().bank_op(bank_ref)
+    }
+    fn unresolved_bank_ops(&self) -> Vec<BankOp> {
+        Vec::new()
+    }
 }
 
 struct Harness {

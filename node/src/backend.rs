@@ -7,12 +7,12 @@ use serde::de::DeserializeOwned;
 use yinyi_actors::{Backend, ProposeFailure};
 use yinyi_consensus::{Consensus, ProposeError};
 use yinyi_ledger::{
-    Account, AccountId, Bill, BillId, Card, CardNo, Command, Outcome, RequestId, RequestRecord,
-    Terminal, TerminalId,
+    Account, AccountId, BankOp, BankOpState, BankRef, Bill, BillId, Card, CardNo, Command, Outcome,
+    RequestId, RequestRecord, Terminal, TerminalId,
 };
 use yinyi_storage::Store;
 use yinyi_storage::keys::{
-    CF_ACCOUNTS, CF_BILLS, CF_CARDS, CF_REQUESTS, CF_TERMINALS, account_key,
+    CF_ACCOUNTS, CF_BANK_OPS, CF_BILLS, CF_CARDS, CF_REQUESTS, CF_TERMINALS, account_key,
 };
 
 #[derive(Clone)]
@@ -71,5 +71,27 @@ impl Backend for NodeBackend {
 
     fn request(&self, id: &RequestId) -> Option<RequestRecord> {
         self.read(CF_REQUESTS, id.as_str().as_bytes())
+    }
+
+    fn bank_op(&self, bank_ref: &BankRef) -> Option<BankOp> {
+        self.read(CF_BANK_OPS, bank_ref.as_str().as_bytes())
+    }
+
+    fn unresolved_bank_ops(&self) -> Vec<BankOp> {
+        // A walk over every bank operation: fine at a hospital's daily volume; an index of
+        // open operations would replace it at a larger scale.
+        match self
+            .store()
+            .scan_prefix::<BankOp>(CF_BANK_OPS, b"", usize::MAX)
+        {
+            Ok(ops) => ops
+                .into_iter()
+                .filter(|op| matches!(op.state, BankOpState::Pending | BankOpState::InDoubt))
+                .collect(),
+            Err(e) => {
+                tracing::error!("bank operations unreadable: {e}");
+                Vec::new()
+            }
+        }
     }
 }

@@ -43,6 +43,11 @@ pub struct NodeConfig {
     pub max_live_actors: usize,
     /// Where to serve Prometheus metrics over HTTP (`host:port`); none when empty.
     pub metrics_listen: String,
+    /// The bank's front-end processor (`host:port`); bank-card operations are refused when
+    /// empty.
+    pub bank_addr: String,
+    /// One bank call's timeout; past it the outcome is unknown and the saga settles it.
+    pub bank_timeout_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -67,6 +72,8 @@ impl Default for NodeConfig {
             actor_idle_timeout_ms: 60_000,
             max_live_actors: 100_000,
             metrics_listen: String::new(),
+            bank_addr: String::new(),
+            bank_timeout_ms: 3_000,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod bank_link;
 pub mod bench;
 pub mod bench_api;
 pub mod client;

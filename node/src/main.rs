@@ -169,6 +169,12 @@ struct StartArgs {
     /// Serve Prometheus metrics over HTTP on this address (host:port).
     #[arg(long, env = "YINYI_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// The bank's front-end processor (host:port); without it bank-card operations are refused.
+    #[arg(long, env = "YINYI_BANK_ADDR")]
+    bank_addr: Option<String>,
+    /// One bank call's timeout in milliseconds.
+    #[arg(long, env = "YINYI_BANK_TIMEOUT_MS")]
+    bank_timeout_ms: Option<u64>,
 }
 
 impl StartArgs {
@@ -200,7 +206,9 @@ impl StartArgs {
             max_queued_commands,
             actor_idle_timeout_ms,
             max_live_actors,
-            metrics_listen
+            metrics_listen,
+            bank_addr,
+            bank_timeout_ms
         );
         config.join |= self.join;
         if let Some(peers) = &self.peers {

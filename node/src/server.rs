@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use yinyi_actors::Actors;
+use yinyi_actors::{Actors, BankGateway, SagaConfig};
 use yinyi_api::v1::admin_service_server::AdminServiceServer;
 use yinyi_api::v1::his_service_server::HisServiceServer;
 use yinyi_api::v1::payment_service_server::PaymentServiceServer;
@@ -21,6 +21,7 @@ use crate::api::his::His;
 use crate::api::payment::Payments;
 use crate::api::terminal::Terminals;
 use crate::backend::NodeBackend;
+use crate::bank_link::NodeBankLink;
 
 use crate::client::ClusterClient;
 use crate::config::NodeConfig;
@@ -56,10 +57,27 @@ pub async fn run(config: NodeConfig) -> Result<()> {
     let backend = NodeBackend::new(consensus.clone());
     let (ready_tx, ready_rx) = watch::channel(false);
     tokio::spawn(watch_leadership(consensus.clone(), ready_tx));
+    let ready_rx_for_recovery = ready_rx.clone();
     let actors = Actors::start(Arc::new(backend.clone()), config.actors(), ready_rx)
         .await
         .map_err(|e| anyhow::anyhow!("start the actors: {e}"))?;
-    let gateway = Gateway::new(consensus.clone(), backend, actors.clone(), limit);
+    let bank = if config.bank_addr.is_empty() {
+        None
+    } else {
+        let mut bank_config = yinyi_bank::BankClientConfig::new(config.bank_addr.clone());
+        bank_config.call_timeout = Duration::from_millis(config.bank_timeout_ms);
+        let link = NodeBankLink::new(yinyi_bank::BankClient::new(bank_config));
+        let gateway = BankGateway::new(
+            Arc::new(backend.clone()),
+            actors.clone(),
+            Arc::new(link),
+            SagaConfig::default(),
+        );
+        tokio::spawn(gateway.clone().run_recovery(ready_rx_for_recovery));
+        tracing::info!(bank = %config.bank_addr, "bank link configured");
+        Some(gateway)
+    };
+    let gateway = Gateway::new(consensus.clone(), backend, actors.clone(), limit, bank);
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter

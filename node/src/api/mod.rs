@@ -38,7 +38,11 @@ pub struct Gateway {
     /// The single-transaction limit, for validating amounts before anything is proposed.
     limit: Money,
     channels: Mutex<HashMap<String, Channel>>,
+    bank: Option<Arc<Bank>>,
 }
+
+/// The bank gateway of this node.
+pub type Bank = yinyi_actors::BankGateway<NodeBackend, crate::bank_link::NodeBankLink>;
 
 impl Gateway {
     pub fn new(
@@ -46,6 +50,7 @@ impl Gateway {
         backend: NodeBackend,
         actors: Actors<NodeBackend>,
         limit: Money,
+        bank: Option<Arc<Bank>>,
     ) -> Arc<Gateway> {
         Arc::new(Gateway {
             consensus,
@@ -53,7 +58,13 @@ impl Gateway {
             actors,
             limit,
             channels: Mutex::new(HashMap::new()),
+            bank,
         })
+    }
+
+    /// The bank gateway, when this node has a bank link.
+    pub fn bank(&self) -> Option<&Arc<Bank>> {
+        self.bank.as_ref()
     }
 
     pub fn limit(&self) -> Money {

@@ -144,14 +144,56 @@ impl PaymentService for Payments {
         &self,
         request: Request<TopUpBankCardRequest>,
     ) -> Result<Response<BankOpReply>, Status> {
+        lead_or_forward!(
+            self.gateway,
+            request,
+            PaymentServiceClient,
+            top_up_bank_card
+        );
+        let wait = saga_wait(request.metadata());
         let r = request.into_inner();
-        convert::request_id(&r.request_id)?;
-        convert::terminal_id("terminal_id", &r.terminal_id)?;
-        convert::card_no("card_no", &r.card_no)?;
-        yinyi_ledger::CardToken::parse(convert::required("bank_card_token", &r.bank_card_token)?)
-            .map_err(|e| convert::invalid(reason::INVALID_ID, format!("bank_card_token: {e}")))?;
-        convert::amount("amount", &r.amount, self.gateway.limit())?;
-        Err(bank_link_missing())
+        let g = &self.gateway;
+        let card = convert::card_no("card_no", &r.card_no)?;
+        let token = yinyi_ledger::CardToken::parse(convert::required(
+            "bank_card_token",
+            &r.bank_card_token,
+        )?)
+        .map_err(|e| convert::invalid(reason::INVALID_ID, format!("bank_card_token: {e}")))?;
+        let masked = masked_card(&r.bank_card_masked)?;
+        let amount = convert::amount("amount", &r.amount, g.limit())?;
+        let command = g.command(
+            &r.request_id,
+            &r.terminal_id,
+            &r.operator_id,
+            CommandBody::StartBankOp {
+                card: card.clone(),
+                external: yinyi_ledger::External::BankCard { token, masked },
+                purpose: yinyi_ledger::BankPurpose::TopUp,
+                amount: Some(amount),
+            },
+        )?;
+        let Some(bank) = g.bank() else {
+            return Err(bank_link_missing());
+        };
+        let key = g.key_for_card(&card, &command.terminal);
+        let bank_ref = match g.submit(key, command).await? {
+            Effect::BankOpStarted { bank_ref, .. } => bank_ref,
+            other => return Err(unexpected(&other)),
+        };
+        let op = bank
+            .drive(&bank_ref, wait)
+            .await
+            .ok_or_else(|| convert::internal(format!("bank operation {bank_ref} vanished")))?;
+        let balance = g
+            .backend()
+            .account(op.account)
+            .map_or_else(String::new, |a| convert::money(a.balance));
+        Ok(Response::new(BankOpReply {
+            bank_ref: bank_ref.to_string(),
+            state: convert::screaming(&op.state),
+            account_id: op.account.to_string(),
+            balance,
+        }))
     }
 
     async fn top_up_third_party(
@@ -371,10 +413,34 @@ impl PaymentService for Payments {
     }
 }
 
+/// How long a call waits for its saga: what is left of its deadline less a margin for the
+/// answer, at most 10 s; the saga goes on after it.
+fn saga_wait(metadata: &tonic::metadata::MetadataMap) -> std::time::Duration {
+    use std::time::Duration;
+    let deadline = super::grpc_timeout(metadata).unwrap_or(Duration::from_secs(5));
+    deadline
+        .saturating_sub(Duration::from_millis(300))
+        .min(Duration::from_secs(10))
+}
+
+/// A bank card's masked form for receipts: never the full number.
+fn masked_card(text: &str) -> Result<String, Status> {
+    let text = convert::required("bank_card_masked", text)?;
+    let digits = text.bytes().filter(u8::is_ascii_digit).count();
+    let shape_ok = text.len() <= 32 && text.bytes().all(|b| b.is_ascii_digit() || b == b'*');
+    if !shape_ok || digits > 10 {
+        return Err(convert::invalid(
+            reason::INVALID_ID,
+            "bank_card_masked must be a masked number such as 6222****1234 (at most 10 digits shown)",
+        ));
+    }
+    Ok(text.to_string())
+}
+
 fn bank_link_missing() -> Status {
     status_with_reason(
         Code::Unimplemented,
         reason::BANK_LINK_NOT_CONFIGURED,
-        "bank-card and third-party operations need the bank link, which this cluster does not have yet; nothing was done",
+        "this operation needs a bank link the leader does not have (start it with --bank-addr); nothing was done",
     )
 }

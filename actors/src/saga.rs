@@ -1,0 +1,312 @@
+//! Bank sagas (DOMAIN.md, "The bank saga"). An operation is replicated as Pending before the
+//! bank is called; the bank's answer is replicated after: Completed or Declined, or InDoubt when
+//! nobody knows. An InDoubt operation is settled by the bank's status query when it knows, else
+//! reversed (冲正) with repeats until the bank acknowledges. Every step is a ledger command from
+//! the system terminal with a request id derived from the bank reference and the step, so a
+//! step repeated by a new leader is answered from the stored outcome and applied once.
+//!
+//! The gateway runs each operation's saga in its own task (a caller waiting longer than its
+//! deadline leaves it running) and joins a second caller of the same reference to the first.
+//! Recovery drives every unresolved operation again after a leader change and on a timer.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use yinyi_ledger::{
+    BankOp, BankOpState, BankRef, Command, CommandBody, Outcome, RequestId, TerminalId, Timestamp,
+};
+
+use crate::backend::Backend;
+use crate::{Actors, EntityKey, SubmitError};
+
+/// The system terminal saga steps come from.
+pub const SAGA_TERMINAL: &str = "S-SAGA";
+
+/// What the bank said to a financial request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BankAnswer {
+    Approved(String),
+    Declined(String),
+    /// No answer, or one that does not settle it: the outcome is unknown.
+    Unknown(String),
+}
+
+/// What the bank's status query says about a reference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BankStatus {
+    Applied,
+    Declined,
+    Reversed,
+    /// The bank has never seen it.
+    Unknown,
+}
+
+/// The bank as the sagas see it; the node implements it over the front-end processor link.
+pub trait BankLink: Send + Sync + 'static {
+    /// Sends the operation's financial request (debit or credit) once.
+    fn execute(&self, op: &BankOp) -> impl Future<Output = BankAnswer> + Send;
+    /// Sends a reversal advice (a repeat when `repeat`); true when the bank acknowledged it.
+    fn reverse(&self, op: &BankOp, repeat: bool) -> impl Future<Output = bool> + Send;
+    /// Asks the bank what it holds for the reference; `None` when it could not be asked.
+    fn status(&self, op: &BankOp) -> impl Future<Output = Option<BankStatus>> + Send;
+}
+
+#[derive(Debug, Clone)]
+pub struct SagaConfig {
+    /// The first pause between reversal attempts; doubles up to `max_backoff`.
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+    /// How often recovery looks for unresolved operations while leading.
+    pub recovery_every: Duration,
+    /// An operation unresolved longer than this is logged as an error for manual handling
+    /// (and still retried).
+    pub resolution_deadline: Duration,
+}
+
+impl Default for SagaConfig {
+    fn default() -> SagaConfig {
+        SagaConfig {
+            first_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+            recovery_every: Duration::from_secs(5),
+            resolution_deadline: Duration::from_secs(600),
+        }
+    }
+}
+
+fn is_final(state: BankOpState) -> bool {
+    matches!(
+        state,
+        BankOpState::Completed | BankOpState::Declined | BankOpState::Reversed
+    )
+}
+
+/// Owns the bank link and the running sagas of this node.
+pub struct BankGateway<B: Backend, L: BankLink> {
+    backend: Arc<B>,
+    actors: Actors<B>,
+    link: Arc<L>,
+    config: SagaConfig,
+    /// Sagas running now, by reference: a second caller waits on the same one.
+    running: Mutex<HashMap<BankRef, watch::Receiver<Option<BankOpState>>>>,
+}
+
+impl<B: Backend, L: BankLink> BankGateway<B, L> {
+    pub fn new(backend: Arc<B>, actors: Actors<B>, link: Arc<L>, config: SagaConfig) -> Arc<Self> {
+        Arc::new(BankGateway {
+            backend,
+            actors,
+            link,
+            config,
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Drives the operation to an end and returns its state, or its state at `wait`'s end if
+    /// the saga is still running then (it goes on in the background).
+    pub async fn drive(self: &Arc<Self>, bank_ref: &BankRef, wait: Duration) -> Option<BankOp> {
+        let mut done = self.start(bank_ref);
+        let _ = tokio::time::timeout(wait, done.wait_for(|s| s.is_some())).await;
+        self.backend.bank_op(bank_ref)
+    }
+
+    /// Starts the saga of `bank_ref` unless it is running; returns its completion signal.
+    fn start(self: &Arc<Self>, bank_ref: &BankRef) -> watch::Receiver<Option<BankOpState>> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(rx) = running.get(bank_ref) {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(None);
+        running.insert(bank_ref.clone(), rx.clone());
+        let gateway = self.clone();
+        let bank_ref = bank_ref.clone();
+        tokio::spawn(async move {
+            let end = gateway.run(&bank_ref).await;
+            gateway
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&bank_ref);
+            let _ = tx.send(Some(end));
+        });
+        rx
+    }
+
+    /// One saga step as a ledger command, through the account's actor (so its cache follows).
+    async fn step(&self, op: &BankOp, name: &str, body: CommandBody) -> Result<(), SubmitError> {
+        let request = RequestId::parse(&format!("saga:{}:{name}", op.bank_ref))
+            .map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        let terminal =
+            TerminalId::parse(SAGA_TERMINAL).map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        let command = Command {
+            request,
+            terminal,
+            operator: None,
+            at: Timestamp(0),
+            body,
+        };
+        match self
+            .actors
+            .submit(EntityKey::Account(op.account), command)
+            .await?
+        {
+            Outcome::Done(_) => Ok(()),
+            // Another leader's saga got there first; the state says where it is now.
+            Outcome::Rejected(r) => {
+                tracing::info!(bank_ref = %op.bank_ref, step = name, "saga step refused: {}", r.message);
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs the saga until the operation is final or this node cannot go on (not leading):
+    /// returns the state it reached.
+    async fn run(&self, bank_ref: &BankRef) -> BankOpState {
+        let mut backoff = self.config.first_backoff;
+        let mut reversals_sent = 0u32;
+        loop {
+            let Some(op) = self.backend.bank_op(bank_ref) else {
+                tracing::error!(%bank_ref, "saga for an unknown bank operation");
+                return BankOpState::Declined;
+            };
+            if is_final(op.state) {
+                metrics::counter!("bank_sagas_finished_total", "state" => format!("{:?}", op.state))
+                    .increment(1);
+                return op.state;
+            }
+            let result = match op.state {
+                BankOpState::Pending => match self.link.execute(&op).await {
+                    BankAnswer::Approved(note) => {
+                        self.step(
+                            &op,
+                            "complete",
+                            CommandBody::CompleteBankOp {
+                                bank_ref: op.bank_ref.clone(),
+                                bank_note: note,
+                            },
+                        )
+                        .await
+                    }
+                    BankAnswer::Declined(note) => {
+                        self.step(
+                            &op,
+                            "decline",
+                            CommandBody::DeclineBankOp {
+                                bank_ref: op.bank_ref.clone(),
+                                bank_note: note,
+                            },
+                        )
+                        .await
+                    }
+                    BankAnswer::Unknown(note) => {
+                        self.step(
+                            &op,
+                            "in-doubt",
+                            CommandBody::MarkBankOpInDoubt {
+                                bank_ref: op.bank_ref.clone(),
+                                bank_note: note,
+                            },
+                        )
+                        .await
+                    }
+                },
+                BankOpState::InDoubt => match self.link.status(&op).await {
+                    Some(BankStatus::Applied) => {
+                        self.step(
+                            &op,
+                            "complete",
+                            CommandBody::CompleteBankOp {
+                                bank_ref: op.bank_ref.clone(),
+                                bank_note: "status query: applied".into(),
+                            },
+                        )
+                        .await
+                    }
+                    Some(BankStatus::Declined) => {
+                        self.step(
+                            &op,
+                            "decline",
+                            CommandBody::DeclineBankOp {
+                                bank_ref: op.bank_ref.clone(),
+                                bank_note: "status query: declined".into(),
+                            },
+                        )
+                        .await
+                    }
+                    // Never seen, already reversed, or the bank cannot be asked: reverse.
+                    _ => {
+                        let acked = self.link.reverse(&op, reversals_sent > 0).await;
+                        reversals_sent += 1;
+                        if acked {
+                            self.step(
+                                &op,
+                                "reverse",
+                                CommandBody::ReverseBankOp {
+                                    bank_ref: op.bank_ref.clone(),
+                                    bank_note: "reversal acknowledged".into(),
+                                },
+                            )
+                            .await
+                        } else {
+                            metrics::counter!("bank_reversals_unacknowledged_total").increment(1);
+                            Err(SubmitError::Unavailable("reversal not acknowledged".into()))
+                        }
+                    }
+                },
+                _ => Ok(()),
+            };
+            match result {
+                Ok(()) => backoff = self.config.first_backoff,
+                Err(SubmitError::NotLeader) => return op.state,
+                Err(e) => {
+                    tracing::warn!(%bank_ref, state = ?op.state, "saga waits {backoff:?}: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                }
+            }
+        }
+    }
+
+    /// Drives every Pending or InDoubt operation once; returns how many were unresolved.
+    pub fn recover(self: &Arc<Self>, now_ms: i64) -> usize {
+        let unresolved = self.backend.unresolved_bank_ops();
+        let oldest_ms = unresolved
+            .iter()
+            .map(|op| now_ms - op.started_at.0)
+            .max()
+            .unwrap_or(0);
+        metrics::gauge!("bank_ops_unresolved").set(unresolved.len() as f64);
+        metrics::gauge!("bank_ops_unresolved_oldest_seconds").set(oldest_ms as f64 / 1000.0);
+        for op in &unresolved {
+            let age = Duration::from_millis(u64::try_from(now_ms - op.started_at.0).unwrap_or(0));
+            if age > self.config.resolution_deadline {
+                tracing::error!(bank_ref = %op.bank_ref, ?age, state = ?op.state,
+                    "bank operation unresolved past its deadline: needs a person");
+            }
+            self.start(&op.bank_ref);
+        }
+        unresolved.len()
+    }
+
+    /// While this node leads, drives unresolved operations at once and then on a timer.
+    pub async fn run_recovery(self: Arc<Self>, mut leading: watch::Receiver<bool>) {
+        loop {
+            if *leading.borrow_and_update() {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                let n = self.recover(now);
+                if n > 0 {
+                    tracing::info!(unresolved = n, "recovery drives unresolved bank operations");
+                }
+            }
+            tokio::select! {
+                changed = leading.changed() => if changed.is_err() { return },
+                _ = tokio::time::sleep(self.config.recovery_every) => {}
+            }
+        }
+    }
+}

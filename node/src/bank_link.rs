@@ -1,0 +1,89 @@
+//! The sagas' bank link on this node: the front-end processor client from `yinyi-bank`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use yinyi_actors::{BankAnswer, BankLink, BankStatus};
+use yinyi_bank::{BankClient, BankError, Message, OpState, Processing, ResponseCode};
+use yinyi_ledger::{BankOp, BankOpKind, External};
+
+pub struct NodeBankLink {
+    client: BankClient,
+}
+
+impl NodeBankLink {
+    pub fn new(client: BankClient) -> NodeBankLink {
+        NodeBankLink { client }
+    }
+}
+
+fn processing(op: &BankOp) -> Processing {
+    match op.kind {
+        BankOpKind::Debit => Processing::Debit,
+        BankOpKind::Credit => Processing::Credit,
+    }
+}
+
+impl BankLink for NodeBankLink {
+    async fn execute(&self, op: &BankOp) -> BankAnswer {
+        let External::BankCard { token, .. } = &op.external else {
+            return BankAnswer::Declined("the third-party channel is not connected".into());
+        };
+        let request = Message::FinancialRequest {
+            processing: processing(op),
+            bank_ref: op.bank_ref.clone(),
+            token: token.clone(),
+            amount: op.amount,
+            at_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        };
+        match self.client.call(&request).await {
+            Ok(Message::FinancialResponse {
+                code: ResponseCode::Approved,
+                ..
+            }) => BankAnswer::Approved("00".into()),
+            // The switch did not process it: unknown, to be settled by status or reversal.
+            Ok(Message::FinancialResponse {
+                code: ResponseCode::IssuerUnavailable,
+                ..
+            }) => BankAnswer::Unknown("91 issuer unavailable".into()),
+            Ok(Message::FinancialResponse { code, .. }) => {
+                BankAnswer::Declined(code.as_str().to_string())
+            }
+            Ok(other) => BankAnswer::Unknown(format!("unexpected {}", other.mti())),
+            // Nothing left this node: the bank never saw it.
+            Err(e @ BankError::CircuitOpen) => BankAnswer::Declined(e.to_string()),
+            Err(e) => BankAnswer::Unknown(e.to_string()),
+        }
+    }
+
+    async fn reverse(&self, op: &BankOp, repeat: bool) -> bool {
+        let advice = Message::ReversalAdvice {
+            bank_ref: op.bank_ref.clone(),
+            amount: op.amount,
+            repeat,
+        };
+        matches!(
+            self.client.call(&advice).await,
+            Ok(Message::ReversalAck {
+                code: ResponseCode::Approved,
+                ..
+            })
+        )
+    }
+
+    async fn status(&self, op: &BankOp) -> Option<BankStatus> {
+        let query = Message::StatusQuery {
+            bank_ref: op.bank_ref.clone(),
+        };
+        match self.client.call(&query).await {
+            Ok(Message::StatusReply { state, .. }) => Some(match state {
+                OpState::Applied => BankStatus::Applied,
+                OpState::Declined => BankStatus::Declined,
+                OpState::Reversed => BankStatus::Reversed,
+                OpState::Unknown => BankStatus::Unknown,
+            }),
+            _ => None,
+        }
+    }
+}

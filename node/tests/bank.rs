@@ -1,0 +1,209 @@
+//! Bank-card top-ups through a real 3-node cluster and the bank simulator on real TCP, under
+//! each fault: approval, decline, a response lost after the bank applied, a connection dropped
+//! before it applied, a timeout, and the bank down. Afterwards the account and the bank agree,
+//! and the client got the truth (or a non-final state first, then the truth on asking again).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use yinyi_api::v1::*;
+use yinyi_api::{Client, ClientConfig};
+use yinyi_bank::{BankSim, Faults};
+use yinyi_ledger::{CardToken, Money};
+use yinyi_node::local::LocalCluster;
+
+const T: Duration = Duration::from_secs(30);
+const KIOSK: &str = "K-0101";
+const TOKEN: &str = "tok_bank_0001";
+
+fn is_final(state: &str) -> bool {
+    matches!(state, "COMPLETED" | "DECLINED" | "REVERSED")
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    _cluster: LocalCluster,
+    sim: Arc<BankSim>,
+    client: Client,
+    serial: u64,
+}
+
+impl World {
+    async fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = Arc::new(
+            BankSim::open(
+                &dir.path().join("bank.journal"),
+                Money::from_yuan(10_000),
+                Faults::default(),
+            )
+            .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let bank_addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(sim.clone().serve(listener));
+        let cluster = LocalCluster::start(
+            std::path::Path::new(env!("CARGO_BIN_EXE_yinyi")),
+            dir.path(),
+            3,
+            vec![
+                "--bank-addr".into(),
+                bank_addr,
+                "--bank-timeout-ms".into(),
+                "300".into(),
+            ],
+        )
+        .unwrap();
+        cluster.wait_for_leader(T).await.unwrap();
+        let mut config = ClientConfig::new(cluster.addrs());
+        config.deadline = T;
+        let client = Client::new(config).unwrap();
+        let mut w = World {
+            _dir: dir,
+            _cluster: cluster,
+            sim,
+            client,
+            serial: 0,
+        };
+        let request_id = w.next();
+        w.client
+            .register_terminal(RegisterTerminalRequest {
+                request_id,
+                terminal_id: "A-ADMIN".into(),
+                operator_id: "admin".into(),
+                new_terminal_id: KIOSK.into(),
+            })
+            .await
+            .unwrap();
+        let request_id = w.next();
+        w.client
+            .issue_card(IssueCardRequest {
+                request_id,
+                terminal_id: KIOSK.into(),
+                operator_id: String::new(),
+                card_no: "HC00000001".into(),
+                card_kind: CardKind::Hospital as i32,
+                holder_name: "patient".into(),
+                person_key: format!("{:064x}", 1),
+                id_masked: "110***1234".into(),
+                phone: String::new(),
+                first_deposit: String::new(),
+            })
+            .await
+            .unwrap();
+        w
+    }
+
+    fn next(&mut self) -> String {
+        self.serial += 1;
+        format!("bank:{:06}", self.serial)
+    }
+
+    fn top_up(&mut self, yuan: i64) -> TopUpBankCardRequest {
+        TopUpBankCardRequest {
+            request_id: self.next(),
+            terminal_id: KIOSK.into(),
+            operator_id: String::new(),
+            card_no: "HC00000001".into(),
+            bank_card_token: TOKEN.into(),
+            bank_card_masked: "6222****0001".into(),
+            amount: yuan.to_string(),
+        }
+    }
+
+    /// Asks again with the same request until the operation is final.
+    async fn settle(&self, request: &TopUpBankCardRequest) -> BankOpReply {
+        let deadline = tokio::time::Instant::now() + T;
+        loop {
+            let reply = self.client.top_up_bank_card(request.clone()).await.unwrap();
+            if is_final(&reply.state) {
+                return reply;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still {} after {T:?}",
+                reply.state
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn balance(&self) -> Money {
+        let reply = self
+            .client
+            .query_balance(QueryBalanceRequest {
+                card_no: "HC00000001".into(),
+                account_id: String::new(),
+            })
+            .await
+            .unwrap();
+        Money::parse(&reply.balance).unwrap()
+    }
+
+    /// The account holds exactly what left the bank card.
+    async fn agree(&self) {
+        let taken = Money::from_yuan(10_000)
+            .checked_sub(self.sim.balance(&CardToken::parse(TOKEN).unwrap()))
+            .unwrap();
+        assert_eq!(self.balance().await, taken);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fault_ends_with_the_account_and_the_bank_agreeing() {
+    let mut w = World::new().await;
+
+    // Approved.
+    let approved = w.top_up(100);
+    let reply = w.client.top_up_bank_card(approved.clone()).await.unwrap();
+    assert_eq!(reply.state, "COMPLETED");
+    assert_eq!(reply.balance, "100.00");
+    w.agree().await;
+    // Asked again: the same truth, nothing applied twice.
+    assert_eq!(w.settle(&approved).await.state, "COMPLETED");
+    w.agree().await;
+
+    // Declined by the bank.
+    w.sim.set_faults("decline=1").unwrap();
+    let declined = w.top_up(50);
+    assert_eq!(w.settle(&declined).await.state, "DECLINED");
+    w.sim.set_faults("clear").unwrap();
+    w.agree().await;
+
+    // Applied at the bank, response lost: the status query completes it.
+    w.sim.set_faults("lost=1").unwrap();
+    let lost = w.top_up(30);
+    let reply = w.settle(&lost).await;
+    assert_eq!(reply.state, "COMPLETED");
+    w.sim.set_faults("clear").unwrap();
+    assert_eq!(w.balance().await, Money::from_yuan(130));
+    w.agree().await;
+
+    // Dropped before the bank applied anything, reversals dropped too: in doubt until the
+    // bank takes calls again, then reversed.
+    w.sim.set_faults("drop=1").unwrap();
+    let dropped = w.top_up(20);
+    let first = w.client.top_up_bank_card(dropped.clone()).await.unwrap();
+    assert!(!is_final(&first.state), "{first:?}");
+    w.sim.set_faults("clear").unwrap();
+    assert_eq!(w.settle(&dropped).await.state, "REVERSED");
+    w.agree().await;
+
+    // A timeout: the bank answers after the node gave up (and applies late).
+    w.sim.set_faults("latency=800ms").unwrap();
+    let slow = w.top_up(15);
+    let first = w.client.top_up_bank_card(slow.clone()).await.unwrap();
+    assert!(!is_final(&first.state), "{first:?}");
+    w.sim.set_faults("clear").unwrap();
+    let end = w.settle(&slow).await.state;
+    assert!(end == "COMPLETED" || end == "REVERSED", "{end}");
+    w.agree().await;
+
+    // The bank down for a while: nothing is lost, everything ends.
+    w.sim.set_faults("down=2s").unwrap();
+    let down = w.top_up(10);
+    let end = w.settle(&down).await.state;
+    assert!(is_final(&end));
+    w.agree().await;
+}
