@@ -178,6 +178,8 @@ pub struct BankSim {
     faults: Mutex<Faults>,
     /// Every card starts with this balance, in fen.
     initial: i64,
+    /// Financial requests read off the wire (before any latency), for tests and operators.
+    seen: std::sync::atomic::AtomicU64,
 }
 
 /// China Standard Time, the business day of the statement.
@@ -249,7 +251,13 @@ impl BankSim {
             }),
             faults: Mutex::new(faults),
             initial,
+            seen: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Financial requests received so far (counted on arrival, before any injected latency).
+    pub fn requests_seen(&self) -> u64 {
+        self.seen.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn faults(&self) -> Faults {
@@ -453,6 +461,9 @@ impl BankSim {
                     return;
                 }
             };
+            if matches!(request, Message::FinancialRequest { .. }) {
+                self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
             let admin = matches!(request, Message::SetFaults { .. });
             let faults = self.faults();
             if faults.is_down() && !admin {

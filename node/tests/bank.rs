@@ -23,7 +23,7 @@ fn is_final(state: &str) -> bool {
 
 struct World {
     _dir: tempfile::TempDir,
-    _cluster: LocalCluster,
+    cluster: LocalCluster,
     sim: Arc<BankSim>,
     client: Client,
     serial: u64,
@@ -61,7 +61,7 @@ impl World {
         let client = Client::new(config).unwrap();
         let mut w = World {
             _dir: dir,
-            _cluster: cluster,
+            cluster: cluster,
             sim,
             client,
             serial: 0,
@@ -206,4 +206,38 @@ async fn every_fault_ends_with_the_account_and_the_bank_agreeing() {
     let end = w.settle(&down).await.state;
     assert!(is_final(&end));
     w.agree().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_killed_between_the_banks_approval_and_its_record_is_settled_once() {
+    let mut w = World::new().await;
+    // The bank applies each request after 1.5 s: the leader dies while it waits.
+    w.sim.set_faults("latency=1500ms").unwrap();
+    let seen = w.sim.requests_seen();
+    let request = w.top_up(40);
+    let client = w.client.clone();
+    let call = tokio::spawn({
+        let request = request.clone();
+        async move { client.top_up_bank_card(request).await }
+    });
+    let deadline = tokio::time::Instant::now() + T;
+    while w.sim.requests_seen() == seen {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bank was never called"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let leader = w.cluster.wait_for_leader(T).await.unwrap();
+    w.cluster.kill(leader).unwrap();
+    // The first call ends one way or another (its retries reach the new leader).
+    let _ = call.await.unwrap();
+    w.sim.set_faults("clear").unwrap();
+    let end = w.settle(&request).await.state;
+    // The bank applied it once (it deduplicates the new leader's repeat): completed, never
+    // both completed and reversed, never left open.
+    assert!(end == "COMPLETED" || end == "REVERSED", "{end}");
+    w.agree().await;
+    w.cluster.spawn(leader).unwrap();
+    w.cluster.wait_converged(T).await.unwrap();
 }
