@@ -178,6 +178,7 @@ pub async fn run(options: ApiBenchOptions) -> Result<()> {
                         operator_id: String::new(),
                         bill_id,
                         card_no,
+                        ..Default::default()
                     })
                     .await?;
                 pays.saturating_record(t.elapsed().as_micros() as u64);

@@ -149,6 +149,7 @@ fn pay(ids: &mut Ids, n: u64, bill: &str) -> PayBillRequest {
         operator_id: String::new(),
         bill_id: bill.into(),
         card_no: card(n),
+        ..Default::default()
     }
 }
 
@@ -322,6 +323,7 @@ async fn every_transaction_succeeds_and_each_rejection_has_its_code() {
         terminal_id: KIOSK.into(),
         operator_id: String::new(),
         bill_id: "REG-1".into(),
+        ..Default::default()
     };
     refused(
         client.refund(refund(&mut ids)).await,
@@ -505,6 +507,7 @@ async fn every_transaction_succeeds_and_each_rejection_has_its_code() {
         },
         card_no: card(11),
         amount: amount.into(),
+        ..Default::default()
     };
     refused(
         client.withdraw(withdraw(&mut ids, KIOSK, "10")).await,

@@ -61,7 +61,7 @@ impl World {
         let client = Client::new(config).unwrap();
         let mut w = World {
             _dir: dir,
-            cluster: cluster,
+            cluster,
             sim,
             client,
             serial: 0,
@@ -240,4 +240,106 @@ async fn a_leader_killed_between_the_banks_approval_and_its_record_is_settled_on
     w.agree().await;
     w.cluster.spawn(leader).unwrap();
     w.cluster.wait_converged(T).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bill_paid_by_card_is_refunded_to_it_and_withdrawals_reach_the_card() {
+    let mut w = World::new().await;
+    let request_id = w.next();
+    w.client
+        .register_terminal(RegisterTerminalRequest {
+            request_id,
+            terminal_id: "A-ADMIN".into(),
+            operator_id: "admin".into(),
+            new_terminal_id: "H-HIS".into(),
+        })
+        .await
+        .unwrap();
+    let top_up = w.top_up(200);
+    assert_eq!(w.settle(&top_up).await.state, "COMPLETED");
+
+    // Paid by bank card: the account is untouched.
+    let request_id = w.next();
+    w.client
+        .post_bill(PostBillRequest {
+            request_id,
+            terminal_id: "H-HIS".into(),
+            bill_id: "B-1".into(),
+            card_no: "HC00000001".into(),
+            kind: BillKind::Outpatient as i32,
+            amount: "50".into(),
+        })
+        .await
+        .unwrap();
+    let pay = PayBillRequest {
+        request_id: w.next(),
+        terminal_id: KIOSK.into(),
+        bill_id: "B-1".into(),
+        card_no: "HC00000001".into(),
+        bank_card_token: TOKEN.into(),
+        bank_card_masked: "6222****0001".into(),
+        ..Default::default()
+    };
+    let paid = w.client.pay_bill(pay).await.unwrap();
+    assert_eq!(paid.bank_state, "COMPLETED", "{paid:?}");
+    assert_eq!(paid.balance, "200.00");
+    let card = CardToken::parse(TOKEN).unwrap();
+    assert_eq!(w.sim.balance(&card), Money::from_yuan(10_000 - 250));
+
+    // HIS cancels; the refund goes back online to the card that paid.
+    let request_id = w.next();
+    w.client
+        .cancel_bill(CancelBillRequest {
+            request_id,
+            terminal_id: "H-HIS".into(),
+            bill_id: "B-1".into(),
+        })
+        .await
+        .unwrap();
+    let refund = RefundRequest {
+        request_id: w.next(),
+        terminal_id: KIOSK.into(),
+        bill_id: "B-1".into(),
+        card_no: "HC00000001".into(),
+        ..Default::default()
+    };
+    let refunded = w.client.refund(refund).await.unwrap();
+    assert_eq!(refunded.bank_state, "COMPLETED", "{refunded:?}");
+    assert_eq!(w.sim.balance(&card), Money::from_yuan(10_000 - 200));
+    w.agree().await;
+
+    // A withdrawal to the card takes the money first; completed, it stays out.
+    let withdraw = |w: &mut World, yuan: i64| WithdrawRequest {
+        request_id: w.next(),
+        terminal_id: KIOSK.into(),
+        card_no: "HC00000001".into(),
+        amount: yuan.to_string(),
+        bank_card_token: TOKEN.into(),
+        bank_card_masked: "6222****0001".into(),
+        ..Default::default()
+    };
+    let out = withdraw(&mut w, 80);
+    let done = w.client.withdraw(out).await.unwrap();
+    assert_eq!(done.bank_state, "COMPLETED");
+    assert_eq!(done.balance, "120.00");
+    w.agree().await;
+
+    // Lost on the way (dropped, reversals too): the money comes back once the bank answers.
+    w.sim.set_faults("drop=1").unwrap();
+    let out = withdraw(&mut w, 20);
+    let first = w.client.withdraw(out.clone()).await.unwrap();
+    assert!(!is_final(&first.bank_state), "{first:?}");
+    w.sim.set_faults("clear").unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    let end = loop {
+        let reply = w.client.withdraw(out.clone()).await.unwrap();
+        if is_final(&reply.bank_state) {
+            break reply;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{reply:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(end.bank_state, "REVERSED");
+    assert_eq!(w.balance().await, Money::from_yuan(120));
+    w.agree().await;
 }

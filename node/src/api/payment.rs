@@ -35,6 +35,8 @@ fn receipt(effect: Effect) -> Result<Response<Receipt>, Status> {
             txn_id: txn.to_string(),
             amount: convert::money(amount),
             balance: convert::money(balance),
+            bank_ref: String::new(),
+            bank_state: String::new(),
         })),
         other => Err(unexpected(&other)),
     }
@@ -51,6 +53,42 @@ fn card_reply(effect: Effect) -> Result<Response<CardReply>, Status> {
 }
 
 impl Payments {
+    /// Runs a money movement: an account-only one answers at once; one through the bank
+    /// starts its saga and answers its state after at most `wait`.
+    async fn settle(
+        &self,
+        key: EntityKey,
+        command: yinyi_ledger::Command,
+        wait: std::time::Duration,
+    ) -> Result<Response<Receipt>, Status> {
+        let g = &self.gateway;
+        let through_bank = matches!(command.body, CommandBody::StartBankOp { .. });
+        if through_bank && g.bank().is_none() {
+            return Err(bank_link_missing());
+        }
+        match g.submit(key, command).await? {
+            Effect::BankOpStarted { bank_ref, .. } => {
+                let bank = g.bank().ok_or_else(bank_link_missing)?;
+                let op = bank.drive(&bank_ref, wait).await.ok_or_else(|| {
+                    convert::internal(format!("bank operation {bank_ref} vanished"))
+                })?;
+                let balance = g
+                    .backend()
+                    .account(op.account)
+                    .map_or_else(String::new, |a| convert::money(a.balance));
+                Ok(Response::new(Receipt {
+                    account_id: op.account.to_string(),
+                    txn_id: String::new(),
+                    amount: convert::money(op.amount),
+                    balance,
+                    bank_ref: bank_ref.to_string(),
+                    bank_state: convert::screaming(&op.state),
+                }))
+            }
+            effect => receipt(effect),
+        }
+    }
+
     /// The account a read names: by card number or by account id, exactly one of them.
     fn account_of(&self, card_no: &str, account_id: &str) -> Result<AccountId, Status> {
         match (card_no.is_empty(), account_id.is_empty()) {
@@ -214,36 +252,54 @@ impl PaymentService for Payments {
         request: Request<PayBillRequest>,
     ) -> Result<Response<Receipt>, Status> {
         lead_or_forward!(self.gateway, request, PaymentServiceClient, pay_bill);
+        let wait = saga_wait(request.metadata());
         let r = request.into_inner();
         let g = &self.gateway;
         let card = convert::card_no("card_no", &r.card_no)?;
         let bill = convert::bill_id(&r.bill_id)?;
-        let command = g.command(
-            &r.request_id,
-            &r.terminal_id,
-            &r.operator_id,
-            CommandBody::PayBill {
+        let external = bank_card(&r.bank_card_token, &r.bank_card_masked)?;
+        let body = match external {
+            None => CommandBody::PayBill {
                 bill,
                 card: card.clone(),
             },
-        )?;
+            Some(external) => CommandBody::StartBankOp {
+                card: card.clone(),
+                external,
+                purpose: yinyi_ledger::BankPurpose::PayBill { bill },
+                amount: None,
+            },
+        };
+        let command = g.command(&r.request_id, &r.terminal_id, &r.operator_id, body)?;
         let key = g.key_for_card(&card, &command.terminal);
-        receipt(g.submit(key, command).await?)
+        self.settle(key, command, wait).await
     }
 
     async fn refund(&self, request: Request<RefundRequest>) -> Result<Response<Receipt>, Status> {
         lead_or_forward!(self.gateway, request, PaymentServiceClient, refund);
+        let wait = saga_wait(request.metadata());
         let r = request.into_inner();
         let g = &self.gateway;
         let bill = convert::bill_id(&r.bill_id)?;
-        let command = g.command(
-            &r.request_id,
-            &r.terminal_id,
-            &r.operator_id,
-            CommandBody::Refund { bill: bill.clone() },
-        )?;
+        // A bill paid by bank card is refunded online, to the card that paid.
+        let paid_with = g
+            .backend()
+            .bill(&bill)
+            .and_then(|b| b.payment)
+            .and_then(|p| p.bank_ref)
+            .and_then(|bank_ref| g.backend().bank_op(&bank_ref));
+        let body = match paid_with {
+            None => CommandBody::Refund { bill: bill.clone() },
+            Some(op) => CommandBody::StartBankOp {
+                card: convert::card_no("card_no", &r.card_no)?,
+                external: op.external,
+                purpose: yinyi_ledger::BankPurpose::Refund { bill: bill.clone() },
+                amount: None,
+            },
+        };
+        let command = g.command(&r.request_id, &r.terminal_id, &r.operator_id, body)?;
         let key = g.key_for_bill(&bill, &command.terminal);
-        receipt(g.submit(key, command).await?)
+        self.settle(key, command, wait).await
     }
 
     async fn withdraw(
@@ -251,21 +307,26 @@ impl PaymentService for Payments {
         request: Request<WithdrawRequest>,
     ) -> Result<Response<Receipt>, Status> {
         lead_or_forward!(self.gateway, request, PaymentServiceClient, withdraw);
+        let wait = saga_wait(request.metadata());
         let r = request.into_inner();
         let g = &self.gateway;
         let card = convert::card_no("card_no", &r.card_no)?;
         let amount = convert::optional_amount("amount", &r.amount, g.limit())?;
-        let command = g.command(
-            &r.request_id,
-            &r.terminal_id,
-            &r.operator_id,
-            CommandBody::WithdrawCash {
+        let body = match bank_card(&r.bank_card_token, &r.bank_card_masked)? {
+            None => CommandBody::WithdrawCash {
                 card: card.clone(),
                 amount,
             },
-        )?;
+            Some(external) => CommandBody::StartBankOp {
+                card: card.clone(),
+                external,
+                purpose: yinyi_ledger::BankPurpose::Withdraw,
+                amount,
+            },
+        };
+        let command = g.command(&r.request_id, &r.terminal_id, &r.operator_id, body)?;
         let key = g.key_for_card(&card, &command.terminal);
-        receipt(g.submit(key, command).await?)
+        self.settle(key, command, wait).await
     }
 
     async fn report_loss(
@@ -421,6 +482,19 @@ fn saga_wait(metadata: &tonic::metadata::MetadataMap) -> std::time::Duration {
     deadline
         .saturating_sub(Duration::from_millis(300))
         .min(Duration::from_secs(10))
+}
+
+/// The bank card a request names, when it names one (token and masked form together).
+fn bank_card(token: &str, masked: &str) -> Result<Option<yinyi_ledger::External>, Status> {
+    if token.is_empty() && masked.is_empty() {
+        return Ok(None);
+    }
+    let token = yinyi_ledger::CardToken::parse(convert::required("bank_card_token", token)?)
+        .map_err(|e| convert::invalid(reason::INVALID_ID, format!("bank_card_token: {e}")))?;
+    Ok(Some(yinyi_ledger::External::BankCard {
+        token,
+        masked: masked_card(masked)?,
+    }))
 }
 
 /// A bank card's masked form for receipts: never the full number.
