@@ -11,6 +11,7 @@
 
 mod backend;
 mod entity;
+pub mod recon;
 mod router;
 pub mod saga;
 

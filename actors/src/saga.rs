@@ -105,6 +105,14 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
         })
     }
 
+    pub fn link(&self) -> &Arc<L> {
+        &self.link
+    }
+
+    pub fn actors(&self) -> &Actors<B> {
+        &self.actors
+    }
+
     /// Drives the operation to an end and returns its state, or its state at `wait`'s end if
     /// the saga is still running then (it goes on in the background).
     pub async fn drive(self: &Arc<Self>, bank_ref: &BankRef, wait: Duration) -> Option<BankOp> {

@@ -287,4 +287,5 @@ rpcs! {
     AdminServiceClient::set_terminal_status(v1::SetTerminalStatusRequest) -> v1::TerminalStatusReply;
     AdminServiceClient::get_shift_report(v1::GetShiftReportRequest) -> v1::ShiftReport;
     AdminServiceClient::daily_report(v1::DailyReportRequest) -> v1::DailyReportReply;
+    AdminServiceClient::reconcile(v1::ReconcileRequest) -> v1::ReconciliationReport;
 }

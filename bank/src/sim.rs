@@ -255,6 +255,26 @@ impl BankSim {
         })
     }
 
+    /// Injects a statement difference for reconciliation tests: the bank's record of
+    /// `bank_ref` is changed in memory (not in the journal) — dropped when `state` is
+    /// `Unknown`, else set to `state`, and to `amount` when given. Card balances are untouched.
+    pub fn tamper(&self, bank_ref: &BankRef, state: OpState, amount: Option<Money>) -> bool {
+        let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        if state == OpState::Unknown {
+            return book.ops.remove(bank_ref.as_str()).is_some();
+        }
+        match book.ops.get_mut(bank_ref.as_str()) {
+            Some(op) => {
+                op.state = state.as_char() as char;
+                if let Some(amount) = amount {
+                    op.cents = amount.cents();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Financial requests received so far (counted on arrival, before any injected latency).
     pub fn requests_seen(&self) -> u64 {
         self.seen.load(std::sync::atomic::Ordering::SeqCst)

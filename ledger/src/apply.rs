@@ -980,6 +980,14 @@ impl<'v, V: StateView> Staged<'v, V> {
                 self.reports.push(Report::Collection(report.clone()));
                 Ok(Effect::CashCollected(report))
             }
+            CommandBody::RecordReconciliation { report } => {
+                self.terminal_allowed(&[Admin, System])?;
+                self.reports.push(Report::Reconciliation(report.clone()));
+                Ok(Effect::ReconciliationRecorded {
+                    date: report.date.clone(),
+                    differences: report.differences.len() as u64,
+                })
+            }
         }
     }
 

@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{
     AccountId, BankRef, BillId, CardNo, OperatorId, PersonKey, RequestId, TerminalId,
 };
-use crate::model::{BankPurpose, BillKind, CardKind, External, Holder, TerminalStatus, Timestamp};
+use crate::model::{
+    BankPurpose, BillKind, CardKind, External, Holder, ReconciliationReport, TerminalStatus,
+    Timestamp,
+};
 use crate::money::Money;
 
 /// One transaction as it goes through Raft.
@@ -137,6 +140,10 @@ pub enum CommandBody {
     CollectCash {
         counted: Money,
     },
+    /// Stores a reconciliation report (from the cluster or an admin console).
+    RecordReconciliation {
+        report: ReconciliationReport,
+    },
 }
 
 impl CommandBody {
@@ -166,6 +173,7 @@ impl CommandBody {
             CommandBody::OpenShift => "OpenShift",
             CommandBody::CloseShift => "CloseShift",
             CommandBody::CollectCash { .. } => "CollectCash",
+            CommandBody::RecordReconciliation { .. } => "RecordReconciliation",
         }
     }
 }

@@ -363,11 +363,49 @@ pub struct CollectionReport {
     pub difference: Money,
 }
 
+/// How the bank's statement and the journal disagree about one operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DifferenceKind {
+    /// On the bank's statement, not completed in the journal (the bank holds money we did not
+    /// book, 长款 at the bank).
+    BankOnly,
+    /// Completed in the journal, not on the statement (短款).
+    JournalOnly,
+    /// On both with different amounts.
+    AmountDiffers,
+}
+
+/// One difference found by reconciliation, with what was done about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconDifference {
+    pub bank_ref: BankRef,
+    pub kind: DifferenceKind,
+    pub bank_amount: Option<Money>,
+    pub journal_amount: Option<Money>,
+    /// The operation's state in the journal, when the journal has it.
+    pub journal_state: Option<BankOpState>,
+    /// "resolved: …" when reconciliation settled it, else what finance must do.
+    pub resolution: String,
+}
+
+/// The day's reconciliation (对账) of the bank's statement with the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconciliationReport {
+    /// The business day, `YYYY-MM-DD` (Asia/Shanghai).
+    pub date: String,
+    pub bank_lines: u64,
+    pub matched: u64,
+    pub matched_total: Money,
+    pub differences: Vec<ReconDifference>,
+}
+
 /// A stored report, keyed by kind, terminal and sequence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Report {
     Shift(ShiftReport),
     Collection(CollectionReport),
+    /// Stored again by a later run of the same day (the latest replaces it).
+    Reconciliation(ReconciliationReport),
 }
 
 impl Report {
@@ -376,6 +414,7 @@ impl Report {
         match self {
             Report::Shift(r) => format!("shift/{}/{:010}", r.terminal, r.seq),
             Report::Collection(r) => format!("collection/{}/{:010}", r.terminal, r.seq),
+            Report::Reconciliation(r) => format!("recon/{}", r.date),
         }
     }
 }

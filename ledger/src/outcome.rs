@@ -263,6 +263,10 @@ pub enum Effect {
     },
     ShiftClosed(ShiftReport),
     CashCollected(CollectionReport),
+    ReconciliationRecorded {
+        date: String,
+        differences: u64,
+    },
 }
 
 /// The result of applying a command, stored under its request id.

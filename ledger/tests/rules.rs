@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use common::*;
 use yinyi_ledger::{
     AccountStatus, BankOpKind, BankOpState, BankPurpose, BillKind, BillStatus, CardKind,
-    CardStatus, Channel, CommandBody, Effect, EntryKind, Money, Outcome, ReasonCode, Report,
-    ReportLine, TerminalKind, TerminalStatus, TxnId,
+    CardStatus, Channel, CommandBody, Effect, EntryKind, Money, Outcome, ReasonCode,
+    ReconciliationReport, Report, ReportLine, TerminalKind, TerminalStatus, TxnId,
 };
 
 /// The standard world with the window's shift open.
@@ -1951,6 +1951,14 @@ fn tour() -> (BTreeSet<&'static str>, BTreeSet<ReasonCode>) {
     go(&mut w, &|w| w.collect(KIOSK, yuan(100)));
     go(&mut w, &|w| w.close_shift(WINDOW));
     go(&mut w, &|w| w.close_shift(WINDOW)); // ShiftNotOpen
+    go(&mut w, &|w| {
+        w.run(
+            SAGA,
+            CommandBody::RecordReconciliation {
+                report: empty_reconciliation("2026-11-24"),
+            },
+        )
+    });
     let cmd = w.log.last().expect("applied").cmd.clone();
     let mut reused = cmd;
     reused.body = CommandBody::OpenShift;
@@ -1985,6 +1993,7 @@ fn every_command_kind_succeeds_somewhere() {
         "OpenShift",
         "CloseShift",
         "CollectCash",
+        "RecordReconciliation",
     ];
     let missing: Vec<_> = all.iter().filter(|n| !done.contains(*n)).collect();
     assert!(missing.is_empty(), "never succeeded: {missing:?}");
@@ -2005,4 +2014,50 @@ fn every_reason_code_apply_can_give_is_given() {
     let missing: Vec<_> = reachable.iter().filter(|c| !codes.contains(*c)).collect();
     assert!(missing.is_empty(), "never given: {missing:?}");
     assert!(!codes.contains(&ReasonCode::InvariantViolation));
+}
+
+fn empty_reconciliation(date: &str) -> ReconciliationReport {
+    ReconciliationReport {
+        date: date.into(),
+        bank_lines: 0,
+        matched: 0,
+        matched_total: Money::ZERO,
+        differences: Vec::new(),
+    }
+}
+
+#[test]
+fn a_reconciliation_report_is_stored_by_the_cluster_and_replaced_by_a_later_run() {
+    let mut w = World::standard();
+    let first = w.run(
+        SAGA,
+        CommandBody::RecordReconciliation {
+            report: empty_reconciliation("2026-11-24"),
+        },
+    );
+    assert!(matches!(
+        expect_done(first),
+        Effect::ReconciliationRecorded { differences: 0, .. }
+    ));
+    let mut second = empty_reconciliation("2026-11-24");
+    second.bank_lines = 3;
+    expect_done(w.run(
+        ADMIN,
+        CommandBody::RecordReconciliation {
+            report: second.clone(),
+        },
+    ));
+    let stored = w
+        .state
+        .reports
+        .get("recon/2026-11-24")
+        .expect("stored under its day");
+    assert_eq!(stored, &Report::Reconciliation(second));
+    let refused = w.run(
+        KIOSK,
+        CommandBody::RecordReconciliation {
+            report: empty_reconciliation("2026-11-24"),
+        },
+    );
+    expect_code(&refused, ReasonCode::TerminalNotAllowed);
 }

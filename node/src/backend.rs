@@ -41,6 +41,12 @@ impl NodeBackend {
         }
     }
 
+    /// Every bank operation (a full walk; for reconciliation).
+    pub fn all_bank_ops(&self) -> Result<Vec<BankOp>, yinyi_storage::StorageError> {
+        self.store()
+            .scan_prefix::<BankOp>(CF_BANK_OPS, b"", usize::MAX)
+    }
+
     pub fn card(&self, no: &CardNo) -> Option<Card> {
         self.read(CF_CARDS, no.as_str().as_bytes())
     }

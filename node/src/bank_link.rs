@@ -3,7 +3,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use yinyi_actors::{BankAnswer, BankLink, BankStatus};
-use yinyi_bank::{BankClient, BankError, Message, OpState, Processing, ResponseCode};
+use yinyi_bank::{
+    BankClient, BankError, Message, OpState, Processing, ResponseCode, StatementLine,
+};
 use yinyi_ledger::{BankOp, BankOpKind, External};
 
 pub struct NodeBankLink {
@@ -13,6 +15,18 @@ pub struct NodeBankLink {
 impl NodeBankLink {
     pub fn new(client: BankClient) -> NodeBankLink {
         NodeBankLink { client }
+    }
+
+    /// The bank's statement of a business day (`YYYYMMDD`).
+    pub async fn statement(&self, date: &str) -> Result<Vec<StatementLine>, String> {
+        let request = Message::StatementRequest {
+            date: date.to_string(),
+        };
+        match self.client.call(&request).await {
+            Ok(Message::Statement { lines, .. }) => Ok(lines),
+            Ok(other) => Err(format!("the bank answered {}", other.mti())),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 

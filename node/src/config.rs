@@ -48,6 +48,8 @@ pub struct NodeConfig {
     pub bank_addr: String,
     /// One bank call's timeout; past it the outcome is unknown and the saga settles it.
     pub bank_timeout_ms: u64,
+    /// When (HH:MM, China Standard Time) the leader reconciles the previous day with the bank.
+    pub recon_daily_at: String,
 }
 
 impl Default for NodeConfig {
@@ -74,6 +76,7 @@ impl Default for NodeConfig {
             metrics_listen: String::new(),
             bank_addr: String::new(),
             bank_timeout_ms: 3_000,
+            recon_daily_at: "02:00".into(),
         }
     }
 }
@@ -112,6 +115,8 @@ impl NodeConfig {
                 self.metrics_listen
             ));
         }
+        crate::recon::parse_time_of_day(&self.recon_daily_at)
+            .map_err(|e| format!("recon_daily_at: {e}"))?;
         if self.max_live_actors == 0 {
             return Err("max_live_actors must be 1 or more".into());
         }

@@ -146,3 +146,37 @@ pub async fn elect(node: &str) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `ctl recon`: reconciles a day through the cluster's leader and prints the report.
+pub async fn recon(node: &str, date: &str) -> Result<()> {
+    let mut config = yinyi_api::ClientConfig::new(vec![node.to_string()]);
+    config.deadline = Duration::from_secs(120);
+    config.attempt_timeout = Duration::from_secs(60);
+    let client = yinyi_api::Client::new(config)?;
+    let report = client
+        .reconcile(yinyi_api::v1::ReconcileRequest {
+            date: date.to_string(),
+        })
+        .await?;
+    println!(
+        "reconciliation {}: {} bank lines, {} matched (¥{}), {} differences",
+        report.date,
+        report.bank_lines,
+        report.matched,
+        report.matched_total,
+        report.differences.len()
+    );
+    if !report.differences.is_empty() {
+        println!(
+            "{:<21} {:<15} {:>12} {:>12} {:<10} resolution",
+            "bank ref", "kind", "bank", "journal", "state"
+        );
+    }
+    for d in &report.differences {
+        println!(
+            "{:<21} {:<15} {:>12} {:>12} {:<10} {}",
+            d.bank_ref, d.kind, d.bank_amount, d.journal_amount, d.journal_state, d.resolution
+        );
+    }
+    Ok(())
+}

@@ -12,5 +12,6 @@ pub mod config;
 pub mod ctl;
 pub mod demo;
 pub mod local;
+pub mod recon;
 pub mod scenario;
 pub mod server;

@@ -111,6 +111,12 @@ enum CtlCmd {
     Snapshot,
     /// Make the node campaign for leadership now (leadership transfer).
     TransferLeader,
+    /// Reconcile a business day with the bank (对账) and print the report.
+    Recon {
+        /// YYYY-MM-DD (China Standard Time).
+        #[arg(long)]
+        date: String,
+    },
 }
 
 /// Every key of the node's configuration; a flag or `YINYI_*` variable overrides the file.
@@ -175,6 +181,9 @@ struct StartArgs {
     /// One bank call's timeout in milliseconds.
     #[arg(long, env = "YINYI_BANK_TIMEOUT_MS")]
     bank_timeout_ms: Option<u64>,
+    /// When the leader reconciles the previous day with the bank (HH:MM, China Standard Time).
+    #[arg(long, env = "YINYI_RECON_DAILY_AT")]
+    recon_daily_at: Option<String>,
 }
 
 impl StartArgs {
@@ -208,7 +217,8 @@ impl StartArgs {
             max_live_actors,
             metrics_listen,
             bank_addr,
-            bank_timeout_ms
+            bank_timeout_ms,
+            recon_daily_at
         );
         config.join |= self.join;
         if let Some(peers) = &self.peers {
@@ -273,6 +283,7 @@ fn run(cli: Cli) -> Result<()> {
                 CtlCmd::RemoveNode { id } => ctl::remove_node(&node, id).await,
                 CtlCmd::Snapshot => ctl::snapshot(&node).await,
                 CtlCmd::TransferLeader => ctl::elect(&node).await,
+                CtlCmd::Recon { date } => ctl::recon(&node, &date).await,
             },
             Cmd::Demo => demo::run().await,
             Cmd::Bench {

@@ -58,6 +58,7 @@ pub async fn run(config: NodeConfig) -> Result<()> {
     let (ready_tx, ready_rx) = watch::channel(false);
     tokio::spawn(watch_leadership(consensus.clone(), ready_tx));
     let ready_rx_for_recovery = ready_rx.clone();
+    let ready_rx_daily = ready_rx.clone();
     let actors = Actors::start(Arc::new(backend.clone()), config.actors(), ready_rx)
         .await
         .map_err(|e| anyhow::anyhow!("start the actors: {e}"))?;
@@ -77,7 +78,13 @@ pub async fn run(config: NodeConfig) -> Result<()> {
         tracing::info!(bank = %config.bank_addr, "bank link configured");
         Some(gateway)
     };
+    let has_bank = bank.is_some();
     let gateway = Gateway::new(consensus.clone(), backend, actors.clone(), limit, bank);
+    if has_bank {
+        let at = crate::recon::parse_time_of_day(&config.recon_daily_at)
+            .map_err(|e| anyhow::anyhow!("recon_daily_at: {e}"))?;
+        tokio::spawn(crate::recon::run_daily(gateway.clone(), at, ready_rx_daily));
+    }
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter

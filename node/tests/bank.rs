@@ -25,6 +25,7 @@ struct World {
     _dir: tempfile::TempDir,
     cluster: LocalCluster,
     sim: Arc<BankSim>,
+    sim_addr: String,
     client: Client,
     serial: u64,
 }
@@ -49,7 +50,7 @@ impl World {
             3,
             vec![
                 "--bank-addr".into(),
-                bank_addr,
+                bank_addr.clone(),
                 "--bank-timeout-ms".into(),
                 "300".into(),
             ],
@@ -63,6 +64,7 @@ impl World {
             _dir: dir,
             cluster,
             sim,
+            sim_addr: bank_addr,
             client,
             serial: 0,
         };
@@ -342,4 +344,88 @@ async fn a_bill_paid_by_card_is_refunded_to_it_and_withdrawals_reach_the_card() 
     assert_eq!(end.bank_state, "REVERSED");
     assert_eq!(w.balance().await, Money::from_yuan(120));
     w.agree().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_finds_exactly_the_injected_differences() {
+    use yinyi_bank::{BankClient, BankClientConfig, Message, OpState, Processing};
+    use yinyi_ledger::BankRef;
+
+    let mut w = World::new().await;
+    let mut refs = Vec::new();
+    for yuan in [100, 50, 30] {
+        let request = w.top_up(yuan);
+        let reply = w.settle(&request).await;
+        assert_eq!(reply.state, "COMPLETED");
+        refs.push(BankRef::parse(&reply.bank_ref).unwrap());
+    }
+    w.sim.set_faults("decline=1").unwrap();
+    let declined = w.top_up(40);
+    let reply = w.settle(&declined).await;
+    assert_eq!(reply.state, "DECLINED");
+    w.sim.set_faults("clear").unwrap();
+    let declined = BankRef::parse(&reply.bank_ref).unwrap();
+
+    // The injected differences.
+    let (amount_differs, journal_only, matched) = (&refs[0], &refs[1], &refs[2]);
+    assert!(
+        w.sim
+            .tamper(amount_differs, OpState::Applied, Some(Money::from_yuan(99)))
+    );
+    assert!(w.sim.tamper(journal_only, OpState::Unknown, None));
+    assert!(w.sim.tamper(&declined, OpState::Applied, None));
+    // The bank applies a debit nobody here started.
+    let stranger = BankRef::parse("Y9999999999999999999").unwrap();
+    let bank = BankClient::new(BankClientConfig::new(w.sim_addr.clone()));
+    bank.call(&Message::FinancialRequest {
+        processing: Processing::Debit,
+        bank_ref: stranger.clone(),
+        token: CardToken::parse(TOKEN).unwrap(),
+        amount: Money::from_yuan(7),
+        at_ms: 0,
+    })
+    .await
+    .unwrap();
+
+    let today = yinyi_bank::sim::business_date(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    );
+    let date = format!("{}-{}-{}", &today[..4], &today[4..6], &today[6..]);
+    let report = w
+        .client
+        .reconcile(ReconcileRequest { date: date.clone() })
+        .await
+        .unwrap();
+    assert_eq!(report.matched, 1, "{report:#?}");
+    assert_eq!(report.matched_total, "30.00");
+    let mut found: Vec<(String, String, bool)> = report
+        .differences
+        .iter()
+        .map(|d| {
+            (
+                d.bank_ref.clone(),
+                d.kind.clone(),
+                d.resolution.starts_with("resolved"),
+            )
+        })
+        .collect();
+    found.sort();
+    let mut expected = vec![
+        (
+            amount_differs.to_string(),
+            "AMOUNT_DIFFERS".to_string(),
+            false,
+        ),
+        (journal_only.to_string(), "JOURNAL_ONLY".to_string(), false),
+        (declined.to_string(), "BANK_ONLY".to_string(), true),
+        (stranger.to_string(), "BANK_ONLY".to_string(), false),
+    ];
+    expected.sort();
+    assert_eq!(found, expected, "{report:#?}");
+    // The bank held money for an operation declined here: reconciliation reversed it.
+    assert_eq!(w.sim.state_of(&declined), OpState::Reversed);
+    assert_eq!(w.sim.state_of(matched), OpState::Applied);
 }

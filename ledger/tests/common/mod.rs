@@ -995,6 +995,8 @@ fn check_cash_boxes_and_reports(state: &MemState) -> Result<(), String> {
         let terminal = match report {
             Report::Shift(r) => &r.terminal,
             Report::Collection(r) => &r.terminal,
+            // Not a terminal's report: nothing about cash boxes to check.
+            Report::Reconciliation(_) => continue,
         };
         if !state.terminals.contains_key(terminal) {
             return Err(format!("report {key} names unknown terminal"));
@@ -1018,6 +1020,7 @@ fn check_cash_boxes_and_reports(state: &MemState) -> Result<(), String> {
         let reset_at = |r: &Report| match r {
             Report::Shift(s) => s.closed_at,
             Report::Collection(c) => c.at,
+            Report::Reconciliation(_) => unreachable!("only terminals' reports are here"),
         };
         reports.sort_by_key(|r| reset_at(r));
         let mut last_reset = Timestamp(i64::MIN);
@@ -1071,6 +1074,7 @@ fn check_cash_boxes_and_reports(state: &MemState) -> Result<(), String> {
                         ));
                     }
                 }
+                Report::Reconciliation(_) => unreachable!("only terminals' reports are here"),
             }
             last_reset = at;
         }

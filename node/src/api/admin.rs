@@ -342,6 +342,16 @@ impl AdminService for Admin {
         }
     }
 
+    async fn reconcile(
+        &self,
+        request: Request<ReconcileRequest>,
+    ) -> Result<Response<ReconciliationReport>, Status> {
+        lead_or_forward!(self.gateway, request, AdminServiceClient, reconcile);
+        let date = request.into_inner().date;
+        let report = crate::recon::reconcile(&self.gateway, &date).await?;
+        Ok(Response::new(crate::recon::to_proto(&report)))
+    }
+
     async fn daily_report(
         &self,
         request: Request<DailyReportRequest>,

@@ -1,0 +1,215 @@
+//! Reconciliation on the leader: the bank's statement of a day, compared with the journal
+//! (`yinyi_actors::recon`), reversals for what the bank holds for operations declined or
+//! reversed here, and the report stored through Raft.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tonic::Status;
+use yinyi_actors::recon::{StatementEntry, compare, needs_reversal};
+use yinyi_actors::{BankLink, EntityKey};
+use yinyi_api::v1;
+use yinyi_ledger::{CommandBody, DifferenceKind, Effect, ReconciliationReport, TerminalId};
+
+use crate::api::Gateway;
+use crate::api::admin::business_day;
+use crate::api::convert;
+
+/// The system terminal reconciliation reports come from.
+pub const RECON_TERMINAL: &str = "S-RECON";
+
+pub async fn reconcile(gateway: &Gateway, date: &str) -> Result<ReconciliationReport, Status> {
+    let (start, end) = business_day(date)?;
+    let bank = gateway.bank().ok_or_else(|| {
+        yinyi_api::error::status_with_reason(
+            tonic::Code::Unimplemented,
+            convert::reason::BANK_LINK_NOT_CONFIGURED,
+            "reconciliation needs the bank link (start the nodes with --bank-addr)",
+        )
+    })?;
+    let lines = bank
+        .link()
+        .statement(&date.replace('-', ""))
+        .await
+        .map_err(|e| gateway.no_leader(&format!("the bank's statement is unavailable: {e}")))?;
+    gateway.read_barrier().await?;
+    let ops = gateway
+        .backend()
+        .all_bank_ops()
+        .map_err(|e| convert::internal(format!("bank operations unreadable: {e}")))?;
+    let started_on_day: BTreeSet<_> = ops
+        .iter()
+        .filter(|op| (start..end).contains(&op.started_at.0))
+        .map(|op| op.bank_ref.clone())
+        .collect();
+    let ours: BTreeMap<_, _> = ops
+        .into_iter()
+        .map(|op| (op.bank_ref.clone(), op))
+        .collect();
+    let statement: Vec<StatementEntry> = lines
+        .iter()
+        .map(|l| StatementEntry {
+            bank_ref: l.bank_ref.clone(),
+            amount: l.amount,
+        })
+        .collect();
+    let mut report = compare(date, &statement, &ours, &started_on_day);
+    for difference in &mut report.differences {
+        if !needs_reversal(difference) {
+            continue;
+        }
+        let Some(op) = ours.get(&difference.bank_ref) else {
+            continue;
+        };
+        difference.resolution = if bank.link().reverse(op, true).await {
+            "resolved: reversal acknowledged by the bank".into()
+        } else {
+            "open: reversal not acknowledged; reconciliation will send it again".into()
+        };
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let command = gateway.command(
+        &format!("recon:{date}:{now}"),
+        RECON_TERMINAL,
+        "",
+        CommandBody::RecordReconciliation {
+            report: report.clone(),
+        },
+    )?;
+    let terminal = TerminalId::parse(RECON_TERMINAL)
+        .map_err(|e| convert::internal(format!("recon terminal: {e}")))?;
+    match gateway
+        .submit(EntityKey::Terminal(terminal), command)
+        .await?
+    {
+        Effect::ReconciliationRecorded { .. } => {}
+        other => return Err(crate::api::unexpected(&other)),
+    }
+    metrics::counter!("recon_runs_total").increment(1);
+    metrics::gauge!("recon_open_differences").set(
+        report
+            .differences
+            .iter()
+            .filter(|d| !d.resolution.starts_with("resolved"))
+            .count() as f64,
+    );
+    tracing::info!(
+        date,
+        differences = report.differences.len(),
+        matched = report.matched,
+        "reconciled"
+    );
+    Ok(report)
+}
+
+pub fn to_proto(report: &ReconciliationReport) -> v1::ReconciliationReport {
+    let money = |m: Option<yinyi_ledger::Money>| m.map_or(String::new(), convert::money);
+    v1::ReconciliationReport {
+        date: report.date.clone(),
+        bank_lines: report.bank_lines,
+        matched: report.matched,
+        matched_total: convert::money(report.matched_total),
+        differences: report
+            .differences
+            .iter()
+            .map(|d| v1::ReconDifference {
+                bank_ref: d.bank_ref.to_string(),
+                kind: match d.kind {
+                    DifferenceKind::BankOnly => "BANK_ONLY",
+                    DifferenceKind::JournalOnly => "JOURNAL_ONLY",
+                    DifferenceKind::AmountDiffers => "AMOUNT_DIFFERS",
+                }
+                .into(),
+                bank_amount: money(d.bank_amount),
+                journal_amount: money(d.journal_amount),
+                journal_state: d
+                    .journal_state
+                    .map_or(String::new(), |s| convert::screaming(&s)),
+                resolution: d.resolution.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Milliseconds from `now_ms` to the next `hh:mm` in China Standard Time (never zero).
+pub fn until_next(now_ms: i64, hour: u32, minute: u32) -> i64 {
+    const DAY: i64 = 86_400_000;
+    const CST: i64 = 8 * 3_600_000;
+    let local = now_ms + CST;
+    let target = i64::from(hour) * 3_600_000 + i64::from(minute) * 60_000;
+    let into_day = local.rem_euclid(DAY);
+    let wait = (target - into_day).rem_euclid(DAY);
+    if wait == 0 { DAY } else { wait }
+}
+
+/// The business day before the one `now_ms` falls in, as `YYYY-MM-DD`.
+pub fn yesterday(now_ms: i64) -> String {
+    let d = yinyi_bank::sim::business_date(now_ms - 86_400_000);
+    format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..])
+}
+
+/// Parses `HH:MM`.
+pub fn parse_time_of_day(text: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{text:?} is not a time of day HH:MM");
+    let (h, m) = text.split_once(':').ok_or_else(bad)?;
+    let (h, m): (u32, u32) = (h.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
+    if h > 23 || m > 59 {
+        return Err(bad());
+    }
+    Ok((h, m))
+}
+
+/// Reconciles the previous business day every day at `at` (CST) while this node leads.
+pub async fn run_daily(
+    gateway: std::sync::Arc<Gateway>,
+    at: (u32, u32),
+    leading: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let now = now_ms();
+        let wait = until_next(now, at.0, at.1);
+        tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
+        if !*leading.borrow() {
+            continue;
+        }
+        let date = yesterday(now_ms());
+        match reconcile(&gateway, &date).await {
+            Ok(report) => tracing::info!(
+                date,
+                differences = report.differences.len(),
+                "daily reconciliation done"
+            ),
+            Err(e) => tracing::error!(
+                date,
+                "daily reconciliation failed: {}; run `yinyi ctl recon --date {date}`",
+                e.message()
+            ),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_daily_run_waits_for_the_next_time_of_day_in_beijing() {
+        // 2026-11-24T00:00+08:00.
+        let midnight = 1_795_449_600_000;
+        assert_eq!(until_next(midnight, 2, 0), 2 * 3_600_000);
+        assert_eq!(until_next(midnight + 3 * 3_600_000, 2, 0), 23 * 3_600_000);
+        assert_eq!(until_next(midnight + 2 * 3_600_000, 2, 0), 86_400_000);
+        assert_eq!(yesterday(midnight + 3_600_000), "2026-11-23");
+        assert_eq!(parse_time_of_day("02:30"), Ok((2, 30)));
+        for bad in ["24:00", "2", "aa:bb", "01:60"] {
+            assert!(parse_time_of_day(bad).is_err(), "{bad}");
+        }
+    }
+}
