@@ -50,6 +50,9 @@ pub struct NodeConfig {
     pub bank_timeout_ms: u64,
     /// When (HH:MM, China Standard Time) the leader reconciles the previous day with the bank.
     pub recon_daily_at: String,
+    /// A bank operation unresolved this long (seconds) raises an error for a person to handle;
+    /// its saga keeps trying.
+    pub bank_resolution_deadline_s: u64,
 }
 
 impl Default for NodeConfig {
@@ -77,6 +80,7 @@ impl Default for NodeConfig {
             bank_addr: String::new(),
             bank_timeout_ms: 3_000,
             recon_daily_at: "02:00".into(),
+            bank_resolution_deadline_s: 600,
         }
     }
 }

@@ -184,6 +184,9 @@ struct StartArgs {
     /// When the leader reconciles the previous day with the bank (HH:MM, China Standard Time).
     #[arg(long, env = "YINYI_RECON_DAILY_AT")]
     recon_daily_at: Option<String>,
+    /// Seconds after which an unresolved bank operation is reported for manual handling.
+    #[arg(long, env = "YINYI_BANK_RESOLUTION_DEADLINE_S")]
+    bank_resolution_deadline_s: Option<u64>,
 }
 
 impl StartArgs {
@@ -218,7 +221,8 @@ impl StartArgs {
             metrics_listen,
             bank_addr,
             bank_timeout_ms,
-            recon_daily_at
+            recon_daily_at,
+            bank_resolution_deadline_s
         );
         config.join |= self.join;
         if let Some(peers) = &self.peers {

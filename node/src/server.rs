@@ -72,7 +72,10 @@ pub async fn run(config: NodeConfig) -> Result<()> {
             Arc::new(backend.clone()),
             actors.clone(),
             Arc::new(link),
-            SagaConfig::default(),
+            SagaConfig {
+                resolution_deadline: Duration::from_secs(config.bank_resolution_deadline_s),
+                ..SagaConfig::default()
+            },
         );
         tokio::spawn(gateway.clone().run_recovery(ready_rx_for_recovery));
         tracing::info!(bank = %config.bank_addr, "bank link configured");

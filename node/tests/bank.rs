@@ -14,6 +14,8 @@ use yinyi_ledger::{CardToken, Money};
 use yinyi_node::local::LocalCluster;
 
 const T: Duration = Duration::from_secs(30);
+/// A cluster is three processes and a bank on a small machine: one test at a time.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const KIOSK: &str = "K-0101";
 const TOKEN: &str = "tok_bank_0001";
 
@@ -154,6 +156,7 @@ impl World {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fault_ends_with_the_account_and_the_bank_agreeing() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut w = World::new().await;
 
     // Approved.
@@ -212,6 +215,7 @@ async fn every_fault_ends_with_the_account_and_the_bank_agreeing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_killed_between_the_banks_approval_and_its_record_is_settled_once() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut w = World::new().await;
     // The bank applies each request after 1.5 s: the leader dies while it waits.
     w.sim.set_faults("latency=1500ms").unwrap();
@@ -246,6 +250,7 @@ async fn a_leader_killed_between_the_banks_approval_and_its_record_is_settled_on
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bill_paid_by_card_is_refunded_to_it_and_withdrawals_reach_the_card() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut w = World::new().await;
     let request_id = w.next();
     w.client
@@ -348,6 +353,7 @@ async fn a_bill_paid_by_card_is_refunded_to_it_and_withdrawals_reach_the_card() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconciliation_finds_exactly_the_injected_differences() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     use yinyi_bank::{BankClient, BankClientConfig, Message, OpState, Processing};
     use yinyi_ledger::BankRef;
 

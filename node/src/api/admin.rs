@@ -78,6 +78,14 @@ pub fn business_day(date: &str) -> Result<(i64, i64), Status> {
     Ok((start, start + DAY_MS))
 }
 
+/// The node ids of a membership change: at least one.
+fn node_ids(request: NodeIds) -> Result<std::collections::BTreeSet<u64>, Status> {
+    if request.ids.is_empty() {
+        return Err(convert::invalid(reason::MISSING_FIELD, "ids is required"));
+    }
+    Ok(request.ids.into_iter().collect())
+}
+
 fn membership_failed(e: ProposeError, gateway: &Gateway) -> Status {
     match e {
         ProposeError::Invalid(m) => convert::invalid(reason::INVALID_REQUEST, m),
@@ -217,14 +225,8 @@ impl AdminService for Admin {
         request: Request<NodeIds>,
     ) -> Result<Response<MembershipReply>, Status> {
         lead_or_forward!(self.gateway, request, AdminServiceClient, promote_voters);
-        let ids = request.into_inner().ids;
-        if ids.is_empty() {
-            return Err(convert::invalid(reason::MISSING_FIELD, "ids is required"));
-        }
-        self.change(MembershipChange::Promote {
-            ids: ids.into_iter().collect(),
-        })
-        .await
+        let ids = node_ids(request.into_inner())?;
+        self.change(MembershipChange::Promote { ids }).await
     }
 
     async fn remove_nodes(
@@ -232,14 +234,8 @@ impl AdminService for Admin {
         request: Request<NodeIds>,
     ) -> Result<Response<MembershipReply>, Status> {
         lead_or_forward!(self.gateway, request, AdminServiceClient, remove_nodes);
-        let ids = request.into_inner().ids;
-        if ids.is_empty() {
-            return Err(convert::invalid(reason::MISSING_FIELD, "ids is required"));
-        }
-        self.change(MembershipChange::Remove {
-            ids: ids.into_iter().collect(),
-        })
-        .await
+        let ids = node_ids(request.into_inner())?;
+        self.change(MembershipChange::Remove { ids }).await
     }
 
     async fn freeze(

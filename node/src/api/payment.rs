@@ -89,6 +89,25 @@ impl Payments {
         }
     }
 
+    /// A loss report or its cancellation: the card's holder proves who they are.
+    async fn loss(
+        &self,
+        r: CardRequest,
+        body: impl FnOnce(yinyi_ledger::CardNo, yinyi_ledger::PersonKey) -> CommandBody,
+    ) -> Result<Response<CardReply>, Status> {
+        let g = &self.gateway;
+        let card = convert::card_no("card_no", &r.card_no)?;
+        let person = convert::person_key(&r.person_key)?;
+        let command = g.command(
+            &r.request_id,
+            &r.terminal_id,
+            &r.operator_id,
+            body(card.clone(), person),
+        )?;
+        let key = g.key_for_card(&card, &command.terminal);
+        card_reply(g.submit(key, command).await?)
+    }
+
     /// The account a read names: by card number or by account id, exactly one of them.
     fn account_of(&self, card_no: &str, account_id: &str) -> Result<AccountId, Status> {
         match (card_no.is_empty(), account_id.is_empty()) {
@@ -334,21 +353,10 @@ impl PaymentService for Payments {
         request: Request<CardRequest>,
     ) -> Result<Response<CardReply>, Status> {
         lead_or_forward!(self.gateway, request, PaymentServiceClient, report_loss);
-        let r = request.into_inner();
-        let g = &self.gateway;
-        let card = convert::card_no("card_no", &r.card_no)?;
-        let person = convert::person_key(&r.person_key)?;
-        let command = g.command(
-            &r.request_id,
-            &r.terminal_id,
-            &r.operator_id,
-            CommandBody::ReportLoss {
-                card: card.clone(),
-                person,
-            },
-        )?;
-        let key = g.key_for_card(&card, &command.terminal);
-        card_reply(g.submit(key, command).await?)
+        self.loss(request.into_inner(), |card, person| {
+            CommandBody::ReportLoss { card, person }
+        })
+        .await
     }
 
     async fn cancel_loss(
@@ -356,21 +364,10 @@ impl PaymentService for Payments {
         request: Request<CardRequest>,
     ) -> Result<Response<CardReply>, Status> {
         lead_or_forward!(self.gateway, request, PaymentServiceClient, cancel_loss);
-        let r = request.into_inner();
-        let g = &self.gateway;
-        let card = convert::card_no("card_no", &r.card_no)?;
-        let person = convert::person_key(&r.person_key)?;
-        let command = g.command(
-            &r.request_id,
-            &r.terminal_id,
-            &r.operator_id,
-            CommandBody::CancelLoss {
-                card: card.clone(),
-                person,
-            },
-        )?;
-        let key = g.key_for_card(&card, &command.terminal);
-        card_reply(g.submit(key, command).await?)
+        self.loss(request.into_inner(), |card, person| {
+            CommandBody::CancelLoss { card, person }
+        })
+        .await
     }
 
     async fn replace_card(
