@@ -79,6 +79,18 @@ impl Store {
         let families = ALL_FAMILIES.iter().map(|name| {
             let mut cf = Options::default();
             cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            if STATE_FAMILIES.contains(name) {
+                // Most state reads are point lookups, many of them for keys that are not there
+                // (a request id seen for the first time): bloom filters in the memtable and in
+                // every table file answer those without walking the skip list or reading
+                // blocks. Profiling the leader showed the memtable skip list as its top cost.
+                let mut table = rocksdb::BlockBasedOptions::default();
+                table.set_bloom_filter(10.0, false);
+                table.set_cache_index_and_filter_blocks(true);
+                cf.set_block_based_table_factory(&table);
+                cf.set_memtable_whole_key_filtering(true);
+                cf.set_memtable_prefix_bloom_ratio(0.1);
+            }
             ColumnFamilyDescriptor::new(*name, cf)
         });
         let db = DB::open_cf_descriptors(&options, path, families)?;
