@@ -32,6 +32,8 @@ pub enum BankAnswer {
     Declined(String),
     /// No answer, or one that does not settle it: the outcome is unknown.
     Unknown(String),
+    /// A third-party channel order placed: the payer confirms it later; the channel notifies.
+    InProgress(String),
 }
 
 /// What the bank's status query says about a reference.
@@ -42,6 +44,8 @@ pub enum BankStatus {
     Reversed,
     /// The bank has never seen it.
     Unknown,
+    /// A channel order still awaiting the payer.
+    Pending,
 }
 
 /// The bank as the sagas see it; the node implements it over the front-end processor link.
@@ -64,6 +68,10 @@ pub struct SagaConfig {
     /// An operation unresolved longer than this is logged as an error for manual handling
     /// (and still retried).
     pub resolution_deadline: Duration,
+    /// How long a channel order waits for a notification before its status is asked.
+    pub channel_poll: Duration,
+    /// A channel order the payer has not confirmed after this long is closed (reversed).
+    pub channel_order_expiry: Duration,
 }
 
 impl Default for SagaConfig {
@@ -73,6 +81,8 @@ impl Default for SagaConfig {
             max_backoff: Duration::from_secs(5),
             recovery_every: Duration::from_secs(5),
             resolution_deadline: Duration::from_secs(600),
+            channel_poll: Duration::from_secs(2),
+            channel_order_expiry: Duration::from_secs(900),
         }
     }
 }
@@ -92,6 +102,8 @@ pub struct BankGateway<B: Backend, L: BankLink> {
     config: SagaConfig,
     /// Sagas running now, by reference: a second caller waits on the same one.
     running: Mutex<HashMap<BankRef, watch::Receiver<Option<BankOpState>>>>,
+    /// Channel notifications, by reference (a notification before the wait is kept).
+    notices: Mutex<HashMap<BankRef, Arc<tokio::sync::Notify>>>,
 }
 
 impl<B: Backend, L: BankLink> BankGateway<B, L> {
@@ -102,7 +114,94 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
             link,
             config,
             running: Mutex::new(HashMap::new()),
+            notices: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn notice(&self, bank_ref: &BankRef) -> Arc<tokio::sync::Notify> {
+        self.notices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(bank_ref.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// The channel says something happened to `bank_ref`: its saga asks the channel now (a
+    /// notification is a hint to look, never trusted as the result itself). Starts the saga
+    /// when it is not running (e.g. on a new leader).
+    pub fn notify(self: &Arc<Self>, bank_ref: &BankRef) -> bool {
+        if self.backend.bank_op(bank_ref).is_none() {
+            return false;
+        }
+        self.notice(bank_ref).notify_one();
+        self.start(bank_ref);
+        true
+    }
+
+    /// Waits for the channel's notification (or `channel_poll`), then settles the order by its
+    /// status; closes it by a reversal once it has expired unconfirmed.
+    async fn await_channel(&self, op: &BankOp) -> Result<(), SubmitError> {
+        let notice = self.notice(&op.bank_ref);
+        let _ = tokio::time::timeout(self.config.channel_poll, notice.notified()).await;
+        let settle =
+            |name: &'static str, body: CommandBody| async move { self.step(op, name, body).await };
+        match self.link.status(op).await {
+            Some(BankStatus::Applied) => {
+                settle(
+                    "complete",
+                    CommandBody::CompleteBankOp {
+                        bank_ref: op.bank_ref.clone(),
+                        bank_note: "channel: paid".into(),
+                    },
+                )
+                .await
+            }
+            Some(BankStatus::Declined) => {
+                settle(
+                    "decline",
+                    CommandBody::DeclineBankOp {
+                        bank_ref: op.bank_ref.clone(),
+                        bank_note: "channel: declined".into(),
+                    },
+                )
+                .await
+            }
+            Some(BankStatus::Reversed) => {
+                settle(
+                    "reverse",
+                    CommandBody::ReverseBankOp {
+                        bank_ref: op.bank_ref.clone(),
+                        bank_note: "channel: order closed".into(),
+                    },
+                )
+                .await
+            }
+            _ => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                let age = u64::try_from(now - op.started_at.0).unwrap_or(0);
+                if Duration::from_millis(age) < self.config.channel_order_expiry {
+                    return Ok(());
+                }
+                // Expired unconfirmed: close the order; a late confirmation is then refused.
+                if self.link.reverse(op, false).await {
+                    settle(
+                        "reverse",
+                        CommandBody::ReverseBankOp {
+                            bank_ref: op.bank_ref.clone(),
+                            bank_note: "channel: order expired unconfirmed".into(),
+                        },
+                    )
+                    .await
+                } else {
+                    Err(SubmitError::Unavailable(
+                        "the channel did not close the order".into(),
+                    ))
+                }
+            }
+        }
     }
 
     pub fn link(&self) -> &Arc<L> {
@@ -135,6 +234,11 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
             let end = gateway.run(&bank_ref).await;
             gateway
                 .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&bank_ref);
+            gateway
+                .notices
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&bank_ref);
@@ -220,6 +324,7 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
                         )
                         .await
                     }
+                    BankAnswer::InProgress(_) => self.await_channel(&op).await,
                 },
                 BankOpState::InDoubt => match self.link.status(&op).await {
                     Some(BankStatus::Applied) => {

@@ -269,6 +269,7 @@ rpcs! {
     PaymentServiceClient::replace_card(v1::ReplaceCardRequest) -> v1::ReplaceCardReply;
     PaymentServiceClient::query_balance(v1::QueryBalanceRequest) -> v1::BalanceReply;
     PaymentServiceClient::list_transactions(v1::ListTransactionsRequest) -> v1::ListTransactionsReply;
+    PaymentServiceClient::third_party_notify(v1::ThirdPartyNotice) -> v1::NoticeAck;
     HisServiceClient::post_bill(v1::PostBillRequest) -> v1::Bill;
     HisServiceClient::cancel_bill(v1::CancelBillRequest) -> v1::CancelBillReply;
     HisServiceClient::get_bill(v1::GetBillRequest) -> v1::Bill;

@@ -77,6 +77,7 @@ impl Writer {
         self.raw(match p {
             Processing::Debit => b"000000",
             Processing::Credit => b"200000",
+            Processing::ChannelDebit => b"300000",
         });
     }
 }
@@ -242,6 +243,7 @@ impl<'a> Reader<'a> {
         match self.take("processing code", 6)? {
             b"000000" => Ok(Processing::Debit),
             b"200000" => Ok(Processing::Credit),
+            b"300000" => Ok(Processing::ChannelDebit),
             other => Err(CodecError::Bad {
                 field: "processing code",
                 text: String::from_utf8_lossy(other).into_owned(),
@@ -426,7 +428,11 @@ mod tests {
     }
 
     fn processing() -> impl Strategy<Value = Processing> {
-        prop_oneof![Just(Processing::Debit), Just(Processing::Credit)]
+        prop_oneof![
+            Just(Processing::Debit),
+            Just(Processing::Credit),
+            Just(Processing::ChannelDebit)
+        ]
     }
 
     fn code() -> impl Strategy<Value = ResponseCode> {
@@ -438,6 +444,7 @@ mod tests {
             Just(ResponseCode::InvalidTransaction),
             Just(ResponseCode::NotFound),
             Just(ResponseCode::IssuerUnavailable),
+            Just(ResponseCode::InProgress),
         ]
     }
 
@@ -447,6 +454,7 @@ mod tests {
             Just(OpState::Applied),
             Just(OpState::Declined),
             Just(OpState::Reversed),
+            Just(OpState::Pending),
         ]
     }
 

@@ -19,6 +19,9 @@ pub enum Processing {
     Debit,
     /// `200000`: the bank credits the card (a refund or a withdrawal to the card).
     Credit,
+    /// `300000`: a payment order on the third-party channel (WeChat/Alipay style): the payer
+    /// confirms it in their app later; the channel notifies the result asynchronously.
+    ChannelDebit,
 }
 
 /// A response code (field 39).
@@ -38,6 +41,8 @@ pub enum ResponseCode {
     NotFound,
     /// `91` issuer or switch inoperative
     IssuerUnavailable,
+    /// `09` request in progress: a channel order awaiting the payer.
+    InProgress,
 }
 
 impl ResponseCode {
@@ -50,6 +55,7 @@ impl ResponseCode {
             ResponseCode::InvalidTransaction => "12",
             ResponseCode::NotFound => "25",
             ResponseCode::IssuerUnavailable => "91",
+            ResponseCode::InProgress => "09",
         }
     }
 
@@ -62,6 +68,7 @@ impl ResponseCode {
             "12" => ResponseCode::InvalidTransaction,
             "25" => ResponseCode::NotFound,
             "91" => ResponseCode::IssuerUnavailable,
+            "09" => ResponseCode::InProgress,
             _ => return None,
         })
     }
@@ -78,6 +85,8 @@ pub enum OpState {
     Declined,
     /// `R`: reversed (money moved and moved back, or a reversal arrived first).
     Reversed,
+    /// `P`: a channel order awaiting the payer's confirmation.
+    Pending,
 }
 
 impl OpState {
@@ -87,6 +96,7 @@ impl OpState {
             OpState::Applied => b'A',
             OpState::Declined => b'D',
             OpState::Reversed => b'R',
+            OpState::Pending => b'P',
         }
     }
 
@@ -96,6 +106,7 @@ impl OpState {
             b'A' => OpState::Applied,
             b'D' => OpState::Declined,
             b'R' => OpState::Reversed,
+            b'P' => OpState::Pending,
             _ => return None,
         })
     }

@@ -34,6 +34,10 @@ pub struct Faults {
     pub drop: f64,
     /// Down until then: connections are closed at once.
     pub down_until: Option<Instant>,
+    /// How long a payer takes to confirm a channel order in their app.
+    pub confirm: Duration,
+    /// Share of channel orders the payer never confirms.
+    pub abandon: f64,
 }
 
 fn parse_ms(key: &str, value: &str) -> Result<Duration, String> {
@@ -80,13 +84,15 @@ impl Faults {
                 "decline" => next.decline = parse_share(key, value)?,
                 "lost" => next.lost = parse_share(key, value)?,
                 "drop" => next.drop = parse_share(key, value)?,
+                "confirm" => next.confirm = parse_ms(key, value)?,
+                "abandon" => next.abandon = parse_share(key, value)?,
                 "down" => {
                     let d = parse_ms(key, value)?;
                     next.down_until = (!d.is_zero()).then(|| Instant::now() + d);
                 }
                 other => {
                     return Err(format!(
-                        "unknown fault {other:?}: latency, jitter, decline, lost, drop, down or clear"
+                        "unknown fault {other:?}: latency, jitter, decline, lost, drop, down, confirm, abandon or clear"
                     ));
                 }
             }
@@ -102,12 +108,14 @@ impl Faults {
             .filter(|d| !d.is_zero())
             .map_or("no".to_string(), |d| format!("{}ms", d.as_millis()));
         format!(
-            "latency={}ms,jitter={}ms,decline={},lost={},drop={},down={down}",
+            "latency={}ms,jitter={}ms,decline={},lost={},drop={},down={down},confirm={}ms,abandon={}",
             self.latency.as_millis(),
             self.jitter.as_millis(),
             self.decline,
             self.lost,
-            self.drop
+            self.drop,
+            self.confirm.as_millis(),
+            self.abandon
         )
     }
 
@@ -121,6 +129,9 @@ impl Faults {
 struct Op {
     bank_ref: String,
     credit: bool,
+    /// A third-party channel order rather than a card debit.
+    #[serde(default)]
+    channel: bool,
     token: String,
     cents: i64,
     state: char,
@@ -180,7 +191,13 @@ pub struct BankSim {
     initial: i64,
     /// Financial requests read off the wire (before any latency), for tests and operators.
     seen: std::sync::atomic::AtomicU64,
+    /// Told the result of every channel order the payer settled (the channel's asynchronous
+    /// notification).
+    notifier: Mutex<Option<Notifier>>,
 }
+
+/// Receives the channel's asynchronous notifications: the order and how it ended.
+pub type Notifier = Arc<dyn Fn(BankRef, OpState) + Send + Sync>;
 
 /// China Standard Time, the business day of the statement.
 const CST_OFFSET_MS: i64 = 8 * 3600 * 1000;
@@ -210,6 +227,8 @@ fn now_ms() -> i64 {
 /// What to do with a connection after a request.
 enum Reply {
     Send(Message),
+    /// Answer, then let the payer confirm the channel order later.
+    Order(Message, BankRef),
     /// Close without answering (a lost response, a dropped connection, a down bank).
     Close,
 }
@@ -252,6 +271,7 @@ impl BankSim {
             faults: Mutex::new(faults),
             initial,
             seen: std::sync::atomic::AtomicU64::new(0),
+            notifier: Mutex::new(None),
         })
     }
 
@@ -272,6 +292,53 @@ impl BankSim {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Where the channel's notifications go.
+    pub fn on_channel_result(&self, notifier: Notifier) {
+        *self.notifier.lock().unwrap_or_else(|e| e.into_inner()) = Some(notifier);
+    }
+
+    /// The payer of channel order `bank_ref` confirms it (after the confirmation delay, unless
+    /// they abandon it): the debit applies or is declined, and the notifier hears of it.
+    async fn confirm_later(self: Arc<Self>, bank_ref: BankRef) {
+        let faults = self.faults();
+        tokio::time::sleep(faults.confirm).await;
+        if Self::roll(faults.abandon) {
+            return;
+        }
+        let state = {
+            let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(op) = book.ops.get(bank_ref.as_str()).cloned() else {
+                return;
+            };
+            if op.state() != OpState::Pending {
+                return; // closed (reversed) before the payer confirmed
+            }
+            let funded = book.balance(&op.token, self.initial) >= op.cents;
+            let (state, code) = if funded {
+                (OpState::Applied, ResponseCode::Approved)
+            } else {
+                (OpState::Declined, ResponseCode::InsufficientFunds)
+            };
+            let mut settled = op;
+            settled.state = state.as_char() as char;
+            settled.code = code.as_str().to_string();
+            settled.at_ms = now_ms();
+            if let Err(e) = tokio::task::block_in_place(|| book.record(settled, self.initial)) {
+                tracing::error!("bank journal write failed: {e}");
+                return;
+            }
+            state
+        };
+        let notifier = self
+            .notifier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(notify) = notifier {
+            notify(bank_ref, state);
         }
     }
 
@@ -333,9 +400,30 @@ impl BankSim {
             // Seen before: the first answer again (a reversed one is refused), nothing applied.
             let code = match op.state() {
                 OpState::Reversed => ResponseCode::InvalidTransaction,
+                OpState::Pending => ResponseCode::InProgress,
                 _ => ResponseCode::parse(&op.code).unwrap_or(ResponseCode::Declined),
             };
             return Ok(Reply::Send(respond(code)));
+        }
+        if processing == Processing::ChannelDebit {
+            // An order: the payer confirms it later, in their app.
+            book.record(
+                Op {
+                    bank_ref: bank_ref.to_string(),
+                    credit: false,
+                    channel: true,
+                    token: token.to_string(),
+                    cents: amount.cents(),
+                    state: OpState::Pending.as_char() as char,
+                    code: ResponseCode::InProgress.as_str().to_string(),
+                    at_ms: now_ms(),
+                },
+                self.initial,
+            )?;
+            return Ok(Reply::Order(
+                respond(ResponseCode::InProgress),
+                bank_ref.clone(),
+            ));
         }
         let credit = processing == Processing::Credit;
         let code = if !credit && Self::roll(faults.decline) {
@@ -354,6 +442,7 @@ impl BankSim {
             Op {
                 bank_ref: bank_ref.to_string(),
                 credit,
+                channel: false,
                 token: token.to_string(),
                 cents: amount.cents(),
                 state: state.as_char() as char,
@@ -376,7 +465,7 @@ impl BankSim {
         }
         let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
         match book.ops.get(bank_ref.as_str()).cloned() {
-            Some(op) if op.state() == OpState::Applied => {
+            Some(op) if matches!(op.state(), OpState::Applied | OpState::Pending) => {
                 let mut reversed = op;
                 reversed.state = OpState::Reversed.as_char() as char;
                 book.record(reversed, self.initial)?;
@@ -389,6 +478,7 @@ impl BankSim {
                     Op {
                         bank_ref: bank_ref.to_string(),
                         credit: false,
+                        channel: false,
                         token: String::new(),
                         cents: amount.cents(),
                         state: OpState::Reversed.as_char() as char,
@@ -419,6 +509,8 @@ impl BankSim {
                     bank_ref: BankRef::parse(&op.bank_ref).ok()?,
                     processing: if op.credit {
                         Processing::Credit
+                    } else if op.channel {
+                        Processing::ChannelDebit
                     } else {
                         Processing::Debit
                     },
@@ -507,6 +599,12 @@ impl BankSim {
             };
             match reply {
                 Reply::Send(message) => {
+                    if write_message(&mut stream, &message).await.is_err() {
+                        return;
+                    }
+                }
+                Reply::Order(message, bank_ref) => {
+                    tokio::spawn(self.clone().confirm_later(bank_ref));
                     if write_message(&mut stream, &message).await.is_err() {
                         return;
                     }

@@ -39,13 +39,19 @@ fn processing(op: &BankOp) -> Processing {
 
 impl BankLink for NodeBankLink {
     async fn execute(&self, op: &BankOp) -> BankAnswer {
-        let External::BankCard { token, .. } = &op.external else {
-            return BankAnswer::Declined("the third-party channel is not connected".into());
+        let (processing, token) = match &op.external {
+            External::BankCard { token, .. } => (processing(op), token.clone()),
+            External::ThirdParty { payer, .. } => match yinyi_ledger::CardToken::parse(payer) {
+                // A payment is an order the payer confirms; a refund is credited at once.
+                Ok(token) if op.kind == BankOpKind::Debit => (Processing::ChannelDebit, token),
+                Ok(token) => (Processing::Credit, token),
+                Err(e) => return BankAnswer::Declined(format!("payer id: {e}")),
+            },
         };
         let request = Message::FinancialRequest {
-            processing: processing(op),
+            processing,
             bank_ref: op.bank_ref.clone(),
-            token: token.clone(),
+            token,
             amount: op.amount,
             at_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -61,6 +67,10 @@ impl BankLink for NodeBankLink {
                 code: ResponseCode::IssuerUnavailable,
                 ..
             }) => BankAnswer::Unknown("91 issuer unavailable".into()),
+            Ok(Message::FinancialResponse {
+                code: ResponseCode::InProgress,
+                ..
+            }) => BankAnswer::InProgress("09 order awaiting the payer".into()),
             Ok(Message::FinancialResponse { code, .. }) => {
                 BankAnswer::Declined(code.as_str().to_string())
             }
@@ -96,6 +106,7 @@ impl BankLink for NodeBankLink {
                 OpState::Declined => BankStatus::Declined,
                 OpState::Reversed => BankStatus::Reversed,
                 OpState::Unknown => BankStatus::Unknown,
+                OpState::Pending => BankStatus::Pending,
             }),
             _ => None,
         }

@@ -53,6 +53,8 @@ pub struct NodeConfig {
     /// A bank operation unresolved this long (seconds) raises an error for a person to handle;
     /// its saga keeps trying.
     pub bank_resolution_deadline_s: u64,
+    /// A third-party channel order the payer has not confirmed after this long is closed.
+    pub channel_order_expiry_ms: u64,
 }
 
 impl Default for NodeConfig {
@@ -81,6 +83,7 @@ impl Default for NodeConfig {
             bank_timeout_ms: 3_000,
             recon_daily_at: "02:00".into(),
             bank_resolution_deadline_s: 600,
+            channel_order_expiry_ms: 900_000,
         }
     }
 }

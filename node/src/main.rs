@@ -61,9 +61,13 @@ enum Cmd {
         /// Every card's opening balance, in yuan.
         #[arg(long, default_value = "100000")]
         initial_balance: String,
-        /// Faults from the start: latency=20ms,jitter=10ms,decline=0.03,lost=0.02,drop=0.01,down=5s
+        /// Faults from the start: latency=20ms,jitter=10ms,decline=0.03,lost=0.02,drop=0.01,down=5s,
+        /// confirm=200ms,abandon=0.05 (the last two for third-party channel orders)
         #[arg(long, default_value = "")]
         faults: String,
+        /// The cluster's nodes (host:port, comma-separated), told of settled channel orders.
+        #[arg(long, value_delimiter = ',')]
+        notify: Vec<String>,
     },
     /// Change a running bank simulator's faults (e.g. "decline=0.1,lost=0.02" or "clear").
     BankFaults {
@@ -187,6 +191,9 @@ struct StartArgs {
     /// Seconds after which an unresolved bank operation is reported for manual handling.
     #[arg(long, env = "YINYI_BANK_RESOLUTION_DEADLINE_S")]
     bank_resolution_deadline_s: Option<u64>,
+    /// Milliseconds after which an unconfirmed third-party order is closed.
+    #[arg(long, env = "YINYI_CHANNEL_ORDER_EXPIRY_MS")]
+    channel_order_expiry_ms: Option<u64>,
 }
 
 impl StartArgs {
@@ -222,7 +229,8 @@ impl StartArgs {
             bank_addr,
             bank_timeout_ms,
             recon_daily_at,
-            bank_resolution_deadline_s
+            bank_resolution_deadline_s,
+            channel_order_expiry_ms
         );
         config.join |= self.join;
         if let Some(peers) = &self.peers {
@@ -312,6 +320,7 @@ fn run(cli: Cli) -> Result<()> {
                 journal,
                 initial_balance,
                 faults,
+                notify,
             } => {
                 init_tracing();
                 let initial = yinyi_ledger::Money::parse(&initial_balance)
@@ -324,6 +333,21 @@ fn run(cli: Cli) -> Result<()> {
                     yinyi_bank::BankSim::open(&journal, initial, start_faults)
                         .with_context(|| format!("open the journal {}", journal.display()))?,
                 );
+                if !notify.is_empty() {
+                    let client = yinyi_api::Client::new(yinyi_api::ClientConfig::new(notify))?;
+                    sim.on_channel_result(std::sync::Arc::new(move |bank_ref, _state| {
+                        let client = client.clone();
+                        tokio::spawn(async move {
+                            let notice = yinyi_api::v1::ThirdPartyNotice {
+                                bank_ref: bank_ref.to_string(),
+                                provider: "SIM".into(),
+                            };
+                            if let Err(e) = client.third_party_notify(notice).await {
+                                tracing::warn!(%bank_ref, "channel notification failed: {e}");
+                            }
+                        });
+                    }));
+                }
                 let listener = tokio::net::TcpListener::bind(&listen)
                     .await
                     .with_context(|| format!("listen on {listen}"))?;

@@ -74,6 +74,7 @@ pub async fn run(config: NodeConfig) -> Result<()> {
             Arc::new(link),
             SagaConfig {
                 resolution_deadline: Duration::from_secs(config.bank_resolution_deadline_s),
+                channel_order_expiry: Duration::from_millis(config.channel_order_expiry_ms),
                 ..SagaConfig::default()
             },
         );

@@ -34,6 +34,10 @@ struct World {
 
 impl World {
     async fn new() -> World {
+        World::with(&[]).await
+    }
+
+    async fn with(extra: &[&str]) -> World {
         let dir = tempfile::tempdir().unwrap();
         let sim = Arc::new(
             BankSim::open(
@@ -50,12 +54,15 @@ impl World {
             std::path::Path::new(env!("CARGO_BIN_EXE_yinyi")),
             dir.path(),
             3,
-            vec![
-                "--bank-addr".into(),
+            [
+                "--bank-addr".to_string(),
                 bank_addr.clone(),
                 "--bank-timeout-ms".into(),
                 "300".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(extra.iter().map(|s| s.to_string()))
+            .collect(),
         )
         .unwrap();
         cluster.wait_for_leader(T).await.unwrap();
@@ -434,4 +441,182 @@ async fn reconciliation_finds_exactly_the_injected_differences() {
     // The bank held money for an operation declined here: reconciliation reversed it.
     assert_eq!(w.sim.state_of(&declined), OpState::Reversed);
     assert_eq!(w.sim.state_of(matched), OpState::Applied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn third_party_top_ups_end_on_the_notification_a_status_query_or_expiry() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let mut w = World::with(&["--channel-order-expiry-ms", "1500"]).await;
+    let request_id = w.next();
+    w.client
+        .register_terminal(RegisterTerminalRequest {
+            request_id,
+            terminal_id: "A-ADMIN".into(),
+            operator_id: "admin".into(),
+            new_terminal_id: "M-APP".into(),
+        })
+        .await
+        .unwrap();
+    // The channel notifies the cluster, unless told to stay silent.
+    let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let notices = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    {
+        let client = w.client.clone();
+        let silent = silent.clone();
+        let notices = notices.clone();
+        w.sim.on_channel_result(Arc::new(move |bank_ref, _| {
+            if silent.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            let client = client.clone();
+            let notices = notices.clone();
+            tokio::spawn(async move {
+                let ack = client
+                    .third_party_notify(ThirdPartyNotice {
+                        bank_ref: bank_ref.to_string(),
+                        provider: "WECHAT".into(),
+                    })
+                    .await
+                    .unwrap();
+                assert!(ack.known);
+                notices.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            });
+        }));
+    }
+    let payer = CardToken::parse("wx_payer_0001").unwrap();
+    let order = |w: &mut World, yuan: i64| TopUpThirdPartyRequest {
+        request_id: w.next(),
+        terminal_id: "M-APP".into(),
+        card_no: "HC00000001".into(),
+        provider: "WECHAT".into(),
+        payer: payer.to_string(),
+        amount: yuan.to_string(),
+    };
+    let settle = |w: &World, r: TopUpThirdPartyRequest| {
+        let client = w.client.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + T;
+            loop {
+                let reply = client.top_up_third_party(r.clone()).await.unwrap();
+                if is_final(&reply.state) {
+                    return reply;
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{reply:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+
+    // Confirmed by the payer; the channel's notification settles it.
+    w.sim.set_faults("confirm=100ms").unwrap();
+    let paid = {
+        let r = order(&mut w, 60);
+        settle(&w, r)
+    }
+    .await;
+    assert_eq!(paid.state, "COMPLETED");
+    assert_eq!(paid.balance, "60.00");
+    assert_eq!(w.sim.balance(&payer), Money::from_yuan(10_000 - 60));
+    assert!(notices.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+
+    // No notification: the status query finds it paid.
+    silent.store(true, std::sync::atomic::Ordering::SeqCst);
+    let paid = {
+        let r = order(&mut w, 40);
+        settle(&w, r)
+    }
+    .await;
+    assert_eq!(paid.state, "COMPLETED");
+    assert_eq!(w.sim.balance(&payer), Money::from_yuan(10_000 - 100));
+    silent.store(false, std::sync::atomic::Ordering::SeqCst);
+
+    // The payer's wallet is short: declined.
+    let short = {
+        let r = order(&mut w, 20_000);
+        settle(&w, r)
+    }
+    .await;
+    assert_eq!(short.state, "DECLINED");
+
+    // A bill paid through the channel, cancelled by HIS, refunded online to the payer.
+    let request_id = w.next();
+    w.client
+        .register_terminal(RegisterTerminalRequest {
+            request_id,
+            terminal_id: "A-ADMIN".into(),
+            operator_id: "admin".into(),
+            new_terminal_id: "H-HIS".into(),
+        })
+        .await
+        .unwrap();
+    let request_id = w.next();
+    w.client
+        .post_bill(PostBillRequest {
+            request_id,
+            terminal_id: "H-HIS".into(),
+            bill_id: "WX-1".into(),
+            card_no: "HC00000001".into(),
+            kind: BillKind::Registration as i32,
+            amount: "25.50".into(),
+        })
+        .await
+        .unwrap();
+    let pay = PayBillRequest {
+        request_id: w.next(),
+        terminal_id: "M-APP".into(),
+        bill_id: "WX-1".into(),
+        card_no: "HC00000001".into(),
+        third_party_provider: "WECHAT".into(),
+        third_party_payer: payer.to_string(),
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + T;
+    let paid = loop {
+        let reply = w.client.pay_bill(pay.clone()).await.unwrap();
+        if is_final(&reply.bank_state) {
+            break reply;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{reply:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(paid.bank_state, "COMPLETED");
+    assert_eq!(paid.balance, "100.00", "the account is untouched");
+    assert_eq!(
+        w.sim.balance(&payer),
+        Money::from_cents(1_000_000 - 10_000 - 2_550)
+    );
+    let request_id = w.next();
+    w.client
+        .cancel_bill(CancelBillRequest {
+            request_id,
+            terminal_id: "H-HIS".into(),
+            bill_id: "WX-1".into(),
+        })
+        .await
+        .unwrap();
+    let request_id = w.next();
+    let refunded = w
+        .client
+        .refund(RefundRequest {
+            request_id,
+            terminal_id: KIOSK.into(),
+            bill_id: "WX-1".into(),
+            card_no: "HC00000001".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(refunded.bank_state, "COMPLETED", "{refunded:?}");
+    assert_eq!(w.sim.balance(&payer), Money::from_yuan(10_000 - 100));
+
+    // Never confirmed: closed once it expires; a late confirmation could not apply.
+    w.sim.set_faults("abandon=1").unwrap();
+    let abandoned = {
+        let r = order(&mut w, 30);
+        settle(&w, r)
+    }
+    .await;
+    assert_eq!(abandoned.state, "REVERSED");
+    assert_eq!(w.sim.balance(&payer), Money::from_yuan(10_000 - 100));
+    assert_eq!(w.balance().await, Money::from_yuan(100));
 }

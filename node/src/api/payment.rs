@@ -89,6 +89,56 @@ impl Payments {
         }
     }
 
+    /// A top-up through the bank or the channel: the saga's state after at most `wait`.
+    #[allow(clippy::too_many_arguments)]
+    async fn top_up(
+        &self,
+        request_id: &str,
+        terminal_id: &str,
+        operator_id: &str,
+        card_no: &str,
+        external: yinyi_ledger::External,
+        amount: &str,
+        wait: std::time::Duration,
+    ) -> Result<Response<BankOpReply>, Status> {
+        let g = &self.gateway;
+        let card = convert::card_no("card_no", card_no)?;
+        let amount = convert::amount("amount", amount, g.limit())?;
+        let command = g.command(
+            request_id,
+            terminal_id,
+            operator_id,
+            CommandBody::StartBankOp {
+                card: card.clone(),
+                external,
+                purpose: yinyi_ledger::BankPurpose::TopUp,
+                amount: Some(amount),
+            },
+        )?;
+        let Some(bank) = g.bank() else {
+            return Err(bank_link_missing());
+        };
+        let key = g.key_for_card(&card, &command.terminal);
+        let bank_ref = match g.submit(key, command).await? {
+            Effect::BankOpStarted { bank_ref, .. } => bank_ref,
+            other => return Err(unexpected(&other)),
+        };
+        let op = bank
+            .drive(&bank_ref, wait)
+            .await
+            .ok_or_else(|| convert::internal(format!("bank operation {bank_ref} vanished")))?;
+        let balance = g
+            .backend()
+            .account(op.account)
+            .map_or_else(String::new, |a| convert::money(a.balance));
+        Ok(Response::new(BankOpReply {
+            bank_ref: bank_ref.to_string(),
+            state: convert::screaming(&op.state),
+            account_id: op.account.to_string(),
+            balance,
+        }))
+    }
+
     /// A loss report or its cancellation: the card's holder proves who they are.
     async fn loss(
         &self,
@@ -209,61 +259,66 @@ impl PaymentService for Payments {
         );
         let wait = saga_wait(request.metadata());
         let r = request.into_inner();
-        let g = &self.gateway;
-        let card = convert::card_no("card_no", &r.card_no)?;
-        let token = yinyi_ledger::CardToken::parse(convert::required(
-            "bank_card_token",
-            &r.bank_card_token,
-        )?)
-        .map_err(|e| convert::invalid(reason::INVALID_ID, format!("bank_card_token: {e}")))?;
-        let masked = masked_card(&r.bank_card_masked)?;
-        let amount = convert::amount("amount", &r.amount, g.limit())?;
-        let command = g.command(
+        let external = bank_card(&r.bank_card_token, &r.bank_card_masked)?.ok_or_else(|| {
+            convert::invalid(reason::MISSING_FIELD, "bank_card_token is required")
+        })?;
+        self.top_up(
             &r.request_id,
             &r.terminal_id,
             &r.operator_id,
-            CommandBody::StartBankOp {
-                card: card.clone(),
-                external: yinyi_ledger::External::BankCard { token, masked },
-                purpose: yinyi_ledger::BankPurpose::TopUp,
-                amount: Some(amount),
-            },
-        )?;
-        let Some(bank) = g.bank() else {
-            return Err(bank_link_missing());
-        };
-        let key = g.key_for_card(&card, &command.terminal);
-        let bank_ref = match g.submit(key, command).await? {
-            Effect::BankOpStarted { bank_ref, .. } => bank_ref,
-            other => return Err(unexpected(&other)),
-        };
-        let op = bank
-            .drive(&bank_ref, wait)
-            .await
-            .ok_or_else(|| convert::internal(format!("bank operation {bank_ref} vanished")))?;
-        let balance = g
-            .backend()
-            .account(op.account)
-            .map_or_else(String::new, |a| convert::money(a.balance));
-        Ok(Response::new(BankOpReply {
-            bank_ref: bank_ref.to_string(),
-            state: convert::screaming(&op.state),
-            account_id: op.account.to_string(),
-            balance,
-        }))
+            &r.card_no,
+            external,
+            &r.amount,
+            wait,
+        )
+        .await
     }
 
     async fn top_up_third_party(
         &self,
         request: Request<TopUpThirdPartyRequest>,
     ) -> Result<Response<BankOpReply>, Status> {
+        lead_or_forward!(
+            self.gateway,
+            request,
+            PaymentServiceClient,
+            top_up_third_party
+        );
+        let wait = saga_wait(request.metadata());
         let r = request.into_inner();
-        convert::request_id(&r.request_id)?;
-        convert::terminal_id("terminal_id", &r.terminal_id)?;
-        convert::card_no("card_no", &r.card_no)?;
-        convert::required("provider", &r.provider)?;
-        convert::amount("amount", &r.amount, self.gateway.limit())?;
-        Err(bank_link_missing())
+        let external = third_party(&r.provider, &r.payer)?
+            .ok_or_else(|| convert::invalid(reason::MISSING_FIELD, "provider is required"))?;
+        self.top_up(
+            &r.request_id,
+            &r.terminal_id,
+            "",
+            &r.card_no,
+            external,
+            &r.amount,
+            wait,
+        )
+        .await
+    }
+
+    async fn third_party_notify(
+        &self,
+        request: Request<ThirdPartyNotice>,
+    ) -> Result<Response<NoticeAck>, Status> {
+        lead_or_forward!(
+            self.gateway,
+            request,
+            PaymentServiceClient,
+            third_party_notify
+        );
+        let r = request.into_inner();
+        let bank_ref = yinyi_ledger::BankRef::parse(convert::required("bank_ref", &r.bank_ref)?)
+            .map_err(|e| convert::invalid(reason::INVALID_ID, format!("bank_ref: {e}")))?;
+        let bank = self.gateway.bank().ok_or_else(bank_link_missing)?;
+        self.gateway.read_barrier().await?;
+        metrics::counter!("channel_notices_total").increment(1);
+        Ok(Response::new(NoticeAck {
+            known: bank.notify(&bank_ref),
+        }))
     }
 
     async fn pay_bill(
@@ -276,7 +331,10 @@ impl PaymentService for Payments {
         let g = &self.gateway;
         let card = convert::card_no("card_no", &r.card_no)?;
         let bill = convert::bill_id(&r.bill_id)?;
-        let external = bank_card(&r.bank_card_token, &r.bank_card_masked)?;
+        let external = match bank_card(&r.bank_card_token, &r.bank_card_masked)? {
+            Some(card) => Some(card),
+            None => third_party(&r.third_party_provider, &r.third_party_payer)?,
+        };
         let body = match external {
             None => CommandBody::PayBill {
                 bill,
@@ -479,6 +537,27 @@ fn saga_wait(metadata: &tonic::metadata::MetadataMap) -> std::time::Duration {
     deadline
         .saturating_sub(Duration::from_millis(300))
         .min(Duration::from_secs(10))
+}
+
+/// The third-party payer a request names, when it names one (provider and payer together).
+fn third_party(provider: &str, payer: &str) -> Result<Option<yinyi_ledger::External>, Status> {
+    if provider.is_empty() && payer.is_empty() {
+        return Ok(None);
+    }
+    let provider = convert::required("third_party_provider", provider)?;
+    if provider.len() > 32 || !provider.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(convert::invalid(
+            reason::INVALID_ID,
+            "provider: 1 to 32 letters or digits, e.g. WECHAT",
+        ));
+    }
+    // The channel's payer id travels like a card token: 8 to 64 letters, digits, - or _.
+    let payer = yinyi_ledger::CardToken::parse(convert::required("third_party_payer", payer)?)
+        .map_err(|e| convert::invalid(reason::INVALID_ID, format!("payer: {e}")))?;
+    Ok(Some(yinyi_ledger::External::ThirdParty {
+        provider: provider.to_string(),
+        payer: payer.to_string(),
+    }))
 }
 
 /// The bank card a request names, when it names one (token and masked form together).
