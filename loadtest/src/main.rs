@@ -1,14 +1,523 @@
-//! yinyi-loadtest (to be built in the load-tester issue): plays `WORKLOAD.md`'s outpatient day
-//! against a cluster through the public API (open loop by the hourly curve, constant rate, closed
-//! loop, or `--find-max`), preloads patients, injects bank faults and chaos, checks the domain
-//! invariants at the end and reports throughput and latency.
+//! yinyi-loadtest: plays the outpatient visits of `WORKLOAD.md` against a running cluster
+//! through the public API and says what it sustained.
 //!
-//! Until the public API exists it only says so; `yinyi bench` measures the replicated core.
+//! This first cut drives the cash-and-account part of a visit (new patients' cards with a first
+//! deposit, the registration fee and 0–5 outpatient bills posted by HIS and paid from the
+//! account, cash top-ups at a kiosk when the balance is short, balance queries), open loop at
+//! `--rate` or closed loop with `--clients`, and checks at the end that every touched account
+//! holds exactly the balance the cluster last reported to it. The day curve, `--find-max`, bank
+//! and third-party payments, faults, chaos and the HTML report come next (issue 6).
 
-fn main() -> std::process::ExitCode {
-    eprintln!(
-        "yinyi-loadtest is not built yet: it needs the public API. \
-         Measure the replicated core with `yinyi bench` instead."
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use rand::Rng;
+use yinyi_api::v1::*;
+use yinyi_api::{ApiError, Client, ClientConfig};
+
+#[derive(Parser)]
+#[command(version, about = "A simulated outpatient day against a yinyi cluster")]
+struct Cli {
+    /// The cluster's nodes (host:port, comma-separated).
+    #[arg(long, value_delimiter = ',', required = true)]
+    targets: Vec<String>,
+    /// Open loop: visits start at this many transactions a second (about five per visit),
+    /// whatever the latency.
+    #[arg(long, conflicts_with = "clients")]
+    rate: Option<u64>,
+    /// Closed loop: this many concurrent patients, each starting a new visit when done.
+    #[arg(long)]
+    clients: Option<usize>,
+    /// How long to run (e.g. 60s, 2m).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Returning patients registered before the run.
+    #[arg(long, default_value_t = 2_000)]
+    patients: u64,
+    /// Kiosks (each one's work is serial, as in a real hall).
+    #[arg(long, default_value_t = 64)]
+    kiosks: u64,
+    /// Write the summary as JSON here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (n, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| text.split_at(i))
+        .ok_or_else(|| format!("{text:?} needs a unit: ms, s or m"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{text:?}: unit must be ms, s or m")),
+    }
+}
+
+const KINDS: [&str; 6] = [
+    "IssueCard",
+    "DepositCash",
+    "PostBill",
+    "PayBill",
+    "QueryBalance",
+    "Visit",
+];
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds")
+}
+
+/// What the run saw.
+struct Stats {
+    latency: BTreeMap<&'static str, Histogram<u64>>,
+    errors: BTreeMap<String, u64>,
+    /// The balance the cluster last reported for each patient, by card.
+    told: BTreeMap<String, String>,
+}
+
+struct Run {
+    client: Client,
+    prefix: String,
+    kiosks: u64,
+    serial: std::sync::atomic::AtomicU64,
+    /// Patients not in a visit now (a patient is in one visit at a time, as in life).
+    idle: Mutex<Vec<u64>>,
+    next_patient: std::sync::atomic::AtomicU64,
+    stats: Mutex<Stats>,
+}
+
+impl Run {
+    fn id(&self) -> String {
+        let n = self
+            .serial
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}:{n}", self.prefix)
+    }
+
+    fn card(&self, n: u64) -> String {
+        format!("{}P{n}", self.prefix)
+    }
+
+    fn kiosk(&self, n: u64) -> String {
+        format!("K-{}X{}", self.prefix, n % self.kiosks)
+    }
+
+    fn his(&self) -> String {
+        format!("H-{}", self.prefix)
+    }
+
+    async fn timed<T>(
+        &self,
+        kind: &'static str,
+        call: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Option<T> {
+        let start = Instant::now();
+        let result = call.await;
+        let micros = start.elapsed().as_micros() as u64;
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(value) => {
+                if let Some(h) = stats.latency.get_mut(kind) {
+                    h.saturating_record(micros);
+                }
+                Some(value)
+            }
+            Err(e) => {
+                let code = match &e {
+                    ApiError::Refused { reason, code, .. } if reason.is_empty() => {
+                        format!("{code:?}")
+                    }
+                    ApiError::Refused { reason, .. } => reason.clone(),
+                    ApiError::DeadlineExceeded { .. } => "DEADLINE_EXCEEDED".into(),
+                    ApiError::BadAddress(_) => "BAD_ADDRESS".into(),
+                };
+                *stats.errors.entry(format!("{kind}:{code}")).or_default() += 1;
+                None
+            }
+        }
+    }
+
+    fn told(&self, card: &str, balance: String) {
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.told.insert(card.to_string(), balance);
+    }
+
+    async fn issue(&self, n: u64, deposit: u64) -> bool {
+        let card = self.card(n);
+        let request = IssueCardRequest {
+            request_id: self.id(),
+            terminal_id: self.kiosk(n),
+            operator_id: String::new(),
+            card_no: card.clone(),
+            card_kind: CardKind::Hospital as i32,
+            holder_name: format!("patient {n}"),
+            person_key: format!("{:032x}{n:032x}", self.prefix.len()),
+            id_masked: "110***********0000".into(),
+            phone: String::new(),
+            first_deposit: deposit.to_string(),
+        };
+        match self
+            .timed("IssueCard", self.client.issue_card(request))
+            .await
+        {
+            Some(reply) => {
+                self.told(&card, reply.balance);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// One visit of patient `n` (a new patient's card first when `new`).
+    async fn visit(&self, n: u64, new: bool) {
+        let start = Instant::now();
+        let (new_deposit, registration, bills, amounts, query) = {
+            let mut rng = rand::rng();
+            let bills = poisson(&mut rng, 2.2).min(5);
+            let amounts: Vec<u64> = (0..bills).map(|_| rng.random_range(20..=800)).collect();
+            (
+                rng.random_range(1..=5) * 100,
+                rng.random_range(5..=100),
+                bills,
+                amounts,
+                rng.random_bool(0.8),
+            )
+        };
+        if new && !self.issue(n, new_deposit).await {
+            return;
+        }
+        let card = self.card(n);
+        let kiosk = self.kiosk(n);
+        let fees = std::iter::once(registration).chain(amounts.into_iter().take(bills));
+        for (i, amount) in fees.enumerate() {
+            let bill = format!("{}B{}", self.prefix, self.id().replace(':', "x"));
+            let posted = self
+                .timed(
+                    "PostBill",
+                    self.client.post_bill(PostBillRequest {
+                        request_id: self.id(),
+                        terminal_id: self.his(),
+                        bill_id: bill.clone(),
+                        card_no: card.clone(),
+                        kind: if i == 0 {
+                            BillKind::Registration
+                        } else {
+                            BillKind::Outpatient
+                        } as i32,
+                        amount: amount.to_string(),
+                    }),
+                )
+                .await;
+            if posted.is_none() {
+                continue;
+            }
+            // Short of money: top up with cash first, in whole hundreds.
+            let balance = self.balance_told(&card);
+            if balance < amount as f64 {
+                let top_up = ((amount as f64 - balance) / 100.0).ceil() as u64 * 100;
+                if let Some(receipt) = self
+                    .timed(
+                        "DepositCash",
+                        self.client.deposit_cash(DepositCashRequest {
+                            request_id: self.id(),
+                            terminal_id: kiosk.clone(),
+                            operator_id: String::new(),
+                            card_no: card.clone(),
+                            amount: top_up.to_string(),
+                        }),
+                    )
+                    .await
+                {
+                    self.told(&card, receipt.balance);
+                }
+            }
+            if let Some(receipt) = self
+                .timed(
+                    "PayBill",
+                    self.client.pay_bill(PayBillRequest {
+                        request_id: self.id(),
+                        terminal_id: kiosk.clone(),
+                        bill_id: bill,
+                        card_no: card.clone(),
+                        ..Default::default()
+                    }),
+                )
+                .await
+            {
+                self.told(&card, receipt.balance);
+            }
+        }
+        if query {
+            self.timed(
+                "QueryBalance",
+                self.client.query_balance(QueryBalanceRequest {
+                    card_no: card.clone(),
+                    account_id: String::new(),
+                }),
+            )
+            .await;
+        }
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(h) = stats.latency.get_mut("Visit") {
+            h.saturating_record(start.elapsed().as_micros() as u64);
+        }
+    }
+
+    fn balance_told(&self, card: &str) -> f64 {
+        let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats
+            .told
+            .get(card)
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// A patient for the next visit: a returning one who is idle (70%), else a new one.
+    fn patient(&self) -> (u64, bool) {
+        let returning = rand::rng().random_bool(0.7);
+        if returning {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if !idle.is_empty() {
+                let i = rand::rng().random_range(0..idle.len());
+                return (idle.swap_remove(i), false);
+            }
+        }
+        let n = self
+            .next_patient
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (n, true)
+    }
+
+    fn done_with(&self, n: u64) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(n);
+    }
+}
+
+/// A Poisson draw by Knuth's method (small means only).
+fn poisson(rng: &mut impl Rng, mean: f64) -> usize {
+    let limit = (-mean).exp();
+    let mut k = 0;
+    let mut p = 1.0;
+    loop {
+        p *= rng.random::<f64>();
+        if p <= limit {
+            return k;
+        }
+        k += 1;
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::from(1),
+        Err(e) => {
+            eprintln!("yinyi-loadtest: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<bool> {
+    if cli.rate.is_none() && cli.clients.is_none() {
+        bail!("give --rate N (open loop) or --clients N (closed loop)");
+    }
+    if cli.kiosks == 0 {
+        bail!("--kiosks must be 1 or more");
+    }
+    let client = Client::new(ClientConfig::new(cli.targets.clone()))?;
+    let prefix = format!("L{}", std::process::id());
+    let run = Arc::new(Run {
+        client: client.clone(),
+        prefix: prefix.clone(),
+        kiosks: cli.kiosks,
+        serial: 0.into(),
+        idle: Mutex::new(Vec::new()),
+        next_patient: 0.into(),
+        stats: Mutex::new(Stats {
+            latency: KINDS.iter().map(|k| (*k, histogram())).collect(),
+            errors: BTreeMap::new(),
+            told: BTreeMap::new(),
+        }),
+    });
+    let terminals = std::iter::once(run.his()).chain((0..cli.kiosks).map(|k| run.kiosk(k)));
+    for terminal in terminals {
+        client
+            .register_terminal(RegisterTerminalRequest {
+                request_id: run.id(),
+                terminal_id: "A-ADMIN".into(),
+                operator_id: "loadtest".into(),
+                new_terminal_id: terminal,
+            })
+            .await
+            .context("register the load tester's terminals")?;
+    }
+    eprintln!("registering {} returning patients …", cli.patients);
+    let mut preload = Vec::new();
+    for k in 0..cli.kiosks {
+        let run = run.clone();
+        let patients = cli.patients;
+        preload.push(tokio::spawn(async move {
+            let mut n = k;
+            while n < patients {
+                if run.issue(n, 300).await {
+                    run.done_with(n);
+                }
+                n += run.kiosks;
+            }
+        }));
+    }
+    run.next_patient
+        .store(cli.patients, std::sync::atomic::Ordering::SeqCst);
+    for task in preload {
+        task.await?;
+    }
+    // The preload is not part of the figures.
+    {
+        let mut stats = run.stats.lock().unwrap_or_else(|e| e.into_inner());
+        for h in stats.latency.values_mut() {
+            h.reset();
+        }
+        stats.errors.clear();
+    }
+
+    eprintln!("running for {:?} …", cli.duration);
+    let start = Instant::now();
+    let mut visits = Vec::new();
+    match (cli.rate, cli.clients) {
+        (Some(rate), _) => {
+            // About five transactions per visit.
+            let every = Duration::from_secs_f64(5.0 / rate.max(1) as f64);
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            while start.elapsed() < cli.duration {
+                tick.tick().await;
+                let run = run.clone();
+                visits.push(tokio::spawn(async move {
+                    let (n, new) = run.patient();
+                    run.visit(n, new).await;
+                    run.done_with(n);
+                }));
+            }
+        }
+        (None, Some(clients)) => {
+            for _ in 0..clients {
+                let run = run.clone();
+                let until = cli.duration;
+                visits.push(tokio::spawn(async move {
+                    while start.elapsed() < until {
+                        let (n, new) = run.patient();
+                        run.visit(n, new).await;
+                        run.done_with(n);
+                    }
+                }));
+            }
+        }
+        (None, None) => unreachable!("checked above"),
+    }
+    for visit in visits {
+        visit.await?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+
+    // Invariant: every touched account holds exactly what the cluster last told us.
+    let told: Vec<(String, String)> = {
+        let stats = run.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats
+            .told
+            .iter()
+            .map(|(c, b)| (c.clone(), b.clone()))
+            .collect()
+    };
+    let mut violations = Vec::new();
+    for (card, expected) in &told {
+        let reply = client
+            .query_balance(QueryBalanceRequest {
+                card_no: card.clone(),
+                account_id: String::new(),
+            })
+            .await?;
+        if &reply.balance != expected {
+            violations.push(format!("{card}: told {expected}, holds {}", reply.balance));
+        }
+    }
+
+    let stats = run.stats.lock().unwrap_or_else(|e| e.into_inner());
+    let transactions: u64 = stats
+        .latency
+        .iter()
+        .filter(|(k, _)| **k != "Visit")
+        .map(|(_, h)| h.len())
+        .sum();
+    let mut all = histogram();
+    for (kind, h) in &stats.latency {
+        if *kind != "Visit" {
+            all.add(h)?;
+        }
+    }
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{transactions} transactions in {seconds:.1} s: {:.0}/s; retries {}",
+        transactions as f64 / seconds,
+        client.retries()
     );
-    std::process::ExitCode::from(2)
+    println!(
+        "{:<13} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "kind", "count", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
+    );
+    let mut per_kind = serde_json::Map::new();
+    for (kind, h) in stats.latency.iter().chain(std::iter::once((&"all", &all))) {
+        println!(
+            "{:<13} {:>9} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            kind,
+            h.len(),
+            ms(h, 0.5),
+            ms(h, 0.9),
+            ms(h, 0.99),
+            ms(h, 0.999),
+            h.max() as f64 / 1000.0
+        );
+        per_kind.insert(
+            kind.to_string(),
+            serde_json::json!({
+                "count": h.len(),
+                "p50": ms(h, 0.5), "p90": ms(h, 0.9), "p99": ms(h, 0.99),
+                "p999": ms(h, 0.999), "max": h.max() as f64 / 1000.0,
+            }),
+        );
+    }
+    for (code, n) in &stats.errors {
+        println!("error {code}: {n}");
+    }
+    println!(
+        "invariants: {} accounts checked, {} violations",
+        told.len(),
+        violations.len()
+    );
+    for v in violations.iter().take(10) {
+        println!("  violation: {v}");
+    }
+    if let Some(path) = &cli.json {
+        let summary = serde_json::json!({
+            "ops": transactions,
+            "throughput_per_s": transactions as f64 / seconds,
+            "latency_ms": per_kind["all"].clone(),
+            "per_kind": per_kind,
+            "errors": stats.errors,
+            "retries": client.retries(),
+            "invariants": { "ok": violations.is_empty(), "violations": violations },
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&summary)?)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(violations.is_empty())
 }
