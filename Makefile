@@ -4,14 +4,14 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/yinyi/target
 CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/release
 
-.PHONY: demo test deps build fmt clippy unit bench
+.PHONY: demo test deps build fmt clippy unit smoke bench
 
 ## demo: build, then start a local 3-node cluster and walk it through a patient's visit and a leader failure
 demo: deps build
 	$(BIN)/yinyi demo
 
-## test: formatting, lints and every test, in the one release profile
-test: deps fmt clippy unit
+## test: formatting, lints, every test and a short load run, in the one release profile
+test: deps fmt clippy unit smoke
 
 deps:
 	@scripts/ensure-deps.sh
@@ -27,6 +27,10 @@ clippy:
 
 unit:
 	$(CARGO) test --release --workspace
+
+## smoke: a short load run against a local 3-node cluster; fails on any invariant violation
+smoke: build
+	$(BIN)/yinyi-loadtest --local 3 --clients 16 --duration 10s --patients 300
 
 bench: deps build
 	$(BIN)/yinyi bench --proposers 1,16,256

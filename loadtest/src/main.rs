@@ -23,8 +23,12 @@ use yinyi_api::{ApiError, Client, ClientConfig};
 #[command(version, about = "A simulated outpatient day against a yinyi cluster")]
 struct Cli {
     /// The cluster's nodes (host:port, comma-separated).
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required_unless_present = "local")]
     targets: Vec<String>,
+    /// Start a local cluster of this many real `yinyi` processes (the binary beside this one)
+    /// in a temporary directory, and stop it at the end.
+    #[arg(long, conflicts_with = "targets")]
+    local: Option<u64>,
     /// Open loop: visits start at this many transactions a second (about five per visit),
     /// whatever the latency.
     #[arg(long, conflicts_with = "clients")]
@@ -334,7 +338,16 @@ async fn run(cli: Cli) -> Result<bool> {
     if cli.kiosks == 0 {
         bail!("--kiosks must be 1 or more");
     }
-    let client = Client::new(ClientConfig::new(cli.targets.clone()))?;
+    let (targets, _cluster) = match cli.local {
+        Some(size) => {
+            let cluster = LocalCluster::start(size)?;
+            let targets = cluster.addrs.clone();
+            wait_for_leader(&targets).await?;
+            (targets, Some(cluster))
+        }
+        None => (cli.targets.clone(), None),
+    };
+    let client = Client::new(ClientConfig::new(targets))?;
     let prefix = format!("L{}", std::process::id());
     let run = Arc::new(Run {
         client: client.clone(),
@@ -520,4 +533,91 @@ async fn run(cli: Cli) -> Result<bool> {
             .with_context(|| format!("write {}", path.display()))?;
     }
     Ok(violations.is_empty())
+}
+
+/// A local cluster of real `yinyi` processes; stopped (killed) when dropped.
+struct LocalCluster {
+    addrs: Vec<String>,
+    children: Vec<std::process::Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalCluster {
+    fn start(size: u64) -> Result<LocalCluster> {
+        if size == 0 {
+            bail!("--local needs 1 or more nodes");
+        }
+        let exe = std::env::current_exe()?.with_file_name("yinyi");
+        if !exe.exists() {
+            bail!(
+                "{} not found: build it with `cargo build --release`",
+                exe.display()
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("yinyi-loadtest-")
+            .tempdir()?;
+        let addrs: Vec<String> = (0..size)
+            .map(|_| {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+                Ok(listener.local_addr()?.to_string())
+            })
+            .collect::<Result<_>>()?;
+        let peers: Vec<String> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect();
+        let mut children = Vec::new();
+        for (i, addr) in addrs.iter().enumerate() {
+            let log = std::fs::File::create(dir.path().join(format!("node{}.log", i + 1)))?;
+            children.push(
+                std::process::Command::new(&exe)
+                    .args(["start", "--id", &(i + 1).to_string(), "--listen", addr])
+                    .arg("--data")
+                    .arg(dir.path().join(format!("node{}", i + 1)))
+                    .args(["--peers", &peers.join(",")])
+                    .stdout(log.try_clone()?)
+                    .stderr(log)
+                    .spawn()
+                    .with_context(|| format!("start {}", exe.display()))?,
+            );
+        }
+        eprintln!("started {size} local nodes under {}", dir.path().display());
+        Ok(LocalCluster {
+            addrs,
+            children,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Waits (up to 30 s) until the cluster answers with a leader.
+async fn wait_for_leader(targets: &[String]) -> Result<()> {
+    let mut config = ClientConfig::new(targets.to_vec());
+    config.deadline = Duration::from_secs(2);
+    let client = Client::new(config)?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(status) = client
+            .cluster_status(ClusterStatusRequest { with_digest: false })
+            .await
+            && status.leader != 0
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the local cluster elected no leader within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
