@@ -29,8 +29,9 @@ struct Cli {
     /// in a temporary directory, and stop it at the end.
     #[arg(long, conflicts_with = "targets")]
     local: Option<u64>,
-    /// Open loop: visits start at this many transactions a second (about five per visit),
-    /// whatever the latency.
+    /// Open loop: visits start at this many money transactions a second (five per visit, as
+    /// WORKLOAD.md counts them), whatever the latency. Every request counts in the figures
+    /// (HIS bill posts and balance queries too), about twice as many.
     #[arg(long, conflicts_with = "clients")]
     rate: Option<u64>,
     /// Closed loop: this many concurrent patients, each starting a new visit when done.
@@ -45,6 +46,16 @@ struct Cli {
     /// Kiosks (each one's work is serial, as in a real hall).
     #[arg(long, default_value_t = 64)]
     kiosks: u64,
+    /// Step the open-loop rate up (×1.25 from `--start-rate`, each step `--step`) until p99
+    /// passes `--p99-bound`; report the highest rate that held.
+    #[arg(long, conflicts_with_all = ["rate", "clients"])]
+    find_max: bool,
+    #[arg(long, default_value = "50ms", value_parser = parse_duration)]
+    p99_bound: Duration,
+    #[arg(long, default_value_t = 1000)]
+    start_rate: u64,
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    step: Duration,
     /// Write the summary as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -332,8 +343,8 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<bool> {
-    if cli.rate.is_none() && cli.clients.is_none() {
-        bail!("give --rate N (open loop) or --clients N (closed loop)");
+    if cli.rate.is_none() && cli.clients.is_none() && !cli.find_max {
+        bail!("give --rate N (open loop), --clients N (closed loop) or --find-max");
     }
     if cli.kiosks == 0 {
         bail!("--kiosks must be 1 or more");
@@ -395,52 +406,20 @@ async fn run(cli: Cli) -> Result<bool> {
         task.await?;
     }
     // The preload is not part of the figures.
-    {
-        let mut stats = run.stats.lock().unwrap_or_else(|e| e.into_inner());
-        for h in stats.latency.values_mut() {
-            h.reset();
-        }
-        stats.errors.clear();
-    }
+    run.reset();
 
-    eprintln!("running for {:?} …", cli.duration);
-    let start = Instant::now();
-    let mut visits = Vec::new();
-    match (cli.rate, cli.clients) {
-        (Some(rate), _) => {
-            // About five transactions per visit.
-            let every = Duration::from_secs_f64(5.0 / rate.max(1) as f64);
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            while start.elapsed() < cli.duration {
-                tick.tick().await;
-                let run = run.clone();
-                visits.push(tokio::spawn(async move {
-                    let (n, new) = run.patient();
-                    run.visit(n, new).await;
-                    run.done_with(n);
-                }));
-            }
+    let seconds = match (cli.find_max, cli.rate, cli.clients) {
+        (true, _, _) => find_max(&run, &cli).await?,
+        (false, Some(rate), _) => {
+            eprintln!("running for {:?} …", cli.duration);
+            open_loop(&run, rate, cli.duration).await?
         }
-        (None, Some(clients)) => {
-            for _ in 0..clients {
-                let run = run.clone();
-                let until = cli.duration;
-                visits.push(tokio::spawn(async move {
-                    while start.elapsed() < until {
-                        let (n, new) = run.patient();
-                        run.visit(n, new).await;
-                        run.done_with(n);
-                    }
-                }));
-            }
+        (false, None, Some(clients)) => {
+            eprintln!("running for {:?} …", cli.duration);
+            closed_loop(&run, clients, cli.duration).await?
         }
-        (None, None) => unreachable!("checked above"),
-    }
-    for visit in visits {
-        visit.await?;
-    }
-    let seconds = start.elapsed().as_secs_f64();
+        (false, None, None) => unreachable!("checked above"),
+    };
 
     // Invariant: every touched account holds exactly what the cluster last told us.
     let told: Vec<(String, String)> = {
@@ -620,4 +599,112 @@ async fn wait_for_leader(targets: &[String]) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+impl Run {
+    /// Forgets the latencies and errors seen so far.
+    fn reset(&self) {
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        for h in stats.latency.values_mut() {
+            h.reset();
+        }
+        stats.errors.clear();
+    }
+
+    /// Transactions and their latency since the last reset.
+    fn all(&self) -> Histogram<u64> {
+        let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = histogram();
+        for (kind, h) in &stats.latency {
+            if *kind != "Visit" {
+                // Same bounds: adding cannot fail.
+                let _ = all.add(h);
+            }
+        }
+        all
+    }
+
+    async fn one_visit(self: Arc<Self>) {
+        let (n, new) = self.patient();
+        self.visit(n, new).await;
+        self.done_with(n);
+    }
+}
+
+/// Visits start at `rate` transactions a second (five per visit) for `duration`, whatever
+/// the latency (no coordinated omission); returns the seconds until the last one ended.
+async fn open_loop(run: &Arc<Run>, rate: u64, duration: Duration) -> Result<f64> {
+    let start = Instant::now();
+    let every = Duration::from_secs_f64(5.0 / rate.max(1) as f64);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut visits = Vec::new();
+    while start.elapsed() < duration {
+        tick.tick().await;
+        visits.push(tokio::spawn(run.clone().one_visit()));
+    }
+    for visit in visits {
+        visit.await?;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// `clients` patients in a row each, for `duration`.
+async fn closed_loop(run: &Arc<Run>, clients: usize, duration: Duration) -> Result<f64> {
+    let start = Instant::now();
+    let mut loops = Vec::new();
+    for _ in 0..clients {
+        let run = run.clone();
+        loops.push(tokio::spawn(async move {
+            while start.elapsed() < duration {
+                run.clone().one_visit().await;
+            }
+        }));
+    }
+    for l in loops {
+        l.await?;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// Raises the open-loop rate step by step until p99 passes the bound or the cluster falls
+/// behind the offered rate; prints each step and the highest rate that held. The figures
+/// after it are those of the last step.
+async fn find_max(run: &Arc<Run>, cli: &Cli) -> Result<f64> {
+    let bound_ms = cli.p99_bound.as_secs_f64() * 1000.0;
+    let mut rate = cli.start_rate.max(1);
+    let mut best: Option<(u64, f64, f64)> = None;
+    println!(
+        "{:>16} {:>16} {:>9} {:>6}",
+        "offered money/s", "served requests/s", "p99 ms", "held"
+    );
+    loop {
+        run.reset();
+        let seconds = open_loop(run, rate, cli.step).await?;
+        let all = run.all();
+        let served = all.len() as f64 / seconds;
+        let p99 = all.value_at_quantile(0.99) as f64 / 1000.0;
+        // Visits carry more than five transactions when patients top up, so "kept up" is
+        // judged on latency and on serving at least what was offered.
+        let held = p99 <= bound_ms && served >= rate as f64 * 0.95;
+        println!(
+            "{rate:>10} {served:>12.0} {p99:>9.2} {:>6}",
+            if held { "yes" } else { "no" }
+        );
+        if !held {
+            break;
+        }
+        best = Some((rate, served, p99));
+        rate = rate * 5 / 4;
+    }
+    match best {
+        Some((rate, served, p99)) => println!(
+            "highest rate that held p99 ≤ {bound_ms:.0} ms: offered {rate}/s, served {served:.0}/s, p99 {p99:.2} ms"
+        ),
+        None => println!(
+            "even {} /s did not hold p99 ≤ {bound_ms:.0} ms",
+            cli.start_rate
+        ),
+    }
+    Ok(cli.step.as_secs_f64())
 }
