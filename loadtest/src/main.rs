@@ -46,8 +46,8 @@ struct Cli {
     /// Kiosks (each one's work is serial, as in a real hall).
     #[arg(long, default_value_t = 64)]
     kiosks: u64,
-    /// Step the open-loop rate up (×1.25 from `--start-rate`, each step `--step`) until p99
-    /// passes `--p99-bound`; report the highest rate that held.
+    /// Step the open-loop rate up (×1.25 from `--start-rate` money transactions a second, each
+    /// step `--step`) until p99 passes `--p99-bound`; report the highest rate that held.
     #[arg(long, conflicts_with_all = ["rate", "clients"])]
     find_max: bool,
     #[arg(long, default_value = "50ms", value_parser = parse_duration)]
@@ -667,8 +667,7 @@ async fn closed_loop(run: &Arc<Run>, clients: usize, duration: Duration) -> Resu
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// Raises the open-loop rate step by step until p99 passes the bound or the cluster falls
-/// behind the offered rate; prints each step and the highest rate that held. The figures
+/// Raises the open-loop rate step by step until p99 passes the bound; prints each step and the highest rate that held. The figures
 /// after it are those of the last step.
 async fn find_max(run: &Arc<Run>, cli: &Cli) -> Result<f64> {
     let bound_ms = cli.p99_bound.as_secs_f64() * 1000.0;
@@ -684,11 +683,10 @@ async fn find_max(run: &Arc<Run>, cli: &Cli) -> Result<f64> {
         let all = run.all();
         let served = all.len() as f64 / seconds;
         let p99 = all.value_at_quantile(0.99) as f64 / 1000.0;
-        // Visits carry more than five transactions when patients top up, so "kept up" is
-        // judged on latency and on serving at least what was offered.
-        let held = p99 <= bound_ms && served >= rate as f64 * 0.95;
+        // Open loop: falling behind shows as latency, so the bound alone decides.
+        let held = p99 <= bound_ms;
         println!(
-            "{rate:>10} {served:>12.0} {p99:>9.2} {:>6}",
+            "{rate:>16} {served:>16.0} {p99:>9.2} {:>6}",
             if held { "yes" } else { "no" }
         );
         if !held {
@@ -699,7 +697,7 @@ async fn find_max(run: &Arc<Run>, cli: &Cli) -> Result<f64> {
     }
     match best {
         Some((rate, served, p99)) => println!(
-            "highest rate that held p99 ≤ {bound_ms:.0} ms: offered {rate}/s, served {served:.0}/s, p99 {p99:.2} ms"
+            "highest rate that held p99 ≤ {bound_ms:.0} ms: {rate} money transactions/s offered, {served:.0} requests/s served, p99 {p99:.2} ms"
         ),
         None => println!(
             "even {} /s did not hold p99 ≤ {bound_ms:.0} ms",
