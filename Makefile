@@ -30,7 +30,7 @@ unit:
 
 ## smoke: a short load run against a local 3-node cluster; fails on any invariant violation
 smoke: build
-	$(BIN)/yinyi-loadtest --local 3 --clients 16 --duration 10s --patients 300
+	$(BIN)/yinyi-loadtest --local 3 --day 20s --visits 3000 --patients 300
 
 bench: deps build
 	$(BIN)/yinyi bench --proposers 1,16,256

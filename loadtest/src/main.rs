@@ -34,6 +34,13 @@ struct Cli {
     /// (HIS bill posts and balance queries too), about twice as many.
     #[arg(long, conflicts_with = "clients")]
     rate: Option<u64>,
+    /// Play the whole outpatient day (07:00–18:00, WORKLOAD.md's hourly curve) compressed into
+    /// this long, open loop.
+    #[arg(long, value_parser = parse_duration, conflicts_with_all = ["rate", "clients"])]
+    day: Option<Duration>,
+    /// Visits in the day played by `--day`.
+    #[arg(long, default_value_t = 20_000)]
+    visits: u64,
     /// Closed loop: this many concurrent patients, each starting a new visit when done.
     #[arg(long)]
     clients: Option<usize>,
@@ -343,8 +350,8 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<bool> {
-    if cli.rate.is_none() && cli.clients.is_none() && !cli.find_max {
-        bail!("give --rate N (open loop), --clients N (closed loop) or --find-max");
+    if cli.rate.is_none() && cli.clients.is_none() && !cli.find_max && cli.day.is_none() {
+        bail!("give --day D, --rate N (open loop), --clients N (closed loop) or --find-max");
     }
     if cli.kiosks == 0 {
         bail!("--kiosks must be 1 or more");
@@ -409,6 +416,11 @@ async fn run(cli: Cli) -> Result<bool> {
     run.reset();
 
     let seconds = match (cli.find_max, cli.rate, cli.clients) {
+        _ if cli.day.is_some() => {
+            let day = cli.day.unwrap_or_default();
+            eprintln!("playing {} visits of a day in {day:?} …", cli.visits);
+            play_day(&run, cli.visits, day).await?
+        }
         (true, _, _) => find_max(&run, &cli).await?,
         (false, Some(rate), _) => {
             eprintln!("running for {:?} …", cli.duration);
@@ -705,4 +717,64 @@ async fn find_max(run: &Arc<Run>, cli: &Cli) -> Result<f64> {
         ),
     }
     Ok(cli.step.as_secs_f64())
+}
+
+/// Share of the day's visits that arrive in each hour from 07:00 to 17:00 (WORKLOAD.md).
+const HOURLY_SHARE: [f64; 11] = [
+    0.12, 0.18, 0.16, 0.12, 0.06, 0.03, 0.08, 0.10, 0.08, 0.05, 0.02,
+];
+
+/// Visits a second at `t` into a day of `visits` compressed into `day`: the hour's share, with a
+/// minute-to-minute swell that brings the busiest moment of each hour to 1.5× its average.
+fn day_rate(visits: u64, day: Duration, t: Duration) -> f64 {
+    let hour_len = day.as_secs_f64() / HOURLY_SHARE.len() as f64;
+    let hour = ((t.as_secs_f64() / hour_len) as usize).min(HOURLY_SHARE.len() - 1);
+    let average = visits as f64 * HOURLY_SHARE[hour] / hour_len;
+    let phase = (t.as_secs_f64() % hour_len) / hour_len;
+    average * (1.0 + 0.5 * (std::f64::consts::TAU * phase).sin())
+}
+
+/// The day, open loop: visits start by the curve whatever the latency.
+async fn play_day(run: &Arc<Run>, visits: u64, day: Duration) -> Result<f64> {
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut owed = 0.0;
+    let mut last = Duration::ZERO;
+    let mut started = Vec::new();
+    while start.elapsed() < day {
+        tick.tick().await;
+        let now = start.elapsed().min(day);
+        owed += day_rate(visits, day, now) * (now - last).as_secs_f64();
+        last = now;
+        while owed >= 1.0 {
+            owed -= 1.0;
+            started.push(tokio::spawn(run.clone().one_visit()));
+        }
+    }
+    for visit in started {
+        visit.await?;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_day_curve_delivers_the_days_visits_with_the_morning_peak() {
+        let day = Duration::from_secs(1100);
+        let steps = 110_000;
+        let dt = day.as_secs_f64() / steps as f64;
+        let total: f64 = (0..steps)
+            .map(|i| day_rate(20_000, day, Duration::from_secs_f64(i as f64 * dt)) * dt)
+            .sum();
+        assert!((total - 20_000.0).abs() < 50.0, "{total}");
+        // 08:00–09:00 is the busiest hour; its peak is 1.5× its average.
+        let hour = 100.0;
+        let peak = day_rate(20_000, day, Duration::from_secs_f64(hour + hour / 4.0));
+        assert!((peak - 1.5 * 20_000.0 * 0.18 / hour).abs() < 1.0, "{peak}");
+        assert!(HOURLY_SHARE.iter().sum::<f64>() > 0.999);
+    }
 }
