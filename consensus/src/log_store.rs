@@ -40,21 +40,47 @@ fn write_logs_err(e: impl std::error::Error + 'static) -> StorageError {
 #[derive(Clone)]
 pub struct LogStore {
     store: Arc<Store>,
-    flusher: mpsc::SyncSender<LogFlushed<TypeConfig>>,
+    flusher: Arc<Flusher>,
     committed: Arc<AtomicU64>,
+}
+
+/// The flusher thread and its queue. When the last log store goes, the queue closes and the
+/// thread is joined, so the database is never closed by a thread that outlives its owner
+/// (RocksDB aborts when a process exits under a database still being closed).
+struct Flusher {
+    queue: Option<mpsc::SyncSender<LogFlushed<TypeConfig>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flusher {
+    fn queue(&self) -> Option<mpsc::SyncSender<LogFlushed<TypeConfig>>> {
+        self.queue.clone()
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl LogStore {
     pub fn new(store: Arc<Store>) -> LogStore {
         let (tx, rx) = mpsc::sync_channel::<LogFlushed<TypeConfig>>(MAX_PENDING_FLUSHES);
         let flush_store = store.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("raft-log-flusher".into())
             .spawn(move || flush_loop(flush_store, rx))
             .expect("spawn the log flusher thread");
         LogStore {
             store,
-            flusher: tx,
+            flusher: Arc::new(Flusher {
+                queue: Some(tx),
+                thread: Some(thread),
+            }),
             committed: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -223,11 +249,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .await
             .map_err(write_logs_err)?
             .map_err(write_logs_err)?;
-        let flusher = self.flusher.clone();
+        let stopped = || write_logs_err(std::io::Error::other("log flusher stopped"));
+        let flusher = self.flusher.queue().ok_or_else(stopped)?;
         tokio::task::spawn_blocking(move || flusher.send(callback))
             .await
             .map_err(write_logs_err)?
-            .map_err(|_| write_logs_err(std::io::Error::other("log flusher stopped")))?;
+            .map_err(|_| stopped())?;
         Ok(())
     }
 

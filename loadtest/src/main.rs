@@ -415,6 +415,7 @@ async fn run(cli: Cli) -> Result<bool> {
     // The preload is not part of the figures.
     run.reset();
 
+    let progress = progress(run.clone());
     let seconds = match (cli.find_max, cli.rate, cli.clients) {
         _ if cli.day.is_some() => {
             let day = cli.day.unwrap_or_default();
@@ -432,6 +433,8 @@ async fn run(cli: Cli) -> Result<bool> {
         }
         (false, None, None) => unreachable!("checked above"),
     };
+
+    progress.abort();
 
     // Invariant: every touched account holds exactly what the cluster last told us.
     let told: Vec<(String, String)> = {
@@ -756,6 +759,38 @@ async fn play_day(run: &Arc<Run>, visits: u64, day: Duration) -> Result<f64> {
         visit.await?;
     }
     Ok(start.elapsed().as_secs_f64())
+}
+
+/// A live line on a terminal: requests so far, their rate, p99 and errors (hidden when the
+/// output is not a terminal).
+fn progress(run: Arc<Run>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        let start = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let all = run.all();
+            let errors: u64 = run
+                .stats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .errors
+                .values()
+                .sum();
+            bar.set_message(format!(
+                "{} requests, {:.0}/s, p99 {:.1} ms, {errors} errors",
+                all.len(),
+                all.len() as f64 / start.elapsed().as_secs_f64().max(0.001),
+                all.value_at_quantile(0.99) as f64 / 1000.0
+            ));
+            bar.tick();
+        }
+    })
 }
 
 #[cfg(test)]
