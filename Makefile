@@ -6,9 +6,12 @@ BIN := $(CARGO_TARGET_DIR)/release
 
 .PHONY: demo test deps build fmt clippy unit smoke bench
 
-## demo: build, then start a local 3-node cluster and walk it through a patient's visit and a leader failure
+## demo: build, then play a compressed outpatient day against a local 3-node cluster and a bank
+## simulator, with a leader killed and restarted on the way, and print the summary and the checks
 demo: deps build
-	$(BIN)/yinyi demo
+	$(BIN)/yinyi-loadtest --local 3 --day 60s --visits 6000 --accounts 20000 \
+		--bank-faults decline=0.03,lost=0.02,latency=5ms --chaos kill-leader@25s,restart@35s \
+		--report target/demo-report
 
 ## test: formatting, lints, every test and a short load run, in the one release profile
 test: deps fmt clippy unit smoke
@@ -30,7 +33,8 @@ unit:
 
 ## smoke: a short load run against a local 3-node cluster; fails on any invariant violation
 smoke: build
-	$(BIN)/yinyi-loadtest --local 3 --day 20s --visits 3000 --patients 300
+	$(BIN)/yinyi-loadtest --local 3 --day 20s --visits 3000 --accounts 2000 \
+		--bank-faults decline=0.03,lost=0.02 --chaos kill-leader@8s,restart@12s
 
 bench: deps build
 	$(BIN)/yinyi bench --proposers 1,16,256

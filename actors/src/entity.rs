@@ -16,9 +16,37 @@ use crate::router::RouterMsg;
 use crate::{EntityKey, SubmitError};
 
 pub(crate) type Reply = oneshot::Sender<Result<Outcome, SubmitError>>;
+pub(crate) type BatchReply = oneshot::Sender<Vec<Result<Outcome, SubmitError>>>;
+
+/// What a caller asks of an entity: one command, or a batch proposed together (a bulk
+/// preload through one terminal: one Raft entry instead of one per command).
+pub(crate) enum Work {
+    One {
+        command: Command,
+        reply: Reply,
+    },
+    Batch {
+        commands: Vec<Command>,
+        reply: BatchReply,
+    },
+}
+
+impl Work {
+    /// Answers every command of the work with `error`.
+    pub(crate) fn fail(self, error: SubmitError) {
+        match self {
+            Work::One { reply, .. } => {
+                let _ = reply.send(Err(error));
+            }
+            Work::Batch { commands, reply } => {
+                let _ = reply.send(commands.iter().map(|_| Err(error.clone())).collect());
+            }
+        }
+    }
+}
 
 pub(crate) enum EntityMsg {
-    Run { command: Command, reply: Reply },
+    Run(Work),
 }
 
 pub(crate) struct EntityActor<B: Backend> {
@@ -130,14 +158,15 @@ fn failure(e: ProposeFailure) -> SubmitError {
 }
 
 impl<B: Backend> EntityActor<B> {
-    async fn run(&self, state: &mut EntityState, command: Command) -> Result<Outcome, SubmitError> {
+    /// The answer known without proposing: a retry's stored outcome, or an early refusal.
+    fn known(&self, state: &EntityState, command: &Command) -> Option<Outcome> {
         // A retry of a request already decided: its stored outcome, nothing proposed.
         if let Some(record) = self.backend.request(&command.request)
             && record.body == command.body
             && record.terminal == command.terminal
         {
             metrics::counter!("actors_duplicates_total").increment(1);
-            return Ok(record.outcome);
+            return Some(record.outcome);
         }
         let early = match &state.cache {
             Cache::Account(Some(account)) => {
@@ -146,14 +175,53 @@ impl<B: Backend> EntityActor<B> {
             Cache::Terminal(Some(terminal)) => terminal_rejection(terminal, &command),
             _ => None,
         };
-        if let Some(rejection) = early {
+        early.map(|rejection| {
             metrics::counter!("actors_early_rejections_total", "reason" => rejection.code.as_str())
                 .increment(1);
-            return Ok(Outcome::Rejected(rejection));
+            Outcome::Rejected(rejection)
+        })
+    }
+
+    async fn run(&self, state: &mut EntityState, command: Command) -> Result<Outcome, SubmitError> {
+        if let Some(outcome) = self.known(state, &command) {
+            return Ok(outcome);
         }
         let outcome = self.backend.propose(command).await.map_err(failure)?;
         state.cache = load(self.backend.as_ref(), &state.key);
         Ok(outcome)
+    }
+
+    /// A batch: what is known is answered, the rest proposed at once (the proposer packs them
+    /// into as few Raft entries as it can), in the batch's order.
+    async fn run_batch(
+        &self,
+        state: &mut EntityState,
+        commands: Vec<Command>,
+    ) -> Vec<Result<Outcome, SubmitError>> {
+        let mut answers: Vec<Option<Result<Outcome, SubmitError>>> = Vec::new();
+        let mut proposals = Vec::new();
+        for command in commands {
+            match self.known(state, &command) {
+                Some(outcome) => answers.push(Some(Ok(outcome))),
+                None => {
+                    answers.push(None);
+                    proposals.push(self.backend.propose(command));
+                }
+            }
+        }
+        let mut proposed = futures::future::join_all(proposals).await.into_iter();
+        state.cache = load(self.backend.as_ref(), &state.key);
+        answers
+            .into_iter()
+            .map(|known| {
+                known.unwrap_or_else(|| {
+                    proposed
+                        .next()
+                        .map(|r| r.map_err(failure))
+                        .unwrap_or_else(|| Err(SubmitError::Unavailable("lost proposal".into())))
+                })
+            })
+            .collect()
     }
 }
 
@@ -180,10 +248,16 @@ impl<B: Backend> Actor for EntityActor<B> {
         message: EntityMsg,
         state: &mut EntityState,
     ) -> Result<(), ActorProcessingErr> {
-        let EntityMsg::Run { command, reply } = message;
-        let answer = self.run(state, command).await;
+        let EntityMsg::Run(work) = message;
         // The caller may have given up; its answer is then only in the state.
-        let _ = reply.send(answer);
+        match work {
+            Work::One { command, reply } => {
+                let _ = reply.send(self.run(state, command).await);
+            }
+            Work::Batch { commands, reply } => {
+                let _ = reply.send(self.run_batch(state, commands).await);
+            }
+        }
         // The router counts this entity's work done (for passivation).
         let _ = state.router.cast(RouterMsg::Done {
             key: state.key.clone(),

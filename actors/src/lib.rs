@@ -27,6 +27,7 @@ pub use backend::{Backend, ProposeFailure};
 pub use entity::early_rejection;
 pub use saga::{BankAnswer, BankGateway, BankLink, BankStatus, SagaConfig};
 
+use entity::Work;
 use router::{Router, RouterMsg};
 
 /// How the actors live and die.
@@ -149,6 +150,10 @@ impl Shared {
     }
 }
 
+fn stopped() -> SubmitError {
+    SubmitError::Unavailable("the entity's actor stopped before answering".into())
+}
+
 /// The handle on this node's actors.
 pub struct Actors<B: Backend> {
     router: ActorRef<RouterMsg>,
@@ -214,15 +219,35 @@ impl<B: Backend> Actors<B> {
         self.router
             .cast(RouterMsg::Submit {
                 key,
-                command,
-                reply,
+                work: Work::One { command, reply },
             })
             .map_err(|_| SubmitError::Unavailable("the actors are stopped".into()))?;
-        answer.await.unwrap_or_else(|_| {
-            Err(SubmitError::Unavailable(
-                "the entity's actor stopped before answering".into(),
-            ))
-        })
+        answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// Runs `commands` on one entity's actor as one batch, proposed together; answers each
+    /// command's outcome in order. For bulk work through one terminal (a preload or import).
+    pub async fn submit_batch(
+        &self,
+        key: EntityKey,
+        commands: Vec<Command>,
+    ) -> Vec<Result<Outcome, SubmitError>> {
+        let count = commands.len();
+        if !*self.leader.borrow() {
+            return vec![Err(SubmitError::NotLeader); count];
+        }
+        let (reply, answer) = oneshot::channel();
+        if self
+            .router
+            .cast(RouterMsg::Submit {
+                key,
+                work: Work::Batch { commands, reply },
+            })
+            .is_err()
+        {
+            return vec![Err(SubmitError::Unavailable("the actors are stopped".into())); count];
+        }
+        answer.await.unwrap_or_else(|_| vec![Err(stopped()); count])
     }
 
     pub fn live(&self) -> LiveCounts {

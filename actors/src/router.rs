@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::watch;
-use yinyi_ledger::Command;
 
 use crate::backend::Backend;
-use crate::entity::{EntityActor, EntityArgs, EntityMsg, Reply};
+use crate::entity::{EntityActor, EntityArgs, EntityMsg, Work};
 use crate::{ActorsConfig, EntityKey, Kind, Shared, SubmitError};
 
 // Submit is the hot variant and the big one: boxing it would allocate for every command.
@@ -20,11 +19,12 @@ use crate::{ActorsConfig, EntityKey, Kind, Shared, SubmitError};
 pub(crate) enum RouterMsg {
     Submit {
         key: EntityKey,
-        command: Command,
-        reply: Reply,
+        work: Work,
     },
     /// An entity actor finished one command.
-    Done { key: EntityKey },
+    Done {
+        key: EntityKey,
+    },
     /// Passivate idle actors and enforce the cap.
     Sweep,
     /// This node stopped leading: stop every actor (unless it leads again already).
@@ -172,19 +172,15 @@ impl<B: Backend> Actor for Router<B> {
         state: &mut RouterState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            RouterMsg::Submit {
-                key,
-                command,
-                reply,
-            } => {
+            RouterMsg::Submit { key, work } => {
                 if !*state.leading.borrow() {
-                    let _ = reply.send(Err(SubmitError::NotLeader));
+                    work.fail(SubmitError::NotLeader);
                     return Ok(());
                 }
                 let actor = match self.child(&myself, state, &key).await {
                     Ok(actor) => actor,
                     Err(e) => {
-                        let _ = reply.send(Err(e));
+                        work.fail(e);
                         return Ok(());
                     }
                 };
@@ -192,12 +188,12 @@ impl<B: Backend> Actor for Router<B> {
                     child.pending += 1;
                     child.last_used = Instant::now();
                 }
-                if let Err(e) = actor.send_message(EntityMsg::Run { command, reply }) {
+                if let Err(e) = actor.send_message(EntityMsg::Run(work)) {
                     // The actor is stopping; the caller retries with the same request id.
-                    if let ractor::MessagingErr::SendErr(EntityMsg::Run { reply, .. }) = e {
-                        let _ = reply.send(Err(SubmitError::Unavailable(
+                    if let ractor::MessagingErr::SendErr(EntityMsg::Run(work)) = e {
+                        work.fail(SubmitError::Unavailable(
                             "the entity's actor is stopping".into(),
-                        )));
+                        ));
                     }
                     state.remove(&key, &self.shared);
                 }

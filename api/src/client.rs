@@ -258,6 +258,7 @@ macro_rules! rpcs {
 
 rpcs! {
     PaymentServiceClient::issue_card(v1::IssueCardRequest) -> v1::IssueCardReply;
+    PaymentServiceClient::issue_cards(v1::IssueCardsRequest) -> v1::IssueCardsReply;
     PaymentServiceClient::deposit_cash(v1::DepositCashRequest) -> v1::Receipt;
     PaymentServiceClient::top_up_bank_card(v1::TopUpBankCardRequest) -> v1::BankOpReply;
     PaymentServiceClient::top_up_third_party(v1::TopUpThirdPartyRequest) -> v1::BankOpReply;
@@ -289,4 +290,5 @@ rpcs! {
     AdminServiceClient::get_shift_report(v1::GetShiftReportRequest) -> v1::ShiftReport;
     AdminServiceClient::daily_report(v1::DailyReportRequest) -> v1::DailyReportReply;
     AdminServiceClient::reconcile(v1::ReconcileRequest) -> v1::ReconciliationReport;
+    AdminServiceClient::audit_balances(v1::AuditRequest) -> v1::AuditReply;
 }

@@ -199,25 +199,6 @@ pub struct BankSim {
 /// Receives the channel's asynchronous notifications: the order and how it ended.
 pub type Notifier = Arc<dyn Fn(BankRef, OpState) + Send + Sync>;
 
-/// China Standard Time, the business day of the statement.
-const CST_OFFSET_MS: i64 = 8 * 3600 * 1000;
-
-/// The business day (`YYYYMMDD`, Asia/Shanghai) of a timestamp.
-pub fn business_date(at_ms: i64) -> String {
-    let days = (at_ms + CST_OFFSET_MS).div_euclid(86_400_000);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}")
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -503,7 +484,10 @@ impl BankSim {
         let mut lines: Vec<StatementLine> = book
             .ops
             .values()
-            .filter(|op| op.state() == OpState::Applied && business_date(op.at_ms) == date)
+            .filter(|op| {
+                op.state() == OpState::Applied
+                    && yinyi_ledger::BusinessDay::of_ms(op.at_ms).compact() == date
+            })
             .filter_map(|op| {
                 Some(StatementLine {
                     bank_ref: BankRef::parse(&op.bank_ref).ok()?,
@@ -651,12 +635,5 @@ mod tests {
         f.apply_spec("clear,decline=0.1").unwrap();
         assert_eq!(f.latency, Duration::ZERO);
         assert_eq!(f.decline, 0.1);
-    }
-
-    #[test]
-    fn business_dates_are_in_beijing_time() {
-        // 2026-11-23T16:00:00Z is midnight of the 24th in Beijing.
-        assert_eq!(business_date(1_795_449_600_000), "20261124");
-        assert_eq!(business_date(1_795_449_599_999), "20261123");
     }
 }

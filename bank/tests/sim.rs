@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use yinyi_bank::sim::business_date;
 use yinyi_bank::*;
 use yinyi_ledger::{BankRef, CardToken, Money};
 
@@ -223,12 +222,13 @@ async fn the_statement_lists_the_days_applied_operations_and_survives_a_restart(
         })
         .await
         .unwrap();
-    let today = business_date(
+    let today = yinyi_ledger::BusinessDay::of_ms(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis() as i64,
-    );
+    )
+    .compact();
     let statement = b
         .client
         .call(&Message::StatementRequest {

@@ -62,6 +62,9 @@ pub struct ConsensusConfig {
     pub max_payload_entries: u64,
     pub batch: BatchLimits,
     pub rules: Rules,
+    /// Dial these addresses instead of the members' own for these nodes (a proxy in the
+    /// failure tests, a route through NAT); empty for most clusters.
+    pub routes: std::collections::BTreeMap<NodeId, String>,
 }
 
 impl ConsensusConfig {
@@ -77,6 +80,7 @@ impl ConsensusConfig {
             log_entries_kept_after_snapshot: 1_000,
             max_payload_entries: 64,
             batch: BatchLimits::default(),
+            routes: std::collections::BTreeMap::new(),
             rules: Rules::default(),
         }
     }
@@ -169,7 +173,7 @@ impl Consensus {
         let raft = Raft::new(
             config.id,
             raft_config,
-            network::NetworkFactory,
+            network::NetworkFactory::new(config.routes.clone()),
             log_store,
             state_machine,
         )

@@ -37,16 +37,28 @@ pub fn connect_lazy(addr: &str) -> Result<InternalClient<Channel>, tonic::transp
 }
 
 #[derive(Clone, Default)]
-pub struct NetworkFactory;
+pub struct NetworkFactory {
+    /// Addresses dialled instead of the members' own, by node.
+    routes: std::sync::Arc<std::collections::BTreeMap<NodeId, String>>,
+}
+
+impl NetworkFactory {
+    pub fn new(routes: std::collections::BTreeMap<NodeId, String>) -> NetworkFactory {
+        NetworkFactory {
+            routes: std::sync::Arc::new(routes),
+        }
+    }
+}
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Network;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Network {
+        let addr = self.routes.get(&target).unwrap_or(&node.addr).clone();
         Network {
             target,
-            client: connect_lazy(&node.addr).ok(),
-            addr: node.addr.clone(),
+            client: connect_lazy(&addr).ok(),
+            addr,
         }
     }
 }

@@ -6,6 +6,8 @@
 //! in the same order and reaches byte-identical state.
 
 pub mod apply;
+pub mod audit;
+pub mod calendar;
 pub mod command;
 pub mod ids;
 pub mod model;
@@ -14,6 +16,8 @@ pub mod outcome;
 pub mod view;
 
 pub use apply::{ApplyCtx, Rules, apply};
+pub use audit::{Audit, AuditReport};
+pub use calendar::BusinessDay;
 pub use command::{Command, CommandBody};
 pub use ids::{
     AccountId, BankRef, BillId, CardNo, CardToken, IdError, MAX_COMMANDS_PER_ENTRY, OperatorId,

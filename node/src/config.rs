@@ -19,6 +19,9 @@ pub struct NodeConfig {
     pub data: PathBuf,
     /// Every member at start: `1=127.0.0.1:7101,2=…`. The lowest id forms the cluster.
     pub peers: BTreeMap<NodeId, String>,
+    /// Dial these addresses instead of the members' own to reach these nodes over Raft:
+    /// `2=HOST:PORT,…` (a proxy in the failure tests, a route through NAT). Usually empty.
+    pub peer_routes: BTreeMap<NodeId, String>,
     /// This node joins a running cluster (through `yinyi ctl add-node`) and never forms one.
     pub join: bool,
     pub heartbeat_interval_ms: u64,
@@ -65,6 +68,7 @@ impl Default for NodeConfig {
             listen: "127.0.0.1:7101".into(),
             data: PathBuf::from("yinyi-data"),
             peers: BTreeMap::new(),
+            peer_routes: BTreeMap::new(),
             join: false,
             heartbeat_interval_ms: consensus.heartbeat_interval_ms,
             election_timeout_min_ms: consensus.election_timeout_min_ms,
@@ -149,6 +153,7 @@ impl NodeConfig {
         c.install_snapshot_timeout_ms = self.install_snapshot_timeout_ms;
         c.snapshot_after_entries = self.snapshot_after_entries;
         c.log_entries_kept_after_snapshot = self.log_entries_kept_after_snapshot;
+        c.routes = self.peer_routes.clone();
         c.batch = BatchLimits {
             max_batch_commands: self.max_batch_commands,
             max_batch_bytes: self.max_batch_bytes,

@@ -35,6 +35,8 @@ pub struct LocalCluster {
     dir: PathBuf,
     /// Extra flags for every `yinyi start` (e.g. a small snapshot threshold in tests).
     extra_args: Vec<String>,
+    /// Extra flags for one node's `yinyi start` (e.g. its routes to the others).
+    node_args: BTreeMap<u64, Vec<String>>,
     /// Nodes started with `--join` (added to a running cluster).
     joining: Vec<u64>,
     pub nodes: BTreeMap<u64, LocalNode>,
@@ -66,6 +68,21 @@ impl LocalCluster {
         size: u64,
         extra_args: Vec<String>,
     ) -> Result<LocalCluster> {
+        let mut cluster = LocalCluster::prepare(exe, dir, size, extra_args)?;
+        for id in 1..=size {
+            cluster.spawn(id)?;
+        }
+        Ok(cluster)
+    }
+
+    /// Chooses the `size` nodes' addresses and data dirs without starting them, so each can be
+    /// given its own flags ([`LocalCluster::set_node_args`]) before [`LocalCluster::spawn`].
+    pub fn prepare(
+        exe: &Path,
+        dir: &Path,
+        size: u64,
+        extra_args: Vec<String>,
+    ) -> Result<LocalCluster> {
         let mut nodes = BTreeMap::new();
         for id in 1..=size {
             let addr = format!("127.0.0.1:{}", free_port()?);
@@ -79,17 +96,19 @@ impl LocalCluster {
                 },
             );
         }
-        let mut cluster = LocalCluster {
+        Ok(LocalCluster {
             exe: exe.to_path_buf(),
             dir: dir.to_path_buf(),
             extra_args,
+            node_args: BTreeMap::new(),
             joining: Vec::new(),
             nodes,
-        };
-        for id in 1..=size {
-            cluster.spawn(id)?;
-        }
-        Ok(cluster)
+        })
+    }
+
+    /// Flags for node `id` alone, from its next start on.
+    pub fn set_node_args(&mut self, id: u64, args: Vec<String>) {
+        self.node_args.insert(id, args);
     }
 
     pub fn dir(&self) -> &Path {
@@ -156,6 +175,7 @@ impl LocalCluster {
             .arg("--peers")
             .arg(peers)
             .args(&self.extra_args)
+            .args(self.node_args.get(&id).into_iter().flatten())
             .args(if self.joining.contains(&id) {
                 &["--join"][..]
             } else {

@@ -115,6 +115,9 @@ enum CtlCmd {
     Snapshot,
     /// Make the node campaign for leadership now (leadership transfer).
     TransferLeader,
+    /// The balance audit (稽核) on every node: balances against journals, the conservation law,
+    /// overdraft limits, bank operations, digests. Exits non-zero on any problem.
+    AuditBalances,
     /// Reconcile a business day with the bank (对账) and print the report.
     Recon {
         /// YYYY-MM-DD (China Standard Time).
@@ -141,6 +144,10 @@ struct StartArgs {
     /// Every member at first start: 1=HOST:PORT,2=HOST:PORT,… The lowest id forms the cluster.
     #[arg(long, env = "YINYI_PEERS")]
     peers: Option<String>,
+    /// Dial these addresses instead of the members' own over Raft: 2=HOST:PORT,… (proxies in
+    /// failure tests, NAT).
+    #[arg(long, env = "YINYI_PEER_ROUTES")]
+    peer_routes: Option<String>,
     /// Join a running cluster (through `yinyi ctl add-node`) instead of forming one.
     #[arg(long, env = "YINYI_JOIN")]
     join: bool,
@@ -233,6 +240,10 @@ impl StartArgs {
             channel_order_expiry_ms
         );
         config.join |= self.join;
+        if let Some(routes) = &self.peer_routes {
+            config.peer_routes =
+                parse_peers(routes).map_err(|e| anyhow::anyhow!("--peer-routes: {e}"))?;
+        }
         if let Some(peers) = &self.peers {
             config.peers = parse_peers(peers).map_err(|e| anyhow::anyhow!("--peers: {e}"))?;
         }
@@ -296,6 +307,7 @@ fn run(cli: Cli) -> Result<()> {
                 CtlCmd::Snapshot => ctl::snapshot(&node).await,
                 CtlCmd::TransferLeader => ctl::elect(&node).await,
                 CtlCmd::Recon { date } => ctl::recon(&node, &date).await,
+                CtlCmd::AuditBalances => ctl::audit_balances(&node).await,
             },
             Cmd::Demo => demo::run().await,
             Cmd::Bench {

@@ -19,6 +19,7 @@ pub const RECON_TERMINAL: &str = "S-RECON";
 
 pub async fn reconcile(gateway: &Gateway, date: &str) -> Result<ReconciliationReport, Status> {
     let (start, end) = business_day(date)?;
+    let statement_day = yinyi_ledger::BusinessDay::of_ms(start).compact();
     let bank = gateway.bank().ok_or_else(|| {
         yinyi_api::error::status_with_reason(
             tonic::Code::Unimplemented,
@@ -28,7 +29,7 @@ pub async fn reconcile(gateway: &Gateway, date: &str) -> Result<ReconciliationRe
     })?;
     let lines = bank
         .link()
-        .statement(&date.replace('-', ""))
+        .statement(&statement_day)
         .await
         .map_err(|e| gateway.no_leader(&format!("the bank's statement is unavailable: {e}")))?;
     gateway.read_barrier().await?;
@@ -145,8 +146,7 @@ pub fn until_next(now_ms: i64, hour: u32, minute: u32) -> i64 {
 
 /// The business day before the one `now_ms` falls in, as `YYYY-MM-DD`.
 pub fn yesterday(now_ms: i64) -> String {
-    let d = yinyi_bank::sim::business_date(now_ms - 86_400_000);
-    format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..])
+    yinyi_ledger::BusinessDay::of_ms(now_ms - yinyi_ledger::calendar::DAY_MS).to_string()
 }
 
 /// Parses `HH:MM`.

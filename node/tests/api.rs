@@ -608,7 +608,7 @@ async fn every_transaction_succeeds_and_each_rejection_has_its_code() {
         .await
         .unwrap();
     assert_eq!(again, report);
-    let today = yinyi_node_date_of(report.closed_at_ms);
+    let today = yinyi_ledger::BusinessDay::of_ms(report.closed_at_ms).to_string();
     let daily = client
         .daily_report(DailyReportRequest { date: today })
         .await
@@ -629,20 +629,89 @@ async fn every_transaction_succeeds_and_each_rejection_has_its_code() {
     c.wait_converged(T).await.unwrap();
 }
 
-/// The business date (China Standard Time) of a timestamp, as YYYY-MM-DD.
-fn yinyi_node_date_of(ms: i64) -> String {
-    let days = (ms + 8 * 3600 * 1000).div_euclid(86_400_000);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    format!("{y:04}-{m:02}-{d:02}")
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cards_in_bulk_are_issued_once_and_every_node_audits_clean() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let (_dir, c) = cluster(&[]);
+    let leader = c.wait_for_leader(T).await.unwrap();
+    let client = client_of(c.addrs());
+    let mut ids = Ids::new("bulk");
+    hospital(&client, &mut ids).await;
+
+    // 300 cards and, last, a card number already issued in this very batch.
+    let mut cards: Vec<IssueCardRequest> = (1..=300).map(|n| issue(&mut ids, n, "100")).collect();
+    let mut twice = issue(&mut ids, 301, "100");
+    twice.card_no = card(1);
+    cards.push(twice);
+    // Through a follower, which forwards the whole call.
+    let follower = c.running().into_iter().find(|&id| id != leader).unwrap();
+    let via_follower = client_of(vec![c.addr(follower)]);
+    let batch = IssueCardsRequest { cards };
+    let first = via_follower.issue_cards(batch.clone()).await.unwrap();
+    assert_eq!(first.results.len(), 301);
+    assert!(first.results[..300].iter().all(|r| r.issued.is_some()));
+    assert_eq!(first.results[300].reason, "CARD_ALREADY_EXISTS");
+    // The same call again: the same answers, nothing issued twice.
+    let again = client.issue_cards(batch.clone()).await.unwrap();
+    assert_eq!(again, first);
+    assert_eq!(balance(&client, 1).await, "100.00");
+    assert_eq!(balance(&client, 300).await, "100.00");
+
+    // Bad input refuses the whole call, naming the card, and issues nothing.
+    let mut bad = vec![issue(&mut ids, 401, "100"), issue(&mut ids, 402, "100")];
+    bad.push(issue(&mut ids, 403, "1.001"));
+    let refusal = client
+        .issue_cards(IssueCardsRequest { cards: bad })
+        .await
+        .unwrap_err();
+    assert_eq!(refusal.reason(), Some("INVALID_AMOUNT"));
+    assert!(refusal.to_string().contains("cards[2]"), "{refusal}");
+    refused(
+        client
+            .query_balance(QueryBalanceRequest {
+                card_no: card(401),
+                account_id: String::new(),
+            })
+            .await,
+        Code::NotFound,
+        "CARD_NOT_FOUND",
+    );
+    let mut elsewhere = issue(&mut ids, 404, "");
+    elsewhere.terminal_id = "K-0102".into();
+    refused(
+        client
+            .issue_cards(IssueCardsRequest {
+                cards: vec![issue(&mut ids, 405, ""), elsewhere],
+            })
+            .await,
+        Code::InvalidArgument,
+        "INVALID_REQUEST",
+    );
+    refused(
+        client
+            .issue_cards(IssueCardsRequest { cards: vec![] })
+            .await,
+        Code::InvalidArgument,
+        "INVALID_REQUEST",
+    );
+
+    // Every node's own balance audit: 300 accounts of 100.00, nothing wrong, one digest.
+    c.wait_converged(T).await.unwrap();
+    let mut digests = std::collections::BTreeSet::new();
+    for id in c.running() {
+        let audit = client_of(vec![c.addr(id)])
+            .audit_balances(AuditRequest { with_digest: true })
+            .await
+            .unwrap();
+        assert!(audit.ok, "node {id}: {:?}", audit.problems);
+        assert_eq!(audit.node, id);
+        assert_eq!(audit.accounts, 300);
+        assert_eq!(audit.total_balance, "30000.00");
+        assert_eq!(audit.expected_total, "30000.00");
+        assert_eq!(audit.unresolved_bank_ops, 0);
+        digests.insert(audit.digest);
+    }
+    assert_eq!(digests.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -77,16 +77,7 @@ impl World {
             client,
             serial: 0,
         };
-        let request_id = w.next();
-        w.client
-            .register_terminal(RegisterTerminalRequest {
-                request_id,
-                terminal_id: "A-ADMIN".into(),
-                operator_id: "admin".into(),
-                new_terminal_id: KIOSK.into(),
-            })
-            .await
-            .unwrap();
+        w.register(KIOSK).await;
         let request_id = w.next();
         w.client
             .issue_card(IssueCardRequest {
@@ -104,6 +95,20 @@ impl World {
             .await
             .unwrap();
         w
+    }
+
+    /// Registers `terminal` from the admin console.
+    async fn register(&mut self, terminal: &str) {
+        let request_id = self.next();
+        self.client
+            .register_terminal(RegisterTerminalRequest {
+                request_id,
+                terminal_id: "A-ADMIN".into(),
+                operator_id: "admin".into(),
+                new_terminal_id: terminal.into(),
+            })
+            .await
+            .unwrap();
     }
 
     fn next(&mut self) -> String {
@@ -259,16 +264,7 @@ async fn a_leader_killed_between_the_banks_approval_and_its_record_is_settled_on
 async fn a_bill_paid_by_card_is_refunded_to_it_and_withdrawals_reach_the_card() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut w = World::new().await;
-    let request_id = w.next();
-    w.client
-        .register_terminal(RegisterTerminalRequest {
-            request_id,
-            terminal_id: "A-ADMIN".into(),
-            operator_id: "admin".into(),
-            new_terminal_id: "H-HIS".into(),
-        })
-        .await
-        .unwrap();
+    w.register("H-HIS").await;
     let top_up = w.top_up(200);
     assert_eq!(w.settle(&top_up).await.state, "COMPLETED");
 
@@ -400,13 +396,13 @@ async fn reconciliation_finds_exactly_the_injected_differences() {
     .await
     .unwrap();
 
-    let today = yinyi_bank::sim::business_date(
+    let date = yinyi_ledger::BusinessDay::of_ms(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_millis() as i64,
-    );
-    let date = format!("{}-{}-{}", &today[..4], &today[4..6], &today[6..]);
+    )
+    .to_string();
     let report = w
         .client
         .reconcile(ReconcileRequest { date: date.clone() })
@@ -447,16 +443,7 @@ async fn reconciliation_finds_exactly_the_injected_differences() {
 async fn third_party_top_ups_end_on_the_notification_a_status_query_or_expiry() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let mut w = World::with(&["--channel-order-expiry-ms", "1500"]).await;
-    let request_id = w.next();
-    w.client
-        .register_terminal(RegisterTerminalRequest {
-            request_id,
-            terminal_id: "A-ADMIN".into(),
-            operator_id: "admin".into(),
-            new_terminal_id: "M-APP".into(),
-        })
-        .await
-        .unwrap();
+    w.register("M-APP").await;
     // The channel notifies the cluster, unless told to stay silent.
     let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let notices = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -539,16 +526,7 @@ async fn third_party_top_ups_end_on_the_notification_a_status_query_or_expiry() 
     assert_eq!(short.state, "DECLINED");
 
     // A bill paid through the channel, cancelled by HIS, refunded online to the payer.
-    let request_id = w.next();
-    w.client
-        .register_terminal(RegisterTerminalRequest {
-            request_id,
-            terminal_id: "A-ADMIN".into(),
-            operator_id: "admin".into(),
-            new_terminal_id: "H-HIS".into(),
-        })
-        .await
-        .unwrap();
+    w.register("H-HIS").await;
     let request_id = w.next();
     w.client
         .post_bill(PostBillRequest {

@@ -324,6 +324,52 @@ impl Store {
         Ok(hex::encode(hasher.finalize()))
     }
 
+    /// The balance audit (稽核) over one consistent snapshot of the state: every account with its
+    /// journal, streamed in key order (memory stays flat), then every bank operation.
+    pub fn audit(&self) -> Result<l::AuditReport> {
+        let snapshot = self.db.snapshot();
+        let mut audit = l::Audit::new();
+        let mut journal = snapshot
+            .iterator_cf(self.cf(CF_JOURNAL), IteratorMode::Start)
+            .peekable();
+        let mut entries: Vec<l::JournalEntry> = Vec::new();
+        for item in snapshot.iterator_cf(self.cf(CF_ACCOUNTS), IteratorMode::Start) {
+            let (key, value) = item?;
+            let account: l::Account = codec::decode(&value)?;
+            entries.clear();
+            while let Some(next) = journal.peek() {
+                let (entry_key, entry_value) = match next {
+                    Ok(kv) => kv,
+                    Err(_) => {
+                        journal.next().transpose()?;
+                        continue;
+                    }
+                };
+                match entry_key.get(..key.len()).map(|p| p.cmp(&key[..])) {
+                    Some(std::cmp::Ordering::Equal) => {
+                        entries.push(codec::decode(entry_value)?);
+                        journal.next();
+                    }
+                    Some(std::cmp::Ordering::Less) | None => {
+                        audit.orphan_entry(&codec::decode(entry_value)?);
+                        journal.next();
+                    }
+                    Some(std::cmp::Ordering::Greater) => break,
+                }
+            }
+            audit.account(&account, &entries);
+        }
+        for item in journal {
+            let (_, value) = item?;
+            audit.orphan_entry(&codec::decode(&value)?);
+        }
+        for item in snapshot.iterator_cf(self.cf(CF_BANK_OPS), IteratorMode::Start) {
+            let (_, value) = item?;
+            audit.bank_op(&codec::decode(&value)?);
+        }
+        Ok(audit.finish())
+    }
+
     /// The state and state-machine meta as one blob, read from a consistent RocksDB snapshot,
     /// with the last applied log id and membership (encoded) as of that same snapshot.
     pub fn export_state(&self) -> Result<ExportedState> {

@@ -1,7 +1,10 @@
-//! yinyi-tests (to be built in the failure-suite issue): the harness that starts real `yinyi`
-//! processes and a bank simulator on loopback behind fault-injecting TCP proxies, the nemeses
-//! (kill, pause, partition, rolling restart, bank down), the concurrent clients that record every
-//! acknowledged outcome, and the checker of DOMAIN.md's invariants across every node.
-//!
-//! Until then the cluster tests live beside the code they test: `node/tests/cluster.rs` starts
-//! real three-node clusters, `consensus/tests/conformance.rs` runs openraft's storage suite.
+//! yinyi-tests: the failure suite. The harness starts real `yinyi` processes and a bank
+//! simulator process on loopback with a fault-injecting proxy on every node-to-node link
+//! (`harness`, `proxy`); the nemeses kill, pause, partition, slow, restart and take the bank
+//! down while the load tester's outpatient clients keep paying (`nemesis`); the load tester's
+//! checker then holds the healed cluster to every invariant. `tests/nemeses.rs` runs a short
+//! form of each nemesis in `make test`; `yinyi-chaos` (`make chaos`) runs the long random mix.
+
+pub mod harness;
+pub mod nemesis;
+pub mod proxy;

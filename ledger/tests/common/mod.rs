@@ -9,11 +9,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use yinyi_ledger::{
-    AccountId, ApplyCtx, BankOp, BankOpState, BankPurpose, BankRef, Bill, BillId, BillKind,
-    BillStatus, Card, CardKind, CardNo, CardStatus, CardToken, Channel, Command, CommandBody,
-    Effect, EntryKind, External, Holder, JournalEntry, MemState, Money, OperatorId, Outcome,
-    PersonKey, ReasonCode, Report, ReportLine, RequestId, Rules, TerminalId, TerminalKind,
-    TerminalStatus, Timestamp, TxnId, add_to_lines, apply,
+    AccountId, ApplyCtx, BankOp, BankPurpose, BankRef, Bill, BillId, BillKind, BillStatus, Card,
+    CardKind, CardNo, CardStatus, CardToken, Channel, Command, CommandBody, Effect, EntryKind,
+    External, Holder, JournalEntry, MemState, Money, OperatorId, Outcome, PersonKey, ReasonCode,
+    Report, ReportLine, RequestId, Rules, TerminalId, TerminalKind, TerminalStatus, Timestamp,
+    TxnId, add_to_lines, apply,
 };
 
 // ---- the universe ----
@@ -606,216 +606,27 @@ impl World {
 
 // ---- the invariants ----
 
-fn signed_cents(entry: &JournalEntry) -> i64 {
-    entry.amount.cents() * i64::from(entry.kind.balance_sign())
-}
-
-/// DOMAIN.md's invariants 1, 2, 3, 4 and 6, recomputed from the state alone. Invariant 6 and the
-/// report checks read time windows from timestamps, so they need every command stamped strictly
-/// later than the one before (as `World` does).
+/// DOMAIN.md's invariants 1, 2, 3, 4 and 6, recomputed from the state alone: 1–3 by the
+/// ledger's own balance audit, 4 and 6 here. Invariant 6 and the report checks read time windows
+/// from timestamps, so they need every command stamped strictly later than the one before (as
+/// `World` does).
 pub fn check_invariants(state: &MemState) -> Result<(), String> {
-    check_balances(state)?;
-    check_conservation(state)?;
-    check_requests_and_bills(state)?;
-    check_cash_boxes_and_reports(state)?;
-    Ok(())
-}
-
-/// 1: balance = signed sum of the account's journal; every `balance_after` is the running sum.
-/// 3: balance ≥ −overdraft limit, and the limit is never negative.
-fn check_balances(state: &MemState) -> Result<(), String> {
-    for entry in &state.journal {
-        if !state.accounts.contains_key(&entry.account) {
-            return Err(format!("journal entry {} names unknown account", entry.txn));
-        }
-        if !entry.amount.is_positive() {
-            return Err(format!(
-                "journal entry {} has non-positive amount {}",
-                entry.txn, entry.amount
-            ));
-        }
-    }
-    let mut by_account: BTreeMap<AccountId, Vec<&JournalEntry>> = BTreeMap::new();
-    for entry in &state.journal {
-        by_account.entry(entry.account).or_default().push(entry);
+    let audit = yinyi_ledger::Audit::of_state(state);
+    if !audit.ok() {
+        return Err(audit.problems.join("; "));
     }
     for (id, account) in &state.accounts {
         if account.id != *id {
             return Err(format!("account {id} stored under the wrong key"));
         }
-        let mut running: i64 = 0;
-        for entry in by_account.get(id).into_iter().flatten() {
-            running += signed_cents(entry);
-            if entry.balance_after.cents() != running {
-                return Err(format!(
-                    "account {id}: entry {} says balance after {} but the journal sums to {}",
-                    entry.txn,
-                    entry.balance_after,
-                    Money::from_cents(running)
-                ));
-            }
-        }
-        if account.balance.cents() != running {
-            return Err(format!(
-                "invariant 1: account {id} balance {} but its journal sums to {}",
-                account.balance,
-                Money::from_cents(running)
-            ));
-        }
-        if account.overdraft_limit.is_negative() {
-            return Err(format!("account {id} has a negative overdraft limit"));
-        }
-        if account.balance < account.overdraft_limit.negated() {
-            return Err(format!(
-                "invariant 3: account {id} at {} below its overdraft limit {}",
-                account.balance, account.overdraft_limit
-            ));
-        }
     }
-    Ok(())
-}
-
-fn is_external(channel: Channel) -> bool {
-    matches!(channel, Channel::BankCard | Channel::ThirdParty)
-}
-
-/// 2: Σ balances = cash in − cash out + top-ups − payments from accounts + refunds to accounts
-/// − withdrawals to cards + withdrawals returned, each term summed from the journal by kind and
-/// channel, and every saga's entries matching its bank operation's state.
-fn check_conservation(state: &MemState) -> Result<(), String> {
-    let mut cash_in = 0i64;
-    let mut cash_out = 0i64;
-    let mut top_ups = 0i64;
-    let mut payments = 0i64;
-    let mut refunds = 0i64;
-    let mut withdrawals = 0i64;
-    let mut returned = 0i64;
-    for e in &state.journal {
-        let c = e.amount.cents();
-        let channel_ok = match e.kind {
-            EntryKind::CashDeposit => {
-                cash_in += c;
-                e.channel == Channel::Cash && e.bank_ref.is_none()
-            }
-            EntryKind::TopUp => {
-                top_ups += c;
-                is_external(e.channel) && e.bank_ref.is_some()
-            }
-            EntryKind::BillPayment => {
-                payments += c;
-                e.channel == Channel::Account && e.bank_ref.is_none() && e.bill.is_some()
-            }
-            EntryKind::Refund => {
-                refunds += c;
-                e.channel == Channel::Account && e.bank_ref.is_none() && e.bill.is_some()
-            }
-            EntryKind::Withdrawal if e.channel == Channel::Cash => {
-                cash_out += c;
-                e.bank_ref.is_none()
-            }
-            EntryKind::Withdrawal => {
-                withdrawals += c;
-                is_external(e.channel) && e.bank_ref.is_some()
-            }
-            EntryKind::WithdrawalReturned => {
-                returned += c;
-                is_external(e.channel) && e.bank_ref.is_some()
-            }
-            EntryKind::ExternalBillPayment | EntryKind::ExternalRefund => {
-                is_external(e.channel) && e.bank_ref.is_some() && e.bill.is_some()
-            }
-        };
-        if !channel_ok {
-            return Err(format!(
-                "entry {} of kind {:?} has channel {:?}, bank ref {:?}, bill {:?}",
-                e.txn, e.kind, e.channel, e.bank_ref, e.bill
-            ));
-        }
-    }
-    let total: i64 = state.accounts.values().map(|a| a.balance.cents()).sum();
-    let expected = cash_in - cash_out + top_ups - payments + refunds - withdrawals + returned;
-    if total != expected {
-        return Err(format!(
-            "invariant 2: Σ balances {} but the flows give {}",
-            Money::from_cents(total),
-            Money::from_cents(expected)
-        ));
-    }
-
-    // Every saga's journal entries follow from its operation's state, and only from it.
-    let mut by_ref: BTreeMap<&BankRef, Vec<&JournalEntry>> = BTreeMap::new();
-    for e in &state.journal {
-        if let Some(r) = &e.bank_ref {
-            if !state.bank_ops.contains_key(r) {
-                return Err(format!("entry {} names unknown bank op {r}", e.txn));
-            }
-            by_ref.entry(r).or_default().push(e);
-        }
-    }
-    let mut completed_top_ups = 0i64;
-    let mut withdrawn_by_ops = 0i64;
-    let mut returned_by_ops = 0i64;
     for (r, op) in &state.bank_ops {
         if op.bank_ref != *r {
             return Err(format!("bank op {r} stored under the wrong key"));
         }
-        let settled_back = matches!(op.state, BankOpState::Declined | BankOpState::Reversed);
-        let completed = op.state == BankOpState::Completed;
-        let mut expected: Vec<EntryKind> = match &op.purpose {
-            BankPurpose::TopUp if completed => vec![EntryKind::TopUp],
-            BankPurpose::PayBill { .. } if completed => vec![EntryKind::ExternalBillPayment],
-            BankPurpose::Refund { .. } if completed => vec![EntryKind::ExternalRefund],
-            BankPurpose::Withdraw if settled_back => {
-                vec![EntryKind::Withdrawal, EntryKind::WithdrawalReturned]
-            }
-            BankPurpose::Withdraw => vec![EntryKind::Withdrawal],
-            _ => vec![],
-        };
-        expected.sort();
-        let entries = by_ref.get(r).cloned().unwrap_or_default();
-        let mut kinds: Vec<EntryKind> = entries.iter().map(|e| e.kind).collect();
-        kinds.sort();
-        if kinds != expected {
-            return Err(format!(
-                "bank op {r} ({:?}, {:?}) has entries {kinds:?}, expected {expected:?}",
-                op.purpose, op.state
-            ));
-        }
-        for e in entries {
-            if e.amount != op.amount
-                || e.account != op.account
-                || e.channel != op.external.channel()
-            {
-                return Err(format!("entry {} does not match bank op {r}", e.txn));
-            }
-        }
-        match op.purpose {
-            BankPurpose::TopUp if completed => completed_top_ups += op.amount.cents(),
-            BankPurpose::Withdraw => {
-                withdrawn_by_ops += op.amount.cents();
-                if settled_back {
-                    returned_by_ops += op.amount.cents();
-                }
-            }
-            _ => {}
-        }
     }
-    if completed_top_ups != top_ups {
-        return Err(format!(
-            "invariant 2: journal top-ups {} but completed top-up operations {}",
-            Money::from_cents(top_ups),
-            Money::from_cents(completed_top_ups)
-        ));
-    }
-    if withdrawn_by_ops != withdrawals || returned_by_ops != returned {
-        return Err(format!(
-            "invariant 2: card withdrawals {}/{} returned, operations say {}/{}",
-            Money::from_cents(withdrawals),
-            Money::from_cents(returned),
-            Money::from_cents(withdrawn_by_ops),
-            Money::from_cents(returned_by_ops)
-        ));
-    }
+    check_requests_and_bills(state)?;
+    check_cash_boxes_and_reports(state)?;
     Ok(())
 }
 
@@ -965,7 +776,7 @@ fn check_requests_and_bills(state: &MemState) -> Result<(), String> {
 /// Cash an entry puts into (+) or takes out of (−) its terminal's box.
 fn cash_cents(e: &JournalEntry) -> i64 {
     if e.channel == Channel::Cash {
-        signed_cents(e)
+        e.amount.cents() * i64::from(e.kind.balance_sign())
     } else {
         0
     }

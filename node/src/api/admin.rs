@@ -21,61 +21,16 @@ pub struct Admin {
     pub gateway: Arc<Gateway>,
 }
 
-/// China Standard Time, the hospitals' business day.
-const CST_OFFSET_MS: i64 = 8 * 3600 * 1000;
-const DAY_MS: i64 = 24 * 3600 * 1000;
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The business day `YYYY-MM-DD` as [start, end) in milliseconds since the epoch.
+/// The business day `YYYY-MM-DD` (China Standard Time) as [start, end) in milliseconds.
 pub fn business_day(date: &str) -> Result<(i64, i64), Status> {
-    let bad = || {
-        convert::invalid(
-            reason::INVALID_ID,
-            format!("date {date:?} is not a YYYY-MM-DD date"),
-        )
-    };
-    let parts: Vec<&str> = date.split('-').collect();
-    let [y, m, d] = parts.as_slice() else {
-        return Err(bad());
-    };
-    if y.len() != 4 || m.len() != 2 || d.len() != 2 {
-        return Err(bad());
-    }
-    let (y, m, d): (i64, i64, i64) = (
-        y.parse().map_err(|_| bad())?,
-        m.parse().map_err(|_| bad())?,
-        d.parse().map_err(|_| bad())?,
-    );
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let days_in_month = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if !(1..=12).contains(&m) || d < 1 || d > days_in_month[(m - 1) as usize] {
-        return Err(bad());
-    }
-    let start = days_from_civil(y, m, d) * DAY_MS - CST_OFFSET_MS;
-    Ok((start, start + DAY_MS))
+    yinyi_ledger::BusinessDay::parse(date)
+        .map(yinyi_ledger::BusinessDay::bounds_ms)
+        .ok_or_else(|| {
+            convert::invalid(
+                reason::INVALID_ID,
+                format!("date {date:?} is not a YYYY-MM-DD date"),
+            )
+        })
 }
 
 /// The node ids of a membership change: at least one.
@@ -191,6 +146,54 @@ impl AdminService for Admin {
                 live_account_actors: live.accounts as u64,
                 live_terminal_actors: live.terminals as u64,
             }),
+        }))
+    }
+
+    async fn audit_balances(
+        &self,
+        request: Request<AuditRequest>,
+    ) -> Result<Response<AuditReply>, Status> {
+        let with_digest = request.into_inner().with_digest;
+        let status = self.gateway.consensus().status(false).await;
+        let store = self.gateway.backend().store().clone();
+        let (report, digest) = tokio::task::spawn_blocking(move || {
+            let report = store.audit()?;
+            let digest = if with_digest {
+                store.digest()?
+            } else {
+                String::new()
+            };
+            Ok::<_, yinyi_storage::StorageError>((report, digest))
+        })
+        .await
+        .map_err(|e| convert::internal(format!("audit task: {e}")))?
+        .map_err(|e| convert::internal(format!("audit: {e}")))?;
+        if !report.ok() {
+            metrics::counter!("audit_mismatches_total").increment(1);
+            tracing::error!(
+                problems = report.problem_count,
+                first = report.problems.first().map(String::as_str).unwrap_or(""),
+                "balance audit found problems"
+            );
+        }
+        metrics::gauge!("audit_problems").set(report.problem_count as f64);
+        metrics::gauge!("bank_ops_unresolved").set(report.unresolved_bank_ops as f64);
+        Ok(Response::new(AuditReply {
+            node: status.id,
+            applied: status.applied.map_or(-1, |i| i as i64),
+            digest,
+            accounts: report.accounts,
+            journal_entries: report.entries,
+            bank_ops: report.bank_ops,
+            unresolved_bank_ops: report.unresolved_bank_ops,
+            total_balance: convert::money(report.total_balance),
+            expected_total: report
+                .flows
+                .expected_total()
+                .map_or_else(|| "overflow".into(), convert::money),
+            ok: report.ok(),
+            problem_count: report.problem_count,
+            problems: report.problems,
         }))
     }
 
@@ -397,29 +400,5 @@ impl AdminService for Admin {
                 })
                 .collect(),
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn business_days_start_at_midnight_in_beijing() {
-        let (start, end) = business_day("2026-11-24").unwrap();
-        // 2026-11-24T00:00+08:00 = 2026-11-23T16:00Z
-        assert_eq!(start, 1_795_449_600_000);
-        assert_eq!(end - start, DAY_MS);
-        for bad in [
-            "2026-02-29",
-            "2026-13-01",
-            "26-11-24",
-            "2026/11/24",
-            "",
-            "2026-11-2x",
-        ] {
-            assert!(business_day(bad).is_err(), "{bad}");
-        }
-        assert!(business_day("2024-02-29").is_ok());
     }
 }

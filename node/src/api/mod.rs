@@ -169,6 +169,28 @@ impl Gateway {
             .submit(key, command)
             .await
             .map_err(convert::submit_failed)?;
+        self.counted(name, outcome)
+    }
+
+    /// Runs a batch of commands on one entity, proposed together: each command's effect or
+    /// refusal, in order. A failure to decide (no leader, overload) fails the whole call, so
+    /// the caller retries it all with the same request ids.
+    pub async fn submit_batch(
+        &self,
+        key: EntityKey,
+        commands: Vec<Command>,
+    ) -> Result<Vec<Result<Effect, Status>>, Status> {
+        let names: Vec<&'static str> = commands.iter().map(|c| c.body.name()).collect();
+        let outcomes = self.actors.submit_batch(key, commands).await;
+        let mut answers = Vec::with_capacity(outcomes.len());
+        for (outcome, name) in outcomes.into_iter().zip(names) {
+            let outcome = outcome.map_err(convert::submit_failed)?;
+            answers.push(self.counted(name, outcome));
+        }
+        Ok(answers)
+    }
+
+    fn counted(&self, name: &'static str, outcome: Outcome) -> Result<Effect, Status> {
         match outcome {
             Outcome::Done(effect) => {
                 metrics::counter!("api_requests_total", "method" => name, "code" => "OK")

@@ -18,6 +18,8 @@ use crate::lead_or_forward;
 /// The most transactions one ListTransactions call returns.
 const MAX_LIST: u32 = 1000;
 const DEFAULT_LIST: u32 = 50;
+/// The most cards one IssueCards call carries.
+const MAX_ISSUE_BATCH: usize = 1000;
 
 pub struct Payments {
     pub gateway: Arc<Gateway>,
@@ -38,6 +40,23 @@ fn receipt(effect: Effect) -> Result<Response<Receipt>, Status> {
             bank_ref: String::new(),
             bank_state: String::new(),
         })),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn issued(effect: Effect) -> Result<IssueCardReply, Status> {
+    match effect {
+        Effect::CardIssued {
+            account,
+            card,
+            existing_account,
+            balance,
+        } => Ok(IssueCardReply {
+            account_id: account.to_string(),
+            card_no: card.to_string(),
+            existing_account,
+            balance: convert::money(balance),
+        }),
         other => Err(unexpected(&other)),
     }
 }
@@ -159,6 +178,22 @@ impl Payments {
     }
 
     /// The account a read names: by card number or by account id, exactly one of them.
+    fn issue_command(&self, r: &IssueCardRequest) -> Result<yinyi_ledger::Command, Status> {
+        let g = &self.gateway;
+        let body = CommandBody::IssueCard {
+            card: convert::card_no("card_no", &r.card_no)?,
+            card_kind: convert::card_kind(r.card_kind)?,
+            holder: Holder {
+                name: convert::required("holder_name", &r.holder_name)?.to_string(),
+                person: convert::person_key(&r.person_key)?,
+                id_masked: r.id_masked.clone(),
+                phone: r.phone.clone(),
+            },
+            first_deposit: convert::optional_amount("first_deposit", &r.first_deposit, g.limit())?,
+        };
+        g.command(&r.request_id, &r.terminal_id, &r.operator_id, body)
+    }
+
     fn account_of(&self, card_no: &str, account_id: &str) -> Result<AccountId, Status> {
         match (card_no.is_empty(), account_id.is_empty()) {
             (false, true) => {
@@ -194,35 +229,56 @@ impl PaymentService for Payments {
         request: Request<IssueCardRequest>,
     ) -> Result<Response<IssueCardReply>, Status> {
         lead_or_forward!(self.gateway, request, PaymentServiceClient, issue_card);
-        let r = request.into_inner();
-        let g = &self.gateway;
-        let body = CommandBody::IssueCard {
-            card: convert::card_no("card_no", &r.card_no)?,
-            card_kind: convert::card_kind(r.card_kind)?,
-            holder: Holder {
-                name: convert::required("holder_name", &r.holder_name)?.to_string(),
-                person: convert::person_key(&r.person_key)?,
-                id_masked: r.id_masked,
-                phone: r.phone,
-            },
-            first_deposit: convert::optional_amount("first_deposit", &r.first_deposit, g.limit())?,
-        };
-        let command = g.command(&r.request_id, &r.terminal_id, &r.operator_id, body)?;
+        let command = self.issue_command(&request.into_inner())?;
         let key = EntityKey::Terminal(command.terminal.clone());
-        match g.submit(key, command).await? {
-            Effect::CardIssued {
-                account,
-                card,
-                existing_account,
-                balance,
-            } => Ok(Response::new(IssueCardReply {
-                account_id: account.to_string(),
-                card_no: card.to_string(),
-                existing_account,
-                balance: convert::money(balance),
-            })),
-            other => Err(unexpected(&other)),
+        issued(self.gateway.submit(key, command).await?).map(Response::new)
+    }
+
+    async fn issue_cards(
+        &self,
+        request: Request<IssueCardsRequest>,
+    ) -> Result<Response<IssueCardsReply>, Status> {
+        lead_or_forward!(self.gateway, request, PaymentServiceClient, issue_cards);
+        let cards = request.into_inner().cards;
+        if cards.is_empty() || cards.len() > MAX_ISSUE_BATCH {
+            return Err(convert::invalid(
+                reason::INVALID_REQUEST,
+                format!("cards: give 1 to {MAX_ISSUE_BATCH}, not {}", cards.len()),
+            ));
         }
+        let mut commands = Vec::with_capacity(cards.len());
+        for (i, card) in cards.iter().enumerate() {
+            let command = self.issue_command(card).map_err(|s| {
+                Status::with_details(
+                    s.code(),
+                    format!("cards[{i}]: {}", s.message()),
+                    s.details().to_vec().into(),
+                )
+            })?;
+            if command.terminal.as_str() != cards[0].terminal_id {
+                return Err(convert::invalid(
+                    reason::INVALID_REQUEST,
+                    format!("cards[{i}]: every card of a call must name the same terminal_id"),
+                ));
+            }
+            commands.push(command);
+        }
+        let key = EntityKey::Terminal(commands[0].terminal.clone());
+        let mut results = Vec::with_capacity(commands.len());
+        for outcome in self.gateway.submit_batch(key, commands).await? {
+            results.push(match outcome.and_then(issued) {
+                Ok(reply) => IssueCardResult {
+                    issued: Some(reply),
+                    ..Default::default()
+                },
+                Err(status) => IssueCardResult {
+                    issued: None,
+                    reason: yinyi_api::error::reason_of(&status).unwrap_or_default(),
+                    message: status.message().to_string(),
+                },
+            });
+        }
+        Ok(Response::new(IssueCardsReply { results }))
     }
 
     async fn deposit_cash(

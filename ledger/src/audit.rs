@@ -1,0 +1,351 @@
+//! The balance audit (稽核): DOMAIN.md's invariants 1, 2, 3 and 5 recomputed from the stored
+//! state alone, one account at a time, so a node can audit millions of accounts by streaming
+//! them in key order.
+//!
+//! Feed every account with its journal entries (in transaction order), then every bank
+//! operation, then [`Audit::finish`]. Each check that fails adds a problem; the report keeps the
+//! first [`MAX_PROBLEMS`] and counts all.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Account, AccountId, BankOp, BankOpState, BankPurpose, BankRef, Channel, EntryKind,
+    JournalEntry, Money,
+};
+
+/// Problems described in full in a report; the rest are only counted.
+pub const MAX_PROBLEMS: usize = 100;
+
+/// The money flows that explain the sum of the balances (invariant 2), from the journal.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flows {
+    pub cash_in: Money,
+    pub cash_out: Money,
+    pub top_ups: Money,
+    pub payments: Money,
+    pub refunds: Money,
+    pub card_withdrawals: Money,
+    pub withdrawals_returned: Money,
+}
+
+impl Flows {
+    /// What the balances must sum to.
+    pub fn expected_total(&self) -> Option<Money> {
+        self.cash_in
+            .checked_sub(self.cash_out)?
+            .checked_add(self.top_ups)?
+            .checked_sub(self.payments)?
+            .checked_add(self.refunds)?
+            .checked_sub(self.card_withdrawals)?
+            .checked_add(self.withdrawals_returned)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditReport {
+    pub accounts: u64,
+    pub entries: u64,
+    pub bank_ops: u64,
+    /// Bank operations still Pending or InDoubt (invariant 5 asks for none once the bank has
+    /// been reachable for a while).
+    pub unresolved_bank_ops: u64,
+    pub total_balance: Money,
+    pub flows: Flows,
+    pub problem_count: u64,
+    pub problems: Vec<String>,
+}
+
+impl AuditReport {
+    pub fn ok(&self) -> bool {
+        self.problem_count == 0
+    }
+}
+
+/// One bank-backed journal entry, kept until its operation is seen.
+struct RefEntry {
+    kind: EntryKind,
+    amount: Money,
+    account: AccountId,
+    channel: Channel,
+}
+
+#[derive(Default)]
+pub struct Audit {
+    accounts: u64,
+    entries: u64,
+    bank_ops: u64,
+    unresolved: u64,
+    total: i64,
+    flows: [i64; 7],
+    /// Top-ups and card withdrawals/returns as the bank operations say they should be.
+    by_ops: [i64; 3],
+    by_ref: HashMap<BankRef, Vec<RefEntry>>,
+    problem_count: u64,
+    problems: Vec<String>,
+}
+
+const CASH_IN: usize = 0;
+const CASH_OUT: usize = 1;
+const TOP_UPS: usize = 2;
+const PAYMENTS: usize = 3;
+const REFUNDS: usize = 4;
+const CARD_WITHDRAWALS: usize = 5;
+const RETURNED: usize = 6;
+
+fn external(channel: Channel) -> bool {
+    matches!(channel, Channel::BankCard | Channel::ThirdParty)
+}
+
+impl Audit {
+    pub fn new() -> Audit {
+        Audit::default()
+    }
+
+    fn problem(&mut self, text: String) {
+        self.problem_count += 1;
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(text);
+        }
+    }
+
+    /// A journal entry whose account is not stored (found while streaming the journal).
+    pub fn orphan_entry(&mut self, entry: &JournalEntry) {
+        self.entries += 1;
+        self.problem(format!(
+            "journal entry {} names unknown account {}",
+            entry.txn, entry.account
+        ));
+    }
+
+    /// One account and its whole journal, oldest first. Checks invariant 1 (the balance and
+    /// every `balance_after` are the running sum) and 3 (not below the overdraft limit), and
+    /// adds the entries to the flows.
+    pub fn account<'a>(
+        &mut self,
+        account: &Account,
+        journal: impl IntoIterator<Item = &'a JournalEntry>,
+    ) {
+        self.accounts += 1;
+        let mut running: i64 = 0;
+        let mut last_txn = None;
+        for entry in journal {
+            self.entries += 1;
+            if entry.account != account.id {
+                self.problem(format!(
+                    "journal entry {} of account {} filed under {}",
+                    entry.txn, entry.account, account.id
+                ));
+                continue;
+            }
+            if last_txn.is_some_and(|t| entry.txn <= t) {
+                self.problem(format!("account {}: journal out of order", account.id));
+            }
+            last_txn = Some(entry.txn);
+            if !entry.amount.is_positive() {
+                self.problem(format!(
+                    "journal entry {} has a non-positive amount {}",
+                    entry.txn, entry.amount
+                ));
+            }
+            let cents = entry.amount.cents();
+            running += cents * i64::from(entry.kind.balance_sign());
+            if entry.balance_after.cents() != running {
+                self.problem(format!(
+                    "invariant 1: account {} entry {} says balance after {} but the journal sums to {}",
+                    account.id,
+                    entry.txn,
+                    entry.balance_after,
+                    Money::from_cents(running)
+                ));
+            }
+            self.flow(entry);
+        }
+        if account.balance.cents() != running {
+            self.problem(format!(
+                "invariant 1: account {} holds {} but its journal sums to {}",
+                account.id,
+                account.balance,
+                Money::from_cents(running)
+            ));
+        }
+        if account.overdraft_limit.is_negative()
+            || account.balance < account.overdraft_limit.negated()
+        {
+            self.problem(format!(
+                "invariant 3: account {} at {} with overdraft limit {}",
+                account.id, account.balance, account.overdraft_limit
+            ));
+        }
+        self.total += account.balance.cents();
+    }
+
+    fn flow(&mut self, e: &JournalEntry) {
+        let cents = e.amount.cents();
+        let (slot, channel_ok) = match e.kind {
+            EntryKind::CashDeposit => (
+                Some(CASH_IN),
+                e.channel == Channel::Cash && e.bank_ref.is_none(),
+            ),
+            EntryKind::TopUp => (Some(TOP_UPS), external(e.channel) && e.bank_ref.is_some()),
+            EntryKind::BillPayment => (
+                Some(PAYMENTS),
+                e.channel == Channel::Account && e.bank_ref.is_none() && e.bill.is_some(),
+            ),
+            EntryKind::Refund => (
+                Some(REFUNDS),
+                e.channel == Channel::Account && e.bank_ref.is_none() && e.bill.is_some(),
+            ),
+            EntryKind::Withdrawal if e.channel == Channel::Cash => {
+                (Some(CASH_OUT), e.bank_ref.is_none())
+            }
+            EntryKind::Withdrawal => (
+                Some(CARD_WITHDRAWALS),
+                external(e.channel) && e.bank_ref.is_some(),
+            ),
+            EntryKind::WithdrawalReturned => {
+                (Some(RETURNED), external(e.channel) && e.bank_ref.is_some())
+            }
+            EntryKind::ExternalBillPayment | EntryKind::ExternalRefund => (
+                None,
+                external(e.channel) && e.bank_ref.is_some() && e.bill.is_some(),
+            ),
+        };
+        if let Some(slot) = slot {
+            self.flows[slot] += cents;
+        }
+        if !channel_ok {
+            self.problem(format!(
+                "journal entry {} of kind {:?} has channel {:?}, bank ref {:?}, bill {:?}",
+                e.txn, e.kind, e.channel, e.bank_ref, e.bill
+            ));
+        }
+        if let Some(r) = &e.bank_ref {
+            self.by_ref.entry(r.clone()).or_default().push(RefEntry {
+                kind: e.kind,
+                amount: e.amount,
+                account: e.account,
+                channel: e.channel,
+            });
+        }
+    }
+
+    /// One bank operation, after every account: its journal entries must follow from its
+    /// state, and only from it.
+    pub fn bank_op(&mut self, op: &BankOp) {
+        self.bank_ops += 1;
+        if !op.state.is_final() {
+            self.unresolved += 1;
+        }
+        let settled_back = matches!(op.state, BankOpState::Declined | BankOpState::Reversed);
+        let completed = op.state == BankOpState::Completed;
+        let mut expected: Vec<EntryKind> = match &op.purpose {
+            BankPurpose::TopUp if completed => vec![EntryKind::TopUp],
+            BankPurpose::PayBill { .. } if completed => vec![EntryKind::ExternalBillPayment],
+            BankPurpose::Refund { .. } if completed => vec![EntryKind::ExternalRefund],
+            BankPurpose::Withdraw if settled_back => {
+                vec![EntryKind::Withdrawal, EntryKind::WithdrawalReturned]
+            }
+            BankPurpose::Withdraw => vec![EntryKind::Withdrawal],
+            _ => vec![],
+        };
+        expected.sort();
+        let entries = self.by_ref.remove(&op.bank_ref).unwrap_or_default();
+        let mut kinds: Vec<EntryKind> = entries.iter().map(|e| e.kind).collect();
+        kinds.sort();
+        if kinds != expected {
+            self.problem(format!(
+                "bank op {} ({:?}, {:?}) has entries {kinds:?}, expected {expected:?}",
+                op.bank_ref, op.purpose, op.state
+            ));
+        }
+        if entries.iter().any(|e| {
+            e.amount != op.amount || e.account != op.account || e.channel != op.external.channel()
+        }) {
+            self.problem(format!(
+                "bank op {}: a journal entry differs in amount, account or channel",
+                op.bank_ref
+            ));
+        }
+        match op.purpose {
+            BankPurpose::TopUp if completed => self.by_ops[0] += op.amount.cents(),
+            BankPurpose::Withdraw => {
+                self.by_ops[1] += op.amount.cents();
+                if settled_back {
+                    self.by_ops[2] += op.amount.cents();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Invariant 2 and the bank operations' totals; the report.
+    pub fn finish(mut self) -> AuditReport {
+        let orphans: Vec<BankRef> = self.by_ref.keys().cloned().collect();
+        for r in orphans {
+            self.problem(format!("journal entries name unknown bank op {r}"));
+        }
+        let f = self.flows;
+        let expected = f[CASH_IN] - f[CASH_OUT] + f[TOP_UPS] - f[PAYMENTS] + f[REFUNDS]
+            - f[CARD_WITHDRAWALS]
+            + f[RETURNED];
+        if self.total != expected {
+            self.problem(format!(
+                "invariant 2: Σ balances {} but the flows give {}",
+                Money::from_cents(self.total),
+                Money::from_cents(expected)
+            ));
+        }
+        if self.by_ops != [f[TOP_UPS], f[CARD_WITHDRAWALS], f[RETURNED]] {
+            self.problem(format!(
+                "invariant 2: journal top-ups/card withdrawals/returned {}/{}/{}, bank operations say {}/{}/{}",
+                Money::from_cents(f[TOP_UPS]),
+                Money::from_cents(f[CARD_WITHDRAWALS]),
+                Money::from_cents(f[RETURNED]),
+                Money::from_cents(self.by_ops[0]),
+                Money::from_cents(self.by_ops[1]),
+                Money::from_cents(self.by_ops[2]),
+            ));
+        }
+        AuditReport {
+            accounts: self.accounts,
+            entries: self.entries,
+            bank_ops: self.bank_ops,
+            unresolved_bank_ops: self.unresolved,
+            total_balance: Money::from_cents(self.total),
+            flows: Flows {
+                cash_in: Money::from_cents(f[CASH_IN]),
+                cash_out: Money::from_cents(f[CASH_OUT]),
+                top_ups: Money::from_cents(f[TOP_UPS]),
+                payments: Money::from_cents(f[PAYMENTS]),
+                refunds: Money::from_cents(f[REFUNDS]),
+                card_withdrawals: Money::from_cents(f[CARD_WITHDRAWALS]),
+                withdrawals_returned: Money::from_cents(f[RETURNED]),
+            },
+            problem_count: self.problem_count,
+            problems: self.problems,
+        }
+    }
+
+    /// Audits an in-memory state (tests, tools).
+    pub fn of_state(state: &crate::MemState) -> AuditReport {
+        let mut audit = Audit::new();
+        let mut journal: HashMap<AccountId, Vec<&JournalEntry>> = HashMap::new();
+        for entry in &state.journal {
+            if state.accounts.contains_key(&entry.account) {
+                journal.entry(entry.account).or_default().push(entry);
+            } else {
+                audit.orphan_entry(entry);
+            }
+        }
+        for (id, account) in &state.accounts {
+            let entries = journal.remove(id).unwrap_or_default();
+            audit.account(account, entries);
+        }
+        for op in state.bank_ops.values() {
+            audit.bank_op(op);
+        }
+        audit.finish()
+    }
+}

@@ -1,0 +1,913 @@
+//! The outpatient visits of `WORKLOAD.md`, and the load tester's own book of what each patient
+//! must hold: every acknowledged money movement is added to it, and every request whose outcome
+//! is unknown (no answer within the deadline, or a bank operation not yet final) is kept to be
+//! asked again, with the same request id, at the end.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rand::Rng;
+use yinyi_api::v1::*;
+use yinyi_api::{ApiError, Client};
+
+use crate::stats::Stats;
+
+/// Cash every preloaded patient deposited when their card was issued.
+pub const PRELOAD_DEPOSIT_CENTS: i64 = 300_00;
+/// Cards per IssueCards call in the preload.
+const PRELOAD_BATCH: u64 = 500;
+const SHARDS: usize = 64;
+
+/// Yuan amounts as the API writes them ("12.30") to cents; never through a float.
+pub fn cents(text: &str) -> Option<i64> {
+    let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
+    let negative = whole.starts_with('-');
+    let whole: i64 = whole.trim_start_matches('-').parse().ok()?;
+    let frac: i64 = match frac.len() {
+        0 => 0,
+        1 => frac.parse::<i64>().ok()? * 10,
+        2 => frac.parse().ok()?,
+        _ => return None,
+    };
+    let value = whole.checked_mul(100)?.checked_add(frac)?;
+    Some(if negative { -value } else { value })
+}
+
+fn yuan(cents: i64) -> String {
+    format!("{}.{:02}", cents / 100, cents % 100)
+}
+
+fn is_final(state: &str) -> bool {
+    matches!(state, "COMPLETED" | "DECLINED" | "REVERSED")
+}
+
+/// A patient the load tester has touched: their card now, what their account must hold, and
+/// the acknowledged transactions its journal must show once each.
+#[derive(Debug, Clone)]
+pub struct Patient {
+    pub card: String,
+    pub cents: i64,
+    pub acked: Vec<Ack>,
+}
+
+/// How an acknowledged transaction shows in the account's journal: by the request id of a
+/// direct one, or by the bank reference of a saga's entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Ack {
+    Request(String),
+    BankRef(String),
+}
+
+/// A request that changes money or cards, kept whole so it can be sent again unchanged.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Issue(IssueCardRequest),
+    Deposit(DepositCashRequest),
+    TopUpBank(TopUpBankCardRequest),
+    TopUpThirdParty(TopUpThirdPartyRequest),
+    /// From the account when the request names no bank card.
+    Pay {
+        request: PayBillRequest,
+        cents: i64,
+    },
+    Refund {
+        request: RefundRequest,
+        cents: i64,
+        to_account: bool,
+    },
+    Withdraw(WithdrawRequest),
+    ReportLoss(CardRequest),
+    Replace(ReplaceCardRequest),
+}
+
+impl Op {
+    fn kind(&self) -> &'static str {
+        match self {
+            Op::Issue(_) => "IssueCard",
+            Op::Deposit(_) => "DepositCash",
+            Op::TopUpBank(_) => "TopUpBankCard",
+            Op::TopUpThirdParty(_) => "TopUpThirdParty",
+            Op::Pay { request, .. } if !request.bank_card_token.is_empty() => "PayBillByCard",
+            Op::Pay { .. } => "PayBill",
+            Op::Refund { .. } => "Refund",
+            Op::Withdraw(_) => "Withdraw",
+            Op::ReportLoss(_) => "ReportLoss",
+            Op::Replace(_) => "ReplaceCard",
+        }
+    }
+}
+
+/// What an acknowledged request did, as far as the book is concerned.
+#[derive(Debug, Default)]
+struct Effect {
+    cents: i64,
+    /// Cash into (+) or out of (−) this terminal's box.
+    cash: Option<(String, i64)>,
+    /// The patient's card from now on.
+    card: Option<String>,
+    /// The final state of a bank operation.
+    bank_state: Option<String>,
+    /// The journal entry it made, if any.
+    ack: Option<Ack>,
+}
+
+enum Failure {
+    /// Refused for good (counted by its reason code): nothing happened.
+    Refused,
+    /// Not known yet: no answer in time, or a bank operation still pending or in doubt.
+    Unknown,
+}
+
+pub struct Run {
+    pub client: Client,
+    pub prefix: String,
+    kiosks: u64,
+    windows: u64,
+    serial: AtomicU64,
+    /// Patients not in a visit now (a patient is in one visit at a time, as in life).
+    idle: Mutex<Vec<u64>>,
+    next_patient: AtomicU64,
+    /// Patients 0..preloaded were issued by the preload (their book entry is implicit until
+    /// they are touched).
+    pub preloaded: AtomicU64,
+    book: Vec<Mutex<HashMap<u64, Patient>>>,
+    unsettled: Mutex<Vec<(u64, Op)>>,
+    /// Cash each of our terminals must hold (acknowledged only).
+    cash: Mutex<BTreeMap<String, i64>>,
+    /// Final states of the bank operations we started.
+    pub bank_states: Mutex<BTreeMap<String, u64>>,
+    pub stats: Stats,
+}
+
+impl Run {
+    pub fn new(client: Client, prefix: String, kiosks: u64, windows: u64) -> Run {
+        Run {
+            client,
+            prefix,
+            kiosks,
+            windows,
+            serial: AtomicU64::new(0),
+            idle: Mutex::new(Vec::new()),
+            next_patient: AtomicU64::new(0),
+            preloaded: AtomicU64::new(0),
+            book: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            unsettled: Mutex::new(Vec::new()),
+            cash: Mutex::new(BTreeMap::new()),
+            bank_states: Mutex::new(BTreeMap::new()),
+            stats: Stats::new(),
+        }
+    }
+
+    pub fn id(&self) -> String {
+        let n = self.serial.fetch_add(1, Ordering::Relaxed);
+        format!("{}:{n}", self.prefix)
+    }
+
+    fn card(&self, n: u64) -> String {
+        format!("{}P{n}", self.prefix)
+    }
+
+    fn person(&self, n: u64) -> String {
+        let mut tag = 0u64;
+        for b in self.prefix.bytes() {
+            tag = tag.wrapping_mul(31).wrapping_add(u64::from(b));
+        }
+        format!("{tag:016x}{n:048x}")
+    }
+
+    fn token(&self, n: u64) -> String {
+        format!("tok_{}_{n}", self.prefix)
+    }
+
+    pub fn kiosk(&self, n: u64) -> String {
+        format!("K-{}X{}", self.prefix, n % self.kiosks)
+    }
+
+    pub fn window(&self, n: u64) -> String {
+        format!("W-{}X{}", self.prefix, n % self.windows)
+    }
+
+    pub fn operator(&self, n: u64) -> String {
+        format!("op{}", n % self.windows)
+    }
+
+    pub fn his(&self) -> String {
+        format!("H-{}", self.prefix)
+    }
+
+    pub fn mobile(&self) -> String {
+        format!("M-{}", self.prefix)
+    }
+
+    /// Every terminal the run uses, for registration and the cash-box check.
+    pub fn terminals(&self) -> Vec<String> {
+        let mut all = vec![self.his(), self.mobile()];
+        all.extend((0..self.kiosks).map(|k| self.kiosk(k)));
+        all.extend((0..self.windows).map(|w| self.window(w)));
+        all
+    }
+
+    pub fn windows(&self) -> u64 {
+        self.windows
+    }
+
+    fn shard(&self, n: u64) -> std::sync::MutexGuard<'_, HashMap<u64, Patient>> {
+        self.book[(n as usize) % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What the book says of patient `n`, if they have a card.
+    pub fn patient(&self, n: u64) -> Option<Patient> {
+        if let Some(p) = self.shard(n).get(&n) {
+            return Some(p.clone());
+        }
+        (n < self.preloaded.load(Ordering::Relaxed)).then(|| Patient {
+            card: self.card(n),
+            cents: PRELOAD_DEPOSIT_CENTS,
+            acked: Vec::new(),
+        })
+    }
+
+    /// Every patient the run touched, with what they must hold.
+    pub fn touched(&self) -> Vec<(u64, Patient)> {
+        let mut all = Vec::new();
+        for shard in &self.book {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            all.extend(shard.iter().map(|(n, p)| (*n, p.clone())));
+        }
+        all.sort_by_key(|(n, _)| *n);
+        all
+    }
+
+    pub fn cash(&self) -> BTreeMap<String, i64> {
+        self.cash.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn unsettled_count(&self) -> usize {
+        self.unsettled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    fn book_effect(&self, n: u64, effect: Effect) {
+        {
+            let preloaded = n < self.preloaded.load(Ordering::Relaxed);
+            let default = Patient {
+                card: self.card(n),
+                cents: if preloaded { PRELOAD_DEPOSIT_CENTS } else { 0 },
+                acked: Vec::new(),
+            };
+            let mut shard = self.shard(n);
+            let patient = shard.entry(n).or_insert(default);
+            patient.cents += effect.cents;
+            patient.acked.extend(effect.ack);
+            if let Some(card) = effect.card {
+                patient.card = card;
+            }
+        }
+        if let Some((terminal, delta)) = effect.cash {
+            *self
+                .cash
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(terminal)
+                .or_default() += delta;
+        }
+        if let Some(state) = effect.bank_state {
+            *self
+                .bank_states
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(state)
+                .or_default() += 1;
+        }
+    }
+
+    /// Times `call` as a request of `kind`; a failure is counted by its code.
+    async fn timed<T>(
+        &self,
+        kind: &'static str,
+        call: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, Failure> {
+        let began = self.stats.begin();
+        match call.await {
+            Ok(value) => {
+                self.stats.ok(kind, began);
+                Ok(value)
+            }
+            Err(ApiError::Refused { reason, code, .. }) => {
+                let reason = if reason.is_empty() {
+                    format!("{code:?}")
+                } else {
+                    reason
+                };
+                self.stats.error(kind, &reason, began);
+                Err(Failure::Refused)
+            }
+            Err(ApiError::DeadlineExceeded { .. }) => {
+                self.stats.error(kind, "DEADLINE_EXCEEDED", began);
+                Err(Failure::Unknown)
+            }
+            Err(ApiError::BadAddress(_)) => {
+                self.stats.error(kind, "BAD_ADDRESS", began);
+                Err(Failure::Unknown)
+            }
+        }
+    }
+
+    /// Sends `op` once and says what it did.
+    async fn send(&self, op: &Op) -> Result<Effect, Failure> {
+        let c = &self.client;
+        let kind = op.kind();
+        let bank = |reply_state: &str, bank_ref: &str, cents: i64| {
+            let completed = reply_state == "COMPLETED";
+            if is_final(reply_state) {
+                Ok(Effect {
+                    cents: if completed { cents } else { 0 },
+                    bank_state: Some(reply_state.to_string()),
+                    ack: completed.then(|| Ack::BankRef(bank_ref.to_string())),
+                    ..Effect::default()
+                })
+            } else {
+                Err(Failure::Unknown)
+            }
+        };
+        let ack = |request_id: &str| Some(Ack::Request(request_id.to_string()));
+        match op {
+            Op::Issue(r) => {
+                let reply = self.timed(kind, c.issue_card(r.clone())).await?;
+                let deposit = cents(&r.first_deposit).unwrap_or(0);
+                Ok(Effect {
+                    cents: deposit,
+                    cash: Some((r.terminal_id.clone(), deposit)),
+                    card: Some(reply.card_no),
+                    ack: if deposit > 0 {
+                        ack(&r.request_id)
+                    } else {
+                        None
+                    },
+                    ..Effect::default()
+                })
+            }
+            Op::Deposit(r) => {
+                self.timed(kind, c.deposit_cash(r.clone())).await?;
+                let amount = cents(&r.amount).unwrap_or(0);
+                Ok(Effect {
+                    cents: amount,
+                    cash: Some((r.terminal_id.clone(), amount)),
+                    ack: ack(&r.request_id),
+                    ..Effect::default()
+                })
+            }
+            Op::TopUpBank(r) => {
+                let reply = self.timed(kind, c.top_up_bank_card(r.clone())).await?;
+                bank(&reply.state, &reply.bank_ref, cents(&r.amount).unwrap_or(0))
+            }
+            Op::TopUpThirdParty(r) => {
+                let reply = self.timed(kind, c.top_up_third_party(r.clone())).await?;
+                bank(&reply.state, &reply.bank_ref, cents(&r.amount).unwrap_or(0))
+            }
+            Op::Pay { request, cents } => {
+                let receipt = self.timed(kind, c.pay_bill(request.clone())).await?;
+                if request.bank_card_token.is_empty() {
+                    Ok(Effect {
+                        cents: -cents,
+                        ack: ack(&request.request_id),
+                        ..Effect::default()
+                    })
+                } else {
+                    bank(&receipt.bank_state, &receipt.bank_ref, 0)
+                }
+            }
+            Op::Refund {
+                request,
+                cents,
+                to_account,
+            } => {
+                let receipt = self.timed(kind, c.refund(request.clone())).await?;
+                if *to_account {
+                    Ok(Effect {
+                        cents: *cents,
+                        ack: ack(&request.request_id),
+                        ..Effect::default()
+                    })
+                } else {
+                    bank(&receipt.bank_state, &receipt.bank_ref, 0)
+                }
+            }
+            Op::Withdraw(r) => {
+                let receipt = self.timed(kind, c.withdraw(r.clone())).await?;
+                let amount = cents(&receipt.amount).unwrap_or(0);
+                Ok(Effect {
+                    cents: -amount,
+                    cash: Some((r.terminal_id.clone(), -amount)),
+                    ack: ack(&r.request_id),
+                    ..Effect::default()
+                })
+            }
+            Op::ReportLoss(r) => {
+                self.timed(kind, c.report_loss(r.clone())).await?;
+                Ok(Effect::default())
+            }
+            Op::Replace(r) => {
+                let reply = self.timed(kind, c.replace_card(r.clone())).await?;
+                Ok(Effect {
+                    card: Some(reply.new_card_no),
+                    ..Effect::default()
+                })
+            }
+        }
+    }
+
+    /// Does `op` for patient `n` as a terminal would: a bank operation not final at once is
+    /// asked about again (same request) a few times. Ok(true) when it happened, Ok(false) when
+    /// it was refused; Err when the outcome is unknown (kept for the end; the visit stops).
+    async fn perform(&self, n: u64, op: Op) -> Result<bool, ()> {
+        let mut attempt = 0;
+        loop {
+            match self.send(&op).await {
+                Ok(effect) => {
+                    let happened = effect
+                        .bank_state
+                        .as_deref()
+                        .is_none_or(|s| s == "COMPLETED");
+                    self.book_effect(n, effect);
+                    return Ok(happened);
+                }
+                Err(Failure::Refused) => return Ok(false),
+                Err(Failure::Unknown) if attempt < 3 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Err(Failure::Unknown) => {
+                    self.unsettled
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((n, op));
+                    return Err(());
+                }
+            }
+        }
+    }
+
+    /// Asks again about every request whose outcome was unknown, until each has one or
+    /// `within` passes; books what they did. Returns how many are still unknown.
+    pub async fn settle_unknown(&self, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        loop {
+            let pending: Vec<(u64, Op)> =
+                std::mem::take(&mut *self.unsettled.lock().unwrap_or_else(|e| e.into_inner()));
+            let mut still = Vec::new();
+            for (n, op) in pending {
+                match self.send(&op).await {
+                    Ok(effect) => self.book_effect(n, effect),
+                    Err(Failure::Refused) => {}
+                    Err(Failure::Unknown) => still.push((n, op)),
+                }
+            }
+            let left = still.len();
+            self.unsettled
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(still);
+            if left == 0 || Instant::now() > deadline {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    fn issue_request(&self, n: u64, terminal: String, deposit_cents: i64) -> IssueCardRequest {
+        IssueCardRequest {
+            request_id: self.id(),
+            terminal_id: terminal,
+            operator_id: String::new(),
+            card_no: self.card(n),
+            card_kind: CardKind::Hospital as i32,
+            holder_name: format!("patient {n}"),
+            person_key: self.person(n),
+            id_masked: "110***********0000".into(),
+            phone: String::new(),
+            first_deposit: yuan(deposit_cents),
+        }
+    }
+
+    /// Registers the run's terminals from the admin console and opens every window's shift.
+    pub async fn setup_terminals(&self) -> anyhow::Result<()> {
+        for terminal in self.terminals() {
+            self.client
+                .register_terminal(RegisterTerminalRequest {
+                    request_id: self.id(),
+                    terminal_id: "A-ADMIN".into(),
+                    operator_id: "loadtest".into(),
+                    new_terminal_id: terminal,
+                })
+                .await
+                .context("register the load tester's terminals")?;
+        }
+        for w in 0..self.windows() {
+            self.client
+                .open_shift(ShiftRequest {
+                    request_id: self.id(),
+                    terminal_id: self.window(w),
+                    operator_id: self.operator(w),
+                })
+                .await
+                .context("open the windows' shifts")?;
+        }
+        Ok(())
+    }
+
+    /// Issues cards to patients `0..count` through IssueCards, `PRELOAD_BATCH` a call, from
+    /// `parallel` kiosks at once; `on_batch` hears how many were done. Returns how many were
+    /// issued.
+    pub async fn preload(
+        self: &std::sync::Arc<Self>,
+        count: u64,
+        parallel: u64,
+        on_batch: impl Fn(u64) + Send + Sync + 'static,
+    ) -> anyhow::Result<u64> {
+        let next = std::sync::Arc::new(AtomicU64::new(0));
+        let issued = std::sync::Arc::new(AtomicU64::new(0));
+        let on_batch = std::sync::Arc::new(on_batch);
+        let mut workers = Vec::new();
+        for worker in 0..parallel.max(1) {
+            let run = self.clone();
+            let next = next.clone();
+            let issued = issued.clone();
+            let on_batch = on_batch.clone();
+            workers.push(tokio::spawn(async move {
+                let kiosk = run.kiosk(worker);
+                loop {
+                    let first = next.fetch_add(PRELOAD_BATCH, Ordering::Relaxed);
+                    if first >= count {
+                        return Ok::<(), anyhow::Error>(());
+                    }
+                    let last = (first + PRELOAD_BATCH).min(count);
+                    let cards: Vec<IssueCardRequest> = (first..last)
+                        .map(|n| run.issue_request(n, kiosk.clone(), PRELOAD_DEPOSIT_CENTS))
+                        .collect();
+                    let reply = run
+                        .client
+                        .issue_cards(IssueCardsRequest { cards })
+                        .await
+                        .map_err(|e| anyhow::anyhow!("preload: IssueCards failed: {e}"))?;
+                    let mut ok = 0;
+                    for (n, result) in (first..last).zip(&reply.results) {
+                        if result.issued.is_some() {
+                            ok += 1;
+                            run.done_with(n);
+                        } else {
+                            anyhow::bail!(
+                                "preload: card of patient {n} refused: {} {}",
+                                result.reason,
+                                result.message
+                            );
+                        }
+                    }
+                    *run.cash
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(kiosk.clone())
+                        .or_default() += ok as i64 * PRELOAD_DEPOSIT_CENTS;
+                    issued.fetch_add(ok, Ordering::Relaxed);
+                    on_batch(last - first);
+                }
+            }));
+        }
+        for worker in workers {
+            worker.await??;
+        }
+        self.preloaded.store(count, Ordering::SeqCst);
+        self.next_patient.fetch_max(count, Ordering::SeqCst);
+        Ok(issued.load(Ordering::Relaxed))
+    }
+
+    /// A patient for the next visit: a returning one who is idle (70%), else a new one.
+    fn next_visitor(&self) -> (u64, bool) {
+        if rand::rng().random_bool(0.7) {
+            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+            if !idle.is_empty() {
+                let i = rand::rng().random_range(0..idle.len());
+                return (idle.swap_remove(i), false);
+            }
+        }
+        (self.next_patient.fetch_add(1, Ordering::Relaxed), true)
+    }
+
+    fn done_with(&self, n: u64) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).push(n);
+    }
+
+    pub async fn one_visit(self: std::sync::Arc<Self>) {
+        let began = Instant::now();
+        let (n, new) = self.next_visitor();
+        if self.visit(n, new).await.is_ok() {
+            self.done_with(n);
+        }
+        self.stats.visit(began);
+    }
+
+    /// One visit of patient `n` (a first visit when `new`). Err when an outcome is unknown:
+    /// the patient then waits for the end of the run.
+    async fn visit(&self, n: u64, new: bool) -> Result<(), ()> {
+        let plan = Plan::draw(&mut rand::rng());
+        let kiosk = self.kiosk(n);
+        if new {
+            let request = self.issue_request(n, kiosk.clone(), plan.first_deposit * 100);
+            if !self.perform(n, Op::Issue(request)).await? {
+                // Refused: no such patient after all.
+                return Err(());
+            }
+        }
+        for (i, (amount, by_card, refund)) in plan.fees.iter().copied().enumerate() {
+            let Some(patient) = self.patient(n) else {
+                return Err(());
+            };
+            let bill = format!("{}B{}", self.prefix, self.id().replace(':', "x"));
+            let posted = self
+                .timed(
+                    "PostBill",
+                    self.client.post_bill(PostBillRequest {
+                        request_id: self.id(),
+                        terminal_id: self.his(),
+                        bill_id: bill.clone(),
+                        card_no: patient.card.clone(),
+                        kind: if i == 0 {
+                            BillKind::Registration
+                        } else {
+                            BillKind::Outpatient
+                        } as i32,
+                        amount: amount.to_string(),
+                    }),
+                )
+                .await;
+            if posted.is_err() {
+                continue;
+            }
+            let mut pay = PayBillRequest {
+                request_id: self.id(),
+                terminal_id: kiosk.clone(),
+                bill_id: bill.clone(),
+                card_no: patient.card.clone(),
+                ..Default::default()
+            };
+            if by_card {
+                pay.bank_card_token = self.token(n);
+                pay.bank_card_masked = "6222****0000".into();
+            } else if patient.cents < amount * 100 {
+                self.top_up(n, &patient.card, amount * 100 - patient.cents, plan.top_up)
+                    .await?;
+            }
+            let paid = self
+                .perform(
+                    n,
+                    Op::Pay {
+                        request: pay,
+                        cents: amount * 100,
+                    },
+                )
+                .await?;
+            if paid && refund {
+                let cancelled = self
+                    .timed(
+                        "CancelBill",
+                        self.client.cancel_bill(CancelBillRequest {
+                            request_id: self.id(),
+                            terminal_id: self.his(),
+                            bill_id: bill.clone(),
+                        }),
+                    )
+                    .await;
+                if cancelled.is_ok() {
+                    let request = RefundRequest {
+                        request_id: self.id(),
+                        terminal_id: kiosk.clone(),
+                        operator_id: String::new(),
+                        bill_id: bill,
+                        card_no: patient.card.clone(),
+                    };
+                    self.perform(
+                        n,
+                        Op::Refund {
+                            request,
+                            cents: amount * 100,
+                            to_account: !by_card,
+                        },
+                    )
+                    .await?;
+                }
+            }
+        }
+        let card = self.patient(n).map(|p| p.card).unwrap_or_default();
+        for _ in 0..plan.queries {
+            let _ = self
+                .timed(
+                    "QueryBalance",
+                    self.client.query_balance(QueryBalanceRequest {
+                        card_no: card.clone(),
+                        account_id: String::new(),
+                    }),
+                )
+                .await;
+        }
+        if plan.lose_card {
+            let window = self.window(n);
+            let operator = self.operator(n);
+            let lost = self
+                .perform(
+                    n,
+                    Op::ReportLoss(CardRequest {
+                        request_id: self.id(),
+                        terminal_id: window.clone(),
+                        operator_id: operator.clone(),
+                        card_no: card.clone(),
+                        person_key: self.person(n),
+                    }),
+                )
+                .await?;
+            if lost {
+                let new_card = format!("{}R{}", self.prefix, self.id().replace(':', "x"));
+                self.perform(
+                    n,
+                    Op::Replace(ReplaceCardRequest {
+                        request_id: self.id(),
+                        terminal_id: window,
+                        operator_id: operator,
+                        old_card_no: card,
+                        new_card_no: new_card,
+                        person_key: self.person(n),
+                    }),
+                )
+                .await?;
+            }
+        }
+        if plan.withdraw
+            && let Some(patient) = self.patient(n)
+            && patient.cents > 0
+        {
+            let card = patient.card;
+            self.perform(
+                n,
+                Op::Withdraw(WithdrawRequest {
+                    request_id: self.id(),
+                    terminal_id: self.window(n),
+                    operator_id: self.operator(n),
+                    card_no: card,
+                    ..Default::default()
+                }),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Tops up at least `short` cents, in whole hundreds of yuan, by the planned means; a
+    /// declined bank card is followed by cash.
+    async fn top_up(&self, n: u64, card: &str, short: i64, means: TopUp) -> Result<(), ()> {
+        let amount = ((short + 100_00 - 1) / 100_00 * 100).to_string();
+        let by_bank = match means {
+            TopUp::Cash => false,
+            TopUp::BankCard => {
+                self.perform(
+                    n,
+                    Op::TopUpBank(TopUpBankCardRequest {
+                        request_id: self.id(),
+                        terminal_id: self.kiosk(n),
+                        operator_id: String::new(),
+                        card_no: card.to_string(),
+                        bank_card_token: self.token(n),
+                        bank_card_masked: "6222****0000".into(),
+                        amount: amount.clone(),
+                    }),
+                )
+                .await?
+            }
+            TopUp::ThirdParty => {
+                self.perform(
+                    n,
+                    Op::TopUpThirdParty(TopUpThirdPartyRequest {
+                        request_id: self.id(),
+                        terminal_id: self.mobile(),
+                        card_no: card.to_string(),
+                        provider: "WECHAT".into(),
+                        payer: format!("wx_{}_{n}", self.prefix),
+                        amount: amount.clone(),
+                    }),
+                )
+                .await?
+            }
+        };
+        if !by_bank {
+            self.perform(
+                n,
+                Op::Deposit(DepositCashRequest {
+                    request_id: self.id(),
+                    terminal_id: self.kiosk(n),
+                    operator_id: String::new(),
+                    card_no: card.to_string(),
+                    amount,
+                }),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum TopUp {
+    Cash,
+    BankCard,
+    ThirdParty,
+}
+
+/// What one visit will do, drawn by WORKLOAD.md's shares.
+struct Plan {
+    /// Yuan, whole notes, for a first visit's card.
+    first_deposit: i64,
+    /// (yuan, paid by bank card, cancelled and refunded): the registration fee first.
+    fees: Vec<(i64, bool, bool)>,
+    top_up: TopUp,
+    queries: u32,
+    withdraw: bool,
+    lose_card: bool,
+}
+
+impl Plan {
+    fn draw(rng: &mut impl Rng) -> Plan {
+        let bills = poisson(rng, 2.2).min(5);
+        let amounts: Vec<i64> = std::iter::once(rng.random_range(5..=100))
+            .chain((0..bills).map(|_| rng.random_range(20..=800)))
+            .collect();
+        let fees = amounts
+            .into_iter()
+            .map(|amount| (amount, rng.random_bool(0.15), rng.random_bool(0.05)))
+            .collect();
+        let top_up = match rng.random_range(0..10) {
+            0..5 => TopUp::Cash,
+            5..9 => TopUp::BankCard,
+            _ => TopUp::ThirdParty,
+        };
+        Plan {
+            first_deposit: rng.random_range(1..=5) * 100,
+            fees,
+            top_up,
+            // 0.8 a visit on average.
+            queries: u32::from(rng.random_bool(0.8)),
+            withdraw: rng.random_bool(0.02),
+            lose_card: rng.random_bool(0.005),
+        }
+    }
+}
+
+/// A Poisson draw by Knuth's method (small means only).
+fn poisson(rng: &mut impl Rng, mean: f64) -> usize {
+    let limit = (-mean).exp();
+    let mut k = 0;
+    let mut p = 1.0;
+    loop {
+        p *= rng.random::<f64>();
+        if p <= limit {
+            return k;
+        }
+        k += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_parse_to_cents_exactly() {
+        assert_eq!(cents("12.30"), Some(1230));
+        assert_eq!(cents("12.3"), Some(1230));
+        assert_eq!(cents("7"), Some(700));
+        assert_eq!(cents("-0.05"), Some(-5));
+        assert_eq!(cents("1.234"), None);
+        assert_eq!(cents("abc"), None);
+        assert_eq!(yuan(123456), "1234.56");
+    }
+
+    #[test]
+    fn plans_follow_the_workload_shares() {
+        let mut rng = rand::rng();
+        let plans: Vec<Plan> = (0..20_000).map(|_| Plan::draw(&mut rng)).collect();
+        let bills: usize = plans.iter().map(|p| p.fees.len() - 1).sum();
+        let mean = bills as f64 / plans.len() as f64;
+        // Poisson(2.2) capped at 5: a little under 2.2.
+        assert!((2.0..2.25).contains(&mean), "{mean}");
+        let by_card = plans.iter().flat_map(|p| &p.fees).filter(|f| f.1).count() as f64
+            / plans.iter().map(|p| p.fees.len()).sum::<usize>() as f64;
+        assert!((0.13..0.17).contains(&by_card), "{by_card}");
+        let withdrawals = plans.iter().filter(|p| p.withdraw).count();
+        assert!((250..550).contains(&withdrawals), "{withdrawals}");
+        assert!(plans.iter().all(|p| (100..=500).contains(&p.first_deposit)));
+    }
+}

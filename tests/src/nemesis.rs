@@ -1,0 +1,332 @@
+//! The nemeses, and a run: clients of mixed transactions (the load tester's outpatient visits,
+//! closed loop, every request with a unique id and its acknowledged outcome in the book) while
+//! a nemesis strikes again and again; then everything is healed and the load tester's checker
+//! holds the cluster to every invariant.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::Mutex;
+use yinyi_api::{Client, ClientConfig};
+use yinyi_loadtest::workload::Run;
+
+use crate::harness::Chaos;
+use crate::proxy::Mode;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nemesis {
+    /// kill -9 the leader; restart it after a while.
+    KillLeader,
+    KillFollower,
+    /// SIGSTOP the leader longer than the election timeout, then SIGCONT.
+    PauseLeader,
+    /// Cut every link of the leader, then heal.
+    IsolateLeader,
+    /// Cut a random node (a minority of one) from the majority, then heal.
+    Partition,
+    /// A follower falls behind the purged log, restarts into a snapshot install, and is killed
+    /// during it.
+    KillDuringSnapshot,
+    /// SIGTERM and restart every node in turn, each once the cluster has its leader again.
+    RollingRestart,
+    /// The bank's process dies and the leader is killed while it is down.
+    BankDownLeaderChange,
+    /// One way only: the leader's links to the others are slowed (delay), then healed.
+    SlowLeaderLinks,
+}
+
+pub const ALL: [Nemesis; 9] = [
+    Nemesis::KillLeader,
+    Nemesis::KillFollower,
+    Nemesis::PauseLeader,
+    Nemesis::IsolateLeader,
+    Nemesis::Partition,
+    Nemesis::KillDuringSnapshot,
+    Nemesis::RollingRestart,
+    Nemesis::BankDownLeaderChange,
+    Nemesis::SlowLeaderLinks,
+];
+
+impl Nemesis {
+    pub fn name(self) -> &'static str {
+        match self {
+            Nemesis::KillLeader => "kill -9 leader",
+            Nemesis::KillFollower => "kill -9 follower",
+            Nemesis::PauseLeader => "SIGSTOP leader 2 s",
+            Nemesis::IsolateLeader => "isolate leader 3 s",
+            Nemesis::Partition => "partition 1 | 2 for 3 s",
+            Nemesis::KillDuringSnapshot => "kill during snapshot install",
+            Nemesis::RollingRestart => "rolling restart",
+            Nemesis::BankDownLeaderChange => "bank down + leader change",
+            Nemesis::SlowLeaderLinks => "leader's links +150 ms one way",
+        }
+    }
+
+    /// Flags the cluster needs for this nemesis (small snapshots for the snapshot one).
+    pub fn node_flags(self) -> &'static [&'static str] {
+        match self {
+            Nemesis::KillDuringSnapshot => &[
+                "--snapshot-after-entries",
+                "300",
+                "--log-entries-kept-after-snapshot",
+                "50",
+            ],
+            _ => &[],
+        }
+    }
+
+    /// Strikes once and undoes it; marks the fault in the run's statistics.
+    pub async fn strike(self, chaos: &Mutex<Chaos>, run: &Run, rng: &mut StdRng) -> Result<()> {
+        run.stats.fault(self.name().to_string());
+        match self {
+            Nemesis::KillLeader => {
+                let id = chaos.lock().await.leader().await?;
+                chaos.lock().await.kill(id)?;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                chaos.lock().await.restart(id)?;
+            }
+            Nemesis::KillFollower => {
+                let id = chaos.lock().await.follower().await?;
+                chaos.lock().await.kill(id)?;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                chaos.lock().await.restart(id)?;
+            }
+            Nemesis::PauseLeader => {
+                let id = chaos.lock().await.leader().await?;
+                chaos.lock().await.pause(id)?;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                chaos.lock().await.resume(id)?;
+            }
+            Nemesis::IsolateLeader => {
+                let id = chaos.lock().await.leader().await?;
+                chaos.lock().await.partition(&[id]);
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                chaos.lock().await.heal_network();
+            }
+            Nemesis::Partition => {
+                let ids = chaos.lock().await.ids();
+                let id = ids[rng.random_range(0..ids.len())];
+                chaos.lock().await.partition(&[id]);
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                chaos.lock().await.heal_network();
+            }
+            Nemesis::KillDuringSnapshot => {
+                let id = chaos.lock().await.follower().await?;
+                chaos.lock().await.kill(id)?;
+                // Enough writes go by for snapshots and purges to leave it behind the log.
+                let leader = chaos.lock().await.leader().await?;
+                let start = applied(&chaos.lock().await.cluster.addr(leader)).await?;
+                wait_until(Duration::from_secs(60), || async move {
+                    let addr = chaos.lock().await.cluster.addr(leader);
+                    applied(&addr).await.is_ok_and(|a| a > start + 800)
+                })
+                .await
+                .context("the log did not move on past a snapshot")?;
+                chaos.lock().await.restart(id)?;
+                // Killed again while it fetches and installs the snapshot.
+                tokio::time::sleep(Duration::from_millis(rng.random_range(50..400))).await;
+                chaos.lock().await.kill(id)?;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                chaos.lock().await.restart(id)?;
+            }
+            Nemesis::RollingRestart => {
+                let ids = chaos.lock().await.ids();
+                for id in ids {
+                    chaos.lock().await.stop(id)?;
+                    chaos.lock().await.restart(id)?;
+                    chaos.lock().await.leader().await?;
+                    // The restarted node catches up before the next one goes.
+                    wait_until(Duration::from_secs(60), || async move {
+                        let c = chaos.lock().await;
+                        let Ok(leader) = c.leader().await else {
+                            return false;
+                        };
+                        let (Ok(a), Ok(b)) = (
+                            applied(&c.cluster.addr(id)).await,
+                            applied(&c.cluster.addr(leader)).await,
+                        ) else {
+                            return false;
+                        };
+                        a + 50 >= b
+                    })
+                    .await
+                    .context("a restarted node did not catch up")?;
+                }
+            }
+            Nemesis::BankDownLeaderChange => {
+                chaos.lock().await.bank_down()?;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let id = chaos.lock().await.leader().await?;
+                chaos.lock().await.kill(id)?;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                chaos.lock().await.restart(id)?;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                chaos.lock().await.bank_up()?;
+            }
+            Nemesis::SlowLeaderLinks => {
+                let c = chaos.lock().await;
+                let id = c.leader().await?;
+                for to in c.ids().into_iter().filter(|to| *to != id) {
+                    c.link(id, to, Mode::Delay(Duration::from_millis(150)));
+                }
+                drop(c);
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                chaos.lock().await.heal_network();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The last applied index a node reports.
+async fn applied(addr: &str) -> Result<i64> {
+    let mut config = ClientConfig::new(vec![addr.to_string()]);
+    config.deadline = Duration::from_secs(2);
+    config.attempt_timeout = Duration::from_secs(1);
+    let status = Client::new(config)?
+        .cluster_status(yinyi_api::v1::ClusterStatusRequest { with_digest: false })
+        .await?;
+    Ok(status.node.map_or(-1, |n| n.applied))
+}
+
+/// Polls `condition` until it holds or `within` passes.
+pub async fn wait_until<F, Fut>(within: Duration, mut condition: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !condition().await {
+        if Instant::now() > deadline {
+            anyhow::bail!("not within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// What one run showed.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub nemesis: String,
+    pub injected: u32,
+    pub acknowledged: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub unresolved_bank_ops: u64,
+    pub unknown_left: usize,
+    pub worst_unavailable_ms: f64,
+    pub violations: Vec<String>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    pub fn row(&self) -> String {
+        format!(
+            "| {} | {} | {} | {} | {} | {} | {:.0} |",
+            self.nemesis,
+            self.injected,
+            self.acknowledged,
+            self.lost,
+            self.duplicated,
+            self.unresolved_bank_ops,
+            self.worst_unavailable_ms
+        )
+    }
+}
+
+pub const TABLE_HEAD: &str = "| fault | injected | acknowledged | lost | duplicated | unresolved bank ops | worst unavailability ms |\n|---|---:|---:|---:|---:|---:|---:|";
+
+/// How a run goes.
+pub struct Plan {
+    /// Which nemeses strike, in turn (or drawn at random with `random`).
+    pub nemeses: Vec<Nemesis>,
+    pub random: bool,
+    pub seed: u64,
+    pub duration: Duration,
+    /// Pause between strikes.
+    pub calm: Duration,
+    pub clients: usize,
+    pub accounts: u64,
+}
+
+/// Starts a 3-node cluster under `dir`, runs `plan`, heals, checks; the report of the run.
+pub async fn run(dir: &std::path::Path, plan: &Plan) -> Result<Report> {
+    let mut flags: Vec<&str> = vec!["--bank-timeout-ms", "500"];
+    for n in &plan.nemeses {
+        flags.extend(n.node_flags());
+    }
+    let chaos = Chaos::start(dir, 3, &flags).await?;
+    chaos.leader().await?;
+    let addrs = chaos.addrs();
+    let chaos = Arc::new(Mutex::new(chaos));
+    let mut config = ClientConfig::new(addrs.clone());
+    config.deadline = Duration::from_secs(15);
+    config.attempt_timeout = Duration::from_secs(2);
+    let client = Client::new(config)?;
+    let run = Arc::new(Run::new(client, format!("C{}", plan.seed), 16, 4));
+    run.setup_terminals().await?;
+    run.preload(plan.accounts, 2, |_| {}).await?;
+    run.stats.start();
+
+    let load = tokio::spawn({
+        let run = run.clone();
+        let (clients, duration) = (plan.clients, plan.duration);
+        async move { yinyi_loadtest::drive::closed_loop(&run, clients, duration).await }
+    });
+    let mut rng = StdRng::seed_from_u64(plan.seed);
+    let began = Instant::now();
+    let mut injected = 0;
+    let mut turn = 0;
+    // Strikes until the load ends, leaving its last stretch calm.
+    while began.elapsed() + plan.calm < plan.duration {
+        tokio::time::sleep(plan.calm).await;
+        let nemesis = if plan.random {
+            plan.nemeses[rng.random_range(0..plan.nemeses.len())]
+        } else {
+            plan.nemeses[turn % plan.nemeses.len()]
+        };
+        turn += 1;
+        nemesis
+            .strike(&chaos, &run, &mut rng)
+            .await
+            .with_context(|| format!("nemesis {}", nemesis.name()))?;
+        injected += 1;
+    }
+    load.await??;
+    run.stats.stop();
+
+    chaos.lock().await.heal().await?;
+    let checked = yinyi_loadtest::check::run(&run, &addrs, true, Duration::from_secs(120)).await?;
+    let seen = run.stats.lock();
+    let name = if plan.random {
+        format!("random schedule (seed {})", plan.seed)
+    } else {
+        plan.nemeses
+            .iter()
+            .map(|n| n.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Ok(Report {
+        nemesis: name,
+        injected,
+        acknowledged: checked.acknowledged,
+        lost: checked.lost,
+        duplicated: checked.duplicated,
+        unresolved_bank_ops: checked.unresolved_bank_ops(),
+        unknown_left: checked.unknown_left,
+        worst_unavailable_ms: seen
+            .unavailable_by_fault()
+            .iter()
+            .map(|f| f.2)
+            .fold(0.0, f64::max),
+        violations: checked.violations,
+    })
+}
