@@ -4,7 +4,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/yinyi/target
 CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/release
 
-.PHONY: demo test deps build fmt clippy unit smoke bench
+.PHONY: demo test deps build fmt clippy unit smoke bench chaos
 
 ## demo: build, then play a compressed outpatient day against a local 3-node cluster and a bank
 ## simulator, with a leader killed and restarted on the way, and print the summary and the checks
@@ -28,7 +28,8 @@ fmt:
 clippy:
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
-unit:
+## unit: every test; the binaries first, since the cluster and failure tests run the real `yinyi`
+unit: build
 	$(CARGO) test --release --workspace
 
 ## smoke: a short load run against a local 3-node cluster; fails on any invariant violation
@@ -38,3 +39,7 @@ smoke: build
 
 bench: deps build
 	$(BIN)/yinyi bench --proposers 1,16,256
+
+## chaos: the failure suite's long random schedule (5 minutes; prints its seed, SEED=… replays it)
+chaos: deps build
+	$(BIN)/yinyi-chaos --duration $(or $(DURATION),5m) $(if $(SEED),--seed $(SEED))

@@ -40,8 +40,8 @@ impl ClientConfig {
             nodes,
             attempt_timeout: Duration::from_secs(3),
             deadline: Duration::from_secs(10),
-            first_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(500),
+            first_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(100),
             connect_timeout: Duration::from_secs(1),
         }
     }

@@ -11,6 +11,10 @@ pub const ERROR_DOMAIN: &str = "yinyi";
 /// Response metadata naming the leader's address, sent with `UNAVAILABLE` when a node knows it.
 pub const LEADER_HINT: &str = "x-yinyi-leader";
 
+/// The longest message a status carries: messages quote the caller's input, and a status
+/// travels in HTTP/2 headers, which a huge value would break (the caller would see INTERNAL).
+pub const MAX_MESSAGE_CHARS: usize = 400;
+
 /// A status with `reason` in an `ErrorInfo` detail.
 pub fn status_with_reason(code: Code, reason: &str, message: impl Into<String>) -> Status {
     let details = ErrorDetails::with_error_info(
@@ -18,7 +22,15 @@ pub fn status_with_reason(code: Code, reason: &str, message: impl Into<String>) 
         ERROR_DOMAIN,
         std::collections::HashMap::<String, String>::new(),
     );
-    Status::with_error_details(code, message, details)
+    Status::with_error_details(code, bounded(message.into()), details)
+}
+
+/// `message` cut to [`MAX_MESSAGE_CHARS`] characters, marked when cut.
+fn bounded(message: String) -> String {
+    match message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((end, _)) => format!("{}… (cut)", &message[..end]),
+        None => message,
+    }
 }
 
 /// The yinyi reason code of a status, when it has one.
@@ -86,6 +98,19 @@ mod tests {
         let err = ApiError::from_status(&received);
         assert_eq!(err.reason(), Some("INSUFFICIENT_FUNDS"));
         assert_eq!(err.code(), Some(Code::FailedPrecondition));
+    }
+
+    #[test]
+    fn a_message_quoting_huge_input_is_cut() {
+        let status = status_with_reason(
+            Code::InvalidArgument,
+            "INVALID_AMOUNT",
+            format!("amount: {:?} is not an amount", "9".repeat(10_000)),
+        );
+        assert!(status.message().chars().count() <= MAX_MESSAGE_CHARS + 10);
+        assert!(status.message().ends_with("(cut)"));
+        let short = status_with_reason(Code::NotFound, "CARD_NOT_FOUND", "no card 元");
+        assert_eq!(short.message(), "no card 元");
     }
 
     #[test]

@@ -33,7 +33,7 @@ impl BankClientConfig {
         BankClientConfig {
             addr: addr.into(),
             call_timeout: Duration::from_secs(3),
-            pool_size: 8,
+            pool_size: 32,
             breaker_failures: 5,
             breaker_open_for: Duration::from_secs(2),
         }

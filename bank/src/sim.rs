@@ -159,6 +159,8 @@ struct Book {
     /// Card balances in fen, for cards that have moved.
     cards: HashMap<String, i64>,
     journal: File,
+    /// Decisions written to the journal so far (not all synced yet: see `BankSim::durable`).
+    written: u64,
 }
 
 impl Book {
@@ -166,12 +168,13 @@ impl Book {
         self.cards.get(token).copied().unwrap_or(initial)
     }
 
-    /// Records a decision: journal first (synced), then memory.
+    /// Records a decision: journal first, then memory. It is not durable until
+    /// [`BankSim::durable`] returns; nothing that shows it leaves before that.
     fn record(&mut self, op: Op, initial: i64) -> std::io::Result<()> {
         let mut line = serde_json::to_string(&op).map_err(std::io::Error::other)?;
         line.push('\n');
         self.journal.write_all(line.as_bytes())?;
-        self.journal.sync_data()?;
+        self.written += 1;
         let before = self.ops.get(&op.bank_ref).map_or(0, Op::effect);
         let delta = op.effect() - before;
         if delta != 0 {
@@ -194,6 +197,11 @@ pub struct BankSim {
     /// Told the result of every channel order the payer settled (the channel's asynchronous
     /// notification).
     notifier: Mutex<Option<Notifier>>,
+    /// Decisions known synced; held while one caller syncs for everyone waiting (group
+    /// commit: one fsync for all decisions written meanwhile).
+    synced: tokio::sync::Mutex<u64>,
+    /// The journal again, to sync without holding the book.
+    sync_handle: Arc<File>,
 }
 
 /// Receives the channel's asynchronous notifications: the order and how it ended.
@@ -243,12 +251,16 @@ impl BankSim {
             }
         }
         let file = OpenOptions::new().create(true).append(true).open(journal)?;
+        let sync_handle = Arc::new(file.try_clone()?);
         Ok(BankSim {
             book: Mutex::new(Book {
                 ops,
                 cards,
                 journal: file,
+                written: 0,
             }),
+            synced: tokio::sync::Mutex::new(0),
+            sync_handle,
             faults: Mutex::new(faults),
             initial,
             seen: std::sync::atomic::AtomicU64::new(0),
@@ -307,12 +319,16 @@ impl BankSim {
             settled.state = state.as_char() as char;
             settled.code = code.as_str().to_string();
             settled.at_ms = now_ms();
-            if let Err(e) = tokio::task::block_in_place(|| book.record(settled, self.initial)) {
+            if let Err(e) = book.record(settled, self.initial) {
                 tracing::error!("bank journal write failed: {e}");
                 return;
             }
             state
         };
+        if let Err(e) = self.durable().await {
+            tracing::error!("bank journal sync failed: {e}");
+            return;
+        }
         let notifier = self
             .notifier
             .lock()
@@ -321,6 +337,24 @@ impl BankSim {
         if let Some(notify) = notifier {
             notify(bank_ref, state);
         }
+    }
+
+    /// Waits until every decision written so far is synced to the journal. Callers that
+    /// arrive while a sync runs wait for it and then usually find their decision covered, so
+    /// one fsync serves many answers.
+    async fn durable(&self) -> std::io::Result<()> {
+        let target = self.book.lock().unwrap_or_else(|e| e.into_inner()).written;
+        let mut synced = self.synced.lock().await;
+        if *synced >= target {
+            return Ok(());
+        }
+        let upto = self.book.lock().unwrap_or_else(|e| e.into_inner()).written;
+        let file = self.sync_handle.clone();
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(std::io::Error::other)??;
+        *synced = upto;
+        Ok(())
     }
 
     /// Financial requests received so far (counted on arrival, before any injected latency).
@@ -574,13 +608,18 @@ impl BankSim {
                 };
                 tokio::time::sleep(faults.latency + jitter).await;
             }
-            let reply = match tokio::task::block_in_place(|| self.handle(request)) {
+            let reply = match self.handle(request) {
                 Ok(reply) => reply,
                 Err(e) => {
                     tracing::error!("bank journal write failed: {e}");
                     return;
                 }
             };
+            // Whatever the reply shows (or a lost reply hides) is on disk first.
+            if let Err(e) = self.durable().await {
+                tracing::error!("bank journal sync failed: {e}");
+                return;
+            }
             match reply {
                 Reply::Send(message) => {
                     if write_message(&mut stream, &message).await.is_err() {

@@ -228,36 +228,40 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        // Export, encode and the synced write all run off the async runtime: on a big state
+        // they take long enough to stall every request if they ran on its threads.
         let store = self.store.clone();
-        let exported = tokio::task::spawn_blocking(move || store.export_state())
-            .await
-            .map_err(snapshot_err)?
-            .map_err(snapshot_err)?;
-        let last_log_id: Option<LogId> = match &exported.last_applied {
-            Some(bytes) => codec::decode(bytes).map_err(snapshot_err)?,
-            None => None,
-        };
-        let last_membership: StoredMembership = match &exported.membership {
-            Some(bytes) => codec::decode(bytes).map_err(snapshot_err)?,
-            None => StoredMembership::default(),
-        };
-        let snapshot_id = match last_log_id {
-            Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, exported.blob.len()),
-            None => format!("empty-{}", exported.blob.len()),
-        };
-        let meta = SnapshotMeta {
-            last_log_id,
-            last_membership,
-            snapshot_id,
-        };
-        tracing::info!(snapshot = %meta.snapshot_id, bytes = exported.blob.len(), "built snapshot");
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: exported.blob,
-        };
-        self.snapshots.save(stored.clone())?;
+        let slot = self.snapshots.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            let exported = store.export_state().map_err(snapshot_err)?;
+            let last_log_id: Option<LogId> = match &exported.last_applied {
+                Some(bytes) => codec::decode(bytes).map_err(snapshot_err)?,
+                None => None,
+            };
+            let last_membership: StoredMembership = match &exported.membership {
+                Some(bytes) => codec::decode(bytes).map_err(snapshot_err)?,
+                None => StoredMembership::default(),
+            };
+            let snapshot_id = match last_log_id {
+                Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, exported.blob.len()),
+                None => format!("empty-{}", exported.blob.len()),
+            };
+            let stored = StoredSnapshot {
+                meta: SnapshotMeta {
+                    last_log_id,
+                    last_membership,
+                    snapshot_id,
+                },
+                data: exported.blob,
+            };
+            slot.save(stored.clone())?;
+            Ok::<_, StorageError>(stored)
+        })
+        .await
+        .map_err(snapshot_err)??;
+        tracing::info!(snapshot = %stored.meta.snapshot_id, bytes = stored.data.len(), "built snapshot");
         Ok(Snapshot {
-            meta,
+            meta: stored.meta,
             snapshot: Box::new(Cursor::new(stored.data)),
         })
     }

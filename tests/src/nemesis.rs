@@ -57,7 +57,7 @@ impl Nemesis {
             Nemesis::KillFollower => "kill -9 follower",
             Nemesis::PauseLeader => "SIGSTOP leader 2 s",
             Nemesis::IsolateLeader => "isolate leader 3 s",
-            Nemesis::Partition => "partition 1 | 2 for 3 s",
+            Nemesis::Partition => "one node cut from two, 3 s",
             Nemesis::KillDuringSnapshot => "kill during snapshot install",
             Nemesis::RollingRestart => "rolling restart",
             Nemesis::BankDownLeaderChange => "bank down + leader change",
@@ -268,7 +268,7 @@ pub async fn run(dir: &std::path::Path, plan: &Plan) -> Result<Report> {
     let chaos = Arc::new(Mutex::new(chaos));
     let mut config = ClientConfig::new(addrs.clone());
     config.deadline = Duration::from_secs(15);
-    config.attempt_timeout = Duration::from_secs(2);
+    config.attempt_timeout = Duration::from_secs(1);
     let client = Client::new(config)?;
     let run = Arc::new(Run::new(client, format!("C{}", plan.seed), 16, 4));
     run.setup_terminals().await?;
