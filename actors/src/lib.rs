@@ -250,6 +250,11 @@ impl<B: Backend> Actors<B> {
         answer.await.unwrap_or_else(|_| vec![Err(stopped()); count])
     }
 
+    /// Whether this node leads and is ready now (sagas stop driving when it is not).
+    pub fn is_leading(&self) -> bool {
+        *self.leader.borrow()
+    }
+
     pub fn live(&self) -> LiveCounts {
         let get = |k: Kind| self.shared.live[k as usize].load(Ordering::Relaxed).max(0) as usize;
         LiveCounts {

@@ -280,6 +280,14 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
         let mut backoff = self.config.first_backoff;
         let mut reversals_sent = 0u32;
         loop {
+            // A deposed leader stops: the new leader's recovery drives the operation on (a
+            // deposed node calling the bank would only repeat what the new leader does).
+            if !self.actors.is_leading() {
+                return self
+                    .backend
+                    .bank_op(bank_ref)
+                    .map_or(BankOpState::Pending, |op| op.state);
+            }
             let Some(op) = self.backend.bank_op(bank_ref) else {
                 tracing::error!(%bank_ref, "saga for an unknown bank operation");
                 return BankOpState::Declined;

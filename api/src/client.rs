@@ -291,4 +291,5 @@ rpcs! {
     AdminServiceClient::daily_report(v1::DailyReportRequest) -> v1::DailyReportReply;
     AdminServiceClient::reconcile(v1::ReconcileRequest) -> v1::ReconciliationReport;
     AdminServiceClient::audit_balances(v1::AuditRequest) -> v1::AuditReply;
+    AdminServiceClient::list_audit(v1::ListAuditRequest) -> v1::ListAuditReply;
 }

@@ -148,6 +148,30 @@ pub enum CommandBody {
 
 impl CommandBody {
     /// The name of the transaction, as metrics and logs show it.
+    /// Whether the command belongs in the audit trail of sensitive operations: card loss and
+    /// replacement, refunds, withdrawals (cash or to a card), account controls, terminal
+    /// administration.
+    pub fn is_sensitive(&self) -> bool {
+        match self {
+            CommandBody::ReportLoss { .. }
+            | CommandBody::CancelLoss { .. }
+            | CommandBody::ReplaceCard { .. }
+            | CommandBody::Refund { .. }
+            | CommandBody::WithdrawCash { .. }
+            | CommandBody::Freeze { .. }
+            | CommandBody::Unfreeze { .. }
+            | CommandBody::SetOverdraft { .. }
+            | CommandBody::RegisterTerminal { .. }
+            | CommandBody::SetTerminalStatus { .. }
+            | CommandBody::CollectCash { .. } => true,
+            CommandBody::StartBankOp { purpose, .. } => matches!(
+                purpose,
+                crate::BankPurpose::Withdraw | crate::BankPurpose::Refund { .. }
+            ),
+            _ => false,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             CommandBody::IssueCard { .. } => "IssueCard",

@@ -58,6 +58,8 @@ pub struct NodeConfig {
     pub bank_resolution_deadline_s: u64,
     /// A third-party channel order the payer has not confirmed after this long is closed.
     pub channel_order_expiry_ms: u64,
+    /// Run the balance audit (稽核) on this node's state this often (seconds); 0 never.
+    pub audit_every_s: u64,
 }
 
 impl Default for NodeConfig {
@@ -88,6 +90,7 @@ impl Default for NodeConfig {
             recon_daily_at: "02:00".into(),
             bank_resolution_deadline_s: 600,
             channel_order_expiry_ms: 900_000,
+            audit_every_s: 3600,
         }
     }
 }
@@ -189,6 +192,26 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_example_site_configs_parse_and_validate() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let config: NodeConfig =
+                    toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                config
+                    .validate()
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert_eq!(config.peers.len(), 3, "{}", path.display());
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 3);
+    }
 
     #[test]
     fn peers_parse_and_refuse_garbage() {

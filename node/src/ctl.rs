@@ -249,3 +249,66 @@ pub async fn audit_balances(node: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// `ctl audit --since`: the audit trail of sensitive operations from a day (YYYY-MM-DD, China
+/// Standard Time) or a time in milliseconds, oldest first, every page.
+pub async fn audit(node: &str, since: &str, limit: usize) -> Result<()> {
+    let since_ms = match yinyi_ledger::BusinessDay::parse(since) {
+        Some(day) => day.bounds_ms().0,
+        None => since
+            .parse::<i64>()
+            .map_err(|_| anyhow::anyhow!("--since {since:?}: give YYYY-MM-DD or milliseconds"))?,
+    };
+    let client = yinyi_api::Client::new(yinyi_api::ClientConfig::new(vec![node.to_string()]))?;
+    let mut from = since_ms;
+    let mut printed = 0usize;
+    let mut seen = BTreeSet::new();
+    println!(
+        "{:<24} {:<22} {:<10} {:<10} {:<20} {:<26} details",
+        "at (UTC)", "request", "terminal", "operator", "action", "outcome"
+    );
+    while printed < limit {
+        let page = client
+            .list_audit(yinyi_api::v1::ListAuditRequest {
+                since_ms: from,
+                limit: 1000,
+            })
+            .await?
+            .records;
+        let fresh: Vec<_> = page
+            .iter()
+            .filter(|r| !seen.contains(&(r.at_ms, r.request_id.clone())))
+            .collect();
+        if fresh.is_empty() {
+            break;
+        }
+        for r in fresh {
+            if printed >= limit {
+                break;
+            }
+            seen.insert((r.at_ms, r.request_id.clone()));
+            let at = chrono_like(r.at_ms);
+            println!(
+                "{at:<24} {:<22} {:<10} {:<10} {:<20} {:<26} {}",
+                r.request_id, r.terminal_id, r.operator_id, r.action, r.outcome, r.details
+            );
+            printed += 1;
+        }
+        from = page.last().map_or(from, |r| r.at_ms);
+    }
+    Ok(())
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmm` (UTC).
+fn chrono_like(ms: i64) -> String {
+    let day = yinyi_ledger::BusinessDay::of_ms(ms - yinyi_ledger::calendar::CST_OFFSET_MS);
+    let in_day = ms.rem_euclid(yinyi_ledger::calendar::DAY_MS);
+    format!(
+        "{}T{:02}:{:02}:{:02}.{:03}",
+        day,
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000
+    )
+}

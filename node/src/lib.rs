@@ -12,6 +12,7 @@ pub mod config;
 pub mod ctl;
 pub mod demo;
 pub mod local;
+pub mod observe;
 pub mod recon;
 pub mod scenario;
 pub mod server;

@@ -118,6 +118,16 @@ enum CtlCmd {
     /// The balance audit (稽核) on every node: balances against journals, the conservation law,
     /// overdraft limits, bank operations, digests. Exits non-zero on any problem.
     AuditBalances,
+    /// The audit trail of sensitive operations (loss, replacement, refund, withdrawal, account
+    /// controls, terminal administration): who, where, what, when, outcome.
+    Audit {
+        /// From this day (YYYY-MM-DD, China Standard Time) or time (milliseconds since 1970).
+        #[arg(long)]
+        since: String,
+        /// At most this many records.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
     /// Reconcile a business day with the bank (对账) and print the report.
     Recon {
         /// YYYY-MM-DD (China Standard Time).
@@ -201,6 +211,9 @@ struct StartArgs {
     /// Milliseconds after which an unconfirmed third-party order is closed.
     #[arg(long, env = "YINYI_CHANNEL_ORDER_EXPIRY_MS")]
     channel_order_expiry_ms: Option<u64>,
+    /// Run the balance audit (稽核) on this node's state every this many seconds (0: never).
+    #[arg(long, env = "YINYI_AUDIT_EVERY_S")]
+    audit_every_s: Option<u64>,
 }
 
 impl StartArgs {
@@ -237,7 +250,8 @@ impl StartArgs {
             bank_timeout_ms,
             recon_daily_at,
             bank_resolution_deadline_s,
-            channel_order_expiry_ms
+            channel_order_expiry_ms,
+            audit_every_s
         );
         config.join |= self.join;
         if let Some(routes) = &self.peer_routes {
@@ -308,6 +322,7 @@ fn run(cli: Cli) -> Result<()> {
                 CtlCmd::TransferLeader => ctl::elect(&node).await,
                 CtlCmd::Recon { date } => ctl::recon(&node, &date).await,
                 CtlCmd::AuditBalances => ctl::audit_balances(&node).await,
+                CtlCmd::Audit { since, limit } => ctl::audit(&node, &since, limit).await,
             },
             Cmd::Demo => demo::run().await,
             Cmd::Bench {

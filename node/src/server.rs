@@ -57,6 +57,14 @@ pub async fn run(config: NodeConfig) -> Result<()> {
     let backend = NodeBackend::new(consensus.clone());
     let (ready_tx, ready_rx) = watch::channel(false);
     tokio::spawn(watch_leadership(consensus.clone(), ready_tx));
+    tokio::spawn(crate::observe::raft_gauges(consensus.clone()));
+    tokio::spawn(crate::observe::storage_gauges(consensus.clone()));
+    if config.audit_every_s > 0 {
+        tokio::spawn(crate::observe::scheduled_audit(
+            consensus.clone(),
+            Duration::from_secs(config.audit_every_s),
+        ));
+    }
     let ready_rx_for_recovery = ready_rx.clone();
     let ready_rx_daily = ready_rx.clone();
     let actors = Actors::start(Arc::new(backend.clone()), config.actors(), ready_rx)

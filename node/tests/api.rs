@@ -625,6 +625,51 @@ async fn every_transaction_succeeds_and_each_rejection_has_its_code() {
         "INVALID_ID",
     );
 
+    // The audit trail holds every sensitive operation the tour made, refusals too, with who
+    // and where; and nothing else.
+    let trail = client
+        .list_audit(ListAuditRequest {
+            since_ms: 0,
+            limit: 1000,
+        })
+        .await
+        .unwrap()
+        .records;
+    let has = |action: &str, outcome: &str| {
+        trail
+            .iter()
+            .any(|r| r.action == action && r.outcome == outcome)
+    };
+    for (action, outcome) in [
+        ("REGISTER_TERMINAL", "OK"),
+        ("REGISTER_TERMINAL", "TERMINAL_ALREADY_REGISTERED"),
+        ("REPORT_LOSS", "OK"),
+        ("REPORT_LOSS", "IDENTITY_MISMATCH"),
+        ("REPLACE_CARD", "OK"),
+        ("REFUND", "OK"),
+        ("FREEZE", "OK"),
+        ("SET_OVERDRAFT", "OK"),
+        ("WITHDRAW_CASH", "OK"),
+        ("WITHDRAW_CASH", "TERMINAL_NOT_ALLOWED"),
+        ("COLLECT_CASH", "OK"),
+    ] {
+        assert!(has(action, outcome), "no {action} {outcome} in {trail:#?}");
+    }
+    let loss = trail
+        .iter()
+        .find(|r| r.action == "REPORT_LOSS" && r.outcome == "OK")
+        .unwrap();
+    assert_eq!(
+        (loss.terminal_id.as_str(), loss.operator_id.as_str()),
+        (WINDOW, CASHIER)
+    );
+    assert!(trail.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+    assert!(
+        trail
+            .iter()
+            .all(|r| !matches!(r.action.as_str(), "DEPOSIT_CASH" | "PAY_BILL" | "POST_BILL"))
+    );
+
     // Every node holds the same state.
     c.wait_converged(T).await.unwrap();
 }

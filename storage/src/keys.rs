@@ -14,9 +14,11 @@ pub const CF_REQUESTS: &str = "requests";
 pub const CF_BANK_OPS: &str = "bank_ops";
 pub const CF_TERMINALS: &str = "terminals";
 pub const CF_REPORTS: &str = "reports";
+/// The audit trail's index: sensitive requests by time (the records are in `requests`).
+pub const CF_AUDIT: &str = "audit";
 
 /// The families that hold the ledger's state: what a snapshot carries and the digest covers.
-pub const STATE_FAMILIES: [&str; 9] = [
+pub const STATE_FAMILIES: [&str; 10] = [
     CF_ACCOUNTS,
     CF_CARDS,
     CF_PERSONS,
@@ -26,10 +28,11 @@ pub const STATE_FAMILIES: [&str; 9] = [
     CF_BANK_OPS,
     CF_TERMINALS,
     CF_REPORTS,
+    CF_AUDIT,
 ];
 
 /// Every family of a node's database.
-pub const ALL_FAMILIES: [&str; 12] = [
+pub const ALL_FAMILIES: [&str; 13] = [
     CF_RAFT_LOG,
     CF_RAFT_META,
     CF_SM_META,
@@ -42,6 +45,7 @@ pub const ALL_FAMILIES: [&str; 12] = [
     CF_BANK_OPS,
     CF_TERMINALS,
     CF_REPORTS,
+    CF_AUDIT,
 ];
 
 /// `raft_meta` keys.
@@ -51,6 +55,14 @@ pub const META_LAST_PURGED: &[u8] = b"last_purged";
 /// `sm_meta` keys.
 pub const SM_LAST_APPLIED: &[u8] = b"last_applied";
 pub const SM_MEMBERSHIP: &[u8] = b"membership";
+
+/// The audit index: the request's time (milliseconds, big-endian) then its id, so a range scan
+/// from a time lists what happened since, in order.
+pub fn audit_key(at_ms: i64, request: &str) -> Vec<u8> {
+    let mut key = (at_ms.max(0) as u64).to_be_bytes().to_vec();
+    key.extend_from_slice(request.as_bytes());
+    key
+}
 
 pub fn log_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()

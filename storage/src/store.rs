@@ -52,7 +52,7 @@ struct SnapshotRecord {
 
 /// Families a snapshot carries: the state and the state machine's meta (last applied,
 /// membership), so an installed snapshot is complete in itself.
-const SNAPSHOT_FAMILIES: [&str; 10] = [
+const SNAPSHOT_FAMILIES: [&str; 11] = [
     CF_SM_META,
     CF_ACCOUNTS,
     CF_CARDS,
@@ -63,6 +63,7 @@ const SNAPSHOT_FAMILIES: [&str; 10] = [
     CF_BANK_OPS,
     CF_TERMINALS,
     CF_REPORTS,
+    CF_AUDIT,
 ];
 
 /// Above every key we write: the end of a range delete over a whole family.
@@ -306,6 +307,57 @@ impl Store {
         Ok(n)
     }
 
+    /// The audit trail: sensitive requests recorded at or after `since_ms`, oldest first, at
+    /// most `limit`, each with its id and record (who, where, what, when, outcome).
+    pub fn audit_trail(
+        &self,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, l::RequestRecord)>> {
+        let start = audit_key(since_ms, "");
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(
+            self.cf(CF_AUDIT),
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, _) = item?;
+            let id = String::from_utf8_lossy(key.get(8..).unwrap_or_default()).into_owned();
+            match self.get::<l::RequestRecord>(CF_REQUESTS, id.as_bytes())? {
+                Some(record) => out.push((id, record)),
+                None => {
+                    return Err(StorageError::Corrupt(format!(
+                        "audit names unknown request {id}"
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Bytes of SST files and of memtables, by column family (RocksDB's own estimates).
+    pub fn sizes(&self) -> Vec<(&'static str, u64, u64)> {
+        ALL_FAMILIES
+            .iter()
+            .map(|family| {
+                let property = |name: &str| {
+                    self.db
+                        .property_int_value_cf(self.cf(family), name)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(0)
+                };
+                (
+                    *family,
+                    property("rocksdb.total-sst-files-size"),
+                    property("rocksdb.cur-size-all-mem-tables"),
+                )
+            })
+            .collect()
+    }
+
     /// A hash over every state family in key order: two nodes that applied the same log agree
     /// on it byte for byte.
     pub fn digest(&self) -> Result<String> {
@@ -498,6 +550,9 @@ impl l::StateView for RocksView<'_> {
         );
     }
     fn put_request(&mut self, id: l::RequestId, record: l::RequestRecord) {
+        if record.body.is_sensitive() {
+            self.write(CF_AUDIT, audit_key(record.at.0, id.as_str()), &());
+        }
         self.write(CF_REQUESTS, id.as_str().as_bytes().to_vec(), &record);
     }
     fn append_journal(&mut self, entry: l::JournalEntry) {

@@ -28,9 +28,11 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Listens on a free loopback port and forwards to `upstream`.
+    /// Listens on a free port of 127.0.0.2 and forwards to `upstream`. (Not 127.0.0.1: the
+    /// nodes and the bank take ports there that were free a moment before they bind them, and
+    /// a proxy must not be given one of those in between.)
     pub async fn start(upstream: SocketAddr) -> std::io::Result<Proxy> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = TcpListener::bind("127.0.0.2:0").await?;
         let addr = listener.local_addr()?;
         let (mode, watch) = watch::channel(Mode::Pass);
         let task = tokio::spawn(accept(listener, upstream, watch));

@@ -52,6 +52,20 @@ fn issue(request_id: &str, card: &str) -> IssueCardRequest {
     }
 }
 
+/// Each call of the table is refused with its code and reason.
+async fn expect_refused(table: Vec<(&str, Call<'_>, Code, &str)>) {
+    for (name, result, code, reason) in table {
+        match result.await {
+            Err(ApiError::Refused {
+                code: got,
+                reason: why,
+                ..
+            }) => assert_eq!((got, why.as_str()), (code, reason), "{name}"),
+            other => panic!("{name}: expected {code:?} {reason}, got {other:?}"),
+        }
+    }
+}
+
 async fn digests(c: &LocalCluster) -> Vec<String> {
     c.wait_converged(T)
         .await
@@ -213,18 +227,7 @@ async fn bad_input_gets_its_code_and_changes_nothing() {
     ];
     let before = digests(&c).await;
     assert!(before.windows(2).all(|w| w[0] == w[1]));
-    for (name, result, code, reason) in invalid {
-        match result.await {
-            Err(ApiError::Refused {
-                code: got,
-                reason: why,
-                ..
-            }) => {
-                assert_eq!((got, why.as_str()), (code, reason), "{name}");
-            }
-            other => panic!("{name}: expected {code:?} {reason}, got {other:?}"),
-        }
-    }
+    expect_refused(invalid).await;
     // A message over the size limit is refused whole (no reason: gRPC refuses it).
     match client.issue_card(oversized).await {
         Err(ApiError::Refused { code, .. }) => {
@@ -307,18 +310,7 @@ async fn bad_input_gets_its_code_and_changes_nothing() {
             "BILL_NOT_FOUND",
         ),
     ];
-    for (name, result, code, reason) in refusals {
-        match result.await {
-            Err(ApiError::Refused {
-                code: got,
-                reason: why,
-                ..
-            }) => {
-                assert_eq!((got, why.as_str()), (code, reason), "{name}");
-            }
-            other => panic!("{name}: expected {code:?} {reason}, got {other:?}"),
-        }
-    }
+    expect_refused(refusals).await;
     assert_eq!(
         money(&client).await,
         (entries, total),

@@ -316,6 +316,45 @@ impl AdminService for Admin {
         }
     }
 
+    async fn list_audit(
+        &self,
+        request: Request<ListAuditRequest>,
+    ) -> Result<Response<ListAuditReply>, Status> {
+        lead_or_forward!(self.gateway, request, AdminServiceClient, list_audit);
+        let r = request.into_inner();
+        let limit = match r.limit {
+            0 => 100,
+            n => n.min(1000),
+        } as usize;
+        self.gateway.read_barrier().await?;
+        let store = self.gateway.backend().store().clone();
+        let since = r.since_ms;
+        let trail = tokio::task::spawn_blocking(move || store.audit_trail(since, limit))
+            .await
+            .map_err(|e| convert::internal(format!("audit trail task: {e}")))?
+            .map_err(|e| convert::internal(format!("audit trail read: {e}")))?;
+        let records = trail
+            .into_iter()
+            .map(|(request_id, record)| AuditRecord {
+                at_ms: record.at.0,
+                request_id,
+                terminal_id: record.terminal.to_string(),
+                operator_id: record
+                    .operator
+                    .as_ref()
+                    .map(|o| o.to_string())
+                    .unwrap_or_default(),
+                action: convert::screaming_name(record.body.name()),
+                details: format!("{:?}", record.body),
+                outcome: match &record.outcome {
+                    yinyi_ledger::Outcome::Done(_) => "OK".to_string(),
+                    yinyi_ledger::Outcome::Rejected(r) => r.code.as_str().to_string(),
+                },
+            })
+            .collect();
+        Ok(Response::new(ListAuditReply { records }))
+    }
+
     async fn get_shift_report(
         &self,
         request: Request<GetShiftReportRequest>,

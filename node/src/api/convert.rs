@@ -202,7 +202,11 @@ pub fn money(m: Money) -> String {
 
 /// `CashDeposit` → `CASH_DEPOSIT`.
 pub fn screaming<T: std::fmt::Debug>(value: &T) -> String {
-    let name = format!("{value:?}");
+    screaming_name(&format!("{value:?}"))
+}
+
+/// `ReportLoss` → `REPORT_LOSS`.
+pub fn screaming_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len() + 4);
     for (i, c) in name.chars().enumerate() {
         if c.is_ascii_uppercase() && i > 0 {

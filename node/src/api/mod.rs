@@ -164,11 +164,11 @@ impl Gateway {
     /// matching gRPC status with its reason.
     pub async fn submit(&self, key: EntityKey, command: Command) -> Result<Effect, Status> {
         let name = command.body.name();
-        let outcome = self
-            .actors
-            .submit(key, command)
-            .await
-            .map_err(convert::submit_failed)?;
+        let began = std::time::Instant::now();
+        let outcome = self.actors.submit(key, command).await;
+        metrics::histogram!("api_write_seconds", "method" => name)
+            .record(began.elapsed().as_secs_f64());
+        let outcome = outcome.map_err(convert::submit_failed)?;
         self.counted(name, outcome)
     }
 
