@@ -170,9 +170,9 @@ impl<B: Backend> EntityActor<B> {
         }
         let early = match &state.cache {
             Cache::Account(Some(account)) => {
-                early_rejection(self.backend.as_ref(), account, &command)
+                early_rejection(self.backend.as_ref(), account, command)
             }
-            Cache::Terminal(Some(terminal)) => terminal_rejection(terminal, &command),
+            Cache::Terminal(Some(terminal)) => terminal_rejection(terminal, command),
             _ => None,
         };
         early.map(|rejection| {

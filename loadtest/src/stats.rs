@@ -75,6 +75,12 @@ pub struct Stats {
     seen: Mutex<Seen>,
 }
 
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats::new()
+    }
+}
+
 impl Stats {
     pub fn new() -> Stats {
         Stats {

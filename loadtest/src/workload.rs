@@ -16,7 +16,7 @@ use yinyi_api::{ApiError, Client};
 use crate::stats::Stats;
 
 /// Cash every preloaded patient deposited when their card was issued.
-pub const PRELOAD_DEPOSIT_CENTS: i64 = 300_00;
+pub const PRELOAD_DEPOSIT_CENTS: i64 = 30_000;
 /// Cards per IssueCards call in the preload.
 const PRELOAD_BATCH: u64 = 500;
 const SHARDS: usize = 64;
@@ -770,7 +770,8 @@ impl Run {
     /// Tops up at least `short` cents, in whole hundreds of yuan, by the planned means; a
     /// declined bank card is followed by cash.
     async fn top_up(&self, n: u64, card: &str, short: i64, means: TopUp) -> Result<(), ()> {
-        let amount = ((short + 100_00 - 1) / 100_00 * 100).to_string();
+        // Cents to whole hundreds of yuan (10,000 cents each), in yuan.
+        let amount = ((short + 9_999) / 10_000 * 100).to_string();
         let by_bank = match means {
             TopUp::Cash => false,
             TopUp::BankCard => {
