@@ -292,4 +292,5 @@ rpcs! {
     AdminServiceClient::reconcile(v1::ReconcileRequest) -> v1::ReconciliationReport;
     AdminServiceClient::audit_balances(v1::AuditRequest) -> v1::AuditReply;
     AdminServiceClient::list_audit(v1::ListAuditRequest) -> v1::ListAuditReply;
+    AdminServiceClient::dormant_accounts(v1::DormantAccountsRequest) -> v1::DormantAccountsReply;
 }

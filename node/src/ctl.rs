@@ -312,3 +312,50 @@ fn chrono_like(ms: i64) -> String {
         in_day % 1000
     )
 }
+
+/// `ctl dormant --months N`: accounts with no activity for N months (30 days each), with what
+/// they hold.
+pub async fn dormant(node: &str, months: u32, limit: u32) -> Result<()> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let since = now_ms - i64::from(months) * 30 * yinyi_ledger::calendar::DAY_MS;
+    let mut config = yinyi_api::ClientConfig::new(vec![node.to_string()]);
+    config.deadline = Duration::from_secs(300);
+    config.attempt_timeout = Duration::from_secs(300);
+    let client = yinyi_api::Client::new(config)?;
+    let reply = client
+        .dormant_accounts(yinyi_api::v1::DormantAccountsRequest {
+            inactive_since_ms: since,
+            limit,
+        })
+        .await?;
+    println!(
+        "{} accounts without activity for {months} months, holding ¥{} together",
+        reply.total, reply.total_balance
+    );
+    if !reply.accounts.is_empty() {
+        println!(
+            "{:<22} {:<20} {:<20} {:>12} {:<24} status",
+            "account", "holder", "ID (masked)", "balance", "last activity (UTC)"
+        );
+    }
+    for a in &reply.accounts {
+        println!(
+            "{:<22} {:<20} {:<20} {:>12} {:<24} {}",
+            a.account_id,
+            a.holder_name,
+            a.id_masked,
+            a.balance,
+            chrono_like(a.last_activity_ms),
+            a.status
+        );
+    }
+    if reply.total > reply.accounts.len() as u64 {
+        println!(
+            "… {} more (raise --limit)",
+            reply.total - reply.accounts.len() as u64
+        );
+    }
+    Ok(())
+}

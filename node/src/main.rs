@@ -118,6 +118,14 @@ enum CtlCmd {
     /// The balance audit (稽核) on every node: balances against journals, the conservation law,
     /// overdraft limits, bank operations, digests. Exits non-zero on any problem.
     AuditBalances,
+    /// Dormant accounts (久悬户): no activity for this many months, with their balances.
+    Dormant {
+        #[arg(long, default_value_t = 12)]
+        months: u32,
+        /// Accounts listed at most (the totals count them all).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
     /// The audit trail of sensitive operations (loss, replacement, refund, withdrawal, account
     /// controls, terminal administration): who, where, what, when, outcome.
     Audit {
@@ -323,6 +331,7 @@ fn run(cli: Cli) -> Result<()> {
                 CtlCmd::Recon { date } => ctl::recon(&node, &date).await,
                 CtlCmd::AuditBalances => ctl::audit_balances(&node).await,
                 CtlCmd::Audit { since, limit } => ctl::audit(&node, &since, limit).await,
+                CtlCmd::Dormant { months, limit } => ctl::dormant(&node, months, limit).await,
             },
             Cmd::Demo => demo::run().await,
             Cmd::Bench {

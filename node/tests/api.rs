@@ -670,6 +670,31 @@ async fn every_transaction_succeeds_and_each_rejection_has_its_code() {
             .all(|r| !matches!(r.action.as_str(), "DEPOSIT_CASH" | "PAY_BILL" | "POST_BILL"))
     );
 
+    // Dormant accounts: none inactive since the epoch; every account inactive since tomorrow.
+    let none = client
+        .dormant_accounts(DormantAccountsRequest {
+            inactive_since_ms: 0,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert_eq!((none.total, none.total_balance.as_str()), (0, "0.00"));
+    let tomorrow = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 86_400_000;
+    let all = client
+        .dormant_accounts(DormantAccountsRequest {
+            inactive_since_ms: tomorrow,
+            limit: 1,
+        })
+        .await
+        .unwrap();
+    assert!(all.total >= 1, "{all:?}");
+    assert_eq!(all.accounts.len(), 1);
+    assert!(!all.accounts[0].id_masked.is_empty());
+
     // Every node holds the same state.
     c.wait_converged(T).await.unwrap();
 }

@@ -337,6 +337,33 @@ impl Store {
         Ok(out)
     }
 
+    /// Accounts last active before `before_ms`: how many, their total balance, and the first
+    /// `limit` of them in account order.
+    pub fn dormant_accounts(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<(u64, l::Money, Vec<l::Account>)> {
+        let snapshot = self.db.snapshot();
+        let mut count = 0u64;
+        let mut total = l::Money::ZERO;
+        let mut listed = Vec::new();
+        for item in snapshot.iterator_cf(self.cf(CF_ACCOUNTS), IteratorMode::Start) {
+            let (_, value) = item?;
+            let account: l::Account = codec::decode(&value)?;
+            if account.last_activity_at.0 < before_ms {
+                count += 1;
+                total = total
+                    .checked_add(account.balance)
+                    .ok_or_else(|| StorageError::Corrupt("balances overflow".into()))?;
+                if listed.len() < limit {
+                    listed.push(account);
+                }
+            }
+        }
+        Ok((count, total, listed))
+    }
+
     /// Bytes of SST files and of memtables, by column family (RocksDB's own estimates).
     pub fn sizes(&self) -> Vec<(&'static str, u64, u64)> {
         ALL_FAMILIES

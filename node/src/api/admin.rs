@@ -355,6 +355,41 @@ impl AdminService for Admin {
         Ok(Response::new(ListAuditReply { records }))
     }
 
+    async fn dormant_accounts(
+        &self,
+        request: Request<DormantAccountsRequest>,
+    ) -> Result<Response<DormantAccountsReply>, Status> {
+        lead_or_forward!(self.gateway, request, AdminServiceClient, dormant_accounts);
+        let r = request.into_inner();
+        let limit = match r.limit {
+            0 => 100,
+            n => n.min(10_000),
+        } as usize;
+        self.gateway.read_barrier().await?;
+        let store = self.gateway.backend().store().clone();
+        let before = r.inactive_since_ms;
+        let (total, total_balance, accounts) =
+            tokio::task::spawn_blocking(move || store.dormant_accounts(before, limit))
+                .await
+                .map_err(|e| convert::internal(format!("dormant accounts task: {e}")))?
+                .map_err(|e| convert::internal(format!("dormant accounts read: {e}")))?;
+        Ok(Response::new(DormantAccountsReply {
+            accounts: accounts
+                .into_iter()
+                .map(|a| DormantAccount {
+                    account_id: a.id.to_string(),
+                    holder_name: a.holder.name,
+                    id_masked: a.holder.id_masked,
+                    balance: convert::money(a.balance),
+                    last_activity_ms: a.last_activity_at.0,
+                    status: convert::account_status(a.status),
+                })
+                .collect(),
+            total,
+            total_balance: convert::money(total_balance),
+        }))
+    }
+
     async fn get_shift_report(
         &self,
         request: Request<GetShiftReportRequest>,
