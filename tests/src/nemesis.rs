@@ -68,11 +68,15 @@ impl Nemesis {
     /// Flags the cluster needs for this nemesis (small snapshots for the snapshot one).
     pub fn node_flags(self) -> &'static [&'static str] {
         match self {
+            // Small enough that a follower down for a few seconds must be sent a snapshot, and
+            // with enough log kept to cover the entries written while one is installed (with
+            // 300/50 a restarted follower installed snapshot after snapshot and never caught
+            // up under load).
             Nemesis::KillDuringSnapshot => &[
                 "--snapshot-after-entries",
-                "300",
+                "1000",
                 "--log-entries-kept-after-snapshot",
-                "50",
+                "500",
             ],
             _ => &[],
         }
@@ -116,15 +120,20 @@ impl Nemesis {
             Nemesis::KillDuringSnapshot => {
                 let id = chaos.lock().await.follower().await?;
                 chaos.lock().await.kill(id)?;
-                // Enough writes go by for snapshots and purges to leave it behind the log.
+                // More writes go by than the log keeps behind a snapshot; then the leader
+                // snapshots (and purges), so the follower can only catch up by a snapshot.
                 let leader = chaos.lock().await.leader().await?;
-                let start = applied(&chaos.lock().await.cluster.addr(leader)).await?;
-                wait_until(Duration::from_secs(60), || async move {
-                    let addr = chaos.lock().await.cluster.addr(leader);
-                    applied(&addr).await.is_ok_and(|a| a > start + 800)
+                let addr = chaos.lock().await.cluster.addr(leader);
+                let start = applied(&addr).await?;
+                wait_until(Duration::from_secs(60), || {
+                    let addr = addr.clone();
+                    async move { applied(&addr).await.is_ok_and(|a| a > start + 600) }
                 })
                 .await
-                .context("the log did not move on past a snapshot")?;
+                .context("the log did not move on")?;
+                yinyi_node::client::ClusterClient::new(vec![addr.clone()])
+                    .trigger_snapshot(&addr)
+                    .await?;
                 chaos.lock().await.restart(id)?;
                 // Killed again while it fetches and installs the snapshot.
                 tokio::time::sleep(Duration::from_millis(rng.random_range(50..400))).await;
