@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::AsciiMetadataValue;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Response, Status};
 
 use crate::error::{ApiError, LEADER_HINT};
@@ -32,6 +33,11 @@ pub struct ClientConfig {
     pub first_backoff: Duration,
     pub max_backoff: Duration,
     pub connect_timeout: Duration,
+    /// TLS to the nodes (`None`: plaintext, for local demos and tests that ask for it).
+    pub tls: Option<ClientTlsConfig>,
+    /// The caller's credential, `ID:SECRET` (`yinyi ctl credential add` prints it), sent as
+    /// `authorization: Bearer …` with every call.
+    pub credential: Option<String>,
 }
 
 impl ClientConfig {
@@ -43,6 +49,8 @@ impl ClientConfig {
             first_backoff: Duration::from_millis(10),
             max_backoff: Duration::from_millis(100),
             connect_timeout: Duration::from_secs(1),
+            tls: None,
+            credential: None,
         }
     }
 }
@@ -58,6 +66,7 @@ struct Shared {
     preferred: AtomicUsize,
     retries: AtomicU64,
     connect_timeout: Duration,
+    tls: Option<ClientTlsConfig>,
 }
 
 /// A client of a yinyi cluster; cheap to clone (clones share connections).
@@ -65,26 +74,39 @@ struct Shared {
 pub struct Client {
     shared: Arc<Shared>,
     config: ClientConfig,
+    /// `Bearer ID:SECRET`, ready for the metadata.
+    authorization: Option<AsciiMetadataValue>,
 }
 
-fn uri(addr: &str) -> String {
-    if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    }
-}
-
-fn connect(addr: &str, connect_timeout: Duration) -> Result<Node, ApiError> {
-    let endpoint = Endpoint::from_shared(uri(addr))
+fn connect(
+    addr: &str,
+    connect_timeout: Duration,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<Node, ApiError> {
+    let mut endpoint = Endpoint::from_shared(crate::tls::uri(addr, tls.is_some()))
         .map_err(|_| ApiError::BadAddress(addr.to_string()))?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10));
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| ApiError::BadAddress(format!("{addr}: {e}")))?;
+    }
     Ok(Node {
         addr: addr.to_string(),
         channel: endpoint.connect_lazy(),
     })
+}
+
+fn authorization(credential: Option<&str>) -> Result<Option<AsciiMetadataValue>, ApiError> {
+    credential
+        .map(|c| {
+            format!("Bearer {c}")
+                .parse()
+                .map_err(|_| ApiError::BadCredential("a credential is printable ASCII".into()))
+        })
+        .transpose()
 }
 
 /// Whether a failed attempt may be sent again (the same request, to this or another node).
@@ -108,17 +130,40 @@ impl Client {
         let nodes = config
             .nodes
             .iter()
-            .map(|a| connect(a, config.connect_timeout).map(Arc::new))
+            .map(|a| connect(a, config.connect_timeout, config.tls.as_ref()).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
+        let authorization = authorization(config.credential.as_deref())?;
         Ok(Client {
             shared: Arc::new(Shared {
                 nodes: Mutex::new(nodes),
                 preferred: AtomicUsize::new(0),
                 retries: AtomicU64::new(0),
                 connect_timeout: config.connect_timeout,
+                tls: config.tls.clone(),
             }),
             config,
+            authorization,
         })
+    }
+
+    /// The same connections, calling with another credential (`ID:SECRET`).
+    pub fn with_credential(&self, credential: &str) -> Result<Client, ApiError> {
+        let mut config = self.config.clone();
+        config.credential = Some(credential.to_string());
+        Ok(Client {
+            shared: self.shared.clone(),
+            authorization: authorization(Some(credential))?,
+            config,
+        })
+    }
+
+    /// Puts this client's credential on an outgoing request.
+    pub fn authorize<T>(&self, request: &mut Request<T>) {
+        if let Some(value) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
     }
 
     /// The same connections with another deadline per call.
@@ -128,7 +173,13 @@ impl Client {
         Client {
             shared: self.shared.clone(),
             config,
+            authorization: self.authorization.clone(),
         }
+    }
+
+    /// What this client was made with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
     }
 
     /// Attempts beyond the first, over this client's life (shared by clones).
@@ -156,7 +207,7 @@ impl Client {
         if let Some(i) = nodes.iter().position(|n| n.addr == addr) {
             return Some(i);
         }
-        let node = connect(addr, self.shared.connect_timeout).ok()?;
+        let node = connect(addr, self.shared.connect_timeout, self.shared.tls.as_ref()).ok()?;
         nodes.push(Arc::new(node));
         Some(nodes.len() - 1)
     }
@@ -247,6 +298,7 @@ macro_rules! rpcs {
                     self.call(|channel, timeout| {
                         let mut r = Request::new(request.clone());
                         r.set_timeout(timeout);
+                        self.authorize(&mut r);
                         async move { $client::new(channel).$method(r).await }
                     })
                     .await
@@ -293,4 +345,8 @@ rpcs! {
     AdminServiceClient::audit_balances(v1::AuditRequest) -> v1::AuditReply;
     AdminServiceClient::list_audit(v1::ListAuditRequest) -> v1::ListAuditReply;
     AdminServiceClient::dormant_accounts(v1::DormantAccountsRequest) -> v1::DormantAccountsReply;
+    AdminServiceClient::put_credential(v1::PutCredentialRequest) -> v1::CredentialReply;
+    AdminServiceClient::revoke_credential(v1::RevokeCredentialRequest) -> v1::CredentialReply;
+    AdminServiceClient::list_credentials(v1::ListCredentialsRequest) -> v1::ListCredentialsReply;
+    AdminServiceClient::backup(v1::BackupRequest) -> v1::BackupReply;
 }

@@ -58,6 +58,9 @@ pub enum ApiError {
     /// A node address that cannot be used.
     #[error("bad node address {0}")]
     BadAddress(String),
+    /// A credential that cannot be sent.
+    #[error("bad credential: {0}")]
+    BadCredential(String),
 }
 
 impl ApiError {

@@ -8,6 +8,7 @@
 // would only add conversions at every boundary.
 #![allow(clippy::result_large_err)]
 
+pub mod backup;
 pub mod error;
 pub mod log_store;
 pub mod network;
@@ -65,6 +66,9 @@ pub struct ConsensusConfig {
     /// Dial these addresses instead of the members' own for these nodes (a proxy in the
     /// failure tests, a route through NAT); empty for most clusters.
     pub routes: std::collections::BTreeMap<NodeId, String>,
+    /// TLS to the other nodes, with this node's certificate; `None` only when the node was
+    /// started `--insecure`.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl ConsensusConfig {
@@ -82,6 +86,7 @@ impl ConsensusConfig {
             batch: BatchLimits::default(),
             routes: std::collections::BTreeMap::new(),
             rules: Rules::default(),
+            tls: None,
         }
     }
 
@@ -143,6 +148,9 @@ pub enum MembershipChange {
     Remove { ids: BTreeSet<NodeId> },
 }
 
+/// How long adding a learner waits for it to catch up (a snapshot of a big state included).
+pub const LEARNER_CATCH_UP: Duration = Duration::from_secs(300);
+
 /// The node's handle on Raft.
 #[derive(Clone)]
 pub struct Consensus {
@@ -152,6 +160,42 @@ pub struct Consensus {
     store: Arc<Store>,
     committed: Arc<AtomicU64>,
     proposals: mpsc::Sender<proposer::Proposal>,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+    routes: std::collections::BTreeMap<NodeId, String>,
+    /// Set while handing leadership over: proposals are refused (clients retry and find the
+    /// next leader), so the successor's log stays complete.
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Proposals accepted and not yet written.
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+    /// The term this node leads and since when (see [`track_leadership`]).
+    leader_since: Arc<std::sync::Mutex<Option<(u64, tokio::time::Instant)>>>,
+    /// openraft's leader lease: the longest election timeout.
+    lease: Duration,
+}
+
+/// Records when this node became leader of its current term: a leader votes for another
+/// candidate only once its own lease (granted at election, never renewed) has run out.
+async fn track_leadership(
+    raft: Raft,
+    id: NodeId,
+    since: Arc<std::sync::Mutex<Option<(u64, tokio::time::Instant)>>>,
+) {
+    let mut metrics = raft.metrics();
+    loop {
+        {
+            let m = metrics.borrow();
+            let leading = m.state == ServerState::Leader && m.current_leader == Some(id);
+            let mut since = since.lock().unwrap_or_else(|e| e.into_inner());
+            match *since {
+                Some((term, _)) if leading && term == m.current_term => {}
+                _ if leading => *since = Some((m.current_term, tokio::time::Instant::now())),
+                _ => *since = None,
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 fn now_ms() -> i64 {
@@ -173,13 +217,19 @@ impl Consensus {
         let raft = Raft::new(
             config.id,
             raft_config,
-            network::NetworkFactory::new(config.routes.clone()),
+            network::NetworkFactory::new(config.routes.clone(), config.tls.clone()),
             log_store,
             state_machine,
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
         let proposals = proposer::spawn(raft.clone(), config.batch);
+        let leader_since = Arc::new(std::sync::Mutex::new(None));
+        tokio::spawn(track_leadership(
+            raft.clone(),
+            config.id,
+            leader_since.clone(),
+        ));
         Ok(Consensus {
             id: config.id,
             addr: config.addr,
@@ -187,11 +237,22 @@ impl Consensus {
             store,
             committed,
             proposals,
+            tls: config.tls,
+            routes: config.routes,
+            draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            pending: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            leader_since,
+            lease: Duration::from_millis(config.election_timeout_max_ms),
         })
     }
 
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// How this node dials the others (TLS with its certificate, or plaintext when insecure).
+    pub fn client_tls(&self) -> Option<&tonic::transport::ClientTlsConfig> {
+        self.tls.as_ref()
     }
 
     pub fn raft(&self) -> &Raft {
@@ -204,10 +265,26 @@ impl Consensus {
 
     /// The internal gRPC service (Raft RPCs, propose, status, membership) to mount on the
     /// node's server.
-    pub fn grpc_service(&self) -> pb::internal_server::InternalServer<server::InternalService> {
-        pb::internal_server::InternalServer::new(server::InternalService::new(self.clone()))
-            .max_decoding_message_size(network::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(network::MAX_MESSAGE_BYTES)
+    /// With `require_peer_certificate` (every TLS node), a caller that showed no certificate
+    /// of the site CA at the handshake is refused: only nodes (and operators' consoles holding
+    /// a CA-signed certificate) speak Raft and propose directly.
+    pub fn grpc_service(
+        &self,
+        require_peer_certificate: bool,
+    ) -> tonic::service::interceptor::InterceptedService<
+        pb::internal_server::InternalServer<server::InternalService>,
+        server::PeerCheck,
+    > {
+        let service =
+            pb::internal_server::InternalServer::new(server::InternalService::new(self.clone()))
+                .max_decoding_message_size(network::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(network::MAX_MESSAGE_BYTES);
+        tonic::service::interceptor::InterceptedService::new(
+            service,
+            server::PeerCheck {
+                required: require_peer_certificate,
+            },
+        )
     }
 
     /// Proposes one command and waits for its outcome. The leader stamps its time. On a
@@ -217,6 +294,12 @@ impl Consensus {
         if leader != Some(self.id) {
             return Err(self.not_leader(leader));
         }
+        // Counted before the check, so a hand-over that set `draining` either sees this
+        // proposal pending or this proposal sees `draining`.
+        let pending = proposer::Pending::new(&self.pending);
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(ProposeError::NotLeader { leader: None });
+        }
         command.at = Timestamp(now_ms());
         let bytes = yinyi_storage::encode(&command)
             .map_err(|e| ProposeError::Invalid(e.to_string()))?
@@ -225,6 +308,7 @@ impl Consensus {
         self.proposals
             .try_send(proposer::Proposal {
                 command,
+                pending,
                 bytes,
                 reply,
             })
@@ -305,12 +389,17 @@ impl Consensus {
                     .await
                     .map_err(|e| ProposeError::Invalid(e.to_string()))
             }
-            MembershipChange::AddLearner { id, addr } => self
-                .raft
-                .add_learner(id, BasicNode { addr }, true)
-                .await
-                .map(|_| ())
-                .map_err(map_err),
+            MembershipChange::AddLearner { id, addr } => {
+                // openraft's "blocking" add_learner gives up waiting after 500 ms and answers
+                // Ok all the same; a learner that cannot be reached (down, or refused by TLS)
+                // must not be reported as caught up, so wait here for its log.
+                let written = self
+                    .raft
+                    .add_learner(id, BasicNode { addr: addr.clone() }, false)
+                    .await
+                    .map_err(map_err)?;
+                self.wait_caught_up(id, &addr, written.log_id.index).await
+            }
             MembershipChange::Promote { ids } => self
                 .raft
                 .change_membership(ChangeMembers::AddVoterIds(ids), false)
@@ -323,6 +412,38 @@ impl Consensus {
                 .await
                 .map(|_| ())
                 .map_err(map_err),
+        }
+    }
+
+    /// Waits until the leader has replicated up to `index` to node `id`.
+    async fn wait_caught_up(&self, id: NodeId, addr: &str, index: u64) -> Result<(), ProposeError> {
+        let mut metrics = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + LEARNER_CATCH_UP;
+        loop {
+            {
+                let m = metrics.borrow();
+                if m.current_leader != Some(self.id) {
+                    return Err(self.not_leader(m.current_leader));
+                }
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id))
+                    .and_then(|l| l.map(|l| l.index));
+                if matched >= Some(index) {
+                    return Ok(());
+                }
+            }
+            if tokio::time::timeout_at(deadline, metrics.changed())
+                .await
+                .is_err()
+            {
+                return Err(ProposeError::Unavailable(format!(
+                    "node {id} at {addr} is a learner but has not caught up within \
+                     {LEARNER_CATCH_UP:?}: is it running, and does its certificate chain to \
+                     the cluster's CA? (remove it with remove-node)"
+                )));
+            }
         }
     }
 
@@ -409,6 +530,89 @@ impl Consensus {
             .elect()
             .await
             .map_err(|e| ProposeError::Unavailable(e.to_string()))
+    }
+
+    /// Hands leadership over before this node stops (openraft 0.9 has no transfer): new
+    /// proposals are refused, what was accepted is written and applied, the most caught-up
+    /// voter is waited for until it holds every entry, and — once this node's own leader
+    /// lease (granted at election, never renewed on the leader) has run out — it is told to
+    /// campaign. Its log is as long as ours, so this node votes for it and it wins at once
+    /// (the other followers, whose lease the heartbeats renew, refuse; one vote is enough).
+    /// The successor, or why there is none within `within` (the node then just stops, as
+    /// after a crash).
+    pub async fn hand_over(&self, within: Duration) -> Result<NodeId, String> {
+        if !self.is_leader() {
+            return Err("not the leader".into());
+        }
+        self.draining.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + within;
+        let mut metrics = self.raft.metrics();
+        // Asked again if it has not won after a while (a proposal raced the check, say).
+        let mut told: Option<(NodeId, tokio::time::Instant)> = None;
+        let again = Duration::from_millis(500);
+        loop {
+            let m = metrics.borrow().clone();
+            // Done when another node leads (right after stepping down none is known yet).
+            if let Some(leader) = m.current_leader
+                && leader != self.id
+            {
+                return Ok(leader);
+            }
+            let voters: BTreeSet<NodeId> = m.membership_config.membership().voter_ids().collect();
+            let best = m
+                .replication
+                .as_ref()
+                .into_iter()
+                .flatten()
+                .filter(|(id, _)| **id != self.id && voters.contains(id))
+                .max_by_key(|(_, matched)| matched.map(|l| l.index));
+            // Nothing left to write, everything written applied, and the target holds it all:
+            // its log is as long as ours, so we (and any follower) may vote for it.
+            let lease_over = self
+                .leader_since
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some_and(|(_, at)| at.elapsed() > self.lease + Duration::from_millis(20));
+            let quiet = self.pending.load(Ordering::SeqCst) == 0
+                && m.last_applied.map(|l| l.index) == m.last_log_index
+                && lease_over;
+            if let Some((&target, matched)) = best
+                && quiet
+                && matched.map(|l| l.index) == m.last_log_index
+                && told.is_none_or(|(_, at)| at.elapsed() > again)
+                && let Some(addr) = self
+                    .routes
+                    .get(&target)
+                    .cloned()
+                    .or_else(|| self.member_addr(target))
+            {
+                told = Some((target, tokio::time::Instant::now()));
+                tracing::info!(target, "handing leadership over");
+                let mut client = network::connect_lazy(&addr, self.tls.as_ref())
+                    .map_err(|e| format!("dial {addr}: {e}"))?;
+                if let Err(e) = client.trigger_elect(pb::Empty {}).await {
+                    tracing::warn!(target, "could not ask it to campaign: {e}");
+                    told = None;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!("no successor within {within:?}"));
+            }
+            let wake = deadline.min(tokio::time::Instant::now() + Duration::from_millis(50));
+            let _ = tokio::time::timeout_at(wake, metrics.changed()).await;
+        }
+    }
+
+    /// A backup of this node's database into `dir` (see [`backup`]).
+    pub async fn backup(
+        &self,
+        dir: std::path::PathBuf,
+    ) -> Result<backup::BackupInfo, backup::BackupError> {
+        let store = self.store.clone();
+        let id = self.id;
+        tokio::task::spawn_blocking(move || backup::take(&store, id, &dir))
+            .await
+            .map_err(|e| backup::BackupError::Io(format!("backup task: {e}")))?
     }
 
     /// Stops Raft; the store closes when the last handle is dropped.

@@ -15,7 +15,7 @@ use openraft::raft::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use yinyi_storage::codec;
 
 use crate::pb::Payload;
@@ -25,13 +25,29 @@ use crate::types::{NodeId, TypeConfig};
 /// The largest gRPC message between nodes (a batch of entries or a snapshot chunk).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// A client of one node's internal service, connecting on first use.
-pub fn connect_lazy(addr: &str) -> Result<InternalClient<Channel>, tonic::transport::Error> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+/// A lazily connecting channel to a node: TLS when `tls` is given (the node's own certificate
+/// inside it is shown to the callee), plaintext otherwise.
+pub fn channel_to(
+    addr: &str,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<Channel, tonic::transport::Error> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?
         .connect_timeout(Duration::from_millis(500))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10));
-    Ok(InternalClient::new(endpoint.connect_lazy())
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls.clone())?;
+    }
+    Ok(endpoint.connect_lazy())
+}
+
+/// A client of one node's internal service, connecting on first use.
+pub fn connect_lazy(
+    addr: &str,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<InternalClient<Channel>, tonic::transport::Error> {
+    Ok(InternalClient::new(channel_to(addr, tls)?)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
@@ -40,12 +56,17 @@ pub fn connect_lazy(addr: &str) -> Result<InternalClient<Channel>, tonic::transp
 pub struct NetworkFactory {
     /// Addresses dialled instead of the members' own, by node.
     routes: std::sync::Arc<std::collections::BTreeMap<NodeId, String>>,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl NetworkFactory {
-    pub fn new(routes: std::collections::BTreeMap<NodeId, String>) -> NetworkFactory {
+    pub fn new(
+        routes: std::collections::BTreeMap<NodeId, String>,
+        tls: Option<ClientTlsConfig>,
+    ) -> NetworkFactory {
         NetworkFactory {
             routes: std::sync::Arc::new(routes),
+            tls,
         }
     }
 }
@@ -57,7 +78,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         let addr = self.routes.get(&target).unwrap_or(&node.addr).clone();
         Network {
             target,
-            client: connect_lazy(&addr).ok(),
+            client: connect_lazy(&addr, self.tls.as_ref()).ok(),
             addr,
         }
     }

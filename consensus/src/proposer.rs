@@ -31,8 +31,26 @@ impl Default for BatchLimits {
     }
 }
 
+/// Counts a proposal from the moment it is accepted until its entry was written (or failed):
+/// a leader handing over waits for none to be left.
+pub(crate) struct Pending(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Pending {
+    pub(crate) fn new(count: &Arc<std::sync::atomic::AtomicUsize>) -> Pending {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Pending(count.clone())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 pub(crate) struct Proposal {
     pub command: Command,
+    pub pending: Pending,
     pub bytes: usize,
     pub reply: oneshot::Sender<Result<Outcome, ProposeError>>,
 }
@@ -84,9 +102,16 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>, limits: BatchLimits) 
         let raft = raft.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let (commands, replies): (Vec<Command>, Vec<_>) =
-                batch.into_iter().map(|p| (p.command, p.reply)).unzip();
-            let count = commands.len();
+            let count = batch.len();
+            let mut commands = Vec::with_capacity(count);
+            let mut replies = Vec::with_capacity(count);
+            // Held until the entry is written and answered.
+            let mut _pending = Vec::with_capacity(count);
+            for p in batch {
+                commands.push(p.command);
+                replies.push(p.reply);
+                _pending.push(p.pending);
+            }
             match raft.client_write(Batch { commands }).await {
                 Ok(response) => {
                     let outcomes = response.data.outcomes;

@@ -25,6 +25,30 @@ impl InternalService {
     }
 }
 
+/// Refuses callers without a verified client certificate when certificates are required.
+/// rustls has already checked the certificate against the site CA during the handshake.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerCheck {
+    pub required: bool,
+}
+
+impl tonic::service::Interceptor for PeerCheck {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        if !self.required {
+            return Ok(request);
+        }
+        match request.peer_certs() {
+            Some(certs) if !certs.is_empty() => Ok(request),
+            _ => {
+                metrics::counter!("internal_refusals_total").increment(1);
+                Err(Status::unauthenticated(
+                    "the internal service needs a client certificate of the cluster's CA",
+                ))
+            }
+        }
+    }
+}
+
 fn decode<T: DeserializeOwned>(request: Request<Payload>) -> Result<T, Status> {
     codec::decode(&request.into_inner().data)
         .map_err(|e| Status::invalid_argument(format!("undecodable payload: {e}")))

@@ -9,13 +9,15 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, CommandBody};
+use crate::credential::Credential;
 use crate::ids::{
     AccountId, BankRef, BillId, CardNo, OperatorId, PersonKey, TerminalId, TerminalKind, TxnId,
 };
 use crate::model::{
     Account, AccountStatus, BankOp, BankOpKind, BankOpState, BankPurpose, Bill, BillKind,
     BillStatus, Card, CardKind, CardStatus, Channel, CollectionReport, EntryKind, External, Holder,
-    JournalEntry, Payment, Report, Shift, ShiftReport, Terminal, TerminalStatus, add_to_lines,
+    JournalEntry, Payment, Report, Shift, ShiftReport, Terminal, TerminalDay, TerminalDayReport,
+    TerminalStatus, add_to_lines,
 };
 use crate::money::Money;
 use crate::outcome::{Effect, Outcome, ReasonCode, Rejection};
@@ -116,6 +118,7 @@ struct Staged<'v, V: StateView> {
     terminals: BTreeMap<TerminalId, Terminal>,
     journal: Vec<JournalEntry>,
     reports: Vec<Report>,
+    credentials: Vec<Credential>,
 }
 
 /// One movement of money to record in the journal.
@@ -144,6 +147,7 @@ impl<'v, V: StateView> Staged<'v, V> {
             terminals: BTreeMap::new(),
             journal: Vec::new(),
             reports: Vec::new(),
+            credentials: Vec::new(),
         }
     }
 
@@ -214,6 +218,7 @@ impl<'v, V: StateView> Staged<'v, V> {
             terminals,
             journal,
             reports,
+            credentials,
             ..
         } = self;
         for account in accounts.into_values() {
@@ -239,6 +244,9 @@ impl<'v, V: StateView> Staged<'v, V> {
         }
         for report in reports {
             base.put_report(report);
+        }
+        for credential in credentials {
+            base.put_credential(credential);
         }
     }
 
@@ -530,6 +538,26 @@ impl<'v, V: StateView> Staged<'v, V> {
         }
         if let Some(shift) = &mut terminal.shift {
             add_to_lines(&mut shift.totals, kind, channel, amount);
+        }
+        // The day's totals by kind and channel; a new day stores the last one as a report.
+        let date = crate::BusinessDay::of_ms(self.cmd.at.0).to_string();
+        match &mut terminal.today {
+            Some(today) if today.date == date => {}
+            other => {
+                if let Some(done) = other.take() {
+                    self.reports.push(Report::TerminalDay(TerminalDayReport {
+                        terminal: terminal.id.clone(),
+                        day: done,
+                    }));
+                }
+                *other = Some(TerminalDay {
+                    date,
+                    lines: Vec::new(),
+                });
+            }
+        }
+        if let Some(today) = &mut terminal.today {
+            add_to_lines(&mut today.lines, kind, channel, amount);
         }
         self.terminals.insert(terminal.id.clone(), terminal);
     }
@@ -846,6 +874,56 @@ impl<'v, V: StateView> Staged<'v, V> {
                     limit: *limit,
                 })
             }
+            CommandBody::PutCredential {
+                id,
+                roles,
+                terminal,
+                secret_sha256,
+            } => {
+                self.terminal_allowed(&[Admin])?;
+                crate::credential::check_id(id)
+                    .and_then(|()| crate::credential::check_sha256(secret_sha256))
+                    .or_else(|e| reject(ReasonCode::InvalidCredential, e))?;
+                if roles.is_empty() {
+                    return reject(ReasonCode::InvalidCredential, "a credential needs a role");
+                }
+                if self.base.credential(id).is_some() {
+                    return reject(
+                        ReasonCode::CredentialExists,
+                        format!("credential {id} exists (ids are never reused)"),
+                    );
+                }
+                let mut roles = roles.clone();
+                roles.sort();
+                roles.dedup();
+                self.credentials.push(Credential {
+                    id: id.clone(),
+                    roles,
+                    terminal: terminal.clone(),
+                    secret_sha256: secret_sha256.clone(),
+                    created_at: self.cmd.at,
+                    revoked_at: None,
+                });
+                Ok(Effect::Credential { id: id.clone() })
+            }
+            CommandBody::RevokeCredential { id } => {
+                self.terminal_allowed(&[Admin])?;
+                let Some(mut credential) = self.base.credential(id) else {
+                    return reject(
+                        ReasonCode::CredentialNotFound,
+                        format!("no credential {id}"),
+                    );
+                };
+                if credential.revoked_at.is_none() {
+                    credential.revoked_at = Some(self.cmd.at);
+                    self.credentials.push(credential);
+                }
+                Ok(Effect::Credential { id: id.clone() })
+            }
+            CommandBody::RecordMembership { .. } => {
+                self.terminal_allowed(&[Admin, System])?;
+                Ok(Effect::Recorded)
+            }
             CommandBody::RegisterTerminal { terminal } => {
                 self.terminal_allowed(&[Admin])?;
                 if matches!(terminal.kind(), Admin | System) {
@@ -873,6 +951,7 @@ impl<'v, V: StateView> Staged<'v, V> {
                         shifts_opened: 0,
                         collections: 0,
                         registered_at: cmd.at,
+                        today: None,
                     },
                 );
                 Ok(Effect::TerminalChanged {

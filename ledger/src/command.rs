@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::credential::Role;
 use crate::ids::{
     AccountId, BankRef, BillId, CardNo, OperatorId, PersonKey, RequestId, TerminalId,
 };
@@ -144,6 +145,22 @@ pub enum CommandBody {
     RecordReconciliation {
         report: ReconciliationReport,
     },
+    /// Creates a credential (from an admin console). Ids are never reused.
+    PutCredential {
+        id: String,
+        roles: Vec<Role>,
+        terminal: Option<TerminalId>,
+        secret_sha256: String,
+    },
+    /// Revokes a credential: from this entry on, every node refuses it.
+    RevokeCredential {
+        id: String,
+    },
+    /// Records a membership change an admin made (Raft keeps the membership itself), so the
+    /// audit trail shows who changed the cluster and when.
+    RecordMembership {
+        change: String,
+    },
 }
 
 impl CommandBody {
@@ -163,7 +180,10 @@ impl CommandBody {
             | CommandBody::SetOverdraft { .. }
             | CommandBody::RegisterTerminal { .. }
             | CommandBody::SetTerminalStatus { .. }
-            | CommandBody::CollectCash { .. } => true,
+            | CommandBody::CollectCash { .. }
+            | CommandBody::PutCredential { .. }
+            | CommandBody::RevokeCredential { .. }
+            | CommandBody::RecordMembership { .. } => true,
             CommandBody::StartBankOp { purpose, .. } => matches!(
                 purpose,
                 crate::BankPurpose::Withdraw | crate::BankPurpose::Refund { .. }
@@ -198,6 +218,9 @@ impl CommandBody {
             CommandBody::CloseShift => "CloseShift",
             CommandBody::CollectCash { .. } => "CollectCash",
             CommandBody::RecordReconciliation { .. } => "RecordReconciliation",
+            CommandBody::PutCredential { .. } => "PutCredential",
+            CommandBody::RevokeCredential { .. } => "RevokeCredential",
+            CommandBody::RecordMembership { .. } => "RecordMembership",
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod apply;
 pub mod audit;
 pub mod calendar;
 pub mod command;
+pub mod credential;
 pub mod ids;
 pub mod model;
 pub mod money;
@@ -19,6 +20,7 @@ pub use apply::{ApplyCtx, Rules, apply};
 pub use audit::{Audit, AuditReport};
 pub use calendar::BusinessDay;
 pub use command::{Command, CommandBody};
+pub use credential::{Credential, Role};
 pub use ids::{
     AccountId, BankRef, BillId, CardNo, CardToken, IdError, MAX_COMMANDS_PER_ENTRY, OperatorId,
     PersonKey, RequestId, TerminalId, TerminalKind, TxnId,

@@ -166,6 +166,24 @@ pub struct Terminal {
     pub shifts_opened: u64,
     pub collections: u64,
     pub registered_at: Timestamp,
+    /// What moved here on the business day of its last movement, by kind and channel; stored
+    /// as a [`TerminalDayReport`] when the first movement of a later day comes.
+    pub today: Option<TerminalDay>,
+}
+
+/// One terminal's movements on one business day, by kind and channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalDay {
+    /// `YYYY-MM-DD`, China Standard Time.
+    pub date: String,
+    pub lines: Vec<ReportLine>,
+}
+
+/// A finished day of one terminal (kiosks and mobile channels included, not only windows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TerminalDayReport {
+    pub terminal: TerminalId,
+    pub day: TerminalDay,
 }
 
 /// What a bank operation does at the bank.
@@ -406,6 +424,7 @@ pub enum Report {
     Collection(CollectionReport),
     /// Stored again by a later run of the same day (the latest replaces it).
     Reconciliation(ReconciliationReport),
+    TerminalDay(TerminalDayReport),
 }
 
 impl Report {
@@ -415,6 +434,7 @@ impl Report {
             Report::Shift(r) => format!("shift/{}/{:010}", r.terminal, r.seq),
             Report::Collection(r) => format!("collection/{}/{:010}", r.terminal, r.seq),
             Report::Reconciliation(r) => format!("recon/{}", r.date),
+            Report::TerminalDay(r) => format!("day/{}/{}", r.day.date, r.terminal),
         }
     }
 }

@@ -50,10 +50,13 @@ pub enum ReasonCode {
     BankOpNotFound,
     BankOpAlreadyFinal,
     InvariantViolation,
+    CredentialExists,
+    CredentialNotFound,
+    InvalidCredential,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 36] = [
+    pub const ALL: [ReasonCode; 39] = [
         ReasonCode::InvalidAmount,
         ReasonCode::InvalidDenomination,
         ReasonCode::BelowMinimumDeposit,
@@ -90,6 +93,9 @@ impl ReasonCode {
         ReasonCode::BankOpNotFound,
         ReasonCode::BankOpAlreadyFinal,
         ReasonCode::InvariantViolation,
+        ReasonCode::CredentialExists,
+        ReasonCode::CredentialNotFound,
+        ReasonCode::InvalidCredential,
     ];
 
     /// The code as clients see it, e.g. `INSUFFICIENT_FUNDS`.
@@ -131,6 +137,9 @@ impl ReasonCode {
             ReasonCode::BankOpNotFound => "BANK_OP_NOT_FOUND",
             ReasonCode::BankOpAlreadyFinal => "BANK_OP_ALREADY_FINAL",
             ReasonCode::InvariantViolation => "INVARIANT_VIOLATION",
+            ReasonCode::CredentialExists => "CREDENTIAL_EXISTS",
+            ReasonCode::CredentialNotFound => "CREDENTIAL_NOT_FOUND",
+            ReasonCode::InvalidCredential => "INVALID_CREDENTIAL",
         }
     }
 
@@ -142,15 +151,19 @@ impl ReasonCode {
             | InvalidDenomination
             | BelowMinimumDeposit
             | OperatorRequired
+            | InvalidCredential
             | OverdraftAboveMaximum => ReasonClass::InvalidInput,
             AccountNotFound
             | CardNotFound
             | BillNotFound
             | BankOpNotFound
-            | TerminalNotRegistered => ReasonClass::NotFound,
-            CardAlreadyExists | BillAlreadyExists | TerminalAlreadyRegistered | RequestIdReused => {
-                ReasonClass::AlreadyExists
-            }
+            | TerminalNotRegistered
+            | CredentialNotFound => ReasonClass::NotFound,
+            CardAlreadyExists
+            | BillAlreadyExists
+            | TerminalAlreadyRegistered
+            | RequestIdReused
+            | CredentialExists => ReasonClass::AlreadyExists,
             TerminalNotAllowed | IdentityMismatch => ReasonClass::PermissionDenied,
             InvariantViolation => ReasonClass::Internal,
             _ => ReasonClass::FailedPrecondition,
@@ -267,6 +280,12 @@ pub enum Effect {
         date: String,
         differences: u64,
     },
+    /// A credential was created or revoked.
+    Credential {
+        id: String,
+    },
+    /// A fact for the audit trail was recorded.
+    Recorded,
 }
 
 /// The result of applying a command, stored under its request id.

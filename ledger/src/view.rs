@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::command::CommandBody;
+use crate::credential::Credential;
 use crate::ids::{
     AccountId, BankRef, BillId, CardNo, OperatorId, PersonKey, RequestId, TerminalId,
 };
@@ -33,6 +34,7 @@ pub trait StateView {
     fn bank_op(&self, bank_ref: &BankRef) -> Option<BankOp>;
     fn terminal(&self, id: &TerminalId) -> Option<Terminal>;
     fn request(&self, id: &RequestId) -> Option<RequestRecord>;
+    fn credential(&self, id: &str) -> Option<Credential>;
 
     fn put_account(&mut self, account: Account);
     fn put_card(&mut self, card: Card);
@@ -43,6 +45,7 @@ pub trait StateView {
     fn put_request(&mut self, id: RequestId, record: RequestRecord);
     fn append_journal(&mut self, entry: JournalEntry);
     fn put_report(&mut self, report: Report);
+    fn put_credential(&mut self, credential: Credential);
 }
 
 /// The whole state in ordered maps: deterministic to iterate and to encode.
@@ -58,6 +61,7 @@ pub struct MemState {
     /// In log order.
     pub journal: Vec<JournalEntry>,
     pub reports: BTreeMap<String, Report>,
+    pub credentials: BTreeMap<String, Credential>,
 }
 
 impl MemState {
@@ -93,6 +97,9 @@ impl StateView for MemState {
     fn request(&self, id: &RequestId) -> Option<RequestRecord> {
         self.requests.get(id).cloned()
     }
+    fn credential(&self, id: &str) -> Option<Credential> {
+        self.credentials.get(id).cloned()
+    }
 
     fn put_account(&mut self, account: Account) {
         self.accounts.insert(account.id, account);
@@ -120,5 +127,8 @@ impl StateView for MemState {
     }
     fn put_report(&mut self, report: Report) {
         self.reports.insert(report.key(), report);
+    }
+    fn put_credential(&mut self, credential: Credential) {
+        self.credentials.insert(credential.id.clone(), credential);
     }
 }

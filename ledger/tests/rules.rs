@@ -1959,6 +1959,42 @@ fn tour() -> (BTreeSet<&'static str>, BTreeSet<ReasonCode>) {
             },
         )
     });
+    let put = |id: &str, sha: &str| CommandBody::PutCredential {
+        id: id.into(),
+        roles: vec![yinyi_ledger::Role::Kiosk],
+        terminal: None,
+        secret_sha256: sha.into(),
+    };
+    let sha = "a".repeat(64);
+    go(&mut w, &|w| w.run(ADMIN, put("K-0101", &sha)));
+    go(&mut w, &|w| w.run(ADMIN, put("K-0101", &sha))); // CredentialExists
+    go(&mut w, &|w| w.run(ADMIN, put("bad id", &sha))); // InvalidCredential
+    go(&mut w, &|w| w.run(KIOSK, put("K-0102", &sha))); // TerminalNotAllowed
+    go(&mut w, &|w| {
+        w.run(
+            ADMIN,
+            CommandBody::RevokeCredential {
+                id: "K-0101".into(),
+            },
+        )
+    });
+    go(&mut w, &|w| {
+        w.run(
+            ADMIN,
+            CommandBody::RevokeCredential {
+                id: "nobody".into(),
+            },
+        )
+    }); // CredentialNotFound
+    go(&mut w, &|w| {
+        w.run(
+            SAGA,
+            CommandBody::RecordMembership {
+                change: "AddLearner 4".into(),
+            },
+        )
+    });
+    assert!(w.state.credentials["K-0101"].is_revoked());
     let cmd = w.log.last().expect("applied").cmd.clone();
     let mut reused = cmd;
     reused.body = CommandBody::OpenShift;
@@ -1994,6 +2030,9 @@ fn every_command_kind_succeeds_somewhere() {
         "CloseShift",
         "CollectCash",
         "RecordReconciliation",
+        "PutCredential",
+        "RevokeCredential",
+        "RecordMembership",
     ];
     let missing: Vec<_> = all.iter().filter(|n| !done.contains(*n)).collect();
     assert!(missing.is_empty(), "never succeeded: {missing:?}");

@@ -120,7 +120,7 @@ pub async fn run(
     }
 
     // 2, 3, 5, 7: every node's audit, at one applied index, with one digest.
-    let nodes = audit_nodes(addrs, within).await;
+    let nodes = audit_nodes(run.client.config(), addrs, within).await;
     violations.extend(judge_audits(&nodes));
     if only_ours {
         let book_total: i64 = touched.iter().map(|(_, p)| p.cents).sum::<i64>()
@@ -299,12 +299,17 @@ async fn check_balances(client: &Client, expected: Vec<(String, i64)>) -> Vec<St
 
 /// Asks every node for its audit until all have applied the same index, agree on the digest
 /// and hold no unresolved bank operation, or `within` passes; the last answers.
-async fn audit_nodes(addrs: &[String], within: Duration) -> Vec<NodeAudit> {
+async fn audit_nodes(
+    template: &ClientConfig,
+    addrs: &[String],
+    within: Duration,
+) -> Vec<NodeAudit> {
     let deadline = Instant::now() + within;
     loop {
         let mut nodes = Vec::new();
         for addr in addrs {
-            let mut config = ClientConfig::new(vec![addr.clone()]);
+            let mut config = template.clone();
+            config.nodes = vec![addr.clone()];
             config.deadline = Duration::from_secs(60);
             config.attempt_timeout = Duration::from_secs(60);
             let reply = match Client::new(config) {

@@ -19,6 +19,10 @@ struct Node {
 pub struct LocalCluster {
     exe: PathBuf,
     dir: tempfile::TempDir,
+    /// `loadtest:SECRET` (every role but bank) and `banksim:SECRET` (bank), accepted by the
+    /// nodes from their command line.
+    credential: String,
+    bank_credential: String,
     peers: String,
     bank_addr: String,
     bank: Option<Child>,
@@ -65,8 +69,20 @@ impl LocalCluster {
             .map(|(i, a)| format!("{}={a}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
+        // A CA and node certificates: the local cluster runs TLS like a site.
+        let status = Command::new(&exe)
+            .args(["ctl", "certs", "--nodes", &size.to_string(), "--out"])
+            .arg(dir.path().join("tls"))
+            .stdout(Stdio::null())
+            .status()
+            .context("run yinyi ctl certs")?;
+        if !status.success() {
+            bail!("yinyi ctl certs failed");
+        }
         let mut cluster = LocalCluster {
             exe,
+            credential: format!("loadtest:{}", yinyi_api::credential::new_secret()),
+            bank_credential: format!("banksim:{}", yinyi_api::credential::new_secret()),
             peers,
             bank_addr: free_addr()?,
             bank: None,
@@ -106,6 +122,9 @@ impl LocalCluster {
             .arg("--journal")
             .arg(self.dir.path().join("bank.journal"))
             .args(["--notify", &self.addrs().join(",")])
+            .arg("--certs")
+            .arg(self.dir.path().join("tls"))
+            .args(["--credential", &self.bank_credential])
             .stdout(out)
             .stderr(err)
             .spawn()
@@ -122,6 +141,21 @@ impl LocalCluster {
             .arg("--data")
             .arg(self.dir.path().join(format!("node{id}")))
             .args(["--peers", &self.peers, "--bank-addr", &self.bank_addr])
+            .arg("--tls-ca")
+            .arg(self.dir.path().join("tls/ca.pem"))
+            .arg("--tls-cert")
+            .arg(self.dir.path().join(format!("tls/node{id}.pem")))
+            .arg("--tls-key")
+            .arg(self.dir.path().join(format!("tls/node{id}-key.pem")))
+            .args([
+                "--bootstrap-credential",
+                &yinyi_api::credential::bootstrap_entry(
+                    &self.credential,
+                    "kiosk+window+mobile+his+admin+auditor",
+                ),
+                "--bootstrap-credential",
+                &yinyi_api::credential::bootstrap_entry(&self.bank_credential, "bank"),
+            ])
             .stdout(out)
             .stderr(err)
             .spawn()
@@ -146,6 +180,15 @@ impl LocalCluster {
 
     pub fn addrs(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// How the load tester calls this cluster: TLS (the cluster's CA) and its credential.
+    pub fn client_config(&self) -> Result<ClientConfig> {
+        let mut config = ClientConfig::new(self.addrs());
+        config.tls =
+            Some(yinyi_api::TlsFiles::in_dir(&self.dir.path().join("tls"), None).client()?);
+        config.credential = Some(self.credential.clone());
+        Ok(config)
     }
 
     pub fn bank_addr(&self) -> &str {
@@ -214,8 +257,12 @@ impl LocalCluster {
 
     /// The leader's id as the running nodes see it (0 when none answers with one).
     pub async fn leader(&self) -> u64 {
+        let Ok(template) = self.client_config() else {
+            return 0;
+        };
         for node in self.nodes.iter().filter(|n| n.child.is_some() && !n.paused) {
-            let mut config = ClientConfig::new(vec![node.addr.clone()]);
+            let mut config = template.clone();
+            config.nodes = vec![node.addr.clone()];
             config.deadline = Duration::from_millis(500);
             let Ok(client) = Client::new(config) else {
                 continue;
@@ -256,9 +303,9 @@ impl Drop for LocalCluster {
     }
 }
 
-/// Waits (up to `timeout`) until the cluster answers with a leader.
-pub async fn wait_for_leader(targets: &[String], timeout: Duration) -> Result<()> {
-    let mut config = ClientConfig::new(targets.to_vec());
+/// Waits (up to `timeout`) until the cluster (`config`'s nodes) answers with a leader.
+pub async fn wait_for_leader(config: &ClientConfig, timeout: Duration) -> Result<()> {
+    let mut config = config.clone();
     config.deadline = Duration::from_secs(2);
     let client = Client::new(config)?;
     let deadline = Instant::now() + timeout;

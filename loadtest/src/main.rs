@@ -78,6 +78,16 @@ struct Cli {
     /// Write an HTML report with PNG plots of throughput and latency over time here.
     #[arg(long)]
     report: Option<std::path::PathBuf>,
+    /// With --targets: the site CA (PEM) the nodes' certificates chain to.
+    #[arg(long, env = "YINYI_CA", conflicts_with = "local")]
+    ca: Option<std::path::PathBuf>,
+    /// With --targets: a credential (ID:SECRET) with the roles of every channel played
+    /// (kiosk, window, mobile, his) and admin (to register terminals).
+    #[arg(long, env = "YINYI_CREDENTIAL", conflicts_with = "local")]
+    credential: Option<String>,
+    /// With --targets: the nodes run --insecure (plaintext).
+    #[arg(long, conflicts_with_all = ["local", "ca"])]
+    insecure: bool,
 }
 
 #[tokio::main]
@@ -103,6 +113,8 @@ fn chaos_arg(text: &str) -> Result<Chaos, String> {
 /// The cluster under test: a local one the load tester runs, or one it is pointed at.
 struct Target {
     addrs: Vec<String>,
+    /// TLS and the credential to call it with.
+    config: ClientConfig,
     local: Option<tokio::sync::Mutex<LocalCluster>>,
 }
 
@@ -119,19 +131,41 @@ async fn run(cli: Cli) -> Result<bool> {
     let target = match cli.local {
         Some(size) => {
             let cluster = LocalCluster::start(size, &cli.bank_faults)?;
-            let addrs = cluster.addrs();
-            cluster::wait_for_leader(&addrs, Duration::from_secs(30)).await?;
+            let config = cluster.client_config()?;
+            cluster::wait_for_leader(&config, Duration::from_secs(30)).await?;
             Target {
-                addrs,
+                addrs: cluster.addrs(),
+                config,
                 local: Some(tokio::sync::Mutex::new(cluster)),
             }
         }
-        None => Target {
-            addrs: cli.targets.clone(),
-            local: None,
-        },
+        None => {
+            let mut config = ClientConfig::new(cli.targets.clone());
+            config.tls = match (&cli.ca, cli.insecure) {
+                (Some(ca), false) => Some(
+                    yinyi_api::TlsFiles {
+                        ca: ca.clone(),
+                        cert: None,
+                        key: None,
+                    }
+                    .client()?,
+                ),
+                (None, true) => None,
+                _ => bail!("with --targets give --ca FILE (the site CA) or --insecure"),
+            };
+            config.credential = Some(
+                cli.credential
+                    .clone()
+                    .context("with --targets give --credential ID:SECRET")?,
+            );
+            Target {
+                addrs: cli.targets.clone(),
+                config,
+                local: None,
+            }
+        }
     };
-    let client = Client::new(ClientConfig::new(target.addrs.clone()))?;
+    let client = Client::new(target.config.clone())?;
     let prefix = format!("L{}", std::process::id());
     let run = Arc::new(Run::new(client.clone(), prefix, cli.kiosks, cli.windows));
     run.setup_terminals().await?;
@@ -184,7 +218,7 @@ async fn run(cli: Cli) -> Result<bool> {
             eprintln!("restarted nodes {restarted:?} for the checks");
         }
         cluster.bank_faults("clear")?;
-        cluster::wait_for_leader(&target.addrs, Duration::from_secs(30)).await?;
+        cluster::wait_for_leader(&target.config, Duration::from_secs(30)).await?;
     }
     let checked = check::run(
         &run,

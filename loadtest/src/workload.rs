@@ -317,6 +317,10 @@ impl Run {
                 self.stats.error(kind, "BAD_ADDRESS", began);
                 Err(Failure::Unknown)
             }
+            Err(ApiError::BadCredential(_)) => {
+                self.stats.error(kind, "BAD_CREDENTIAL", began);
+                Err(Failure::Refused)
+            }
         }
     }
 

@@ -21,6 +21,8 @@ pub struct BenchOptions {
     pub duration: Duration,
     pub targets: Option<Vec<String>>,
     pub skip_failover: bool,
+    /// How to reach `targets` (TLS with an operator certificate, or plaintext).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 pub struct LevelResult {
@@ -36,19 +38,20 @@ pub async fn run(options: BenchOptions) -> Result<()> {
     let max = *options.proposers.iter().max().unwrap_or(&1) as u64;
     let dir = tempfile::Builder::new().prefix("yinyi-bench-").tempdir()?;
     let mut cluster = None;
-    let addrs = match &options.targets {
-        Some(t) => t.clone(),
+    let (addrs, tls) = match &options.targets {
+        Some(t) => (t.clone(), options.tls.clone()),
         None => {
             let c = LocalCluster::start(&std::env::current_exe()?, dir.path(), 3, vec![])?;
             c.wait_for_leader(Duration::from_secs(20)).await?;
             let addrs = c.addrs();
+            let tls = Some(c.client_tls());
             cluster = Some(c);
-            addrs
+            (addrs, tls)
         }
     };
     let prefix = format!("bench{}", std::process::id());
     let mut setup = Scenario::new(&format!("{prefix}-setup"));
-    let mut client = ClusterClient::new(addrs.clone());
+    let mut client = ClusterClient::new(addrs.clone(), tls.clone());
     client.propose(setup.setup_hospital(), CALL_TIMEOUT).await?;
     let cards: Vec<_> = (1..=max).map(|n| setup.issue_card(n, None)).collect();
     for chunk in cards.chunks(1024) {
@@ -59,7 +62,7 @@ pub async fn run(options: BenchOptions) -> Result<()> {
         "proposers", "ops", "ops/s", "p50 ms", "p99 ms", "max ms"
     );
     for &n in &options.proposers {
-        let r = level(&addrs, &prefix, n, options.duration).await?;
+        let r = level(&addrs, tls.clone(), &prefix, n, options.duration).await?;
         println!(
             "{:>10} {:>10} {:>12.0} {:>9.2} {:>9.2} {:>9.2}",
             r.proposers, r.ops, r.per_second, r.p50_ms, r.p99_ms, r.max_ms
@@ -76,6 +79,7 @@ pub async fn run(options: BenchOptions) -> Result<()> {
 
 async fn level(
     addrs: &[String],
+    tls: Option<tonic::transport::ClientTlsConfig>,
     prefix: &str,
     proposers: usize,
     duration: Duration,
@@ -87,10 +91,11 @@ async fn level(
     let mut tasks = Vec::new();
     for p in 0..proposers {
         let addrs = addrs.to_vec();
+        let tls = tls.clone();
         let histogram = histogram.clone();
         let mut s = Scenario::new(&format!("{prefix}-{proposers}-{p}"));
         tasks.push(tokio::spawn(async move {
-            let mut client = ClusterClient::new(addrs);
+            let mut client = ClusterClient::new(addrs, tls);
             let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
             let card = p as u64 + 1;
             while start.elapsed() < duration {

@@ -25,6 +25,8 @@ pub struct ApiBenchOptions {
     pub touch_all: bool,
     /// Extra flags for the local cluster's nodes.
     pub node_args: Vec<String>,
+    /// How to reach `targets`: TLS and a credential (the local cluster brings its own).
+    pub access: ClientConfig,
 }
 
 #[derive(Default)]
@@ -55,8 +57,11 @@ pub async fn run(options: ApiBenchOptions) -> Result<()> {
         .prefix("yinyi-bench-api-")
         .tempdir()?;
     let mut _cluster = None;
-    let addrs = match &options.targets {
-        Some(t) => t.clone(),
+    let config = match &options.targets {
+        Some(t) => ClientConfig {
+            nodes: t.clone(),
+            ..options.access.clone()
+        },
         None => {
             let c = LocalCluster::start(
                 &std::env::current_exe()?,
@@ -65,12 +70,12 @@ pub async fn run(options: ApiBenchOptions) -> Result<()> {
                 options.node_args.clone(),
             )?;
             c.wait_for_leader(Duration::from_secs(20)).await?;
-            let addrs = c.addrs();
+            let config = c.api_config();
             _cluster = Some(c);
-            addrs
+            config
         }
     };
-    let client = Client::new(ClientConfig::new(addrs))?;
+    let client = Client::new(config.clone())?;
     let run = format!("B{}", std::process::id());
     // Terminals: one kiosk per client and HIS.
     let mut serial = 0u64;
@@ -286,9 +291,12 @@ async fn touch_all(
         .find(|m| m.id == status.leader)
         .map(|m| m.addr.clone())
         .context("no leader")?;
-    let leader = Client::new(ClientConfig::new(vec![leader_addr]))?
-        .cluster_status(ClusterStatusRequest { with_digest: false })
-        .await?;
+    let leader = Client::new(ClientConfig {
+        nodes: vec![leader_addr],
+        ..client.config().clone()
+    })?
+    .cluster_status(ClusterStatusRequest { with_digest: false })
+    .await?;
     let live = leader.node.map_or(0, |n| n.live_account_actors);
     let show = |r: Option<(u64, Option<f64>)>| match r {
         Some((id, Some(mib))) => format!("node {id}: {mib:.0} MiB"),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use tokio::time::Instant;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 use yinyi_consensus::network::connect_lazy;
 use yinyi_consensus::pb::internal_client::InternalClient;
 use yinyi_consensus::pb::{Empty, Payload, StatusRequest};
@@ -26,15 +26,19 @@ pub struct ClusterClient {
     addrs: Vec<String>,
     clients: HashMap<String, InternalClient<Channel>>,
     leader: Option<String>,
+    tls: Option<ClientTlsConfig>,
     pub retries: u64,
 }
 
 impl ClusterClient {
-    pub fn new(addrs: Vec<String>) -> ClusterClient {
+    /// A client of the internal service; `tls` carries a CA-signed certificate (a node's or an
+    /// operator's), which TLS nodes require of every internal caller.
+    pub fn new(addrs: Vec<String>, tls: Option<ClientTlsConfig>) -> ClusterClient {
         ClusterClient {
             addrs,
             clients: HashMap::new(),
             leader: None,
+            tls,
             retries: 0,
         }
     }
@@ -43,7 +47,8 @@ impl ClusterClient {
         if let Some(c) = self.clients.get(addr) {
             return Ok(c.clone());
         }
-        let c = connect_lazy(addr).with_context(|| format!("bad address {addr}"))?;
+        let c =
+            connect_lazy(addr, self.tls.as_ref()).with_context(|| format!("bad address {addr}"))?;
         self.clients.insert(addr.to_string(), c.clone());
         Ok(c)
     }

@@ -60,6 +60,17 @@ pub struct NodeConfig {
     pub channel_order_expiry_ms: u64,
     /// Run the balance audit (稽核) on this node's state this often (seconds); 0 never.
     pub audit_every_s: u64,
+    /// The site CA (PEM): clients and other nodes must chain to it.
+    pub tls_ca: PathBuf,
+    /// This node's certificate and key (PEM), signed by the CA for the name `yinyi`.
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// Serve and dial in plaintext, without certificates: local demos and tests only.
+    pub insecure: bool,
+    /// Credentials every node accepts without the cluster's list, `ID:ROLES:SHA256` (roles
+    /// joined by `+`): the first administrator's, to create the others with
+    /// `yinyi ctl credential add`. Keep them few; they are revoked by removing them here.
+    pub bootstrap_credentials: Vec<String>,
 }
 
 impl Default for NodeConfig {
@@ -91,6 +102,11 @@ impl Default for NodeConfig {
             bank_resolution_deadline_s: 600,
             channel_order_expiry_ms: 900_000,
             audit_every_s: 3600,
+            tls_ca: PathBuf::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            insecure: false,
+            bootstrap_credentials: Vec::new(),
         }
     }
 }
@@ -137,6 +153,25 @@ impl NodeConfig {
         if self.max_batch_commands == 0 || self.max_batch_commands > 4096 {
             return Err("max_batch_commands must be 1 to 4096".into());
         }
+        for c in &self.bootstrap_credentials {
+            crate::api::auth::parse_bootstrap(c)?;
+        }
+        let tls_set = [&self.tls_ca, &self.tls_cert, &self.tls_key]
+            .iter()
+            .filter(|p| !p.as_os_str().is_empty())
+            .count();
+        match (self.insecure, tls_set) {
+            (true, 0) | (false, 3) => {}
+            (true, _) => return Err("insecure is set together with TLS files; choose one".into()),
+            (false, 0) => {
+                return Err(
+                    "TLS is required: set tls_ca, tls_cert and tls_key (`yinyi ctl certs` \
+                     makes them), or start with --insecure for a local demo"
+                        .into(),
+                );
+            }
+            (false, _) => return Err("tls_ca, tls_cert and tls_key go together".into()),
+        }
         Ok(())
     }
 
@@ -146,6 +181,15 @@ impl NodeConfig {
             max_live: self.max_live_actors,
             ..yinyi_actors::ActorsConfig::default()
         }
+    }
+
+    /// This node's TLS files, unless it runs insecure.
+    pub fn tls(&self) -> Option<yinyi_api::TlsFiles> {
+        (!self.insecure).then(|| yinyi_api::TlsFiles {
+            ca: self.tls_ca.clone(),
+            cert: Some(self.tls_cert.clone()),
+            key: Some(self.tls_key.clone()),
+        })
     }
 
     pub fn consensus(&self) -> ConsensusConfig {
@@ -167,7 +211,23 @@ impl NodeConfig {
     }
 }
 
-/// Parses `1=127.0.0.1:7101,2=127.0.0.1:7102`.
+/// `IP:PORT`, or `NAME:PORT` with a DNS name (letters, digits, `-`, `.`).
+fn is_host_port(addr: &str) -> bool {
+    if addr.parse::<std::net::SocketAddr>().is_ok() {
+        return true;
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    port.parse::<u16>().is_ok_and(|p| p > 0)
+        && !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+}
+
+/// Parses `1=127.0.0.1:7101,2=127.0.0.1:7102` (or host names: `1=node1:7101`).
 pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>, String> {
     let mut peers = BTreeMap::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -179,7 +239,7 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<NodeId, String>, String> {
             .parse()
             .map_err(|_| format!("peer id {id:?} is not a number"))?;
         let addr = addr.trim();
-        if addr.parse::<std::net::SocketAddr>().is_err() {
+        if !is_host_port(addr) {
             return Err(format!("peer address {addr:?} is not HOST:PORT"));
         }
         if peers.insert(id, addr.to_string()).is_some() {
@@ -219,6 +279,9 @@ mod tests {
         assert_eq!(peers.len(), 2);
         assert_eq!(peers[&2], "127.0.0.1:7102");
         assert!(parse_peers("1=nowhere").is_err());
+        assert!(parse_peers("1=node1:7101").is_ok());
+        assert!(parse_peers("1=node1:0").is_err());
+        assert!(parse_peers("1=no de:7101").is_err());
         assert!(parse_peers("x=127.0.0.1:1").is_err());
         assert!(parse_peers("1=127.0.0.1:1,1=127.0.0.1:2").is_err());
     }
@@ -228,6 +291,7 @@ mod tests {
         let config: NodeConfig =
             toml::from_str("id = 2\nlisten = \"127.0.0.1:7102\"\nmax_batch_commands = 64\n")
                 .unwrap();
+        assert!(config.validate().unwrap_err().contains("TLS is required"));
         assert_eq!(config.id, 2);
         assert_eq!(config.max_batch_commands, 64);
         assert_eq!(
@@ -241,8 +305,10 @@ mod tests {
     fn validation_catches_a_peer_list_that_contradicts_listen() {
         let mut config = NodeConfig {
             id: 1,
+            insecure: true,
             ..NodeConfig::default()
         };
+        config.validate().unwrap();
         config.peers = parse_peers("1=127.0.0.1:9999").unwrap();
         assert!(config.validate().is_err());
     }

@@ -5,17 +5,38 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
-use yinyi_consensus::MembershipChange;
+use tonic::transport::ClientTlsConfig;
 
 use crate::client::ClusterClient;
 
+/// How `ctl` reaches the cluster: a node, TLS (the CA, and an operator certificate for the
+/// internal service), and a credential for the public API.
+pub struct Access {
+    pub node: String,
+    pub tls: Option<ClientTlsConfig>,
+    pub credential: Option<String>,
+}
+
+impl Access {
+    pub fn cluster(&self) -> ClusterClient {
+        ClusterClient::new(vec![self.node.clone()], self.tls.clone())
+    }
+
+    pub fn api_config(&self, addr: &str) -> yinyi_api::ClientConfig {
+        let mut config = yinyi_api::ClientConfig::new(vec![addr.to_string()]);
+        config.tls = self.tls.clone();
+        config.credential = self.credential.clone();
+        config
+    }
+}
+
 /// Membership changes wait this long for the new node to catch up.
-const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(330);
 
 /// `ctl status`: the cluster as `node` sees it, and each member's own indexes and digest.
-pub async fn status(node: &str, as_json: bool) -> Result<()> {
-    let mut client = ClusterClient::new(vec![node.to_string()]);
-    let own = client.status(node).await?;
+pub async fn status(access: &Access, as_json: bool) -> Result<()> {
+    let mut client = access.cluster();
+    let own = client.status(&access.node).await?;
     let mut nodes = Vec::new();
     for member in &own.members {
         let status = client.status_with_digest(&member.addr).await;
@@ -76,70 +97,66 @@ pub async fn status(node: &str, as_json: bool) -> Result<()> {
 }
 
 /// `ctl add-node ID=ADDR`: adds the node as a learner, waits until it caught up, promotes it.
-pub async fn add_node(node: &str, spec: &str) -> Result<()> {
+/// Through the admin API, so the credential's role is checked and the change is in the audit
+/// trail.
+pub async fn add_node(access: &Access, spec: &str) -> Result<()> {
     let (id, addr) = spec.split_once('=').context("expected ID=HOST:PORT")?;
     let id: u64 = id.parse().context("node id")?;
     if addr.parse::<std::net::SocketAddr>().is_err() {
         bail!("{addr:?} is not HOST:PORT");
     }
-    let mut client = ClusterClient::new(vec![node.to_string()]);
+    let client = membership_client(access)?;
     client
-        .change_membership(
-            MembershipChange::AddLearner {
-                id,
-                addr: addr.to_string(),
-            },
-            MEMBERSHIP_TIMEOUT,
-        )
+        .add_learner(yinyi_api::v1::AddLearnerRequest {
+            id,
+            addr: addr.to_string(),
+        })
         .await?;
     println!("node {id} added as a learner and caught up");
     client
-        .change_membership(
-            MembershipChange::Promote {
-                ids: BTreeSet::from([id]),
-            },
-            MEMBERSHIP_TIMEOUT,
-        )
+        .promote_voters(yinyi_api::v1::NodeIds { ids: vec![id] })
         .await?;
     println!("node {id} is a voter");
     Ok(())
 }
 
-pub async fn remove_node(node: &str, id: u64) -> Result<()> {
-    let mut client = ClusterClient::new(vec![node.to_string()]);
-    client
-        .change_membership(
-            MembershipChange::Remove {
-                ids: BTreeSet::from([id]),
-            },
-            MEMBERSHIP_TIMEOUT,
-        )
+fn membership_client(access: &Access) -> Result<yinyi_api::Client> {
+    let mut config = access.api_config(&access.node);
+    config.deadline = MEMBERSHIP_TIMEOUT;
+    config.attempt_timeout = MEMBERSHIP_TIMEOUT;
+    Ok(yinyi_api::Client::new(config)?)
+}
+
+pub async fn remove_node(access: &Access, id: u64) -> Result<()> {
+    membership_client(access)?
+        .remove_nodes(yinyi_api::v1::NodeIds { ids: vec![id] })
         .await?;
     println!("node {id} removed");
     Ok(())
 }
 
-pub async fn snapshot(node: &str) -> Result<()> {
-    let mut client = ClusterClient::new(vec![node.to_string()]);
-    client.trigger_snapshot(node).await?;
-    println!("snapshot requested on {node}");
+pub async fn snapshot(access: &Access) -> Result<()> {
+    let mut client = access.cluster();
+    client.trigger_snapshot(&access.node).await?;
+    println!("snapshot requested on {}", access.node);
     Ok(())
 }
 
 /// `ctl transfer-leader`: makes `node` campaign now; with an up-to-date log it wins.
-pub async fn elect(node: &str) -> Result<()> {
-    let mut client = ClusterClient::new(vec![node.to_string()]);
-    client.trigger_elect(node).await?;
+pub async fn elect(access: &Access) -> Result<()> {
+    let mut client = access.cluster();
+    client.trigger_elect(&access.node).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let status = client.status(node).await?;
+        let status = client.status(&access.node).await?;
         if status.state == "Leader" {
-            println!("{node} is the leader (term {})", status.term);
+            println!("{} is the leader (term {})", access.node, status.term);
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
             bail!(
-                "{node} did not become leader; leader is {:?}",
+                "{} did not become leader; leader is {:?}",
+                access.node,
                 status.leader
             );
         }
@@ -148,8 +165,8 @@ pub async fn elect(node: &str) -> Result<()> {
 }
 
 /// `ctl recon`: reconciles a day through the cluster's leader and prints the report.
-pub async fn recon(node: &str, date: &str) -> Result<()> {
-    let mut config = yinyi_api::ClientConfig::new(vec![node.to_string()]);
+pub async fn recon(access: &Access, date: &str) -> Result<()> {
+    let mut config = access.api_config(&access.node);
     config.deadline = Duration::from_secs(120);
     config.attempt_timeout = Duration::from_secs(60);
     let client = yinyi_api::Client::new(config)?;
@@ -183,9 +200,9 @@ pub async fn recon(node: &str, date: &str) -> Result<()> {
 
 /// `ctl audit-balances`: the balance audit (稽核) on every member; fails when any node finds a
 /// problem or the nodes' digests differ.
-pub async fn audit_balances(node: &str) -> Result<()> {
-    let mut cluster = ClusterClient::new(vec![node.to_string()]);
-    let own = cluster.status(node).await?;
+pub async fn audit_balances(access: &Access) -> Result<()> {
+    let mut cluster = access.cluster();
+    let own = cluster.status(&access.node).await?;
     let mut digests = BTreeSet::new();
     let mut failed = false;
     println!(
@@ -200,7 +217,7 @@ pub async fn audit_balances(node: &str) -> Result<()> {
         "flows give"
     );
     for member in &own.members {
-        let mut config = yinyi_api::ClientConfig::new(vec![member.addr.clone()]);
+        let mut config = access.api_config(&member.addr);
         config.deadline = Duration::from_secs(600);
         config.attempt_timeout = Duration::from_secs(600);
         let client = yinyi_api::Client::new(config)?;
@@ -252,14 +269,14 @@ pub async fn audit_balances(node: &str) -> Result<()> {
 
 /// `ctl audit --since`: the audit trail of sensitive operations from a day (YYYY-MM-DD, China
 /// Standard Time) or a time in milliseconds, oldest first, every page.
-pub async fn audit(node: &str, since: &str, limit: usize) -> Result<()> {
+pub async fn audit(access: &Access, since: &str, limit: usize) -> Result<()> {
     let since_ms = match yinyi_ledger::BusinessDay::parse(since) {
         Some(day) => day.bounds_ms().0,
         None => since
             .parse::<i64>()
             .map_err(|_| anyhow::anyhow!("--since {since:?}: give YYYY-MM-DD or milliseconds"))?,
     };
-    let client = yinyi_api::Client::new(yinyi_api::ClientConfig::new(vec![node.to_string()]))?;
+    let client = yinyi_api::Client::new(access.api_config(&access.node))?;
     let mut from = since_ms;
     let mut printed = 0usize;
     let mut seen = BTreeSet::new();
@@ -315,12 +332,12 @@ fn chrono_like(ms: i64) -> String {
 
 /// `ctl dormant --months N`: accounts with no activity for N months (30 days each), with what
 /// they hold.
-pub async fn dormant(node: &str, months: u32, limit: u32) -> Result<()> {
+pub async fn dormant(access: &Access, months: u32, limit: u32) -> Result<()> {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;
     let since = now_ms - i64::from(months) * 30 * yinyi_ledger::calendar::DAY_MS;
-    let mut config = yinyi_api::ClientConfig::new(vec![node.to_string()]);
+    let mut config = access.api_config(&access.node);
     config.deadline = Duration::from_secs(300);
     config.attempt_timeout = Duration::from_secs(300);
     let client = yinyi_api::Client::new(config)?;
@@ -355,6 +372,212 @@ pub async fn dormant(node: &str, months: u32, limit: u32) -> Result<()> {
         println!(
             "… {} more (raise --limit)",
             reply.total - reply.accounts.len() as u64
+        );
+    }
+    Ok(())
+}
+
+pub use yinyi_api::credential::new_secret;
+
+/// The admin console's terminal and a request id for `ctl`'s own administrative commands.
+const CTL_TERMINAL: &str = "A-CTL";
+
+fn ctl_request_id(what: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("ctl-{what}-{now}")
+}
+
+fn operator() -> String {
+    let user = std::env::var("USER").unwrap_or_default();
+    let user: String = user
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(16)
+        .collect();
+    if user.is_empty() {
+        "OPS".into()
+    } else {
+        user.to_uppercase()
+    }
+}
+
+/// `ctl credential bootstrap ID --roles …`: a credential for the node configs (no cluster
+/// needed): prints the config line and the credential to keep.
+pub fn credential_bootstrap(id: &str, roles: &str) -> Result<()> {
+    yinyi_ledger::credential::check_id(id).map_err(|e| anyhow::anyhow!(e))?;
+    let roles = yinyi_ledger::Role::parse_list(roles).map_err(|e| anyhow::anyhow!(e))?;
+    let secret = new_secret();
+    let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+    println!("# in every node's config:");
+    println!(
+        "bootstrap_credentials = [\"{}\"]",
+        yinyi_api::credential::bootstrap_entry(&format!("{id}:{secret}"), &roles.join("+"))
+    );
+    println!("# the credential (shown once; YINYI_CREDENTIAL for `yinyi ctl`):");
+    println!("{id}:{secret}");
+    Ok(())
+}
+
+/// `ctl credential add ID --roles … [--terminal T]`: creates it in the cluster and prints the
+/// secret once (only its SHA-256 is sent).
+pub async fn credential_add(
+    access: &Access,
+    id: &str,
+    roles: &str,
+    terminal: Option<&str>,
+) -> Result<()> {
+    let roles = yinyi_ledger::Role::parse_list(roles).map_err(|e| anyhow::anyhow!(e))?;
+    let secret = new_secret();
+    let client = yinyi_api::Client::new(access.api_config(&access.node))?;
+    let reply = client
+        .put_credential(yinyi_api::v1::PutCredentialRequest {
+            request_id: ctl_request_id("cred"),
+            terminal_id: CTL_TERMINAL.into(),
+            operator_id: operator(),
+            credential_id: id.to_string(),
+            roles: roles.iter().map(|r| r.as_str().to_string()).collect(),
+            bound_terminal_id: terminal.unwrap_or_default().to_string(),
+            secret_sha256: crate::api::auth::secret_sha256(&secret),
+        })
+        .await?;
+    let info = reply.credential.unwrap_or_default();
+    println!(
+        "credential {} ({}{}) created; give this to the terminal, it is shown once:",
+        info.credential_id,
+        info.roles.join(", "),
+        if info.bound_terminal_id.is_empty() {
+            String::new()
+        } else {
+            format!(", terminal {}", info.bound_terminal_id)
+        }
+    );
+    println!("{id}:{secret}");
+    Ok(())
+}
+
+pub async fn credential_revoke(access: &Access, id: &str) -> Result<()> {
+    let client = yinyi_api::Client::new(access.api_config(&access.node))?;
+    client
+        .revoke_credential(yinyi_api::v1::RevokeCredentialRequest {
+            request_id: ctl_request_id("revoke"),
+            terminal_id: CTL_TERMINAL.into(),
+            operator_id: operator(),
+            credential_id: id.to_string(),
+        })
+        .await?;
+    println!("credential {id} revoked");
+    Ok(())
+}
+
+pub async fn credential_list(access: &Access) -> Result<()> {
+    let client = yinyi_api::Client::new(access.api_config(&access.node))?;
+    let reply = client
+        .list_credentials(yinyi_api::v1::ListCredentialsRequest {})
+        .await?;
+    println!(
+        "{:<24} {:<28} {:<12} {:<24} revoked",
+        "credential", "roles", "terminal", "created (UTC)"
+    );
+    for c in reply.credentials {
+        println!(
+            "{:<24} {:<28} {:<12} {:<24} {}",
+            c.credential_id,
+            c.roles.join(","),
+            c.bound_terminal_id,
+            chrono_like(c.created_ms),
+            if c.revoked_ms == 0 {
+                "-".to_string()
+            } else {
+                chrono_like(c.revoked_ms)
+            }
+        );
+    }
+    Ok(())
+}
+
+/// `ctl backup --out DIR`: a backup of the node asked (`--node`), in DIR on its machine.
+pub async fn backup(access: &Access, out: &std::path::Path) -> Result<()> {
+    let mut config = access.api_config(&access.node);
+    config.deadline = Duration::from_secs(600);
+    config.attempt_timeout = Duration::from_secs(600);
+    let client = yinyi_api::Client::new(config)?;
+    let reply = client
+        .backup(yinyi_api::v1::BackupRequest {
+            dir: out.display().to_string(),
+        })
+        .await?;
+    println!(
+        "backup of node {} in {} (on its machine): applied index {}, digest {}",
+        reply.node, reply.dir, reply.applied, reply.digest
+    );
+    Ok(())
+}
+
+/// `ctl restore --backup DIR --data DIR --id N --peers …`: makes a new cluster's node from a
+/// backup, offline (run it for every node of the new cluster, then start them).
+pub fn restore(
+    backup: &std::path::Path,
+    data: &std::path::Path,
+    members: &std::collections::BTreeMap<u64, String>,
+) -> Result<()> {
+    let info = yinyi_consensus::backup::restore(backup, data, members)?;
+    println!(
+        "restored node {}'s backup (applied {}, digest {}) into {} for a cluster of {:?}",
+        info.node,
+        info.applied,
+        info.digest,
+        data.display(),
+        members.keys().collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+/// `ctl daily-report --date D`: the day by channel (every terminal), by terminal, the windows'
+/// shifts and the kiosks' cash collections.
+pub async fn daily_report(access: &Access, date: &str) -> Result<()> {
+    let client = yinyi_api::Client::new(access.api_config(&access.node))?;
+    let r = client
+        .daily_report(yinyi_api::v1::DailyReportRequest {
+            date: date.to_string(),
+        })
+        .await?;
+    let channel = |c: i32| {
+        yinyi_api::v1::Channel::try_from(c)
+            .map(|c| c.as_str_name().trim_start_matches("CHANNEL_").to_string())
+            .unwrap_or_else(|_| c.to_string())
+    };
+    let print_lines = |indent: &str, lines: &[yinyi_api::v1::ReportLine]| {
+        for l in lines {
+            println!(
+                "{indent}{:<22} {:<12} {:>7} {:>14}",
+                l.kind,
+                channel(l.channel),
+                l.count,
+                l.total
+            );
+        }
+    };
+    println!("{} — by kind and channel, every terminal:", r.date);
+    print_lines("  ", &r.by_channel);
+    println!("by terminal:");
+    for t in &r.terminals {
+        println!("  {}", t.terminal_id);
+        print_lines("    ", &t.lines);
+    }
+    println!("shifts closed: {}", r.shifts.len());
+    for s in &r.shifts {
+        println!(
+            "  {} shift {} ({}): cash to hand over {}",
+            s.terminal_id, s.seq, s.operator_id, s.cash_expected
+        );
+    }
+    println!("cash collections: {}", r.collections.len());
+    for c in &r.collections {
+        println!(
+            "  {} #{}: expected {}, counted {}, difference {}",
+            c.terminal_id, c.seq, c.expected, c.counted, c.difference
         );
     }
     Ok(())

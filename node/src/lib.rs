@@ -7,6 +7,7 @@ pub mod backend;
 pub mod bank_link;
 pub mod bench;
 pub mod bench_api;
+pub mod certs;
 pub mod client;
 pub mod config;
 pub mod ctl;

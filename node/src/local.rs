@@ -39,6 +39,11 @@ pub struct LocalCluster {
     node_args: BTreeMap<u64, Vec<String>>,
     /// Nodes started with `--join` (added to a running cluster).
     joining: Vec<u64>,
+    /// The cluster's CA and certificates (`tls/` under its dir): every node serves TLS.
+    tls_dir: PathBuf,
+    authority: crate::certs::Authority,
+    /// `local:SECRET`, a bootstrap credential with every role, for the tests' clients.
+    credential: String,
     pub nodes: BTreeMap<u64, LocalNode>,
 }
 
@@ -83,8 +88,17 @@ impl LocalCluster {
         size: u64,
         extra_args: Vec<String>,
     ) -> Result<LocalCluster> {
+        let tls_dir = dir.join("tls");
+        let authority = crate::certs::Authority::open_or_create(&tls_dir)?;
+        authority.issue(&tls_dir, "admin", crate::certs::Kind::Operator, &[])?;
         let mut nodes = BTreeMap::new();
         for id in 1..=size {
+            authority.issue(
+                &tls_dir,
+                &format!("node{id}"),
+                crate::certs::Kind::Node,
+                &[],
+            )?;
             let addr = format!("127.0.0.1:{}", free_port()?);
             nodes.insert(
                 id,
@@ -102,6 +116,9 @@ impl LocalCluster {
             extra_args,
             node_args: BTreeMap::new(),
             joining: Vec::new(),
+            tls_dir,
+            authority,
+            credential: format!("local:{}", crate::ctl::new_secret()),
             nodes,
         })
     }
@@ -113,6 +130,38 @@ impl LocalCluster {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Where the CA and the certificates are (`ca.pem`, `nodeN.pem`, `admin.pem`).
+    pub fn tls_dir(&self) -> &Path {
+        &self.tls_dir
+    }
+
+    /// TLS as an operator (the `admin` certificate): for the internal service and the API.
+    pub fn client_tls(&self) -> tonic::transport::ClientTlsConfig {
+        yinyi_api::TlsFiles::in_dir(&self.tls_dir, Some("admin"))
+            .client()
+            .expect("the cluster's own certificates load")
+    }
+
+    /// A public-API client configuration for every node, over TLS, with the cluster's
+    /// every-role credential.
+    pub fn api_config(&self) -> yinyi_api::ClientConfig {
+        let mut config = yinyi_api::ClientConfig::new(self.addrs());
+        config.tls = Some(self.client_tls());
+        config.credential = Some(self.credential.clone());
+        config
+    }
+
+    /// `local:SECRET`: every role (the tests act as every channel).
+    pub fn credential(&self) -> &str {
+        &self.credential
+    }
+
+    /// The `--bootstrap-credential` the nodes start with.
+    fn bootstrap_credential(&self) -> String {
+        let roles: Vec<&str> = yinyi_ledger::Role::ALL.iter().map(|r| r.as_str()).collect();
+        yinyi_api::credential::bootstrap_entry(&self.credential, &roles.join("+"))
     }
 
     pub fn peers_arg(&self) -> String {
@@ -134,6 +183,12 @@ impl LocalCluster {
     /// Adds a node that is not in the peer list (it joins by `add-node`).
     pub fn add_node(&mut self, id: u64) -> Result<String> {
         let addr = format!("127.0.0.1:{}", free_port()?);
+        self.authority.issue(
+            &self.tls_dir,
+            &format!("node{id}"),
+            crate::certs::Kind::Node,
+            &[],
+        )?;
         self.nodes.insert(
             id,
             LocalNode {
@@ -155,6 +210,7 @@ impl LocalCluster {
     }
 
     fn spawn_with_peers(&mut self, id: u64, peers: String) -> Result<()> {
+        let bootstrap = self.bootstrap_credential();
         let node = self.nodes.get_mut(&id).context("no such node")?;
         if node.child.is_some() {
             bail!("node {id} is already running");
@@ -174,6 +230,14 @@ impl LocalCluster {
             .arg(&node.data)
             .arg("--peers")
             .arg(peers)
+            .arg("--tls-ca")
+            .arg(self.tls_dir.join("ca.pem"))
+            .arg("--tls-cert")
+            .arg(self.tls_dir.join(format!("node{id}.pem")))
+            .arg("--tls-key")
+            .arg(self.tls_dir.join(format!("node{id}-key.pem")))
+            .arg("--bootstrap-credential")
+            .arg(bootstrap)
             .args(&self.extra_args)
             .args(self.node_args.get(&id).into_iter().flatten())
             .args(if self.joining.contains(&id) {
@@ -237,7 +301,7 @@ impl LocalCluster {
             .filter(|n| n.is_running())
             .map(|n| n.addr.clone())
             .collect();
-        ClusterClient::new(addrs)
+        ClusterClient::new(addrs, Some(self.client_tls()))
     }
 
     /// Waits until a running node reports a leader that is itself running and a leader.

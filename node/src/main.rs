@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use yinyi_api::parse_duration;
 use yinyi_node::config::{NodeConfig, parse_peers};
 use yinyi_node::{bench, bench_api, ctl, demo, server};
 
@@ -29,6 +30,8 @@ enum Cmd {
         /// Any node of the cluster (host:port).
         #[arg(long, env = "YINYI_NODE", default_value = "127.0.0.1:7101")]
         node: String,
+        #[command(flatten)]
+        access: AccessArgs,
         #[command(subcommand)]
         command: CtlCmd,
     },
@@ -49,6 +52,8 @@ enum Cmd {
         /// Do not measure leader failover (only with a local cluster).
         #[arg(long)]
         skip_failover: bool,
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// Run the bank simulator (a front-end processor with its own journal and faults).
     Banksim {
@@ -65,9 +70,12 @@ enum Cmd {
         /// confirm=200ms,abandon=0.05 (the last two for third-party channel orders)
         #[arg(long, default_value = "")]
         faults: String,
-        /// The cluster's nodes (host:port, comma-separated), told of settled channel orders.
+        /// The cluster's nodes (host:port, comma-separated), told of settled channel orders
+        /// (with --certs and a credential of role bank, or --insecure).
         #[arg(long, value_delimiter = ',')]
         notify: Vec<String>,
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// Change a running bank simulator's faults (e.g. "decline=0.1,lost=0.02" or "clear").
     BankFaults {
@@ -97,11 +105,119 @@ enum Cmd {
         /// absent.
         #[arg(long, value_delimiter = ',')]
         targets: Option<Vec<String>>,
+        #[command(flatten)]
+        access: AccessArgs,
     },
+}
+
+/// How a client reaches TLS nodes.
+#[derive(Args)]
+struct AccessArgs {
+    /// A directory of `yinyi ctl certs` output: `ca.pem`, and `IDENTITY.pem` + key for the
+    /// internal service.
+    #[arg(long, env = "YINYI_CERTS", global = true)]
+    certs: Option<PathBuf>,
+    /// The certificate in --certs to show (an operator's or a node's).
+    #[arg(long, env = "YINYI_IDENTITY", default_value = "admin", global = true)]
+    identity: String,
+    /// Credential for the public API, ID:SECRET.
+    #[arg(long, env = "YINYI_CREDENTIAL", global = true)]
+    credential: Option<String>,
+    /// Plaintext (a node started --insecure).
+    #[arg(long, global = true)]
+    insecure: bool,
+}
+
+impl AccessArgs {
+    fn access(self, node: String) -> Result<ctl::Access> {
+        let tls = match (self.insecure, &self.certs) {
+            (true, None) => None,
+            (true, Some(_)) => bail!("--insecure and --certs contradict each other"),
+            (false, None) => bail!(
+                "give --certs DIR (ca.pem and an operator certificate; `yinyi ctl certs` makes \
+                 them) or --insecure for a node started --insecure"
+            ),
+            (false, Some(dir)) => {
+                let mut files = yinyi_api::TlsFiles::in_dir(dir, Some(&self.identity));
+                if files.cert.as_ref().is_some_and(|c| !c.exists()) {
+                    files.cert = None;
+                    files.key = None;
+                }
+                Some(files.client()?)
+            }
+        };
+        Ok(ctl::Access {
+            node,
+            tls,
+            credential: self.credential,
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum CredentialCmd {
+    /// Print a credential for the nodes' config (`bootstrap_credentials`): the first admin's.
+    Bootstrap {
+        id: String,
+        #[arg(long, default_value = "admin")]
+        roles: String,
+    },
+    /// Create a credential in the cluster; prints its secret once.
+    Add {
+        id: String,
+        /// kiosk, window, mobile, his, admin, auditor, bank (comma-separated).
+        #[arg(long)]
+        roles: String,
+        /// The one terminal it may act for.
+        #[arg(long)]
+        terminal: Option<String>,
+    },
+    /// Revoke a credential for good.
+    Revoke { id: String },
+    /// Every credential, with roles, terminal and state.
+    List,
 }
 
 #[derive(Subcommand)]
 enum CtlCmd {
+    /// Credentials of terminals, systems and operators.
+    Credential {
+        #[command(subcommand)]
+        command: CredentialCmd,
+    },
+    /// A backup of the node (--node): a consistent copy of its database in DIR on its machine.
+    Backup {
+        /// An absolute path on the node's machine that does not exist yet.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Make a new cluster's node from a backup (offline; run for each node, then start them).
+    Restore {
+        /// The backup directory (`ctl backup` made it).
+        #[arg(long)]
+        backup: PathBuf,
+        /// The new node's data directory (it must hold no database yet).
+        #[arg(long)]
+        data: PathBuf,
+        /// Every member of the new cluster: 1=HOST:PORT,2=HOST:PORT,…
+        #[arg(long)]
+        peers: String,
+    },
+    /// Make a local CA (when DIR has none) and certificates for nodes and operators.
+    Certs {
+        /// Where the PEM files go.
+        #[arg(long, default_value = "tls")]
+        out: PathBuf,
+        /// Node certificates node1..nodeN.
+        #[arg(long, default_value_t = 3)]
+        nodes: u32,
+        /// More names or addresses the nodes are reached by (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<String>,
+        /// Operator (console) certificates.
+        #[arg(long, value_delimiter = ',', default_value = "admin")]
+        operators: Vec<String>,
+    },
     /// Leader, term, members, and each node's last log, committed and applied index and digest.
     Status {
         #[arg(long)]
@@ -135,6 +251,13 @@ enum CtlCmd {
         /// At most this many records.
         #[arg(long, default_value_t = 1000)]
         limit: usize,
+    },
+    /// The day's report: by kind and channel over every terminal, by terminal, shifts (日结)
+    /// and cash collections.
+    DailyReport {
+        /// YYYY-MM-DD (China Standard Time).
+        #[arg(long)]
+        date: String,
     },
     /// Reconcile a business day with the bank (对账) and print the report.
     Recon {
@@ -222,6 +345,21 @@ struct StartArgs {
     /// Run the balance audit (稽核) on this node's state every this many seconds (0: never).
     #[arg(long, env = "YINYI_AUDIT_EVERY_S")]
     audit_every_s: Option<u64>,
+    /// The site CA (PEM).
+    #[arg(long, env = "YINYI_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM).
+    #[arg(long, env = "YINYI_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// This node's key (PEM).
+    #[arg(long, env = "YINYI_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Plaintext, no certificates: for a local demo or test only.
+    #[arg(long, env = "YINYI_INSECURE")]
+    insecure: bool,
+    /// A credential accepted from the config, ID:ROLES:SHA256 (repeatable).
+    #[arg(long = "bootstrap-credential", env = "YINYI_BOOTSTRAP_CREDENTIAL")]
+    bootstrap_credentials: Vec<String>,
 }
 
 impl StartArgs {
@@ -259,9 +397,16 @@ impl StartArgs {
             recon_daily_at,
             bank_resolution_deadline_s,
             channel_order_expiry_ms,
-            audit_every_s
+            audit_every_s,
+            tls_ca,
+            tls_cert,
+            tls_key
         );
         config.join |= self.join;
+        config.insecure |= self.insecure;
+        config
+            .bootstrap_credentials
+            .extend(self.bootstrap_credentials.iter().cloned());
         if let Some(routes) = &self.peer_routes {
             config.peer_routes =
                 parse_peers(routes).map_err(|e| anyhow::anyhow!("--peer-routes: {e}"))?;
@@ -270,22 +415,6 @@ impl StartArgs {
             config.peers = parse_peers(peers).map_err(|e| anyhow::anyhow!("--peers: {e}"))?;
         }
         Ok(config)
-    }
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text
-        .find(|c: char| !c.is_ascii_digit())
-        .map(|i| text.split_at(i))
-        .ok_or_else(|| format!("{text:?} needs a unit: ms, s or m"))?;
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{text:?}: unit must be ms, s or m")),
     }
 }
 
@@ -322,32 +451,83 @@ fn run(cli: Cli) -> Result<()> {
                 init_tracing();
                 server::run(args.into_config()?).await
             }
-            Cmd::Ctl { node, command } => match command {
-                CtlCmd::Status { json } => ctl::status(&node, json).await,
-                CtlCmd::AddNode { spec } => ctl::add_node(&node, &spec).await,
-                CtlCmd::RemoveNode { id } => ctl::remove_node(&node, id).await,
-                CtlCmd::Snapshot => ctl::snapshot(&node).await,
-                CtlCmd::TransferLeader => ctl::elect(&node).await,
-                CtlCmd::Recon { date } => ctl::recon(&node, &date).await,
-                CtlCmd::AuditBalances => ctl::audit_balances(&node).await,
-                CtlCmd::Audit { since, limit } => ctl::audit(&node, &since, limit).await,
-                CtlCmd::Dormant { months, limit } => ctl::dormant(&node, months, limit).await,
-            },
+            Cmd::Ctl {
+                node,
+                access,
+                command,
+            } => {
+                let access = move || access.access(node);
+                match command {
+                    CtlCmd::Certs {
+                        out,
+                        nodes,
+                        hosts,
+                        operators,
+                    } => {
+                        let names: Vec<String> = (1..=nodes).map(|i| format!("node{i}")).collect();
+                        yinyi_node::certs::make(&out, &names, &operators, &hosts)
+                    }
+                    CtlCmd::Credential { command } => match command {
+                        CredentialCmd::Bootstrap { id, roles } => {
+                            ctl::credential_bootstrap(&id, &roles)
+                        }
+                        CredentialCmd::Add {
+                            id,
+                            roles,
+                            terminal,
+                        } => {
+                            ctl::credential_add(&access()?, &id, &roles, terminal.as_deref()).await
+                        }
+                        CredentialCmd::Revoke { id } => {
+                            ctl::credential_revoke(&access()?, &id).await
+                        }
+                        CredentialCmd::List => ctl::credential_list(&access()?).await,
+                    },
+                    CtlCmd::Backup { out } => ctl::backup(&access()?, &out).await,
+                    CtlCmd::DailyReport { date } => ctl::daily_report(&access()?, &date).await,
+                    CtlCmd::Restore {
+                        backup,
+                        data,
+                        peers,
+                    } => {
+                        let members =
+                            parse_peers(&peers).map_err(|e| anyhow::anyhow!("--peers: {e}"))?;
+                        ctl::restore(&backup, &data, &members)
+                    }
+                    CtlCmd::Status { json } => ctl::status(&access()?, json).await,
+                    CtlCmd::AddNode { spec } => ctl::add_node(&access()?, &spec).await,
+                    CtlCmd::RemoveNode { id } => ctl::remove_node(&access()?, id).await,
+                    CtlCmd::Snapshot => ctl::snapshot(&access()?).await,
+                    CtlCmd::TransferLeader => ctl::elect(&access()?).await,
+                    CtlCmd::Recon { date } => ctl::recon(&access()?, &date).await,
+                    CtlCmd::AuditBalances => ctl::audit_balances(&access()?).await,
+                    CtlCmd::Audit { since, limit } => ctl::audit(&access()?, &since, limit).await,
+                    CtlCmd::Dormant { months, limit } => {
+                        ctl::dormant(&access()?, months, limit).await
+                    }
+                }
+            }
             Cmd::Demo => demo::run().await,
             Cmd::Bench {
                 proposers,
                 duration,
                 targets,
                 skip_failover,
+                access,
             } => {
                 if proposers.is_empty() || proposers.contains(&0) {
                     bail!("--proposers needs positive numbers");
                 }
+                let tls = match &targets {
+                    Some(_) => access.access(String::new())?.tls,
+                    None => None,
+                };
                 bench::run(bench::BenchOptions {
                     proposers,
                     duration,
                     targets,
                     skip_failover,
+                    tls,
                 })
                 .await
             }
@@ -357,6 +537,7 @@ fn run(cli: Cli) -> Result<()> {
                 initial_balance,
                 faults,
                 notify,
+                access,
             } => {
                 init_tracing();
                 let initial = yinyi_ledger::Money::parse(&initial_balance)
@@ -370,7 +551,11 @@ fn run(cli: Cli) -> Result<()> {
                         .with_context(|| format!("open the journal {}", journal.display()))?,
                 );
                 if !notify.is_empty() {
-                    let client = yinyi_api::Client::new(yinyi_api::ClientConfig::new(notify))?;
+                    let access = access.access(String::new())?;
+                    let mut config = yinyi_api::ClientConfig::new(notify);
+                    config.tls = access.tls;
+                    config.credential = access.credential;
+                    let client = yinyi_api::Client::new(config)?;
                     sim.on_channel_result(std::sync::Arc::new(move |bank_ref, _state| {
                         let client = client.clone();
                         tokio::spawn(async move {
@@ -416,10 +601,21 @@ fn run(cli: Cli) -> Result<()> {
                 targets,
                 touch_all,
                 node_args,
+                access,
             } => {
                 if clients == 0 || patients_per_client == 0 {
                     bail!("--clients and --patients-per-client must be 1 or more");
                 }
+                let access = match &targets {
+                    Some(_) => {
+                        let a = access.access(String::new())?;
+                        let mut config = yinyi_api::ClientConfig::new(Vec::new());
+                        config.tls = a.tls;
+                        config.credential = a.credential;
+                        config
+                    }
+                    None => yinyi_api::ClientConfig::new(Vec::new()),
+                };
                 bench_api::run(bench_api::ApiBenchOptions {
                     clients,
                     duration,
@@ -427,6 +623,7 @@ fn run(cli: Cli) -> Result<()> {
                     patients_per_client,
                     touch_all,
                     node_args,
+                    access,
                 })
                 .await
             }

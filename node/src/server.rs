@@ -30,6 +30,9 @@ use crate::config::NodeConfig;
 /// waiting: a cluster must not form without its members).
 const PEER_WAIT_LOG_EVERY: Duration = Duration::from_secs(5);
 
+/// How long a stopping leader tries to hand leadership over before it stops anyway.
+const HAND_OVER_WITHIN: Duration = Duration::from_secs(3);
+
 pub async fn run(config: NodeConfig) -> Result<()> {
     config
         .validate()
@@ -49,7 +52,15 @@ pub async fn run(config: NodeConfig) -> Result<()> {
             .context("start the Prometheus exporter")?;
         tracing::info!(%addr, "serving Prometheus metrics");
     }
-    let consensus_config = config.consensus();
+    let tls = config.tls();
+    let mut consensus_config = config.consensus();
+    if let Some(files) = &tls {
+        consensus_config.tls = Some(files.client().context("TLS to the other nodes")?);
+    } else {
+        tracing::warn!(
+            "running insecure: plaintext gRPC, no certificates (local demos and tests only)"
+        );
+    }
     let limit = consensus_config.rules.single_txn_limit;
     let consensus = Consensus::start(consensus_config, &config.data).await?;
     tracing::info!(id = config.id, %listen, data = %config.data.display(), "node starting");
@@ -121,12 +132,44 @@ pub async fn run(config: NodeConfig) -> Result<()> {
         .build_v1()
         .context("reflection service")?;
 
-    let shutdown = shutdown_signal();
-    let server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    // On SIGTERM a leader hands leadership over while it still answers (clients are told
+    // where the new leader is), and only then stops serving.
+    let hand_over_from = consensus.clone();
+    let shutdown = async move {
+        shutdown_signal().await;
+        if hand_over_from.is_leader() {
+            let began = std::time::Instant::now();
+            match hand_over_from.hand_over(HAND_OVER_WITHIN).await {
+                Ok(next) => tracing::info!(
+                    next,
+                    ms = began.elapsed().as_millis() as u64,
+                    "leadership handed over"
+                ),
+                Err(e) => tracing::warn!("leadership not handed over: {e}"),
+            }
+        }
+    };
+    let bootstrap = config
+        .bootstrap_credentials
+        .iter()
+        .map(|c| crate::api::auth::parse_bootstrap(c))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("bootstrap credential: {e}"))?;
+    let authenticator = Arc::new(crate::api::auth::Authenticator::new(
+        consensus.store().clone(),
+        bootstrap,
+    ));
+    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    if let Some(files) = &tls {
+        builder = builder
+            .tls_config(files.server().context("TLS for the API")?)
+            .context("TLS for the API")?;
+    }
+    let server = builder
+        .layer(crate::api::auth::AuthLayer::new(authenticator))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(consensus.grpc_service())
+        .add_service(consensus.grpc_service(tls.is_some()))
         .add_service(PaymentServiceServer::new(Payments {
             gateway: gateway.clone(),
         }))
@@ -164,7 +207,7 @@ async fn form_cluster(consensus: Consensus, members: std::collections::BTreeMap<
         return;
     }
     let addrs: Vec<String> = members.values().cloned().collect();
-    let mut client = ClusterClient::new(addrs.clone());
+    let mut client = ClusterClient::new(addrs.clone(), consensus.client_tls().cloned());
     let mut last_log = Instant::now();
     loop {
         let mut all = true;

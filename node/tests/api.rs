@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tonic::Code;
 use yinyi_api::v1::*;
-use yinyi_api::{ApiError, Client, ClientConfig};
+use yinyi_api::{ApiError, Client};
 use yinyi_node::local::LocalCluster;
 
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -33,8 +33,9 @@ fn cluster(extra: &[&str]) -> (tempfile::TempDir, LocalCluster) {
     (dir, c)
 }
 
-fn client_of(addrs: Vec<String>) -> Client {
-    let mut config = ClientConfig::new(addrs);
+fn client_of(c: &LocalCluster, addrs: Vec<String>) -> Client {
+    let mut config = c.api_config();
+    config.nodes = addrs;
     config.deadline = T;
     Client::new(config).unwrap()
 }
@@ -179,7 +180,7 @@ async fn every_transaction_succeeds_and_each_rejection_has_its_code() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (_dir, c) = cluster(&[]);
     c.wait_for_leader(T).await.unwrap();
-    let client = client_of(c.addrs());
+    let client = client_of(&c, c.addrs());
     let mut ids = Ids::new("tour");
 
     // Terminals and shifts.
@@ -615,6 +616,30 @@ async fn every_transaction_succeeds_and_each_rejection_has_its_code() {
         .unwrap();
     assert_eq!(daily.shifts, vec![report]);
     assert_eq!(daily.collections, vec![collected]);
+    // By terminal and channel, kiosks included: the kiosk's cash lines are the cash it took.
+    let kiosk_day = daily
+        .terminals
+        .iter()
+        .find(|t| t.terminal_id == KIOSK)
+        .expect("the kiosk's day");
+    let kiosk_cash = kiosk_day
+        .lines
+        .iter()
+        .filter(|l| l.channel == Channel::Cash as i32)
+        .fold(yinyi_ledger::Money::ZERO, |sum, l| {
+            sum.checked_add(yinyi_ledger::Money::parse(&l.total).unwrap())
+                .unwrap()
+        });
+    assert_eq!(kiosk_cash, yinyi_ledger::Money::parse("1270").unwrap());
+    let day_count: u64 = daily
+        .terminals
+        .iter()
+        .flat_map(|t| &t.lines)
+        .map(|l| l.count)
+        .sum();
+    let channel_count: u64 = daily.by_channel.iter().map(|l| l.count).sum();
+    assert_eq!(day_count, channel_count);
+    assert!(daily.terminals.iter().any(|t| t.terminal_id == WINDOW));
     refused(
         client
             .daily_report(DailyReportRequest {
@@ -704,7 +729,7 @@ async fn cards_in_bulk_are_issued_once_and_every_node_audits_clean() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (_dir, c) = cluster(&[]);
     let leader = c.wait_for_leader(T).await.unwrap();
-    let client = client_of(c.addrs());
+    let client = client_of(&c, c.addrs());
     let mut ids = Ids::new("bulk");
     hospital(&client, &mut ids).await;
 
@@ -715,7 +740,7 @@ async fn cards_in_bulk_are_issued_once_and_every_node_audits_clean() {
     cards.push(twice);
     // Through a follower, which forwards the whole call.
     let follower = c.running().into_iter().find(|&id| id != leader).unwrap();
-    let via_follower = client_of(vec![c.addr(follower)]);
+    let via_follower = client_of(&c, vec![c.addr(follower)]);
     let batch = IssueCardsRequest { cards };
     let first = via_follower.issue_cards(batch.clone()).await.unwrap();
     assert_eq!(first.results.len(), 301);
@@ -769,7 +794,7 @@ async fn cards_in_bulk_are_issued_once_and_every_node_audits_clean() {
     c.wait_converged(T).await.unwrap();
     let mut digests = std::collections::BTreeSet::new();
     for id in c.running() {
-        let audit = client_of(vec![c.addr(id)])
+        let audit = client_of(&c, vec![c.addr(id)])
             .audit_balances(AuditRequest { with_digest: true })
             .await
             .unwrap();
@@ -789,7 +814,7 @@ async fn the_same_request_to_two_nodes_applies_once_and_answers_the_same() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (_dir, c) = cluster(&[]);
     let leader = c.wait_for_leader(T).await.unwrap();
-    let client = client_of(c.addrs());
+    let client = client_of(&c, c.addrs());
     let mut ids = Ids::new("twice");
     hospital(&client, &mut ids).await;
     client.issue_card(issue(&mut ids, 1, "")).await.unwrap();
@@ -799,7 +824,7 @@ async fn the_same_request_to_two_nodes_applies_once_and_answers_the_same() {
     // To the leader and to a follower (which forwards), then again to the leader.
     let follower = c.running().into_iter().find(|&id| id != leader).unwrap();
     for id in [leader, follower, leader] {
-        let one = client_of(vec![c.addr(id)]);
+        let one = client_of(&c, vec![c.addr(id)]);
         answers.push(one.deposit_cash(request.clone()).await.unwrap());
     }
     assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
@@ -824,7 +849,7 @@ async fn a_request_to_a_follower_is_served_through_the_leader() {
     let leader = c.wait_for_leader(T).await.unwrap();
     let followers: Vec<u64> = c.running().into_iter().filter(|&id| id != leader).collect();
     // A client that knows only the followers.
-    let client = client_of(followers.iter().map(|&id| c.addr(id)).collect());
+    let client = client_of(&c, followers.iter().map(|&id| c.addr(id)).collect());
     let mut ids = Ids::new("follower");
     hospital(&client, &mut ids).await;
     client.issue_card(issue(&mut ids, 1, "100")).await.unwrap();
@@ -849,7 +874,9 @@ async fn a_request_to_a_follower_is_served_through_the_leader() {
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
     for &id in &followers {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr(id)))
+        let channel = tonic::transport::Endpoint::from_shared(format!("https://{}", c.addr(id)))
+            .unwrap()
+            .tls_config(c.client_tls())
             .unwrap()
             .connect()
             .await
@@ -878,7 +905,7 @@ async fn clients_finish_through_a_leader_kill_and_nothing_applies_twice() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let (_dir, mut c) = cluster(&[]);
     c.wait_for_leader(T).await.unwrap();
-    let client = client_of(c.addrs());
+    let client = client_of(&c, c.addrs());
     let mut ids = Ids::new("kill");
     hospital(&client, &mut ids).await;
     const CLIENTS: u64 = 8;
@@ -964,8 +991,8 @@ async fn idle_actors_are_passivated_back_under_the_cap() {
         "--actor-idle-timeout-ms",
         "3000",
     ]);
-    let leader = c.wait_for_leader(T).await.unwrap();
-    let client = client_of(c.addrs());
+    c.wait_for_leader(T).await.unwrap();
+    let client = client_of(&c, c.addrs());
     let mut ids = Ids::new("idle");
     hospital(&client, &mut ids).await;
     // One kiosk per worker, as in a hall full of them: a terminal's work is serial.
@@ -994,7 +1021,9 @@ async fn idle_actors_are_passivated_back_under_the_cap() {
     for task in tasks {
         task.await.unwrap();
     }
-    let leader_client = client_of(vec![c.addr(leader)]);
+    // The leader now (on two shared cores it may have changed during the run): its actors.
+    let leader = c.wait_for_leader(T).await.unwrap();
+    let leader_client = client_of(&c, vec![c.addr(leader)]);
     let live = || async {
         leader_client
             .cluster_status(ClusterStatusRequest { with_digest: false })

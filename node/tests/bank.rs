@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use yinyi_api::Client;
 use yinyi_api::v1::*;
-use yinyi_api::{Client, ClientConfig};
 use yinyi_bank::{BankSim, Faults};
 use yinyi_ledger::{CardToken, Money};
 use yinyi_node::local::LocalCluster;
@@ -66,7 +66,7 @@ impl World {
         )
         .unwrap();
         cluster.wait_for_leader(T).await.unwrap();
-        let mut config = ClientConfig::new(cluster.addrs());
+        let mut config = cluster.api_config();
         config.deadline = T;
         let client = Client::new(config).unwrap();
         let mut w = World {

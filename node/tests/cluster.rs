@@ -173,7 +173,8 @@ async fn a_proposal_to_a_follower_is_refused_with_the_leaders_id() {
     setup(&c, &mut s, 1).await;
     let leader = c.wait_for_leader(T).await.unwrap();
     let follower = c.running().into_iter().find(|&id| id != leader).unwrap();
-    let mut raw = yinyi_consensus::network::connect_lazy(&c.addr(follower)).unwrap();
+    let mut raw =
+        yinyi_consensus::network::connect_lazy(&c.addr(follower), Some(&c.client_tls())).unwrap();
     let reply = raw
         .propose(Payload {
             data: codec::encode(&vec![s.deposit(1, 1)]).unwrap(),

@@ -16,9 +16,11 @@ pub const CF_TERMINALS: &str = "terminals";
 pub const CF_REPORTS: &str = "reports";
 /// The audit trail's index: sensitive requests by time (the records are in `requests`).
 pub const CF_AUDIT: &str = "audit";
+/// Credentials by id.
+pub const CF_CREDENTIALS: &str = "credentials";
 
 /// The families that hold the ledger's state: what a snapshot carries and the digest covers.
-pub const STATE_FAMILIES: [&str; 10] = [
+pub const STATE_FAMILIES: [&str; 11] = [
     CF_ACCOUNTS,
     CF_CARDS,
     CF_PERSONS,
@@ -29,10 +31,11 @@ pub const STATE_FAMILIES: [&str; 10] = [
     CF_TERMINALS,
     CF_REPORTS,
     CF_AUDIT,
+    CF_CREDENTIALS,
 ];
 
 /// Every family of a node's database.
-pub const ALL_FAMILIES: [&str; 13] = [
+pub const ALL_FAMILIES: [&str; 14] = [
     CF_RAFT_LOG,
     CF_RAFT_META,
     CF_SM_META,
@@ -46,6 +49,7 @@ pub const ALL_FAMILIES: [&str; 13] = [
     CF_TERMINALS,
     CF_REPORTS,
     CF_AUDIT,
+    CF_CREDENTIALS,
 ];
 
 /// `raft_meta` keys.

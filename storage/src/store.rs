@@ -52,7 +52,7 @@ struct SnapshotRecord {
 
 /// Families a snapshot carries: the state and the state machine's meta (last applied,
 /// membership), so an installed snapshot is complete in itself.
-const SNAPSHOT_FAMILIES: [&str; 11] = [
+const SNAPSHOT_FAMILIES: [&str; 12] = [
     CF_SM_META,
     CF_ACCOUNTS,
     CF_CARDS,
@@ -64,6 +64,7 @@ const SNAPSHOT_FAMILIES: [&str; 11] = [
     CF_TERMINALS,
     CF_REPORTS,
     CF_AUDIT,
+    CF_CREDENTIALS,
 ];
 
 /// Above every key we write: the end of a range delete over a whole family.
@@ -489,10 +490,28 @@ impl Store {
         self.write(batch, true)
     }
 
-    /// A consistent copy of the whole database (log and state) in `dir`, for backups.
+    /// A consistent copy of the whole database (log and state) in `dir`, for backups: hard
+    /// links to the immutable table files where it can, copies otherwise.
     pub fn checkpoint(&self, dir: &Path) -> Result<()> {
         rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
         Ok(())
+    }
+
+    /// Makes a restored copy the start of a new cluster: no log (everything up to
+    /// `last_purged`, the state's last applied entry, counts as purged), no vote, and the new
+    /// cluster's membership as the state machine's. One synced batch.
+    pub fn reset_raft(&self, last_purged: Option<Vec<u8>>, membership: Vec<u8>) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(self.cf(CF_RAFT_LOG), log_key(0), log_key(u64::MAX));
+        batch.delete_cf(self.cf(CF_RAFT_LOG), log_key(u64::MAX));
+        batch.delete_cf(self.cf(CF_RAFT_META), META_VOTE);
+        batch.delete_cf(self.cf(CF_RAFT_META), META_COMMITTED);
+        match last_purged {
+            Some(log_id) => batch.put_cf(self.cf(CF_RAFT_META), META_LAST_PURGED, log_id),
+            None => batch.delete_cf(self.cf(CF_RAFT_META), META_LAST_PURGED),
+        }
+        batch.put_cf(self.cf(CF_SM_META), SM_MEMBERSHIP, membership);
+        self.write(batch, true)
     }
 }
 
@@ -553,6 +572,9 @@ impl l::StateView for RocksView<'_> {
     fn request(&self, id: &l::RequestId) -> Option<l::RequestRecord> {
         self.read(CF_REQUESTS, id.as_str().as_bytes())
     }
+    fn credential(&self, id: &str) -> Option<l::Credential> {
+        self.read(CF_CREDENTIALS, id.as_bytes())
+    }
 
     fn put_account(&mut self, account: l::Account) {
         self.write(CF_ACCOUNTS, account_key(account.id).to_vec(), &account);
@@ -591,6 +613,13 @@ impl l::StateView for RocksView<'_> {
     }
     fn put_report(&mut self, report: l::Report) {
         self.write(CF_REPORTS, report.key().into_bytes(), &report);
+    }
+    fn put_credential(&mut self, credential: l::Credential) {
+        self.write(
+            CF_CREDENTIALS,
+            credential.id.as_bytes().to_vec(),
+            &credential,
+        );
     }
 }
 

@@ -8,3 +8,4 @@
 pub mod harness;
 pub mod nemesis;
 pub mod proxy;
+pub mod raw;

@@ -124,14 +124,20 @@ impl Nemesis {
                 // snapshots (and purges), so the follower can only catch up by a snapshot.
                 let leader = chaos.lock().await.leader().await?;
                 let addr = chaos.lock().await.cluster.addr(leader);
-                let start = applied(&addr).await?;
+                let template = chaos.lock().await.cluster.api_config();
+                let start = applied(&template, &addr).await?;
                 // The load may be ending: wait a bounded while, then snapshot whatever is there.
                 let _ = wait_until(Duration::from_secs(10), || {
-                    let addr = addr.clone();
-                    async move { applied(&addr).await.is_ok_and(|a| a > start + 600) }
+                    let (addr, template) = (addr.clone(), template.clone());
+                    async move {
+                        applied(&template, &addr)
+                            .await
+                            .is_ok_and(|a| a > start + 600)
+                    }
                 })
                 .await;
-                yinyi_node::client::ClusterClient::new(vec![addr.clone()])
+                let tls = chaos.lock().await.cluster.client_tls();
+                yinyi_node::client::ClusterClient::new(vec![addr.clone()], Some(tls))
                     .trigger_snapshot(&addr)
                     .await?;
                 chaos.lock().await.restart(id)?;
@@ -153,9 +159,10 @@ impl Nemesis {
                         let Ok(leader) = c.leader().await else {
                             return false;
                         };
+                        let template = c.cluster.api_config();
                         let (Ok(a), Ok(b)) = (
-                            applied(&c.cluster.addr(id)).await,
-                            applied(&c.cluster.addr(leader)).await,
+                            applied(&template, &c.cluster.addr(id)).await,
+                            applied(&template, &c.cluster.addr(leader)).await,
                         ) else {
                             return false;
                         };
@@ -191,8 +198,9 @@ impl Nemesis {
 }
 
 /// The last applied index a node reports.
-async fn applied(addr: &str) -> Result<i64> {
-    let mut config = ClientConfig::new(vec![addr.to_string()]);
+async fn applied(template: &ClientConfig, addr: &str) -> Result<i64> {
+    let mut config = template.clone();
+    config.nodes = vec![addr.to_string()];
     config.deadline = Duration::from_secs(2);
     config.attempt_timeout = Duration::from_secs(1);
     let status = Client::new(config)?
@@ -275,7 +283,7 @@ pub async fn run(dir: &std::path::Path, plan: &Plan) -> Result<Report> {
     chaos.leader().await?;
     let addrs = chaos.addrs();
     let chaos = Arc::new(Mutex::new(chaos));
-    let mut config = ClientConfig::new(addrs.clone());
+    let mut config = chaos.lock().await.cluster.api_config();
     config.deadline = Duration::from_secs(15);
     config.attempt_timeout = Duration::from_secs(1);
     let client = Client::new(config)?;

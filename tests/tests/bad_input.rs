@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tonic::Code;
 use yinyi_api::v1::*;
-use yinyi_api::{ApiError, Client, ClientConfig};
+use yinyi_api::{ApiError, Client};
 use yinyi_node::local::LocalCluster;
 use yinyi_tests::harness::yinyi_exe;
 
@@ -89,7 +89,7 @@ async fn bad_input_gets_its_code_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let c = LocalCluster::start(&yinyi_exe().unwrap(), dir.path(), 3, vec![]).unwrap();
     c.wait_for_leader(T).await.unwrap();
-    let mut config = ClientConfig::new(c.addrs());
+    let mut config = c.api_config();
     config.deadline = T;
     let client = Client::new(config).unwrap();
     for terminal in [KIOSK, WINDOW, HIS] {

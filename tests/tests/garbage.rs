@@ -5,12 +5,9 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::transport::Channel;
-use tonic::{Code, Status};
+use tonic::Code;
 use yinyi_node::local::LocalCluster;
 use yinyi_tests::harness::yinyi_exe;
 
@@ -33,63 +30,15 @@ const METHODS: [&str; 16] = [
     "/yinyi.v1.AdminService/Reconcile",
 ];
 
-/// Sends bytes as they are and takes whatever comes back as bytes.
-#[derive(Clone, Default)]
-struct Raw;
-
-impl Encoder for Raw {
-    type Item = Bytes;
-    type Error = Status;
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
-        Ok(())
-    }
-}
-
-impl Decoder for Raw {
-    type Item = Bytes;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
-
-impl Codec for Raw {
-    type Encode = Bytes;
-    type Decode = Bytes;
-    type Encoder = Raw;
-    type Decoder = Raw;
-    fn encoder(&mut self) -> Raw {
-        Raw
-    }
-    fn decoder(&mut self) -> Raw {
-        Raw
-    }
-}
-
-async fn send(channel: Channel, method: &'static str, body: Vec<u8>) -> Result<Bytes, Status> {
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready()
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
-    let mut request = tonic::Request::new(Bytes::from(body));
-    request.set_timeout(Duration::from_secs(5));
-    grpc.unary(
-        request,
-        tonic::codegen::http::uri::PathAndQuery::from_static(method),
-        Raw,
-    )
-    .await
-    .map(|r| r.into_inner())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_bytes_on_every_method_are_refused_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let c = LocalCluster::start(&yinyi_exe().unwrap(), dir.path(), 3, vec![]).unwrap();
     let leader = c.wait_for_leader(Duration::from_secs(30)).await.unwrap();
     let before = c.wait_converged(Duration::from_secs(30)).await.unwrap();
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", c.addr(leader)))
+    let channel = tonic::transport::Endpoint::from_shared(format!("https://{}", c.addr(leader)))
+        .unwrap()
+        .tls_config(c.client_tls())
         .unwrap()
         .connect()
         .await
@@ -107,7 +56,12 @@ async fn random_bytes_on_every_method_are_refused_and_change_nothing() {
         |(method, body)| {
             let channel = channel.clone();
             let outcome = tokio::task::block_in_place(|| {
-                tokio::runtime::Handle::current().block_on(send(channel, METHODS[method], body))
+                tokio::runtime::Handle::current().block_on(yinyi_tests::raw::call(
+                    channel,
+                    Some(c.credential()),
+                    METHODS[method],
+                    body,
+                ))
             });
             // Garbage is refused; it never passes as a request that does something.
             match outcome {

@@ -790,11 +790,63 @@ fn lines_of<'a>(entries: impl Iterator<Item = &'a JournalEntry>) -> Vec<ReportLi
     lines
 }
 
+/// Every terminal's day totals (the stored days and the current one) are exactly its journal
+/// entries of that business day, by kind and channel.
+fn check_day_reports(state: &MemState) -> Result<(), String> {
+    let mut reported: BTreeMap<(TerminalId, String), Vec<ReportLine>> = BTreeMap::new();
+    for report in state.reports.values() {
+        if let Report::TerminalDay(r) = report
+            && reported
+                .insert(
+                    (r.terminal.clone(), r.day.date.clone()),
+                    r.day.lines.clone(),
+                )
+                .is_some()
+        {
+            return Err(format!(
+                "two day reports of {} on {}",
+                r.terminal, r.day.date
+            ));
+        }
+    }
+    for terminal in state.terminals.values() {
+        if let Some(today) = &terminal.today
+            && reported
+                .insert(
+                    (terminal.id.clone(), today.date.clone()),
+                    today.lines.clone(),
+                )
+                .is_some()
+        {
+            return Err(format!(
+                "{} has a stored and a current {}",
+                terminal.id, today.date
+            ));
+        }
+    }
+    let mut from_journal: BTreeMap<(TerminalId, String), Vec<ReportLine>> = BTreeMap::new();
+    for e in &state.journal {
+        if !state.terminals.contains_key(&e.terminal) {
+            continue;
+        }
+        let day = yinyi_ledger::BusinessDay::of_ms(e.at.0).to_string();
+        let lines = from_journal.entry((e.terminal.clone(), day)).or_default();
+        add_to_lines(lines, e.kind, e.channel, e.amount);
+    }
+    if reported != from_journal {
+        return Err(format!(
+            "terminal day totals {reported:?} differ from the journal's {from_journal:?}"
+        ));
+    }
+    Ok(())
+}
+
 /// 6: a terminal's cash box equals the cash taken there since its last collection or shift
 /// close minus the cash paid out; every report's expected cash is the cash of its period, a
 /// shift report's lines are the entries of its shift, and an open shift's totals are the
 /// entries since it opened.
 fn check_cash_boxes_and_reports(state: &MemState) -> Result<(), String> {
+    check_day_reports(state)?;
     let mut reports_of: BTreeMap<&TerminalId, Vec<&Report>> = BTreeMap::new();
     for (key, report) in &state.reports {
         if report.key() != *key {
@@ -806,8 +858,8 @@ fn check_cash_boxes_and_reports(state: &MemState) -> Result<(), String> {
         let terminal = match report {
             Report::Shift(r) => &r.terminal,
             Report::Collection(r) => &r.terminal,
-            // Not a terminal's report: nothing about cash boxes to check.
-            Report::Reconciliation(_) => continue,
+            // Not about cash boxes: reconciliation; days are checked by `check_day_reports`.
+            Report::Reconciliation(_) | Report::TerminalDay(_) => continue,
         };
         if !state.terminals.contains_key(terminal) {
             return Err(format!("report {key} names unknown terminal"));
@@ -831,7 +883,9 @@ fn check_cash_boxes_and_reports(state: &MemState) -> Result<(), String> {
         let reset_at = |r: &Report| match r {
             Report::Shift(s) => s.closed_at,
             Report::Collection(c) => c.at,
-            Report::Reconciliation(_) => unreachable!("only terminals' reports are here"),
+            Report::Reconciliation(_) | Report::TerminalDay(_) => {
+                unreachable!("only shifts and collections are here")
+            }
         };
         reports.sort_by_key(|r| reset_at(r));
         let mut last_reset = Timestamp(i64::MIN);
@@ -885,7 +939,9 @@ fn check_cash_boxes_and_reports(state: &MemState) -> Result<(), String> {
                         ));
                     }
                 }
-                Report::Reconciliation(_) => unreachable!("only terminals' reports are here"),
+                Report::Reconciliation(_) | Report::TerminalDay(_) => {
+                    unreachable!("only shifts and collections are here")
+                }
             }
             last_reset = at;
         }

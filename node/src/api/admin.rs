@@ -10,8 +10,11 @@ use yinyi_api::v1::admin_service_client::AdminServiceClient;
 use yinyi_api::v1::admin_service_server::AdminService;
 use yinyi_api::v1::*;
 use yinyi_consensus::{MembershipChange, ProposeError};
-use yinyi_ledger::{CommandBody, Effect, Money, Report};
-use yinyi_storage::keys::CF_REPORTS;
+use yinyi_ledger::{CommandBody, Effect, Report};
+use yinyi_storage::keys::{CF_CREDENTIALS, CF_REPORTS};
+
+/// The terminal membership changes are recorded from in the audit trail.
+pub const MEMBERSHIP_TERMINAL: &str = "S-CLUSTER";
 
 use super::convert::{self, reason};
 use super::{Gateway, unexpected};
@@ -31,6 +34,28 @@ pub fn business_day(date: &str) -> Result<(i64, i64), Status> {
                 format!("date {date:?} is not a YYYY-MM-DD date"),
             )
         })
+}
+
+/// Adds a report line into lines kept by (kind, channel).
+fn add_line(
+    lines: &mut Vec<yinyi_ledger::ReportLine>,
+    line: &yinyi_ledger::ReportLine,
+) -> Result<(), Status> {
+    match lines
+        .iter_mut()
+        .find(|l| l.kind == line.kind && l.channel == line.channel)
+    {
+        Some(l) => {
+            l.count += line.count;
+            l.total = l
+                .total
+                .checked_add(line.total)
+                .ok_or_else(|| convert::internal("daily total overflows"))?;
+        }
+        None => lines.push(line.clone()),
+    }
+    lines.sort_by_key(|l| (l.kind, l.channel));
+    Ok(())
 }
 
 /// The node ids of a membership change: at least one.
@@ -65,13 +90,79 @@ impl Admin {
         }
     }
 
-    async fn change(&self, change: MembershipChange) -> Result<Response<MembershipReply>, Status> {
+    async fn change(
+        &self,
+        caller: Option<super::auth::Caller>,
+        change: MembershipChange,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let said = format!("{change:?}");
         self.gateway
             .consensus()
             .change_membership(change)
             .await
             .map_err(|e| membership_failed(e, &self.gateway))?;
+        // Into the audit trail: who changed the cluster, and to what.
+        let who = caller.map_or_else(|| "insecure node".to_string(), |c| c.id);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let command = self.gateway.command(
+            &format!("membership:{now}"),
+            MEMBERSHIP_TERMINAL,
+            "",
+            CommandBody::RecordMembership {
+                change: format!("{said} by credential {who}"),
+            },
+        )?;
+        if let Err(e) = self
+            .gateway
+            .submit(EntityKey::Terminal(command.terminal.clone()), command)
+            .await
+        {
+            tracing::error!("membership changed but not recorded in the audit trail: {e}");
+        }
         Ok(Response::new(self.members().await))
+    }
+
+    fn credential_info(c: &yinyi_ledger::Credential) -> CredentialInfo {
+        CredentialInfo {
+            credential_id: c.id.clone(),
+            roles: c.roles.iter().map(|r| r.as_str().to_string()).collect(),
+            bound_terminal_id: c
+                .terminal
+                .as_ref()
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+            created_ms: c.created_at.0,
+            revoked_ms: c.revoked_at.map_or(0, |t| t.0),
+        }
+    }
+
+    async fn credential_command(
+        &self,
+        request_id: &str,
+        terminal_id: &str,
+        operator_id: &str,
+        body: CommandBody,
+    ) -> Result<Response<CredentialReply>, Status> {
+        let g = &self.gateway;
+        let command = g.command(request_id, terminal_id, operator_id, body)?;
+        let id = match g
+            .submit(EntityKey::Terminal(command.terminal.clone()), command)
+            .await?
+        {
+            Effect::Credential { id } => id,
+            other => return Err(unexpected(&other)),
+        };
+        let credential = g
+            .backend()
+            .store()
+            .get::<yinyi_ledger::Credential>(CF_CREDENTIALS, id.as_bytes())
+            .map_err(|e| convert::internal(format!("read credential: {e}")))?
+            .ok_or_else(|| convert::internal(format!("credential {id} written but not found")))?;
+        Ok(Response::new(CredentialReply {
+            credential: Some(Self::credential_info(&credential)),
+        }))
     }
 
     async fn account_command(
@@ -202,6 +293,7 @@ impl AdminService for Admin {
         request: Request<AddLearnerRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
         lead_or_forward!(self.gateway, request, AdminServiceClient, add_learner);
+        let caller = super::auth::Caller::of(&request);
         let r = request.into_inner();
         if r.id == 0 {
             return Err(convert::invalid(
@@ -216,10 +308,13 @@ impl AdminService for Admin {
                 format!("addr {addr:?} is not host:port"),
             ));
         }
-        self.change(MembershipChange::AddLearner {
-            id: r.id,
-            addr: addr.to_string(),
-        })
+        self.change(
+            caller,
+            MembershipChange::AddLearner {
+                id: r.id,
+                addr: addr.to_string(),
+            },
+        )
         .await
     }
 
@@ -228,8 +323,9 @@ impl AdminService for Admin {
         request: Request<NodeIds>,
     ) -> Result<Response<MembershipReply>, Status> {
         lead_or_forward!(self.gateway, request, AdminServiceClient, promote_voters);
+        let caller = super::auth::Caller::of(&request);
         let ids = node_ids(request.into_inner())?;
-        self.change(MembershipChange::Promote { ids }).await
+        self.change(caller, MembershipChange::Promote { ids }).await
     }
 
     async fn remove_nodes(
@@ -237,8 +333,9 @@ impl AdminService for Admin {
         request: Request<NodeIds>,
     ) -> Result<Response<MembershipReply>, Status> {
         lead_or_forward!(self.gateway, request, AdminServiceClient, remove_nodes);
+        let caller = super::auth::Caller::of(&request);
         let ids = node_ids(request.into_inner())?;
-        self.change(MembershipChange::Remove { ids }).await
+        self.change(caller, MembershipChange::Remove { ids }).await
     }
 
     async fn freeze(
@@ -355,6 +452,106 @@ impl AdminService for Admin {
         Ok(Response::new(ListAuditReply { records }))
     }
 
+    async fn put_credential(
+        &self,
+        request: Request<PutCredentialRequest>,
+    ) -> Result<Response<CredentialReply>, Status> {
+        lead_or_forward!(self.gateway, request, AdminServiceClient, put_credential);
+        let r = request.into_inner();
+        let roles = yinyi_ledger::Role::parse_list(&r.roles.join(","))
+            .map_err(|e| convert::invalid(reason::INVALID_REQUEST, e))?;
+        let terminal = if r.bound_terminal_id.is_empty() {
+            None
+        } else {
+            Some(convert::terminal_id(
+                "bound_terminal_id",
+                &r.bound_terminal_id,
+            )?)
+        };
+        self.credential_command(
+            &r.request_id,
+            &r.terminal_id,
+            &r.operator_id,
+            CommandBody::PutCredential {
+                id: r.credential_id,
+                roles,
+                terminal,
+                secret_sha256: r.secret_sha256,
+            },
+        )
+        .await
+    }
+
+    async fn revoke_credential(
+        &self,
+        request: Request<RevokeCredentialRequest>,
+    ) -> Result<Response<CredentialReply>, Status> {
+        lead_or_forward!(self.gateway, request, AdminServiceClient, revoke_credential);
+        let r = request.into_inner();
+        self.credential_command(
+            &r.request_id,
+            &r.terminal_id,
+            &r.operator_id,
+            CommandBody::RevokeCredential {
+                id: r.credential_id,
+            },
+        )
+        .await
+    }
+
+    async fn list_credentials(
+        &self,
+        request: Request<ListCredentialsRequest>,
+    ) -> Result<Response<ListCredentialsReply>, Status> {
+        lead_or_forward!(self.gateway, request, AdminServiceClient, list_credentials);
+        self.gateway.read_barrier().await?;
+        let credentials: Vec<yinyi_ledger::Credential> = self
+            .gateway
+            .backend()
+            .store()
+            .scan_prefix(CF_CREDENTIALS, b"", usize::MAX)
+            .map_err(|e| convert::internal(format!("read credentials: {e}")))?;
+        Ok(Response::new(ListCredentialsReply {
+            credentials: credentials.iter().map(Self::credential_info).collect(),
+        }))
+    }
+
+    async fn backup(
+        &self,
+        request: Request<BackupRequest>,
+    ) -> Result<Response<BackupReply>, Status> {
+        let r = request.into_inner();
+        let dir = std::path::PathBuf::from(&r.dir);
+        if !dir.is_absolute() {
+            return Err(convert::invalid(
+                reason::INVALID_REQUEST,
+                format!(
+                    "dir {:?} must be an absolute path on the node's machine",
+                    r.dir
+                ),
+            ));
+        }
+        let info = self
+            .gateway
+            .consensus()
+            .backup(dir)
+            .await
+            .map_err(|e| match e {
+                yinyi_consensus::backup::BackupError::Exists(_) => {
+                    status_with_reason(Code::AlreadyExists, reason::INVALID_REQUEST, e.to_string())
+                }
+                other => convert::internal(other.to_string()),
+            })?;
+        tracing::info!(dir = %r.dir, applied = info.applied, digest = %info.digest, "backup taken");
+        Ok(Response::new(BackupReply {
+            node: info.node,
+            dir: r.dir,
+            applied: info.applied,
+            digest: info.digest,
+            taken_ms: info.taken_ms,
+        }))
+    }
+
     async fn dormant_accounts(
         &self,
         request: Request<DormantAccountsRequest>,
@@ -435,44 +632,58 @@ impl AdminService for Admin {
         self.gateway.read_barrier().await?;
         let mut shifts = Vec::new();
         let mut collections = Vec::new();
-        let mut totals: BTreeMap<(String, i32), (u64, Money)> = BTreeMap::new();
+        let mut totals = Vec::new();
+        let mut days: BTreeMap<String, Vec<yinyi_ledger::ReportLine>> = BTreeMap::new();
         for report in self.reports()? {
             match report {
                 Report::Shift(s) if (start..end).contains(&s.closed_at.0) => {
                     for line in &s.lines {
-                        let total = totals
-                            .entry((
-                                convert::screaming(&line.kind),
-                                convert::channel(line.channel),
-                            ))
-                            .or_insert((0, Money::ZERO));
-                        total.0 += line.count;
-                        total.1 = total
-                            .1
-                            .checked_add(line.total)
-                            .ok_or_else(|| convert::internal("daily total overflows"))?;
+                        add_line(&mut totals, line)?;
                     }
                     shifts.push(convert::shift_report(&s));
                 }
                 Report::Collection(c) if (start..end).contains(&c.at.0) => {
                     collections.push(convert::collection_report(&c));
                 }
+                Report::TerminalDay(d) if d.day.date == date => {
+                    days.insert(d.terminal.to_string(), d.day.lines);
+                }
                 _ => {}
+            }
+        }
+        // Terminals whose last movement was that day still hold it as their current day.
+        let terminals: Vec<yinyi_ledger::Terminal> = self
+            .gateway
+            .backend()
+            .store()
+            .scan_prefix(yinyi_storage::keys::CF_TERMINALS, b"", usize::MAX)
+            .map_err(|e| convert::internal(format!("read terminals: {e}")))?;
+        for t in terminals {
+            if let Some(today) = t.today
+                && today.date == date
+            {
+                days.insert(t.id.to_string(), today.lines);
+            }
+        }
+        let mut by_channel = Vec::new();
+        for lines in days.values() {
+            for line in lines {
+                add_line(&mut by_channel, line)?;
             }
         }
         Ok(Response::new(DailyReportReply {
             date,
             shifts,
             collections,
-            totals: totals
+            totals: totals.iter().map(convert::report_line).collect(),
+            terminals: days
                 .into_iter()
-                .map(|((kind, channel), (count, total))| ReportLine {
-                    kind,
-                    channel,
-                    count,
-                    total: convert::money(total),
+                .map(|(terminal_id, lines)| TerminalDayLines {
+                    terminal_id,
+                    lines: lines.iter().map(convert::report_line).collect(),
                 })
                 .collect(),
+            by_channel: by_channel.iter().map(convert::report_line).collect(),
         }))
     }
 }

@@ -4,6 +4,7 @@
 //! the entity's actor and reads wait for a linearizable read index.
 
 pub mod admin;
+pub mod auth;
 pub mod convert;
 pub mod his;
 pub mod payment;
@@ -15,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tonic::metadata::{MetadataMap, MetadataValue};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 use yinyi_actors::{Actors, EntityKey};
 use yinyi_api::error::{LEADER_HINT, status_with_reason};
@@ -108,11 +109,8 @@ impl Gateway {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| convert::internal(format!("leader address {addr}: {e}")))?
-            .connect_timeout(Duration::from_millis(500))
-            .tcp_nodelay(true)
-            .connect_lazy();
+        let channel = yinyi_consensus::network::channel_to(addr, self.consensus.client_tls())
+            .map_err(|e| convert::internal(format!("leader address {addr}: {e}")))?;
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
@@ -213,9 +211,11 @@ impl Gateway {
         operator_id: &str,
         body: yinyi_ledger::CommandBody,
     ) -> Result<Command, Status> {
+        let terminal = convert::terminal_id("terminal_id", terminal_id)?;
+        auth::check_terminal(&terminal)?;
         Ok(Command {
             request: convert::request_id(request_id)?,
-            terminal: convert::terminal_id("terminal_id", terminal_id)?,
+            terminal,
             operator: convert::operator(operator_id)?,
             at: Timestamp(0),
             body,
@@ -257,8 +257,9 @@ impl Gateway {
 fn copy_metadata(from: &MetadataMap) -> MetadataMap {
     let mut to = MetadataMap::new();
     for key_value in from.iter() {
+        // Ours, and the caller's credential: the leader checks it again.
         if let tonic::metadata::KeyAndValueRef::Ascii(key, value) = key_value
-            && key.as_str().starts_with("x-yinyi-")
+            && (key.as_str().starts_with("x-yinyi-") || key.as_str() == "authorization")
         {
             to.insert(key.clone(), value.clone());
         }

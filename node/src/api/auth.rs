@@ -1,0 +1,310 @@
+//! Who may call what. Every call of the public API (`/yinyi.v1.*`) carries a credential,
+//! `authorization: Bearer ID:SECRET`; the node finds the credential (the replicated ones, or
+//! the bootstrap ones of its config), checks the secret's SHA-256, that it is not revoked, and
+//! that one of its roles may call the method. A credential bound to a terminal may only name
+//! that terminal in its requests ([`check_terminal`], from the gateway). Refusals are counted
+//! by reason (`auth_refusals_total`). Health, reflection and the internal service are not
+//! `yinyi.v1` methods: the internal service has its own check (a CA-signed client
+//! certificate).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tonic::Status;
+use yinyi_ledger::{Credential, Role, TerminalId, Timestamp};
+use yinyi_storage::Store;
+use yinyi_storage::keys::CF_CREDENTIALS;
+
+use Role::*;
+
+/// The caller of the call being served (set for the handler's task by [`AuthLayer`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub id: String,
+    pub roles: Vec<Role>,
+    pub terminal: Option<TerminalId>,
+}
+
+tokio::task_local! {
+    static CALLER: Caller;
+}
+
+impl Caller {
+    /// The caller of the call this task serves, if it was authenticated.
+    pub fn current() -> Option<Caller> {
+        CALLER.try_with(Caller::clone).ok()
+    }
+
+    /// The same, for handlers that have the request at hand.
+    pub fn of<T>(_request: &tonic::Request<T>) -> Option<Caller> {
+        Caller::current()
+    }
+}
+
+/// Refuses a request naming a terminal other than the one its credential is bound to.
+pub fn check_terminal(terminal: &TerminalId) -> Result<(), Status> {
+    match Caller::current() {
+        Some(Caller {
+            id,
+            terminal: Some(bound),
+            ..
+        }) if &bound != terminal => {
+            metrics::counter!("auth_refusals_total", "reason" => "terminal").increment(1);
+            Err(Status::permission_denied(format!(
+                "credential {id} acts for terminal {bound}, not {terminal}"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The roles that may call each method of the public API. A method missing here is refused
+/// to everyone (a new method must be given its roles).
+pub fn roles_for(service: &str, method: &str) -> Option<&'static [Role]> {
+    const EVERY_CHANNEL: &[Role] = &[Kiosk, Window, Mobile, His, Admin, Auditor];
+    const READERS: &[Role] = &[Kiosk, Window, Mobile, Admin, Auditor];
+    const PAYERS: &[Role] = &[Kiosk, Window, Mobile];
+    const STAFF_VIEW: &[Role] = &[Admin, Auditor];
+    Some(match (service, method) {
+        ("PaymentService", "IssueCard") => &[Kiosk, Window],
+        ("PaymentService", "IssueCards") => &[Window, Admin],
+        ("PaymentService", "DepositCash") => &[Kiosk, Window],
+        ("PaymentService", "TopUpBankCard") => PAYERS,
+        ("PaymentService", "TopUpThirdParty") => PAYERS,
+        ("PaymentService", "PayBill") => PAYERS,
+        ("PaymentService", "Refund") => &[Window, Admin],
+        ("PaymentService", "Withdraw") => &[Window],
+        ("PaymentService", "ReportLoss") => PAYERS,
+        ("PaymentService", "CancelLoss") => &[Window],
+        ("PaymentService", "ReplaceCard") => &[Window],
+        ("PaymentService", "QueryBalance") => EVERY_CHANNEL,
+        ("PaymentService", "ListTransactions") => READERS,
+        ("PaymentService", "ThirdPartyNotify") => &[Bank],
+        ("HisService", "PostBill") => &[His],
+        ("HisService", "CancelBill") => &[His],
+        ("HisService", "GetBill") => EVERY_CHANNEL,
+        ("TerminalService", "RegisterTerminal") => &[Admin],
+        ("TerminalService", "Heartbeat") => &[Kiosk, Window, Mobile, His],
+        ("TerminalService", "OpenShift") => &[Window],
+        ("TerminalService", "CloseShift") => &[Window],
+        ("TerminalService", "CollectCash") => &[Admin],
+        ("AdminService", "ClusterStatus") => STAFF_VIEW,
+        ("AdminService", "AddLearner" | "PromoteVoters" | "RemoveNodes") => &[Admin],
+        ("AdminService", "Freeze" | "Unfreeze" | "SetOverdraft" | "SetTerminalStatus") => &[Admin],
+        ("AdminService", "GetShiftReport" | "DailyReport") => STAFF_VIEW,
+        ("AdminService", "Reconcile") => &[Admin],
+        ("AdminService", "AuditBalances" | "ListAudit" | "DormantAccounts") => STAFF_VIEW,
+        ("AdminService", "PutCredential" | "RevokeCredential" | "Backup") => &[Admin],
+        ("AdminService", "ListCredentials") => STAFF_VIEW,
+        _ => return None,
+    })
+}
+
+pub use yinyi_api::credential::secret_sha256;
+
+/// `ID:ROLES:SHA256` (roles joined by `+`), a credential from the node's config.
+pub fn parse_bootstrap(text: &str) -> Result<Credential, String> {
+    let mut parts = text.splitn(3, ':');
+    let (Some(id), Some(roles), Some(sha)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!(
+            "bootstrap credential {:?} is not ID:ROLES:SHA256",
+            text.chars().take(40).collect::<String>()
+        ));
+    };
+    yinyi_ledger::credential::check_id(id)?;
+    yinyi_ledger::credential::check_sha256(sha)?;
+    Ok(Credential {
+        id: id.to_string(),
+        roles: Role::parse_list(roles)?,
+        terminal: None,
+        secret_sha256: sha.to_string(),
+        created_at: Timestamp(0),
+        revoked_at: None,
+    })
+}
+
+pub struct Authenticator {
+    store: Arc<Store>,
+    bootstrap: BTreeMap<String, Credential>,
+}
+
+fn refuse(reason: &'static str, status: Status) -> Status {
+    metrics::counter!("auth_refusals_total", "reason" => reason).increment(1);
+    status
+}
+
+impl Authenticator {
+    pub fn new(store: Arc<Store>, bootstrap: Vec<Credential>) -> Authenticator {
+        Authenticator {
+            store,
+            bootstrap: bootstrap.into_iter().map(|c| (c.id.clone(), c)).collect(),
+        }
+    }
+
+    /// The caller of a call to `path`, or why it is refused. `None`: not a public API method
+    /// (health, reflection, the internal service), not checked here.
+    pub fn check(&self, path: &str, authorization: Option<&str>) -> Result<Option<Caller>, Status> {
+        let Some(rest) = path.strip_prefix("/yinyi.v1.") else {
+            return Ok(None);
+        };
+        let (service, method) = rest.split_once('/').unwrap_or((rest, ""));
+        let Some(allowed) = roles_for(service, method) else {
+            return Err(refuse(
+                "method",
+                Status::permission_denied(format!("no role may call {path}")),
+            ));
+        };
+        let Some(token) = authorization.and_then(|a| a.strip_prefix("Bearer ")) else {
+            return Err(refuse(
+                "missing",
+                Status::unauthenticated(
+                    "a credential is required: authorization: Bearer ID:SECRET",
+                ),
+            ));
+        };
+        let Some((id, secret)) = token.split_once(':') else {
+            return Err(refuse(
+                "malformed",
+                Status::unauthenticated("the credential is not ID:SECRET"),
+            ));
+        };
+        let credential = match self.bootstrap.get(id) {
+            Some(c) => Some(c.clone()),
+            None if yinyi_ledger::credential::check_id(id).is_ok() => self
+                .store
+                .get::<Credential>(CF_CREDENTIALS, id.as_bytes())
+                .map_err(|e| Status::internal(format!("read credentials: {e}")))?,
+            None => None,
+        };
+        // Unknown ids and wrong secrets get the same answer.
+        let Some(credential) = credential else {
+            return Err(refuse(
+                "unknown",
+                Status::unauthenticated("unknown credential or wrong secret"),
+            ));
+        };
+        if !constant_time_eq(
+            secret_sha256(secret).as_bytes(),
+            credential.secret_sha256.as_bytes(),
+        ) {
+            return Err(refuse(
+                "secret",
+                Status::unauthenticated("unknown credential or wrong secret"),
+            ));
+        }
+        if credential.is_revoked() {
+            return Err(refuse(
+                "revoked",
+                Status::unauthenticated(format!("credential {id} is revoked")),
+            ));
+        }
+        if !credential.has_any(allowed) {
+            return Err(refuse(
+                "role",
+                Status::permission_denied(format!(
+                    "credential {id} ({}) may not call {service}/{method}; it needs one of: {}",
+                    credential
+                        .roles
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    allowed
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )),
+            ));
+        }
+        Ok(Some(Caller {
+            id: credential.id,
+            roles: credential.roles,
+            terminal: credential.terminal,
+        }))
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The tower layer in front of every service of the node's gRPC server.
+#[derive(Clone)]
+pub struct AuthLayer {
+    auth: Arc<Authenticator>,
+}
+
+impl AuthLayer {
+    pub fn new(auth: Arc<Authenticator>) -> AuthLayer {
+        AuthLayer { auth }
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+    fn layer(&self, inner: S) -> AuthService<S> {
+        AuthService {
+            inner,
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    auth: Arc<Authenticator>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S, B> tower::Service<http::Request<B>> for AuthService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let authorization = request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        match self.auth.check(request.uri().path(), authorization) {
+            Ok(Some(caller)) => {
+                let served = self.inner.call(request);
+                Box::pin(CALLER.scope(caller, served))
+            }
+            Ok(None) => Box::pin(self.inner.call(request)),
+            Err(status) => {
+                let response = status.into_http::<tonic::body::Body>();
+                Box::pin(async move { Ok(response) })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bootstrap_credentials_parse() {
+        let sha = secret_sha256("s3cret");
+        let c = parse_bootstrap(&format!("ops:admin+auditor:{sha}")).unwrap();
+        assert_eq!(c.roles, vec![Admin, Auditor]);
+        assert!(parse_bootstrap("ops:admin").is_err());
+        assert!(parse_bootstrap(&format!("ops:root:{sha}")).is_err());
+        assert!(parse_bootstrap("ops:admin:xyz").is_err());
+    }
+}
