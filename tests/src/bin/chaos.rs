@@ -30,6 +30,9 @@ struct Cli {
     /// Run each nemesis alone, one after another, instead of the random mix.
     #[arg(long)]
     each: bool,
+    /// With --each: only the nemeses whose name contains this (e.g. "rolling").
+    #[arg(long)]
+    only: Option<String>,
 }
 
 #[tokio::main]
@@ -39,6 +42,11 @@ async fn main() -> std::process::ExitCode {
     println!("seed {seed} (replay with --seed {seed})");
     let plans: Vec<Plan> = if cli.each {
         ALL.iter()
+            .filter(|n| {
+                cli.only
+                    .as_ref()
+                    .is_none_or(|o| n.name().contains(o.as_str()))
+            })
             .map(|n| Plan {
                 nemeses: vec![*n],
                 random: false,
@@ -60,6 +68,14 @@ async fn main() -> std::process::ExitCode {
             accounts: cli.accounts,
         }]
     };
+    if plans.is_empty() {
+        let names: Vec<&str> = ALL.iter().map(|n| n.name()).collect();
+        eprintln!(
+            "yinyi-chaos: no nemesis matches --only; they are: {}",
+            names.join("; ")
+        );
+        return std::process::ExitCode::from(2);
+    }
     let mut rows = Vec::new();
     let mut failed = false;
     for plan in &plans {
