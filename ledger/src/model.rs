@@ -334,25 +334,27 @@ pub struct ReportLine {
 /// Adds one entry to report lines kept sorted by (kind, channel), so the lines are identical on
 /// every node.
 pub fn add_to_lines(lines: &mut Vec<ReportLine>, kind: EntryKind, channel: Channel, amount: Money) {
-    match lines.binary_search_by(|line| (line.kind, line.channel).cmp(&(kind, channel))) {
+    let line = ReportLine {
+        kind,
+        channel,
+        count: 1,
+        total: amount,
+    };
+    merge_line(lines, &line).expect("report total within range");
+}
+
+/// Adds a line (its count and total) into lines kept sorted by (kind, channel); `None` when
+/// the total would leave Money's range.
+pub fn merge_line(lines: &mut Vec<ReportLine>, line: &ReportLine) -> Option<()> {
+    match lines.binary_search_by(|l| (l.kind, l.channel).cmp(&(line.kind, line.channel))) {
         Ok(i) => {
-            let line = &mut lines[i];
-            line.count += 1;
-            line.total = line
-                .total
-                .checked_add(amount)
-                .expect("report total within range");
+            let into = &mut lines[i];
+            into.count += line.count;
+            into.total = into.total.checked_add(line.total)?;
         }
-        Err(i) => lines.insert(
-            i,
-            ReportLine {
-                kind,
-                channel,
-                count: 1,
-                total: amount,
-            },
-        ),
+        Err(i) => lines.insert(i, line.clone()),
     }
+    Some(())
 }
 
 /// 日结: the report of a closed window shift.

@@ -377,7 +377,7 @@ pub async fn dormant(access: &Access, months: u32, limit: u32) -> Result<()> {
     Ok(())
 }
 
-pub use yinyi_api::credential::new_secret;
+use yinyi_api::credential::new_secret;
 
 /// The admin console's terminal and a request id for `ctl`'s own administrative commands.
 const CTL_TERMINAL: &str = "A-CTL";

@@ -118,7 +118,7 @@ impl LocalCluster {
             joining: Vec::new(),
             tls_dir,
             authority,
-            credential: format!("local:{}", crate::ctl::new_secret()),
+            credential: format!("local:{}", yinyi_api::credential::new_secret()),
             nodes,
         })
     }

@@ -41,21 +41,7 @@ fn add_line(
     lines: &mut Vec<yinyi_ledger::ReportLine>,
     line: &yinyi_ledger::ReportLine,
 ) -> Result<(), Status> {
-    match lines
-        .iter_mut()
-        .find(|l| l.kind == line.kind && l.channel == line.channel)
-    {
-        Some(l) => {
-            l.count += line.count;
-            l.total = l
-                .total
-                .checked_add(line.total)
-                .ok_or_else(|| convert::internal("daily total overflows"))?;
-        }
-        None => lines.push(line.clone()),
-    }
-    lines.sort_by_key(|l| (l.kind, l.channel));
-    Ok(())
+    yinyi_ledger::merge_line(lines, line).ok_or_else(|| convert::internal("daily total overflows"))
 }
 
 /// The node ids of a membership change: at least one.
@@ -293,7 +279,7 @@ impl AdminService for Admin {
         request: Request<AddLearnerRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
         lead_or_forward!(self.gateway, request, AdminServiceClient, add_learner);
-        let caller = super::auth::Caller::of(&request);
+        let caller = super::auth::Caller::current();
         let r = request.into_inner();
         if r.id == 0 {
             return Err(convert::invalid(
@@ -323,7 +309,7 @@ impl AdminService for Admin {
         request: Request<NodeIds>,
     ) -> Result<Response<MembershipReply>, Status> {
         lead_or_forward!(self.gateway, request, AdminServiceClient, promote_voters);
-        let caller = super::auth::Caller::of(&request);
+        let caller = super::auth::Caller::current();
         let ids = node_ids(request.into_inner())?;
         self.change(caller, MembershipChange::Promote { ids }).await
     }
@@ -333,7 +319,7 @@ impl AdminService for Admin {
         request: Request<NodeIds>,
     ) -> Result<Response<MembershipReply>, Status> {
         lead_or_forward!(self.gateway, request, AdminServiceClient, remove_nodes);
-        let caller = super::auth::Caller::of(&request);
+        let caller = super::auth::Caller::current();
         let ids = node_ids(request.into_inner())?;
         self.change(caller, MembershipChange::Remove { ids }).await
     }

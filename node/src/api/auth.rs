@@ -7,6 +7,7 @@
 //! `yinyi.v1` methods: the internal service has its own check (a CA-signed client
 //! certificate).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -37,27 +38,27 @@ impl Caller {
     pub fn current() -> Option<Caller> {
         CALLER.try_with(Caller::clone).ok()
     }
-
-    /// The same, for handlers that have the request at hand.
-    pub fn of<T>(_request: &tonic::Request<T>) -> Option<Caller> {
-        Caller::current()
-    }
 }
 
 /// Refuses a request naming a terminal other than the one its credential is bound to.
 pub fn check_terminal(terminal: &TerminalId) -> Result<(), Status> {
-    match Caller::current() {
-        Some(Caller {
-            id,
-            terminal: Some(bound),
-            ..
-        }) if &bound != terminal => {
+    // On every command: read the caller in place, clone nothing unless refusing.
+    let refusal = CALLER
+        .try_with(|c| match &c.terminal {
+            Some(bound) if bound != terminal => Some(format!(
+                "credential {} acts for terminal {bound}, not {terminal}",
+                c.id
+            )),
+            _ => None,
+        })
+        .ok()
+        .flatten();
+    match refusal {
+        Some(message) => {
             metrics::counter!("auth_refusals_total", "reason" => "terminal").increment(1);
-            Err(Status::permission_denied(format!(
-                "credential {id} acts for terminal {bound}, not {terminal}"
-            )))
+            Err(Status::permission_denied(message))
         }
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 
@@ -171,12 +172,13 @@ impl Authenticator {
                 Status::unauthenticated("the credential is not ID:SECRET"),
             ));
         };
-        let credential = match self.bootstrap.get(id) {
-            Some(c) => Some(c.clone()),
+        let credential: Option<Cow<'_, Credential>> = match self.bootstrap.get(id) {
+            Some(c) => Some(Cow::Borrowed(c)),
             None if yinyi_ledger::credential::check_id(id).is_ok() => self
                 .store
                 .get::<Credential>(CF_CREDENTIALS, id.as_bytes())
-                .map_err(|e| Status::internal(format!("read credentials: {e}")))?,
+                .map_err(|e| Status::internal(format!("read credentials: {e}")))?
+                .map(Cow::Owned),
             None => None,
         };
         // Unknown ids and wrong secrets get the same answer.
@@ -221,9 +223,9 @@ impl Authenticator {
             ));
         }
         Ok(Some(Caller {
-            id: credential.id,
-            roles: credential.roles,
-            terminal: credential.terminal,
+            id: credential.id.clone(),
+            roles: credential.roles.clone(),
+            terminal: credential.terminal.clone(),
         }))
     }
 }
