@@ -4,8 +4,8 @@
 use std::future::Future;
 
 use yinyi_ledger::{
-    Account, AccountId, BankOp, BankRef, Bill, BillId, Command, Outcome, RequestId, RequestRecord,
-    Terminal, TerminalId,
+    Account, AccountId, BankOp, BankRef, Bill, BillId, Command, Outcome, Rejection, RequestId,
+    RequestRecord, Terminal, TerminalId,
 };
 
 /// Why a proposal did not produce an outcome.
@@ -38,7 +38,11 @@ pub trait Backend: Send + Sync + 'static {
     fn account(&self, id: AccountId) -> Option<Account>;
     fn terminal(&self, id: &TerminalId) -> Option<Terminal>;
     fn bill(&self, id: &BillId) -> Option<Bill>;
-    fn request(&self, id: &RequestId) -> Option<RequestRecord>;
+    /// The record of a request, by its terminal and id.
+    fn request(&self, terminal: &TerminalId, id: &RequestId) -> Option<RequestRecord>;
+    /// What `apply` would refuse `command` with on this node's state now (`ledger::refusal`
+    /// with the cluster's rules); `None` when it would pass or is a recorded request.
+    fn refusal(&self, command: &Command) -> Option<Rejection>;
     fn bank_op(&self, bank_ref: &BankRef) -> Option<BankOp>;
     /// Every bank operation still Pending or InDoubt.
     fn unresolved_bank_ops(&self) -> Vec<BankOp>;

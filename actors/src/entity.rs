@@ -1,15 +1,12 @@
 //! The entity actors: one per patient account and one per terminal. Each handles its commands
-//! one at a time, answers a retried request from the stored outcome, refuses early what its
-//! cached entity already shows cannot succeed, and otherwise proposes through Raft.
+//! one at a time, answers a retried request from the stored outcome, refuses early what the
+//! ledger's own rules refuse on the state as it is now, and otherwise proposes through Raft.
 
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
-use yinyi_ledger::{
-    Account, AccountStatus, BillStatus, Command, CommandBody, Outcome, ReasonCode, Rejection,
-    Terminal, TerminalStatus,
-};
+use yinyi_ledger::{Command, CommandBody, Outcome};
 
 use crate::backend::{Backend, ProposeFailure};
 use crate::router::RouterMsg;
@@ -58,94 +55,18 @@ pub(crate) struct EntityArgs {
     pub router: ActorRef<RouterMsg>,
 }
 
-/// What an actor remembers of its entity: refreshed after every outcome.
-pub(crate) enum Cache {
-    Account(Option<Account>),
-    Terminal(Option<Terminal>),
-}
-
 pub(crate) struct EntityState {
     key: EntityKey,
     router: ActorRef<RouterMsg>,
-    cache: Cache,
 }
 
-fn load<B: Backend>(backend: &B, key: &EntityKey) -> Cache {
-    match key {
-        EntityKey::Account(id) => Cache::Account(backend.account(*id)),
-        EntityKey::Terminal(id) => Cache::Terminal(backend.terminal(id)),
-    }
-}
-
-/// A refusal the cached account already shows, when there is one. It is answered without
-/// proposing and is not recorded: nothing happened, so a later retry with the same request id
-/// is decided afresh. Only conditions `apply` also refuses are checked; when a command breaks
-/// several rules, the reason given here may be another of them than `apply` would name first.
-pub fn early_rejection<B: Backend>(
-    backend: &B,
-    account: &Account,
-    command: &Command,
-) -> Option<Rejection> {
-    let frozen = || {
-        Rejection::new(
-            ReasonCode::AccountFrozen,
-            format!("account {} is frozen", account.id),
-        )
-    };
-    match &command.body {
-        CommandBody::PayBill { bill, .. } => {
-            if account.status == AccountStatus::Frozen {
-                return Some(frozen());
-            }
-            let bill = backend.bill(bill)?;
-            let available = account.balance.checked_add(account.overdraft_limit)?;
-            if bill.account == account.id
-                && bill.status == BillStatus::Unpaid
-                && bill.pending_op.is_none()
-                && bill.amount > available
-            {
-                return Some(Rejection::new(
-                    ReasonCode::InsufficientFunds,
-                    format!(
-                        "bill {} of {} exceeds what account {} can pay ({})",
-                        bill.id, bill.amount, account.id, available
-                    ),
-                ));
-            }
-            None
-        }
-        CommandBody::WithdrawCash { amount, .. } => {
-            if account.status == AccountStatus::Frozen {
-                return Some(frozen());
-            }
-            match amount {
-                Some(amount) if *amount > account.balance && amount.is_positive() => {
-                    Some(Rejection::new(
-                        ReasonCode::InsufficientFunds,
-                        format!(
-                            "withdrawal of {amount} exceeds the balance {} of account {}",
-                            account.balance, account.id
-                        ),
-                    ))
-                }
-                _ => None,
-            }
-        }
-        _ => None,
-    }
-}
-
-/// A card issued at a terminal that is out of service or retired: refused early, like
-/// [`early_rejection`].
-fn terminal_rejection(terminal: &Terminal, command: &Command) -> Option<Rejection> {
-    let issued_here =
-        matches!(command.body, CommandBody::IssueCard { .. }) && command.terminal == terminal.id;
-    (issued_here && terminal.status != TerminalStatus::InService).then(|| {
-        Rejection::new(
-            ReasonCode::TerminalOutOfService,
-            format!("terminal {} is {:?}", terminal.id, terminal.status),
-        )
-    })
+/// The commands worth refusing before proposing: those a patient's balance or an account's
+/// freeze most often refuses. Others are decided by `apply` alone.
+fn worth_an_early_look(command: &Command) -> bool {
+    matches!(
+        command.body,
+        CommandBody::PayBill { .. } | CommandBody::WithdrawCash { .. }
+    )
 }
 
 fn failure(e: ProposeFailure) -> SubmitError {
@@ -158,51 +79,48 @@ fn failure(e: ProposeFailure) -> SubmitError {
 }
 
 impl<B: Backend> EntityActor<B> {
-    /// The answer known without proposing: a retry's stored outcome, or an early refusal.
-    fn known(&self, state: &EntityState, command: &Command) -> Option<Outcome> {
-        // A retry of a request already decided: its stored outcome, nothing proposed.
-        if let Some(record) = self.backend.request(&command.request)
-            && record.body == command.body
-            && record.terminal == command.terminal
-        {
-            metrics::counter!("actors_duplicates_total").increment(1);
-            return Some(record.outcome);
-        }
-        let early = match &state.cache {
-            Cache::Account(Some(account)) => {
-                early_rejection(self.backend.as_ref(), account, command)
+    /// The answer known without proposing: a retry's stored outcome, or the refusal `apply`
+    /// would give on the state as it is now (decided by the ledger's own rules, on a fresh
+    /// read, never on a cached copy another actor's command may have made stale).
+    fn known(&self, command: &Command) -> Option<Outcome> {
+        if let Some(record) = self.backend.request(&command.terminal, &command.request) {
+            if record.answers(command) {
+                metrics::counter!("actors_duplicates_total").increment(1);
+                return Some(record.outcome);
             }
-            Cache::Terminal(Some(terminal)) => terminal_rejection(terminal, command),
-            _ => None,
-        };
-        early.map(|rejection| {
+            // A reused id: proposed, so `apply` records nothing new and answers REQUEST_ID_REUSED.
+            return None;
+        }
+        if !worth_an_early_look(command) {
+            return None;
+        }
+        self.backend.refusal(command).map(|rejection| {
             metrics::counter!("actors_early_rejections_total", "reason" => rejection.code.as_str())
                 .increment(1);
             Outcome::Rejected(rejection)
         })
     }
 
-    async fn run(&self, state: &mut EntityState, command: Command) -> Result<Outcome, SubmitError> {
-        if let Some(outcome) = self.known(state, &command) {
+    async fn run(&self, command: Command) -> Result<Outcome, SubmitError> {
+        if let Some(outcome) = self.known(&command) {
             return Ok(outcome);
         }
-        let outcome = self.backend.propose(command).await.map_err(failure)?;
-        state.cache = load(self.backend.as_ref(), &state.key);
-        Ok(outcome)
+        self.backend.propose(command).await.map_err(failure)
     }
 
-    /// A batch: what is known is answered, the rest proposed at once (the proposer packs them
-    /// into as few Raft entries as it can), in the batch's order.
-    async fn run_batch(
-        &self,
-        state: &mut EntityState,
-        commands: Vec<Command>,
-    ) -> Vec<Result<Outcome, SubmitError>> {
+    /// A batch: retries are answered from their records, the rest proposed at once (the
+    /// proposer packs them into as few Raft entries as it can), in the batch's order. No early
+    /// refusals: a command may depend on an earlier one of the same batch.
+    async fn run_batch(&self, commands: Vec<Command>) -> Vec<Result<Outcome, SubmitError>> {
         let mut answers: Vec<Option<Result<Outcome, SubmitError>>> = Vec::new();
         let mut proposals = Vec::new();
         for command in commands {
-            match self.known(state, &command) {
-                Some(outcome) => answers.push(Some(Ok(outcome))),
+            let retry = self
+                .backend
+                .request(&command.terminal, &command.request)
+                .filter(|record| record.answers(&command));
+            match retry {
+                Some(record) => answers.push(Some(Ok(record.outcome))),
                 None => {
                     answers.push(None);
                     proposals.push(self.backend.propose(command));
@@ -210,7 +128,6 @@ impl<B: Backend> EntityActor<B> {
             }
         }
         let mut proposed = futures::future::join_all(proposals).await.into_iter();
-        state.cache = load(self.backend.as_ref(), &state.key);
         answers
             .into_iter()
             .map(|known| {
@@ -236,7 +153,6 @@ impl<B: Backend> Actor for EntityActor<B> {
         args: EntityArgs,
     ) -> Result<EntityState, ActorProcessingErr> {
         Ok(EntityState {
-            cache: load(self.backend.as_ref(), &args.key),
             key: args.key,
             router: args.router,
         })
@@ -252,10 +168,10 @@ impl<B: Backend> Actor for EntityActor<B> {
         // The caller may have given up; its answer is then only in the state.
         match work {
             Work::One { command, reply } => {
-                let _ = reply.send(self.run(state, command).await);
+                let _ = reply.send(self.run(command).await);
             }
             Work::Batch { commands, reply } => {
-                let _ = reply.send(self.run_batch(state, commands).await);
+                let _ = reply.send(self.run_batch(commands).await);
             }
         }
         // The router counts this entity's work done (for passivation).

@@ -24,7 +24,6 @@ use tokio::sync::{oneshot, watch};
 use yinyi_ledger::{AccountId, Command, Outcome, TerminalId};
 
 pub use backend::{Backend, ProposeFailure};
-pub use entity::early_rejection;
 pub use saga::{BankAnswer, BankGateway, BankLink, BankStatus, SagaConfig};
 
 use entity::Work;

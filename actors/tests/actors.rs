@@ -45,8 +45,15 @@ impl Backend for MemBackend {
     fn bill(&self, id: &BillId) -> Option<Bill> {
         self.state.lock().unwrap().bill(id)
     }
-    fn request(&self, id: &RequestId) -> Option<RequestRecord> {
-        self.state.lock().unwrap().request(id)
+    fn request(&self, terminal: &TerminalId, id: &RequestId) -> Option<RequestRecord> {
+        self.state.lock().unwrap().request(terminal, id)
+    }
+    fn refusal(&self, command: &Command) -> Option<Rejection> {
+        let ctx = ApplyCtx {
+            txn: TxnId::new(0, 0),
+            rules: Rules::default(),
+        };
+        yinyi_ledger::refusal(command, &mut *self.state.lock().unwrap(), &ctx)
     }
     fn bank_op(&self, bank_ref: &BankRef) -> Option<BankOp> {
         self.state.lock().unwrap().bank_op(bank_ref)
@@ -255,7 +262,10 @@ async fn a_frozen_account_and_a_short_balance_are_refused_early_and_not_recorded
         .unwrap();
     assert_eq!(code(&outcome), Some(ReasonCode::InsufficientFunds));
     assert_eq!(h.proposals(), before, "refused without proposing");
-    assert!(h.backend.request(&pay.request).is_none(), "not recorded");
+    assert!(
+        h.backend.request(&pay.terminal, &pay.request).is_none(),
+        "not recorded"
+    );
 
     // Once the money is there, the same request succeeds.
     let c = h.deposit(1, 100);

@@ -171,6 +171,11 @@ pub struct Consensus {
     leader_since: Arc<std::sync::Mutex<Option<(u64, tokio::time::Instant)>>>,
     /// openraft's leader lease: the longest election timeout.
     lease: Duration,
+    /// The latest command time applied or stamped here: stamps never go below it, so a new
+    /// leader whose clock is behind the old one's cannot move time (and business days) back.
+    clock: Arc<std::sync::atomic::AtomicI64>,
+    /// The cluster's business rules, as the state machine applies them.
+    rules: Rules,
 }
 
 /// Records when this node became leader of its current term: a leader votes for another
@@ -198,11 +203,31 @@ async fn track_leadership(
     }
 }
 
+/// A fault-injection switch for the failure tests: this node's clock runs this many
+/// milliseconds off (`YINYI_FAULT_CLOCK_SKEW_MS`, may be negative), as a badly synchronised
+/// machine's would. Unset in production.
+pub const CLOCK_SKEW_ENV: &str = "YINYI_FAULT_CLOCK_SKEW_MS";
+
 fn now_ms() -> i64 {
+    static SKEW_MS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let skew = *SKEW_MS.get_or_init(|| {
+        std::env::var(CLOCK_SKEW_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    });
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+        + skew
+}
+
+/// The time to stamp on a proposal: the wall clock, but never below the latest time applied or
+/// stamped on this node (a leader elected with its clock behind the last one's, or a clock
+/// stepped back, keeps time moving forward).
+fn stamp(clock: &std::sync::atomic::AtomicI64, now_ms: i64) -> i64 {
+    clock.fetch_max(now_ms, Ordering::SeqCst).max(now_ms)
 }
 
 impl Consensus {
@@ -214,6 +239,7 @@ impl Consensus {
         let log_store = LogStore::new(store.clone());
         let committed = log_store.committed_handle();
         let state_machine = StateMachine::new(store.clone(), config.rules, data_dir);
+        let clock = state_machine.clock();
         let raft = Raft::new(
             config.id,
             raft_config,
@@ -243,11 +269,18 @@ impl Consensus {
             pending: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             leader_since,
             lease: Duration::from_millis(config.election_timeout_max_ms),
+            clock,
+            rules: config.rules,
         })
     }
 
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    /// The cluster's business rules (for the actors' early refusals, decided by the ledger).
+    pub fn rules(&self) -> Rules {
+        self.rules
     }
 
     /// How this node dials the others (TLS with its certificate, or plaintext when insecure).
@@ -300,7 +333,7 @@ impl Consensus {
         if self.draining.load(Ordering::SeqCst) {
             return Err(ProposeError::NotLeader { leader: None });
         }
-        command.at = Timestamp(now_ms());
+        command.at = Timestamp(stamp(&self.clock, now_ms()));
         let bytes = yinyi_storage::encode(&command)
             .map_err(|e| ProposeError::Invalid(e.to_string()))?
             .len();
@@ -620,5 +653,23 @@ impl Consensus {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicI64;
+
+    use super::*;
+
+    /// Issue 15, path 4: a clock behind what was applied (a new leader's, or one stepped back)
+    /// never stamps below it; a clock ahead moves time on.
+    #[test]
+    fn stamps_never_go_below_the_latest_time_applied_or_stamped() {
+        let clock = AtomicI64::new(1_000);
+        assert_eq!(stamp(&clock, 900), 1_000);
+        assert_eq!(stamp(&clock, 1_500), 1_500);
+        assert_eq!(stamp(&clock, 1_200), 1_500);
+        assert_eq!(clock.load(Ordering::SeqCst), 1_500);
     }
 }

@@ -5,13 +5,14 @@
 
 use std::io::{Cursor, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 use yinyi_ledger::{ApplyCtx, MAX_COMMANDS_PER_ENTRY, Rules, TxnId, apply};
-use yinyi_storage::keys::{SM_LAST_APPLIED, SM_MEMBERSHIP};
+use yinyi_storage::keys::{SM_CLOCK, SM_LAST_APPLIED, SM_MEMBERSHIP};
 use yinyi_storage::{Store, codec};
 
 use crate::types::{
@@ -87,15 +88,32 @@ pub struct StateMachine {
     store: Arc<Store>,
     rules: Rules,
     snapshots: SnapshotSlot,
+    /// The latest command time applied here (shared with the proposer, which never stamps
+    /// below it).
+    clock: Arc<AtomicI64>,
 }
 
 impl StateMachine {
     pub fn new(store: Arc<Store>, rules: Rules, data_dir: &std::path::Path) -> StateMachine {
+        let clock = match store.sm_meta(SM_CLOCK) {
+            Ok(Some(bytes)) => bytes
+                .as_slice()
+                .try_into()
+                .map(i64::from_be_bytes)
+                .unwrap_or(0),
+            _ => 0,
+        };
         StateMachine {
             store,
             rules,
             snapshots: SnapshotSlot::load(data_dir.join("snapshot.bin")),
+            clock: Arc::new(AtomicI64::new(clock)),
         }
+    }
+
+    /// The latest command time applied on this node.
+    pub fn clock(&self) -> Arc<AtomicI64> {
+        self.clock.clone()
     }
 }
 
@@ -115,11 +133,13 @@ fn read_applied(store: &Store) -> Result<(Option<LogId>, StoredMembership), Stor
 fn apply_entries(
     store: &Store,
     rules: Rules,
+    clock: &AtomicI64,
     entries: Vec<Entry>,
 ) -> Result<Vec<BatchOutcome>, StorageError> {
     let (mut last_applied, mut membership) = read_applied(store)?;
     let mut view = store.view();
     let mut responses = Vec::with_capacity(entries.len());
+    let mut latest_at = clock.load(Ordering::SeqCst);
     for entry in entries {
         let index = entry.log_id.index;
         last_applied = Some(entry.log_id);
@@ -133,6 +153,7 @@ fn apply_entries(
                 );
                 let mut outcomes = Vec::with_capacity(batch.commands.len());
                 for (position, command) in batch.commands.iter().enumerate() {
+                    latest_at = latest_at.max(command.at.0);
                     let ctx = ApplyCtx {
                         txn: TxnId::new(index, position as u64),
                         rules,
@@ -157,9 +178,11 @@ fn apply_entries(
             &[
                 (SM_LAST_APPLIED, applied_bytes),
                 (SM_MEMBERSHIP, membership_bytes),
+                (SM_CLOCK, latest_at.to_be_bytes().to_vec()),
             ],
         )
         .map_err(sm_write_err)?;
+    clock.fetch_max(latest_at, Ordering::SeqCst);
     Ok(responses)
 }
 
@@ -178,7 +201,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let store = self.store.clone();
         let rules = self.rules;
-        tokio::task::spawn_blocking(move || apply_entries(&store, rules, entries))
+        let clock = self.clock.clone();
+        tokio::task::spawn_blocking(move || apply_entries(&store, rules, &clock, entries))
             .await
             .map_err(sm_write_err)?
     }

@@ -21,6 +21,7 @@ use crate::model::{
 };
 use crate::money::Money;
 use crate::outcome::{Effect, Outcome, ReasonCode, Rejection};
+use crate::permissions::{allowed_out_of_service, allowed_terminals};
 use crate::view::{RequestRecord, StateView};
 
 /// The cluster-wide business limits. Every node must apply with the same `Rules`, so they are
@@ -56,20 +57,17 @@ pub struct ApplyCtx {
 /// Applies one command. Deterministic: the same commands in the same order on the same state
 /// give the same outcomes and the same writes on every node.
 pub fn apply<V: StateView>(cmd: &Command, view: &mut V, ctx: &ApplyCtx) -> Outcome {
-    if let Some(record) = view.request(&cmd.request) {
-        if record.terminal == cmd.terminal
-            && record.operator == cmd.operator
-            && record.body == cmd.body
-        {
+    if let Some(record) = view.request(&cmd.terminal, &cmd.request) {
+        if record.answers(cmd) {
             return record.outcome;
         }
         return Outcome::rejected(
             ReasonCode::RequestIdReused,
             format!(
-                "request id {} was used before for another {} from {}",
+                "request id {} was used before by terminal {} for another {}",
                 cmd.request,
-                record.body.name(),
-                record.terminal
+                record.terminal,
+                record.body.name()
             ),
         );
     }
@@ -97,6 +95,22 @@ pub fn apply<V: StateView>(cmd: &Command, view: &mut V, ctx: &ApplyCtx) -> Outco
         },
     );
     outcome
+}
+
+/// What `apply` would refuse `cmd` with on `view` as it is now, writing nothing (not even a
+/// request record): the leader's actors answer such a refusal at once instead of proposing.
+/// The same rules in the same order decide, so the early answer is the one `apply` would give
+/// on this state. `None` when it would be applied, or when the request id is already recorded
+/// (a retry or a reused id, which `apply` answers from the record).
+pub fn refusal<V: StateView>(cmd: &Command, view: &mut V, ctx: &ApplyCtx) -> Option<Rejection> {
+    if view.request(&cmd.terminal, &cmd.request).is_some() {
+        return None;
+    }
+    let mut staged = Staged::new(view, cmd, ctx);
+    staged
+        .execute()
+        .and_then(|_| staged.check_invariants())
+        .err()
 }
 
 type Rule<T> = Result<T, Rejection>;
@@ -252,17 +266,13 @@ impl<'v, V: StateView> Staged<'v, V> {
 
     // ---- common checks ----
 
-    /// The command's terminal may do this. Kiosks, windows, mobile channels and HIS must be
-    /// registered and in service; admin consoles and the cluster's own terminal need not be.
-    fn terminal_allowed(&self, allowed: &[TerminalKind]) -> Rule<Option<Terminal>> {
-        self.terminal_allowed_when(allowed, false)
-    }
-
-    fn terminal_allowed_when(
-        &self,
-        allowed: &[TerminalKind],
-        even_out_of_service: bool,
-    ) -> Rule<Option<Terminal>> {
+    /// The command's terminal may do this (`permissions::allowed_terminals`). Kiosks,
+    /// windows, mobile channels and HIS must be registered and in service (out of service only
+    /// to close a shift or empty the cash box); admin consoles and the cluster's own terminal
+    /// need not be registered.
+    fn terminal_allowed(&self) -> Rule<Option<Terminal>> {
+        let allowed = allowed_terminals(&self.cmd.body);
+        let even_out_of_service = allowed_out_of_service(&self.cmd.body);
         let id = &self.cmd.terminal;
         let kind = id.kind();
         if !allowed.contains(&kind) {
@@ -542,7 +552,10 @@ impl<'v, V: StateView> Staged<'v, V> {
         // The day's totals by kind and channel; a new day stores the last one as a report.
         let date = crate::BusinessDay::of_ms(self.cmd.at.0).to_string();
         match &mut terminal.today {
-            Some(today) if today.date == date => {}
+            // The same day, or a stamp from before it (a new leader's clock a little behind the
+            // old one's near midnight): the day never goes back, so a finished day's report is
+            // never replaced by a partial one.
+            Some(today) if today.date >= date => {}
             other => {
                 if let Some(done) = other.take() {
                     self.reports.push(Report::TerminalDay(TerminalDayReport {
@@ -590,11 +603,11 @@ impl<'v, V: StateView> Staged<'v, V> {
                 holder,
                 first_deposit,
             } => {
-                let terminal = self.terminal_allowed(&[Kiosk, Window])?;
+                let terminal = self.terminal_allowed()?;
                 self.issue_card(terminal, card, *card_kind, holder, *first_deposit)
             }
             CommandBody::DepositCash { card, amount } => {
-                let terminal = self.terminal_allowed(&[Kiosk, Window])?;
+                let terminal = self.terminal_allowed()?;
                 self.require_shift_at_window(&terminal)?;
                 let amount = self.amount(*amount)?;
                 self.kiosk_cash(amount)?;
@@ -644,7 +657,7 @@ impl<'v, V: StateView> Staged<'v, V> {
                 amount,
             } => self.post_bill(bill, card, *kind, *amount),
             CommandBody::CancelBill { bill } => {
-                self.terminal_allowed(&[His])?;
+                self.terminal_allowed()?;
                 let mut b = self.bill_exists(bill)?;
                 self.no_op_in_flight(&b)?;
                 let refundable = match b.status {
@@ -671,7 +684,7 @@ impl<'v, V: StateView> Staged<'v, V> {
                 })
             }
             CommandBody::PayBill { bill, card } => {
-                let terminal = self.terminal_allowed(&[Kiosk, Window, Mobile])?;
+                let terminal = self.terminal_allowed()?;
                 self.require_shift_at_window(&terminal)?;
                 let (_, account) = self.card_in_use(card)?;
                 let mut b = self.bill_exists(bill)?;
@@ -704,33 +717,12 @@ impl<'v, V: StateView> Staged<'v, V> {
                     balance,
                 })
             }
-            CommandBody::Refund { bill } => {
-                let terminal = self.terminal_allowed(&[Window, Kiosk, His])?;
-                self.require_shift_at_window(&terminal)?;
-                let mut b = self.bill_exists(bill)?;
-                self.refundable(&b)?;
-                let account = self.active(self.account_exists(b.account)?)?;
-                let balance = self.post(Movement {
-                    account: account.id,
-                    kind: EntryKind::Refund,
-                    channel: Channel::Account,
-                    amount: b.amount,
-                    bill: Some(bill.clone()),
-                    bank_ref: None,
-                    terminal: cmd.terminal.clone(),
-                });
-                b.status = BillStatus::Refunded;
-                let amount = b.amount;
-                self.bills.insert(b.id.clone(), b);
-                Ok(Effect::BalanceChanged {
-                    account: account.id,
-                    txn: self.ctx.txn,
-                    amount,
-                    balance,
-                })
+            CommandBody::Refund { bill } => self.refund_to_account(bill, None),
+            CommandBody::RefundToAccount { bill, declined } => {
+                self.refund_to_account(bill, Some(declined))
             }
             CommandBody::WithdrawCash { card, amount } => {
-                let terminal = self.terminal_allowed(&[Window])?;
+                let terminal = self.terminal_allowed()?;
                 self.require_shift_at_window(&terminal)?;
                 let (_, account) = self.card_in_use(card)?;
                 let amount = self.withdrawal_amount(&account, *amount)?;
@@ -751,7 +743,7 @@ impl<'v, V: StateView> Staged<'v, V> {
                 })
             }
             CommandBody::ReportLoss { card, person } => {
-                self.terminal_allowed(&[Window])?;
+                self.terminal_allowed()?;
                 let (mut c, _) = self.holder_card(card, person)?;
                 match c.status {
                     CardStatus::Active => {}
@@ -776,7 +768,7 @@ impl<'v, V: StateView> Staged<'v, V> {
                 })
             }
             CommandBody::CancelLoss { card, person } => {
-                self.terminal_allowed(&[Window])?;
+                self.terminal_allowed()?;
                 let (mut c, _) = self.holder_card(card, person)?;
                 match c.status {
                     CardStatus::Lost => {}
@@ -805,7 +797,7 @@ impl<'v, V: StateView> Staged<'v, V> {
                 new_card,
                 person,
             } => {
-                self.terminal_allowed(&[Window])?;
+                self.terminal_allowed()?;
                 let (mut old, account) = self.holder_card(old_card, person)?;
                 if old.status == CardStatus::Replaced {
                     return reject(
@@ -841,7 +833,7 @@ impl<'v, V: StateView> Staged<'v, V> {
                 self.set_account_status(*account, AccountStatus::Active)
             }
             CommandBody::SetOverdraft { account, limit } => {
-                self.terminal_allowed(&[Window, Admin])?;
+                self.terminal_allowed()?;
                 if limit.is_negative() {
                     return reject(
                         ReasonCode::InvalidAmount,
@@ -880,7 +872,7 @@ impl<'v, V: StateView> Staged<'v, V> {
                 terminal,
                 secret_sha256,
             } => {
-                self.terminal_allowed(&[Admin])?;
+                self.terminal_allowed()?;
                 crate::credential::check_id(id)
                     .and_then(|()| crate::credential::check_sha256(secret_sha256))
                     .or_else(|e| reject(ReasonCode::InvalidCredential, e))?;
@@ -907,7 +899,7 @@ impl<'v, V: StateView> Staged<'v, V> {
                 Ok(Effect::Credential { id: id.clone() })
             }
             CommandBody::RevokeCredential { id } => {
-                self.terminal_allowed(&[Admin])?;
+                self.terminal_allowed()?;
                 let Some(mut credential) = self.base.credential(id) else {
                     return reject(
                         ReasonCode::CredentialNotFound,
@@ -920,12 +912,37 @@ impl<'v, V: StateView> Staged<'v, V> {
                 }
                 Ok(Effect::Credential { id: id.clone() })
             }
+            CommandBody::RevokeBootstrapCredential { id } => {
+                self.terminal_allowed()?;
+                crate::credential::check_id(id)
+                    .or_else(|e| reject(ReasonCode::InvalidCredential, e))?;
+                match self.base.credential(id) {
+                    Some(c) if c.is_revoked() => {}
+                    Some(_) => {
+                        return reject(
+                            ReasonCode::CredentialExists,
+                            format!("credential {id} is a replicated one: revoke it as such"),
+                        );
+                    }
+                    // A tombstone: every node refuses the id from now on, whatever its
+                    // config still lists; no secret matches an empty hash.
+                    None => self.credentials.push(Credential {
+                        id: id.clone(),
+                        roles: Vec::new(),
+                        terminal: None,
+                        secret_sha256: String::new(),
+                        created_at: self.cmd.at,
+                        revoked_at: Some(self.cmd.at),
+                    }),
+                }
+                Ok(Effect::Credential { id: id.clone() })
+            }
             CommandBody::RecordMembership { .. } => {
-                self.terminal_allowed(&[Admin, System])?;
+                self.terminal_allowed()?;
                 Ok(Effect::Recorded)
             }
             CommandBody::RegisterTerminal { terminal } => {
-                self.terminal_allowed(&[Admin])?;
+                self.terminal_allowed()?;
                 if matches!(terminal.kind(), Admin | System) {
                     return reject(
                         ReasonCode::TerminalNotAllowed,
@@ -960,7 +977,7 @@ impl<'v, V: StateView> Staged<'v, V> {
                 })
             }
             CommandBody::SetTerminalStatus { terminal, status } => {
-                self.terminal_allowed(&[Admin])?;
+                self.terminal_allowed()?;
                 let Some(mut t) = self.terminal(terminal) else {
                     return reject(
                         ReasonCode::TerminalNotRegistered,
@@ -981,9 +998,7 @@ impl<'v, V: StateView> Staged<'v, V> {
                 })
             }
             CommandBody::OpenShift => {
-                let mut t = self
-                    .terminal_allowed(&[Window])?
-                    .expect("windows are registered");
+                let mut t = self.terminal_allowed()?.expect("windows are registered");
                 let operator = self.operator()?;
                 if t.shift.is_some() {
                     return reject(
@@ -1006,9 +1021,7 @@ impl<'v, V: StateView> Staged<'v, V> {
                 })
             }
             CommandBody::CloseShift => {
-                let mut t = self
-                    .terminal_allowed_when(&[Window], true)?
-                    .expect("windows are registered");
+                let mut t = self.terminal_allowed()?.expect("windows are registered");
                 let Some(shift) = t.shift.take() else {
                     return reject(
                         ReasonCode::ShiftNotOpen,
@@ -1031,9 +1044,7 @@ impl<'v, V: StateView> Staged<'v, V> {
                 Ok(Effect::ShiftClosed(report))
             }
             CommandBody::CollectCash { counted } => {
-                let mut t = self
-                    .terminal_allowed_when(&[Kiosk], true)?
-                    .expect("kiosks are registered");
+                let mut t = self.terminal_allowed()?.expect("kiosks are registered");
                 let operator = self.operator()?;
                 if counted.is_negative() {
                     return reject(
@@ -1060,7 +1071,7 @@ impl<'v, V: StateView> Staged<'v, V> {
                 Ok(Effect::CashCollected(report))
             }
             CommandBody::RecordReconciliation { report } => {
-                self.terminal_allowed(&[Admin, System])?;
+                self.terminal_allowed()?;
                 self.reports.push(Report::Reconciliation(report.clone()));
                 Ok(Effect::ReconciliationRecorded {
                     date: report.date.clone(),
@@ -1149,6 +1160,68 @@ impl<'v, V: StateView> Staged<'v, V> {
         })
     }
 
+    /// 退费 into the account: a bill paid from the account, or one paid by card or channel
+    /// whose online refund `declined` was declined (or reversed). Money paid by card or channel
+    /// goes back only there otherwise: refunded into the account, it could leave as cash.
+    fn refund_to_account(&mut self, bill: &BillId, declined: Option<&BankRef>) -> Rule<Effect> {
+        let terminal = self.terminal_allowed()?;
+        self.require_shift_at_window(&terminal)?;
+        let mut b = self.bill_exists(bill)?;
+        let payment = self.refundable(&b)?;
+        match (payment.channel, declined) {
+            (Channel::Account, None) => {}
+            (Channel::Account, Some(_)) => {
+                return reject(
+                    ReasonCode::RefundChannelNotAllowed,
+                    format!(
+                        "bill {bill} was paid from the account; refund it without a declined bank reference"
+                    ),
+                );
+            }
+            (channel, None) => {
+                return reject(
+                    ReasonCode::RefundChannelNotAllowed,
+                    format!(
+                        "bill {bill} was paid by {channel:?}; it is refunded to the card or channel that paid (into the account only after that refund is declined)"
+                    ),
+                );
+            }
+            (_, Some(bank_ref)) => {
+                let fell_through = self.bank_op(bank_ref).is_some_and(|op| {
+                    op.purpose == (BankPurpose::Refund { bill: bill.clone() })
+                        && matches!(op.state, BankOpState::Declined | BankOpState::Reversed)
+                });
+                if !fell_through {
+                    return reject(
+                        ReasonCode::RefundChannelNotAllowed,
+                        format!(
+                            "{bank_ref} is not a declined online refund of bill {bill}; refund it to the card or channel that paid"
+                        ),
+                    );
+                }
+            }
+        }
+        let account = self.active(self.account_exists(b.account)?)?;
+        let balance = self.post(Movement {
+            account: account.id,
+            kind: EntryKind::Refund,
+            channel: Channel::Account,
+            amount: b.amount,
+            bill: Some(bill.clone()),
+            bank_ref: None,
+            terminal: self.cmd.terminal.clone(),
+        });
+        b.status = BillStatus::Refunded;
+        let amount = b.amount;
+        self.bills.insert(b.id.clone(), b);
+        Ok(Effect::BalanceChanged {
+            account: account.id,
+            txn: self.ctx.txn,
+            amount,
+            balance,
+        })
+    }
+
     fn post_bill(
         &mut self,
         bill: &BillId,
@@ -1156,7 +1229,7 @@ impl<'v, V: StateView> Staged<'v, V> {
         kind: BillKind,
         amount: Money,
     ) -> Rule<Effect> {
-        self.terminal_allowed(&[TerminalKind::His])?;
+        self.terminal_allowed()?;
         let amount = self.amount(amount)?;
         if self.bill(bill).is_some() {
             return reject(
@@ -1186,7 +1259,7 @@ impl<'v, V: StateView> Staged<'v, V> {
     }
 
     fn set_account_status(&mut self, id: AccountId, status: AccountStatus) -> Rule<Effect> {
-        self.terminal_allowed(&[TerminalKind::Window, TerminalKind::Admin])?;
+        self.terminal_allowed()?;
         let mut account = self.account_exists(id)?;
         account.status = status;
         self.put_account(account);
@@ -1205,18 +1278,7 @@ impl<'v, V: StateView> Staged<'v, V> {
         purpose: &BankPurpose,
         amount: Option<Money>,
     ) -> Rule<Effect> {
-        use TerminalKind::*;
-        let allowed: &[TerminalKind] = match (purpose, external) {
-            (BankPurpose::TopUp | BankPurpose::PayBill { .. }, External::BankCard { .. }) => {
-                &[Kiosk, Window, Mobile]
-            }
-            (BankPurpose::TopUp | BankPurpose::PayBill { .. }, External::ThirdParty { .. }) => {
-                &[Mobile]
-            }
-            (BankPurpose::Refund { .. }, _) => &[Window, Kiosk, His],
-            (BankPurpose::Withdraw, _) => &[Window, Kiosk],
-        };
-        let terminal = self.terminal_allowed(allowed)?;
+        let terminal = self.terminal_allowed()?;
         self.require_shift_at_window(&terminal)?;
         let (_, account) = self.card_in_use(card)?;
         let bank_ref = BankRef::for_txn(self.ctx.txn);
@@ -1329,7 +1391,7 @@ impl<'v, V: StateView> Staged<'v, V> {
         to: BankOpState,
         bank_note: &str,
     ) -> Rule<Effect> {
-        self.terminal_allowed(&[TerminalKind::System, TerminalKind::Admin])?;
+        self.terminal_allowed()?;
         let Some(mut op) = self.bank_op(bank_ref) else {
             return reject(
                 ReasonCode::BankOpNotFound,

@@ -161,6 +161,19 @@ pub enum CommandBody {
     RecordMembership {
         change: String,
     },
+    /// Revokes a bootstrap credential (one of a node's config, not replicated): from this entry
+    /// on every node refuses it, whatever its config still lists. (New variants go last: the
+    /// encoding numbers them in order.)
+    RevokeBootstrapCredential {
+        id: String,
+    },
+    /// 退费 into the prepaid account of a bill paid by card or channel, once an online refund
+    /// of it (`declined`, its bank reference) was declined: the fallback the outpatient flow
+    /// allows when the card cannot take it back.
+    RefundToAccount {
+        bill: BillId,
+        declined: BankRef,
+    },
 }
 
 impl CommandBody {
@@ -174,6 +187,7 @@ impl CommandBody {
             | CommandBody::CancelLoss { .. }
             | CommandBody::ReplaceCard { .. }
             | CommandBody::Refund { .. }
+            | CommandBody::RefundToAccount { .. }
             | CommandBody::WithdrawCash { .. }
             | CommandBody::Freeze { .. }
             | CommandBody::Unfreeze { .. }
@@ -183,6 +197,7 @@ impl CommandBody {
             | CommandBody::CollectCash { .. }
             | CommandBody::PutCredential { .. }
             | CommandBody::RevokeCredential { .. }
+            | CommandBody::RevokeBootstrapCredential { .. }
             | CommandBody::RecordMembership { .. } => true,
             CommandBody::StartBankOp { purpose, .. } => matches!(
                 purpose,
@@ -221,6 +236,8 @@ impl CommandBody {
             CommandBody::PutCredential { .. } => "PutCredential",
             CommandBody::RevokeCredential { .. } => "RevokeCredential",
             CommandBody::RecordMembership { .. } => "RecordMembership",
+            CommandBody::RevokeBootstrapCredential { .. } => "RevokeBootstrapCredential",
+            CommandBody::RefundToAccount { .. } => "RefundToAccount",
         }
     }
 }

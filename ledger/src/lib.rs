@@ -14,9 +14,10 @@ pub mod ids;
 pub mod model;
 pub mod money;
 pub mod outcome;
+pub mod permissions;
 pub mod view;
 
-pub use apply::{ApplyCtx, Rules, apply};
+pub use apply::{ApplyCtx, Rules, apply, refusal};
 pub use audit::{Audit, AuditReport};
 pub use calendar::BusinessDay;
 pub use command::{Command, CommandBody};
@@ -28,4 +29,5 @@ pub use ids::{
 pub use model::*;
 pub use money::{AmountError, Money};
 pub use outcome::{Effect, Outcome, ReasonClass, ReasonCode, Rejection};
+pub use permissions::{allowed_out_of_service, allowed_terminals};
 pub use view::{MemState, RequestRecord, StateView};

@@ -23,6 +23,17 @@ pub struct RequestRecord {
     pub at: Timestamp,
 }
 
+impl RequestRecord {
+    /// Whether `command` is a retry of the request recorded here: the same terminal, operator
+    /// and body. A retry gets the recorded outcome; anything else under the same id is refused
+    /// as a reused id. The actors' early answers and `apply` both decide with this.
+    pub fn answers(&self, command: &crate::command::Command) -> bool {
+        self.terminal == command.terminal
+            && self.operator == command.operator
+            && self.body == command.body
+    }
+}
+
 /// The state `apply` reads and writes. Reads return owned values; writes replace whole records.
 /// An implementation must return its own earlier writes on later reads (read your writes), as
 /// commands of one Raft entry see each other's effects.
@@ -33,7 +44,10 @@ pub trait StateView {
     fn bill(&self, id: &BillId) -> Option<Bill>;
     fn bank_op(&self, bank_ref: &BankRef) -> Option<BankOp>;
     fn terminal(&self, id: &TerminalId) -> Option<Terminal>;
-    fn request(&self, id: &RequestId) -> Option<RequestRecord>;
+    /// A request is known by its terminal and its id: request ids are the terminal's own
+    /// (terminal id + serial), so one terminal's ids never collide with another's, and no client
+    /// can take an id of the cluster's own `S-` terminal.
+    fn request(&self, terminal: &TerminalId, id: &RequestId) -> Option<RequestRecord>;
     fn credential(&self, id: &str) -> Option<Credential>;
 
     fn put_account(&mut self, account: Account);
@@ -42,6 +56,7 @@ pub trait StateView {
     fn put_bill(&mut self, bill: Bill);
     fn put_bank_op(&mut self, op: BankOp);
     fn put_terminal(&mut self, terminal: Terminal);
+    /// Records a request's outcome under its terminal (`record.terminal`) and id.
     fn put_request(&mut self, id: RequestId, record: RequestRecord);
     fn append_journal(&mut self, entry: JournalEntry);
     fn put_report(&mut self, report: Report);
@@ -57,7 +72,7 @@ pub struct MemState {
     pub bills: BTreeMap<BillId, Bill>,
     pub bank_ops: BTreeMap<BankRef, BankOp>,
     pub terminals: BTreeMap<TerminalId, Terminal>,
-    pub requests: BTreeMap<RequestId, RequestRecord>,
+    pub requests: BTreeMap<(TerminalId, RequestId), RequestRecord>,
     /// In log order.
     pub journal: Vec<JournalEntry>,
     pub reports: BTreeMap<String, Report>,
@@ -94,8 +109,8 @@ impl StateView for MemState {
     fn terminal(&self, id: &TerminalId) -> Option<Terminal> {
         self.terminals.get(id).cloned()
     }
-    fn request(&self, id: &RequestId) -> Option<RequestRecord> {
-        self.requests.get(id).cloned()
+    fn request(&self, terminal: &TerminalId, id: &RequestId) -> Option<RequestRecord> {
+        self.requests.get(&(terminal.clone(), id.clone())).cloned()
     }
     fn credential(&self, id: &str) -> Option<Credential> {
         self.credentials.get(id).cloned()
@@ -120,7 +135,7 @@ impl StateView for MemState {
         self.terminals.insert(terminal.id.clone(), terminal);
     }
     fn put_request(&mut self, id: RequestId, record: RequestRecord) {
-        self.requests.insert(id, record);
+        self.requests.insert((record.terminal.clone(), id), record);
     }
     fn append_journal(&mut self, entry: JournalEntry) {
         self.journal.push(entry);

@@ -9,8 +9,8 @@ use std::collections::BTreeSet;
 use common::*;
 use yinyi_ledger::{
     AccountStatus, BankOpKind, BankOpState, BankPurpose, BillKind, BillStatus, CardKind,
-    CardStatus, Channel, CommandBody, Effect, EntryKind, Money, Outcome, ReasonCode,
-    ReconciliationReport, Report, ReportLine, TerminalKind, TerminalStatus, TxnId,
+    CardStatus, Channel, Command, CommandBody, Effect, EntryKind, Money, Outcome, ReasonCode,
+    ReconciliationReport, Report, ReportLine, TerminalKind, TerminalStatus, Timestamp, TxnId,
 };
 
 /// The standard world with the window's shift open.
@@ -1178,7 +1178,7 @@ fn an_unknown_bank_reference_is_refused() {
 }
 
 #[test]
-fn saga_steps_come_only_from_the_cluster_or_an_admin() {
+fn saga_steps_come_only_from_the_cluster() {
     let mut w = World::standard();
     w.patient("HC0001", 1, 100);
     let r = started_ref(w.top_up(KIOSK, "HC0001", bank_card(1), yuan(50)));
@@ -1186,11 +1186,12 @@ fn saga_steps_come_only_from_the_cluster_or_an_admin() {
         bank_ref: r.clone(),
         bank_note: "forged".to_string(),
     };
-    for t in [KIOSK, WINDOW, MOBILE, HIS] {
+    // Not even an admin console: only the bank's own answer settles an operation (a person
+    // corrects money with an adjustment, never by completing a top-up the bank did not approve).
+    for t in [KIOSK, WINDOW, MOBILE, HIS, ADMIN] {
         w.refused(ReasonCode::TerminalNotAllowed, |w| w.run(t, body.clone()));
     }
-    // An operator resolving a difference by hand may.
-    expect_done(w.run(ADMIN, body));
+    expect_done(w.run(SAGA, body));
     assert_eq!(w.balance("HC0001"), yuan(150));
     w.check();
 }
@@ -1454,9 +1455,28 @@ fn a_declined_online_refund_leaves_the_bill_refundable_to_the_account() {
     expect_done(w.decline(&r));
     let b = w.bill("OP-1");
     assert_eq!((b.status, b.pending_op), (BillStatus::Cancelled, None));
-    // "Back to the account always": the patient may take it to the account instead.
-    let (amount, balance) = balance_changed(w.refund(KIOSK, "OP-1"));
+    // Not by a plain refund (issue 15, path 3): only naming the declined online refund.
+    w.refused(ReasonCode::RefundChannelNotAllowed, |w| {
+        w.refund(KIOSK, "OP-1")
+    });
+    let fallback = |declined: yinyi_ledger::BankRef| CommandBody::RefundToAccount {
+        bill: bill_id("OP-1"),
+        declined,
+    };
+    // The payment's own reference is not a declined refund.
+    let payment_ref = w
+        .bill("OP-1")
+        .payment
+        .expect("paid")
+        .bank_ref
+        .expect("by card");
+    w.refused(ReasonCode::RefundChannelNotAllowed, |w| {
+        w.run(KIOSK, fallback(payment_ref.clone()))
+    });
+    let (amount, balance) = balance_changed(w.run(KIOSK, fallback(r.clone())));
     assert_eq!((amount, balance), (yuan(30), yuan(130)));
+    // At most once.
+    w.refused(ReasonCode::AlreadyRefunded, |w| w.run(KIOSK, fallback(r)));
     w.check();
 }
 
@@ -1778,11 +1798,9 @@ fn same_request_id_with_other_payload_is_rejected() {
         card: card("HC0001"),
         amount: yuan(51),
     };
-    let mut other_terminal = cmd.clone();
-    other_terminal.terminal = tid(KIOSK2);
     let mut other_operator = cmd.clone();
     other_operator.operator = Some(operator("SOMEONE"));
-    for reused in [other_body, other_terminal, other_operator] {
+    for reused in [other_body, other_operator] {
         expect_code(&w.submit(&reused), ReasonCode::RequestIdReused);
         // Not even a record: the id still answers with its first outcome.
         assert_eq!(w.state, state);
@@ -2099,4 +2117,214 @@ fn a_reconciliation_report_is_stored_by_the_cluster_and_replaced_by_a_later_run(
         },
     );
     expect_code(&refused, ReasonCode::TerminalNotAllowed);
+}
+
+// ---- issue 15: money safety ----
+
+/// Issue 15, path 1: request ids are the terminal's own. Another terminal sending the same id
+/// (a guessed or replayed one) is a separate request and never takes the first terminal's, nor
+/// the cluster's saga steps (`saga:REF:STEP` from `S-SAGA`).
+#[test]
+fn request_ids_of_one_terminal_never_collide_with_another_terminals() {
+    let mut w = World::standard();
+    w.patient("HC0001", 1, 100);
+    let id = rid("K-0101:000777");
+    let deposit = |terminal: &str| Command {
+        request: id.clone(),
+        terminal: tid(terminal),
+        operator: None,
+        at: Timestamp(1_760_000_500_000),
+        body: CommandBody::DepositCash {
+            card: card("HC0001"),
+            amount: yuan(10),
+        },
+    };
+    // The attacker's kiosk sends the honest kiosk's next id first.
+    balance_changed(w.submit(&deposit(KIOSK2)));
+    // The honest kiosk's request is applied, not refused as a reused id.
+    let (_, balance) = balance_changed(w.submit(&deposit(KIOSK)));
+    assert_eq!(balance, yuan(120));
+    // Each retry is answered from its own terminal's record.
+    balance_changed(w.submit(&deposit(KIOSK)));
+    assert_eq!(w.balance("HC0001"), yuan(120));
+
+    // A saga step's id taken by a client before the step runs does not block the step.
+    let started = w.top_up(KIOSK, "HC0001", bank_card(1), yuan(50));
+    let bank_ref = started_ref(started);
+    let step_id = rid(&format!("saga:{bank_ref}:complete"));
+    let taken = Command {
+        request: step_id.clone(),
+        terminal: tid(KIOSK2),
+        operator: None,
+        at: Timestamp(1_760_000_600_000),
+        body: CommandBody::DepositCash {
+            card: card("HC0001"),
+            amount: yuan(1),
+        },
+    };
+    balance_changed(w.submit(&taken));
+    let step = Command {
+        request: step_id,
+        terminal: tid(SAGA),
+        operator: None,
+        at: Timestamp(1_760_000_700_000),
+        body: CommandBody::CompleteBankOp {
+            bank_ref: bank_ref.clone(),
+            bank_note: "00".into(),
+        },
+    };
+    let (state, balance) = settled(w.submit(&step));
+    assert_eq!(state, BankOpState::Completed);
+    assert_eq!(balance, yuan(171));
+    w.check();
+}
+
+/// Issue 15, path 5 (the ledger's half): a retry is answered only when the terminal, the
+/// operator and the body all match; another operator under the same id is a reused id.
+#[test]
+fn a_retry_by_another_operator_is_a_reused_id() {
+    let mut w = ready();
+    w.patient("HC0001", 1, 100);
+    let first = w.command(
+        WINDOW,
+        Some(CASHIER),
+        CommandBody::DepositCash {
+            card: card("HC0001"),
+            amount: yuan(10),
+        },
+    );
+    balance_changed(w.submit(&first));
+    let mut other = first.clone();
+    other.operator = Some(operator("CASHIER-02"));
+    let outcome = w.submit(&other);
+    expect_code(&outcome, ReasonCode::RequestIdReused);
+    assert_eq!(w.balance("HC0001"), yuan(110));
+}
+
+/// Issue 15, path 3: a bill paid by bank card is never refunded into the prepaid account (which
+/// would turn a card payment into cash at a window); only to the card that paid.
+#[test]
+fn a_card_paid_bill_is_never_refunded_into_the_account() {
+    let mut w = ready();
+    w.patient("HC0001", 1, 100);
+    expect_done(w.post_bill("OP-1", "HC0001", yuan(30)));
+    let bank_ref = started_ref(w.pay_by_card(KIOSK, "OP-1", "HC0001", bank_card(1)));
+    settled(w.complete(&bank_ref));
+    expect_done(w.cancel_bill("OP-1"));
+    for terminal in [WINDOW, KIOSK, HIS] {
+        w.refused(ReasonCode::RefundChannelNotAllowed, |w| {
+            w.refund(terminal, "OP-1")
+        });
+    }
+    assert_eq!(w.balance("HC0001"), yuan(100));
+    assert_eq!(w.bill("OP-1").status, BillStatus::Cancelled);
+    // The card that paid gets it back.
+    let refund = started_ref(w.refund_online(WINDOW, "OP-1", "HC0001", bank_card(1)));
+    settled(w.complete(&refund));
+    assert_eq!(w.bill("OP-1").status, BillStatus::Refunded);
+    assert_eq!(w.balance("HC0001"), yuan(100));
+    w.check();
+}
+
+/// Issue 15, path 4: a command stamped before the terminal's current business day (a new
+/// leader's clock behind the old one's near midnight) is counted in the current day; the day
+/// never goes back, so a finished day's report is never replaced by a partial one.
+#[test]
+fn a_terminals_business_day_never_goes_back() {
+    let mut w = World::standard();
+    w.patient("HC0001", 1, 100);
+    let day_ms = 86_400_000;
+    let deposit_at = |w: &mut World, at: i64| {
+        let mut cmd = w.command(
+            KIOSK,
+            None,
+            CommandBody::DepositCash {
+                card: card("HC0001"),
+                amount: yuan(10),
+            },
+        );
+        cmd.at = Timestamp(at);
+        balance_changed(w.submit(&cmd));
+    };
+    let today = w.tick().0 + 2 * day_ms;
+    deposit_at(&mut w, today);
+    let reports_before = w.state.reports.len();
+    // Stamped a day earlier, then today again.
+    deposit_at(&mut w, today - day_ms);
+    deposit_at(&mut w, today + 1_000);
+    assert_eq!(
+        w.state.reports.len(),
+        reports_before,
+        "no day report was stored: the day did not change"
+    );
+    let terminal = w.state.terminals[&tid(KIOSK)].clone();
+    let day = terminal.today.expect("today's totals");
+    assert_eq!(
+        day.date,
+        yinyi_ledger::BusinessDay::of_ms(today).to_string()
+    );
+    let deposits: Money = day
+        .lines
+        .iter()
+        .filter(|l| l.kind == EntryKind::CashDeposit)
+        .map(|l| l.total)
+        .fold(Money::ZERO, |a, b| a.checked_add(b).unwrap());
+    assert_eq!(deposits, yuan(30));
+    w.check();
+}
+
+/// Issue 15, path 6: only the cluster's own sagas settle a bank operation; an admin console
+/// cannot complete a top-up the bank never approved.
+#[test]
+fn only_the_system_settles_a_bank_operation() {
+    let mut w = World::standard();
+    w.patient("HC0001", 1, 100);
+    let bank_ref = started_ref(w.top_up(KIOSK, "HC0001", bank_card(1), yuan(50)));
+    w.refused(ReasonCode::TerminalNotAllowed, |w| {
+        w.run(
+            ADMIN,
+            CommandBody::CompleteBankOp {
+                bank_ref: bank_ref.clone(),
+                bank_note: "forced".into(),
+            },
+        )
+    });
+    assert_eq!(w.balance("HC0001"), yuan(100));
+    assert_eq!(w.bank_op(&bank_ref).state, BankOpState::Pending);
+}
+
+/// Issue 15, path 6: a bootstrap credential (from the nodes' config, not replicated) can be
+/// revoked: the cluster keeps a tombstone every node checks; a replicated one is revoked as such.
+#[test]
+fn a_bootstrap_credential_is_revoked_by_a_tombstone() {
+    let mut w = World::standard();
+    expect_done(w.run(
+        ADMIN,
+        CommandBody::RevokeBootstrapCredential { id: "ops".into() },
+    ));
+    let tombstone = w.state.credentials["ops"].clone();
+    assert!(tombstone.is_revoked());
+    assert!(tombstone.roles.is_empty() && tombstone.secret_sha256.is_empty());
+    // Revoking again is harmless; the id can never be created.
+    expect_done(w.run(
+        ADMIN,
+        CommandBody::RevokeBootstrapCredential { id: "ops".into() },
+    ));
+    w.refused(ReasonCode::CredentialExists, |w| {
+        w.run(
+            ADMIN,
+            CommandBody::PutCredential {
+                id: "ops".into(),
+                roles: vec![yinyi_ledger::Role::Admin],
+                terminal: None,
+                secret_sha256: "a".repeat(64),
+            },
+        )
+    });
+    w.refused(ReasonCode::TerminalNotAllowed, |w| {
+        w.run(
+            KIOSK,
+            CommandBody::RevokeBootstrapCredential { id: "x".into() },
+        )
+    });
 }

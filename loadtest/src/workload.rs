@@ -695,6 +695,7 @@ impl Run {
                         operator_id: String::new(),
                         bill_id: bill,
                         card_no: patient.card.clone(),
+                        after_declined_bank_ref: String::new(),
                     };
                     self.perform(
                         n,

@@ -7,12 +7,12 @@ use serde::de::DeserializeOwned;
 use yinyi_actors::{Backend, ProposeFailure};
 use yinyi_consensus::{Consensus, ProposeError};
 use yinyi_ledger::{
-    Account, AccountId, BankOp, BankOpState, BankRef, Bill, BillId, Card, CardNo, Command, Outcome,
-    RequestId, RequestRecord, Terminal, TerminalId,
+    Account, AccountId, ApplyCtx, BankOp, BankOpState, BankRef, Bill, BillId, Card, CardNo,
+    Command, Outcome, Rejection, RequestId, RequestRecord, StateView, Terminal, TerminalId, TxnId,
 };
 use yinyi_storage::Store;
 use yinyi_storage::keys::{
-    CF_ACCOUNTS, CF_BANK_OPS, CF_BILLS, CF_CARDS, CF_REQUESTS, CF_TERMINALS, account_key,
+    CF_ACCOUNTS, CF_BANK_OPS, CF_BILLS, CF_CARDS, CF_TERMINALS, account_key,
 };
 
 #[derive(Clone)]
@@ -75,8 +75,17 @@ impl Backend for NodeBackend {
         self.read(CF_BILLS, id.as_str().as_bytes())
     }
 
-    fn request(&self, id: &RequestId) -> Option<RequestRecord> {
-        self.read(CF_REQUESTS, id.as_str().as_bytes())
+    fn request(&self, terminal: &TerminalId, id: &RequestId) -> Option<RequestRecord> {
+        self.store().view().request(terminal, id)
+    }
+
+    fn refusal(&self, command: &Command) -> Option<Rejection> {
+        // No id is allocated by a refusal; the transaction id only matters to what is written.
+        let ctx = ApplyCtx {
+            txn: TxnId::new(0, 0),
+            rules: self.consensus.rules(),
+        };
+        yinyi_ledger::refusal(command, &mut self.store().view(), &ctx)
     }
 
     fn bank_op(&self, bank_ref: &BankRef) -> Option<BankOp> {

@@ -69,7 +69,8 @@ pub struct NodeConfig {
     pub insecure: bool,
     /// Credentials every node accepts without the cluster's list, `ID:ROLES:SHA256` (roles
     /// joined by `+`): the first administrator's, to create the others with
-    /// `yinyi ctl credential add`. Keep them few; they are revoked by removing them here.
+    /// `yinyi ctl credential add`. Keep them few; revoke one with `yinyi ctl credential revoke ID`
+    /// (a replicated tombstone every node honours), then remove it here.
     pub bootstrap_credentials: Vec<String>,
 }
 

@@ -37,6 +37,8 @@ pub struct LocalCluster {
     extra_args: Vec<String>,
     /// Extra flags for one node's `yinyi start` (e.g. its routes to the others).
     node_args: BTreeMap<u64, Vec<String>>,
+    /// Environment for one node (fault-injection switches).
+    node_env: BTreeMap<u64, Vec<(String, String)>>,
     /// Nodes started with `--join` (added to a running cluster).
     joining: Vec<u64>,
     /// The cluster's CA and certificates (`tls/` under its dir): every node serves TLS.
@@ -115,6 +117,7 @@ impl LocalCluster {
             dir: dir.to_path_buf(),
             extra_args,
             node_args: BTreeMap::new(),
+            node_env: BTreeMap::new(),
             joining: Vec::new(),
             tls_dir,
             authority,
@@ -126,6 +129,12 @@ impl LocalCluster {
     /// Flags for node `id` alone, from its next start on.
     pub fn set_node_args(&mut self, id: u64, args: Vec<String>) {
         self.node_args.insert(id, args);
+    }
+
+    /// Environment for node `id` alone (fault-injection switches such as
+    /// `YINYI_FAULT_CLOCK_SKEW_MS`), from its next start on.
+    pub fn set_node_env(&mut self, id: u64, env: Vec<(String, String)>) {
+        self.node_env.insert(id, env);
     }
 
     pub fn dir(&self) -> &Path {
@@ -245,6 +254,7 @@ impl LocalCluster {
             } else {
                 &[][..]
             })
+            .envs(self.node_env.get(&id).into_iter().flatten().cloned())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),

@@ -70,10 +70,9 @@ pub async fn reconcile(gateway: &Gateway, date: &str) -> Result<ReconciliationRe
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    let command = gateway.command(
+    let command = gateway.system_command(
         &format!("recon:{date}:{now}"),
         RECON_TERMINAL,
-        "",
         CommandBody::RecordReconciliation {
             report: report.clone(),
         },

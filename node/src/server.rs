@@ -166,7 +166,7 @@ pub async fn run(config: NodeConfig) -> Result<()> {
             .context("TLS for the API")?;
     }
     let server = builder
-        .layer(crate::api::auth::AuthLayer::new(authenticator))
+        .layer(crate::api::auth::AuthLayer::new(authenticator.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(consensus.grpc_service(tls.is_some()))
@@ -181,6 +181,7 @@ pub async fn run(config: NodeConfig) -> Result<()> {
         }))
         .add_service(AdminServiceServer::new(Admin {
             gateway: gateway.clone(),
+            authenticator,
         }))
         .serve_with_shutdown(listen, shutdown);
 

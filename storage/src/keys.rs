@@ -59,12 +59,25 @@ pub const META_LAST_PURGED: &[u8] = b"last_purged";
 /// `sm_meta` keys.
 pub const SM_LAST_APPLIED: &[u8] = b"last_applied";
 pub const SM_MEMBERSHIP: &[u8] = b"membership";
+/// The latest command time applied (milliseconds, big-endian i64): a new leader never stamps
+/// below it.
+pub const SM_CLOCK: &[u8] = b"clock";
 
-/// The audit index: the request's time (milliseconds, big-endian) then its id, so a range scan
-/// from a time lists what happened since, in order.
-pub fn audit_key(at_ms: i64, request: &str) -> Vec<u8> {
-    let mut key = (at_ms.max(0) as u64).to_be_bytes().to_vec();
+/// `requests` keys: the terminal id, `/`, then the request id (neither may contain `/`), so
+/// request ids are the terminal's own and a terminal's records sort together.
+pub fn request_key(terminal: &str, request: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(terminal.len() + 1 + request.len());
+    key.extend_from_slice(terminal.as_bytes());
+    key.push(b'/');
     key.extend_from_slice(request.as_bytes());
+    key
+}
+
+/// The audit index: the request's time (milliseconds, big-endian) then its `requests` key, so a
+/// range scan from a time lists what happened since, in order.
+pub fn audit_key(at_ms: i64, request_key: &[u8]) -> Vec<u8> {
+    let mut key = (at_ms.max(0) as u64).to_be_bytes().to_vec();
+    key.extend_from_slice(request_key);
     key
 }
 

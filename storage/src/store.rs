@@ -315,7 +315,7 @@ impl Store {
         since_ms: i64,
         limit: usize,
     ) -> Result<Vec<(String, l::RequestRecord)>> {
-        let start = audit_key(since_ms, "");
+        let start = audit_key(since_ms, b"");
         let mut out = Vec::new();
         for item in self.db.iterator_cf(
             self.cf(CF_AUDIT),
@@ -325,8 +325,14 @@ impl Store {
                 break;
             }
             let (key, _) = item?;
-            let id = String::from_utf8_lossy(key.get(8..).unwrap_or_default()).into_owned();
-            match self.get::<l::RequestRecord>(CF_REQUESTS, id.as_bytes())? {
+            let request_key = key.get(8..).unwrap_or_default();
+            // The record names its terminal; the id is what follows the terminal's `/`.
+            let id = request_key
+                .iter()
+                .position(|&b| b == b'/')
+                .map_or(request_key, |slash| &request_key[slash + 1..]);
+            let id = String::from_utf8_lossy(id).into_owned();
+            match self.get::<l::RequestRecord>(CF_REQUESTS, request_key)? {
                 Some(record) => out.push((id, record)),
                 None => {
                     return Err(StorageError::Corrupt(format!(
@@ -569,8 +575,8 @@ impl l::StateView for RocksView<'_> {
     fn terminal(&self, id: &l::TerminalId) -> Option<l::Terminal> {
         self.read(CF_TERMINALS, id.as_str().as_bytes())
     }
-    fn request(&self, id: &l::RequestId) -> Option<l::RequestRecord> {
-        self.read(CF_REQUESTS, id.as_str().as_bytes())
+    fn request(&self, terminal: &l::TerminalId, id: &l::RequestId) -> Option<l::RequestRecord> {
+        self.read(CF_REQUESTS, &request_key(terminal.as_str(), id.as_str()))
     }
     fn credential(&self, id: &str) -> Option<l::Credential> {
         self.read(CF_CREDENTIALS, id.as_bytes())
@@ -599,10 +605,11 @@ impl l::StateView for RocksView<'_> {
         );
     }
     fn put_request(&mut self, id: l::RequestId, record: l::RequestRecord) {
+        let key = request_key(record.terminal.as_str(), id.as_str());
         if record.body.is_sensitive() {
-            self.write(CF_AUDIT, audit_key(record.at.0, id.as_str()), &());
+            self.write(CF_AUDIT, audit_key(record.at.0, &key), &());
         }
-        self.write(CF_REQUESTS, id.as_str().as_bytes().to_vec(), &record);
+        self.write(CF_REQUESTS, key, &record);
     }
     fn append_journal(&mut self, entry: l::JournalEntry) {
         self.write(

@@ -685,6 +685,7 @@ impl World {
             operator_id: CASHIER.into(),
             bill_id: bill.into(),
             card_no: self.patients[patient].card.clone(),
+            after_declined_bank_ref: String::new(),
         };
         let window = self.window.clone();
         let result = settle(SETTLE, || window.refund(request.clone())).await;
@@ -1356,6 +1357,7 @@ impl World {
                 operator_id: "SEC".into(),
                 bill_id: "B-6".into(),
                 card_no: card.clone(),
+                after_declined_bank_ref: String::new(),
             })
             .await;
         if let Ok(r) = &result {
@@ -1463,6 +1465,7 @@ impl World {
                 operator_id: CASHIER.into(),
                 bill_id: bill.into(),
                 card_no: card.clone(),
+                after_declined_bank_ref: String::new(),
             };
             race.spawn(refund_task(self.window.clone(), true, honest));
             for i in 0..12 {
@@ -1476,6 +1479,7 @@ impl World {
                     } else {
                         String::new()
                     },
+                    after_declined_bank_ref: String::new(),
                 };
                 race.spawn(refund_task(self.evil.window.clone(), false, attack));
             }
@@ -1597,6 +1601,7 @@ impl World {
                     operator_id: EVIL_OPERATOR.into(),
                     bill_id: bill.clone(),
                     card_no: card.clone(),
+                    after_declined_bank_ref: String::new(),
                 };
                 refunds.spawn(refund_task(refunder.clone(), false, attack));
                 tokio::time::sleep(Duration::from_millis(10)).await;

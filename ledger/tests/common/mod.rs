@@ -584,13 +584,14 @@ impl World {
             same_but_requests(&before, &self.state),
             "the refused command ({code}) wrote more than its request record"
         );
-        let request = &self.log.last().expect("a command was applied").cmd.request;
+        let cmd = &self.log.last().expect("a command was applied").cmd;
+        let request = (cmd.terminal.clone(), cmd.request.clone());
         assert!(
-            !before.requests.contains_key(request),
-            "{request} was not new"
+            !before.requests.contains_key(&request),
+            "{request:?} was not new"
         );
         assert_eq!(self.state.requests.len(), before.requests.len() + 1);
-        assert_eq!(self.state.requests[request].outcome, outcome);
+        assert_eq!(self.state.requests[&request].outcome, outcome);
         self.check();
         outcome
     }
@@ -634,7 +635,7 @@ pub fn check_invariants(state: &MemState) -> Result<(), String> {
 /// id, only successful requests in the journal); each bill paid at most once and refunded at
 /// most once, and its status agrees with its journal entries and bank operations.
 fn check_requests_and_bills(state: &MemState) -> Result<(), String> {
-    let mut txn_of_request: BTreeMap<&RequestId, TxnId> = BTreeMap::new();
+    let mut txn_of_request: BTreeMap<(TerminalId, RequestId), TxnId> = BTreeMap::new();
     let mut request_of_txn: BTreeMap<TxnId, &RequestId> = BTreeMap::new();
     let mut last_txn = None;
     for e in &state.journal {
@@ -642,9 +643,20 @@ fn check_requests_and_bills(state: &MemState) -> Result<(), String> {
             return Err(format!("journal out of log order at {}", e.txn));
         }
         last_txn = Some(e.txn);
-        match state.requests.get(&e.request) {
-            Some(record) if record.outcome.is_done() => {}
-            Some(_) => {
+        // Requests are recorded by terminal and id. A journal entry's terminal is where the
+        // patient was: the request's own, or, for a saga step (from a system terminal), the
+        // terminal that started the operation.
+        let candidates: Vec<_> = state
+            .requests
+            .iter()
+            .filter(|((terminal, id), _)| {
+                *id == e.request
+                    && (*terminal == e.terminal || terminal.kind() == TerminalKind::System)
+            })
+            .collect();
+        let key = match candidates.iter().find(|(_, r)| r.outcome.is_done()) {
+            Some((key, _)) => (*key).clone(),
+            None if !candidates.is_empty() => {
                 return Err(format!(
                     "rejected request {} has journal entries",
                     e.request
@@ -656,8 +668,8 @@ fn check_requests_and_bills(state: &MemState) -> Result<(), String> {
                     e.txn, e.request
                 ));
             }
-        }
-        if *txn_of_request.entry(&e.request).or_insert(e.txn) != e.txn {
+        };
+        if *txn_of_request.entry(key).or_insert(e.txn) != e.txn {
             return Err(format!("request {} applied at two transactions", e.request));
         }
         if *request_of_txn.entry(e.txn).or_insert(&e.request) != &e.request {
@@ -766,7 +778,10 @@ fn check_requests_and_bills(state: &MemState) -> Result<(), String> {
                 ));
             }
         }
-        if !state.requests.contains_key(&op.request) {
+        if !state
+            .requests
+            .contains_key(&(op.terminal.clone(), op.request.clone()))
+        {
             return Err(format!("bank op {r} names unrecorded request"));
         }
     }
@@ -825,11 +840,19 @@ fn check_day_reports(state: &MemState) -> Result<(), String> {
         }
     }
     let mut from_journal: BTreeMap<(TerminalId, String), Vec<ReportLine>> = BTreeMap::new();
+    // In log order; a terminal's day never goes back (an entry stamped before the day it is
+    // in counts in that day).
+    let mut day_of: BTreeMap<&TerminalId, String> = BTreeMap::new();
     for e in &state.journal {
         if !state.terminals.contains_key(&e.terminal) {
             continue;
         }
-        let day = yinyi_ledger::BusinessDay::of_ms(e.at.0).to_string();
+        let stamped = yinyi_ledger::BusinessDay::of_ms(e.at.0).to_string();
+        let day = match day_of.get(&e.terminal) {
+            Some(current) if *current >= stamped => current.clone(),
+            _ => stamped,
+        };
+        day_of.insert(&e.terminal, day.clone());
         let lines = from_journal.entry((e.terminal.clone(), day)).or_default();
         add_to_lines(lines, e.kind, e.channel, e.amount);
     }
@@ -1651,7 +1674,7 @@ pub mod random {
     }
 
     /// Request ids already recorded, to tell a first application from a retry.
-    pub fn recorded(world: &World) -> BTreeSet<RequestId> {
+    pub fn recorded(world: &World) -> BTreeSet<(TerminalId, RequestId)> {
         world.state.requests.keys().cloned().collect()
     }
 }

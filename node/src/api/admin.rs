@@ -22,6 +22,8 @@ use crate::lead_or_forward;
 
 pub struct Admin {
     pub gateway: Arc<Gateway>,
+    /// Which credentials are this node's bootstrap ones (revoked by a replicated tombstone).
+    pub authenticator: Arc<super::auth::Authenticator>,
 }
 
 /// The business day `YYYY-MM-DD` (China Standard Time) as [start, end) in milliseconds.
@@ -92,10 +94,9 @@ impl Admin {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        let command = self.gateway.command(
+        let command = self.gateway.system_command(
             &format!("membership:{now}"),
             MEMBERSHIP_TERMINAL,
-            "",
             CommandBody::RecordMembership {
                 change: format!("{said} by credential {who}"),
             },
@@ -444,6 +445,16 @@ impl AdminService for Admin {
     ) -> Result<Response<CredentialReply>, Status> {
         lead_or_forward!(self.gateway, request, AdminServiceClient, put_credential);
         let r = request.into_inner();
+        if self.authenticator.is_bootstrap(&r.credential_id) {
+            return Err(status_with_reason(
+                Code::AlreadyExists,
+                "CREDENTIAL_EXISTS",
+                format!(
+                    "credential {} is a bootstrap credential of the nodes' config (ids are never reused)",
+                    r.credential_id
+                ),
+            ));
+        }
         let roles = yinyi_ledger::Role::parse_list(&r.roles.join(","))
             .map_err(|e| convert::invalid(reason::INVALID_REQUEST, e))?;
         let terminal = if r.bound_terminal_id.is_empty() {
@@ -474,15 +485,19 @@ impl AdminService for Admin {
     ) -> Result<Response<CredentialReply>, Status> {
         lead_or_forward!(self.gateway, request, AdminServiceClient, revoke_credential);
         let r = request.into_inner();
-        self.credential_command(
-            &r.request_id,
-            &r.terminal_id,
-            &r.operator_id,
+        // A bootstrap credential lives in the nodes' config: its revocation is a replicated
+        // tombstone every node checks, whatever its config still lists.
+        let body = if self.authenticator.is_bootstrap(&r.credential_id) {
+            CommandBody::RevokeBootstrapCredential {
+                id: r.credential_id,
+            }
+        } else {
             CommandBody::RevokeCredential {
                 id: r.credential_id,
-            },
-        )
-        .await
+            }
+        };
+        self.credential_command(&r.request_id, &r.terminal_id, &r.operator_id, body)
+            .await
     }
 
     async fn list_credentials(

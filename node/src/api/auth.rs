@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tonic::Status;
-use yinyi_ledger::{Credential, Role, TerminalId, Timestamp};
+use yinyi_ledger::{Credential, Role, TerminalId, TerminalKind, Timestamp};
+
+use super::convert::reason;
 use yinyi_storage::Store;
 use yinyi_storage::keys::CF_CREDENTIALS;
 
@@ -40,26 +42,76 @@ impl Caller {
     }
 }
 
-/// Refuses a request naming a terminal other than the one its credential is bound to.
+/// Refuses a request naming a terminal its caller may not act for: the cluster's own `S-`
+/// terminals (no client ever proposes as the system: saga steps and their request ids are
+/// out of every client's reach), a terminal other than the one the credential is bound to, or a
+/// terminal of another kind than the credential's roles act through (a kiosk credential acts
+/// only through `K-` terminals, a window's through `W-`, …; `Role::terminal_kind`).
 pub fn check_terminal(terminal: &TerminalId) -> Result<(), Status> {
+    let kind = terminal.kind();
+    if kind == TerminalKind::System {
+        metrics::counter!("auth_refusals_total", "reason" => "system_terminal").increment(1);
+        return Err(refused(
+            reason::SYSTEM_TERMINAL,
+            format!("{terminal} is a terminal of the cluster itself; no client acts for it"),
+        ));
+    }
     // On every command: read the caller in place, clone nothing unless refusing.
     let refusal = CALLER
-        .try_with(|c| match &c.terminal {
-            Some(bound) if bound != terminal => Some(format!(
-                "credential {} acts for terminal {bound}, not {terminal}",
-                c.id
-            )),
-            _ => None,
+        .try_with(|c| {
+            if let Some(bound) = &c.terminal
+                && bound != terminal
+            {
+                return Some((
+                    "terminal",
+                    reason::WRONG_TERMINAL,
+                    format!(
+                        "credential {} acts for terminal {bound}, not {terminal}",
+                        c.id
+                    ),
+                ));
+            }
+            if !c.roles.iter().any(|r| r.terminal_kind() == Some(kind)) {
+                let through: Vec<String> = c
+                    .roles
+                    .iter()
+                    .filter_map(|r| r.terminal_kind())
+                    .map(|k| format!("{}-", k.prefix()))
+                    .collect();
+                return Some((
+                    "terminal_kind",
+                    reason::WRONG_TERMINAL_KIND,
+                    format!(
+                        "credential {} ({}) acts only through terminals {}, not {terminal}",
+                        c.id,
+                        c.roles
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join("+"),
+                        if through.is_empty() {
+                            "(none)".to_string()
+                        } else {
+                            through.join(" ")
+                        }
+                    ),
+                ));
+            }
+            None
         })
         .ok()
         .flatten();
     match refusal {
-        Some(message) => {
-            metrics::counter!("auth_refusals_total", "reason" => "terminal").increment(1);
-            Err(Status::permission_denied(message))
+        Some((metric, code, message)) => {
+            metrics::counter!("auth_refusals_total", "reason" => metric).increment(1);
+            Err(refused(code, message))
         }
         None => Ok(()),
     }
+}
+
+fn refused(code: &'static str, message: String) -> Status {
+    yinyi_api::error::status_with_reason(tonic::Code::PermissionDenied, code, message)
 }
 
 /// The roles that may call each method of the public API. A method missing here is refused
@@ -71,14 +123,14 @@ pub fn roles_for(service: &str, method: &str) -> Option<&'static [Role]> {
     const STAFF_VIEW: &[Role] = &[Admin, Auditor];
     Some(match (service, method) {
         ("PaymentService", "IssueCard") => &[Kiosk, Window],
-        ("PaymentService", "IssueCards") => &[Window, Admin],
+        ("PaymentService", "IssueCards") => &[Kiosk, Window],
         ("PaymentService", "DepositCash") => &[Kiosk, Window],
         ("PaymentService", "TopUpBankCard") => PAYERS,
-        ("PaymentService", "TopUpThirdParty") => PAYERS,
+        ("PaymentService", "TopUpThirdParty") => &[Mobile],
         ("PaymentService", "PayBill") => PAYERS,
-        ("PaymentService", "Refund") => &[Window, Admin],
-        ("PaymentService", "Withdraw") => &[Window],
-        ("PaymentService", "ReportLoss") => PAYERS,
+        ("PaymentService", "Refund") => &[Kiosk, Window, His],
+        ("PaymentService", "Withdraw") => &[Kiosk, Window],
+        ("PaymentService", "ReportLoss") => &[Window],
         ("PaymentService", "CancelLoss") => &[Window],
         ("PaymentService", "ReplaceCard") => &[Window],
         ("PaymentService", "QueryBalance") => EVERY_CHANNEL,
@@ -91,10 +143,11 @@ pub fn roles_for(service: &str, method: &str) -> Option<&'static [Role]> {
         ("TerminalService", "Heartbeat") => &[Kiosk, Window, Mobile, His],
         ("TerminalService", "OpenShift") => &[Window],
         ("TerminalService", "CloseShift") => &[Window],
-        ("TerminalService", "CollectCash") => &[Admin],
+        ("TerminalService", "CollectCash") => &[Kiosk],
         ("AdminService", "ClusterStatus") => STAFF_VIEW,
         ("AdminService", "AddLearner" | "PromoteVoters" | "RemoveNodes") => &[Admin],
-        ("AdminService", "Freeze" | "Unfreeze" | "SetOverdraft" | "SetTerminalStatus") => &[Admin],
+        ("AdminService", "Freeze" | "Unfreeze" | "SetOverdraft") => &[Window, Admin],
+        ("AdminService", "SetTerminalStatus") => &[Admin],
         ("AdminService", "GetShiftReport" | "DailyReport") => STAFF_VIEW,
         ("AdminService", "Reconcile") => &[Admin],
         ("AdminService", "AuditBalances" | "ListAudit" | "DormantAccounts") => STAFF_VIEW,
@@ -145,6 +198,11 @@ impl Authenticator {
         }
     }
 
+    /// Whether `id` is one of this node's bootstrap credentials.
+    pub fn is_bootstrap(&self, id: &str) -> bool {
+        self.bootstrap.contains_key(id)
+    }
+
     /// The caller of a call to `path`, or why it is refused. `None`: not a public API method
     /// (health, reflection, the internal service), not checked here.
     pub fn check(&self, path: &str, authorization: Option<&str>) -> Result<Option<Caller>, Status> {
@@ -172,13 +230,21 @@ impl Authenticator {
                 Status::unauthenticated("the credential is not ID:SECRET"),
             ));
         };
-        let credential: Option<Cow<'_, Credential>> = match self.bootstrap.get(id) {
-            Some(c) => Some(Cow::Borrowed(c)),
-            None if yinyi_ledger::credential::check_id(id).is_ok() => self
-                .store
+        let stored = || {
+            self.store
                 .get::<Credential>(CF_CREDENTIALS, id.as_bytes())
-                .map_err(|e| Status::internal(format!("read credentials: {e}")))?
-                .map(Cow::Owned),
+                .map_err(|e| Status::internal(format!("read credentials: {e}")))
+        };
+        let credential: Option<Cow<'_, Credential>> = match self.bootstrap.get(id) {
+            // A bootstrap credential revoked by the cluster (a replicated tombstone).
+            Some(_) if stored()?.is_some_and(|c| c.is_revoked()) => {
+                return Err(refuse(
+                    "revoked",
+                    Status::unauthenticated(format!("credential {id} is revoked")),
+                ));
+            }
+            Some(c) => Some(Cow::Borrowed(c)),
+            None if yinyi_ledger::credential::check_id(id).is_ok() => stored()?.map(Cow::Owned),
             None => None,
         };
         // Unknown ids and wrong secrets get the same answer.
@@ -299,6 +365,185 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use yinyi_ledger::{
+        AccountId, BankPurpose, BillId, BillKind, CardKind, CardNo, CardToken, CommandBody,
+        External, Holder, Money, PersonKey, TerminalStatus, allowed_terminals,
+    };
+
+    /// The commands each writing method of the API may propose (every shape its handler
+    /// builds). Reads and cluster administration propose nothing of a client's.
+    fn commands_of(service: &str, method: &str) -> Option<Vec<CommandBody>> {
+        let card = CardNo::parse("HC0001").unwrap();
+        let bill = BillId::parse("B1").unwrap();
+        let account = AccountId(1);
+        let person = PersonKey::parse(&"ab".repeat(32)).unwrap();
+        let amount = Money::from_yuan(1);
+        let bank = External::BankCard {
+            token: CardToken::parse("tok_12345678").unwrap(),
+            masked: "6222****0001".into(),
+        };
+        let channel = External::ThirdParty {
+            provider: "wechat".into(),
+            payer: "payer_0001".into(),
+        };
+        let start = |external: &External, purpose: BankPurpose, amount: Option<Money>| {
+            CommandBody::StartBankOp {
+                card: card.clone(),
+                external: external.clone(),
+                purpose,
+                amount,
+            }
+        };
+        let terminal = TerminalId::parse("K-0001").unwrap();
+        Some(match (service, method) {
+            ("PaymentService", "IssueCard" | "IssueCards") => vec![CommandBody::IssueCard {
+                card: card.clone(),
+                card_kind: CardKind::Hospital,
+                holder: Holder {
+                    name: "Li".into(),
+                    person: person.clone(),
+                    id_masked: "1101**********0011".into(),
+                    phone: String::new(),
+                },
+                first_deposit: None,
+            }],
+            ("PaymentService", "DepositCash") => vec![CommandBody::DepositCash {
+                card: card.clone(),
+                amount,
+            }],
+            ("PaymentService", "TopUpBankCard") => {
+                vec![start(&bank, BankPurpose::TopUp, Some(amount))]
+            }
+            ("PaymentService", "TopUpThirdParty") => {
+                vec![start(&channel, BankPurpose::TopUp, Some(amount))]
+            }
+            ("PaymentService", "PayBill") => vec![
+                CommandBody::PayBill {
+                    bill: bill.clone(),
+                    card: card.clone(),
+                },
+                start(&bank, BankPurpose::PayBill { bill: bill.clone() }, None),
+                start(&channel, BankPurpose::PayBill { bill: bill.clone() }, None),
+            ],
+            ("PaymentService", "Refund") => vec![
+                CommandBody::Refund { bill: bill.clone() },
+                CommandBody::RefundToAccount {
+                    bill: bill.clone(),
+                    declined: yinyi_ledger::BankRef::parse("Y0000000000000004096").unwrap(),
+                },
+                start(&bank, BankPurpose::Refund { bill: bill.clone() }, None),
+                start(&channel, BankPurpose::Refund { bill: bill.clone() }, None),
+            ],
+            ("PaymentService", "Withdraw") => vec![
+                CommandBody::WithdrawCash {
+                    card: card.clone(),
+                    amount: None,
+                },
+                start(&bank, BankPurpose::Withdraw, None),
+            ],
+            ("PaymentService", "ReportLoss") => vec![CommandBody::ReportLoss {
+                card: card.clone(),
+                person: person.clone(),
+            }],
+            ("PaymentService", "CancelLoss") => vec![CommandBody::CancelLoss {
+                card: card.clone(),
+                person: person.clone(),
+            }],
+            ("PaymentService", "ReplaceCard") => vec![CommandBody::ReplaceCard {
+                old_card: card.clone(),
+                new_card: card.clone(),
+                person: person.clone(),
+            }],
+            ("HisService", "PostBill") => vec![CommandBody::PostBill {
+                bill: bill.clone(),
+                card: card.clone(),
+                kind: BillKind::Outpatient,
+                amount,
+            }],
+            ("HisService", "CancelBill") => vec![CommandBody::CancelBill { bill: bill.clone() }],
+            ("TerminalService", "RegisterTerminal") => {
+                vec![CommandBody::RegisterTerminal { terminal }]
+            }
+            ("TerminalService", "OpenShift") => vec![CommandBody::OpenShift],
+            ("TerminalService", "CloseShift") => vec![CommandBody::CloseShift],
+            ("TerminalService", "CollectCash") => {
+                vec![CommandBody::CollectCash { counted: amount }]
+            }
+            ("AdminService", "Freeze") => vec![CommandBody::Freeze { account }],
+            ("AdminService", "Unfreeze") => vec![CommandBody::Unfreeze { account }],
+            ("AdminService", "SetOverdraft") => vec![CommandBody::SetOverdraft {
+                account,
+                limit: amount,
+            }],
+            ("AdminService", "SetTerminalStatus") => vec![CommandBody::SetTerminalStatus {
+                terminal,
+                status: TerminalStatus::OutOfService,
+            }],
+            ("AdminService", "PutCredential") => vec![CommandBody::PutCredential {
+                id: "x".into(),
+                roles: vec![Kiosk],
+                terminal: None,
+                secret_sha256: "0".repeat(64),
+            }],
+            ("AdminService", "RevokeCredential") => vec![
+                CommandBody::RevokeCredential { id: "x".into() },
+                CommandBody::RevokeBootstrapCredential { id: "x".into() },
+            ],
+            _ => return None,
+        })
+    }
+
+    /// Issue 15, path 6: who may call a writing method is exactly who acts through a terminal
+    /// the ledger lets do what the method proposes. (Before, `ReportLoss` passed the role
+    /// check from a kiosk and the ledger then refused it; an admin `Refund` could never
+    /// succeed.) Read the other way round: every role the ledger would serve can call it.
+    #[test]
+    fn the_role_table_and_the_ledger_agree_on_every_writing_method() {
+        let methods = [
+            ("PaymentService", "IssueCard"),
+            ("PaymentService", "IssueCards"),
+            ("PaymentService", "DepositCash"),
+            ("PaymentService", "TopUpBankCard"),
+            ("PaymentService", "TopUpThirdParty"),
+            ("PaymentService", "PayBill"),
+            ("PaymentService", "Refund"),
+            ("PaymentService", "Withdraw"),
+            ("PaymentService", "ReportLoss"),
+            ("PaymentService", "CancelLoss"),
+            ("PaymentService", "ReplaceCard"),
+            ("HisService", "PostBill"),
+            ("HisService", "CancelBill"),
+            ("TerminalService", "RegisterTerminal"),
+            ("TerminalService", "OpenShift"),
+            ("TerminalService", "CloseShift"),
+            ("TerminalService", "CollectCash"),
+            ("AdminService", "Freeze"),
+            ("AdminService", "Unfreeze"),
+            ("AdminService", "SetOverdraft"),
+            ("AdminService", "SetTerminalStatus"),
+            ("AdminService", "PutCredential"),
+            ("AdminService", "RevokeCredential"),
+        ];
+        for (service, method) in methods {
+            let api: Vec<Role> = roles_for(service, method)
+                .unwrap_or_else(|| panic!("{service}/{method} has no roles"))
+                .to_vec();
+            let commands = commands_of(service, method).expect("a writing method");
+            let mut ledger: Vec<Role> = commands
+                .iter()
+                .flat_map(|body| allowed_terminals(body).iter())
+                .filter_map(|kind| Role::for_terminal(*kind))
+                .collect();
+            ledger.sort();
+            ledger.dedup();
+            let mut api_sorted = api.clone();
+            api_sorted.sort();
+            assert_eq!(
+                api_sorted, ledger,
+                "{service}/{method}: the API lets {api_sorted:?} call it, the ledger serves {ledger:?}"
+            );
+        }
+    }
 
     #[test]
     fn bootstrap_credentials_parse() {

@@ -23,7 +23,17 @@ pub mod reason {
     pub const OVERLOADED: &str = "OVERLOADED";
     pub const BANK_LINK_NOT_CONFIGURED: &str = "BANK_LINK_NOT_CONFIGURED";
     pub const INTERNAL: &str = "INTERNAL";
+    /// A client named one of the cluster's own `S-` terminals.
+    pub const SYSTEM_TERMINAL: &str = "SYSTEM_TERMINAL";
+    /// A credential bound to one terminal named another.
+    pub const WRONG_TERMINAL: &str = "WRONG_TERMINAL";
+    /// A credential named a terminal of another kind than its roles act through.
+    pub const WRONG_TERMINAL_KIND: &str = "WRONG_TERMINAL_KIND";
 }
+
+/// Request ids the cluster makes for itself begin with this (saga steps: `saga:REF:STEP`); a
+/// client's never do.
+pub const SYSTEM_REQUEST_PREFIX: &str = "saga:";
 
 pub fn invalid(reason: &str, message: impl Into<String>) -> Status {
     status_with_reason(Code::InvalidArgument, reason, message)
@@ -49,7 +59,14 @@ fn id<T, E: std::fmt::Display>(
 }
 
 pub fn request_id(value: &str) -> Result<RequestId, Status> {
-    id("request_id", value, RequestId::parse)
+    let id = id("request_id", value, RequestId::parse)?;
+    if id.as_str().starts_with(SYSTEM_REQUEST_PREFIX) {
+        return Err(invalid(
+            reason::INVALID_ID,
+            format!("request_id: ids beginning {SYSTEM_REQUEST_PREFIX:?} are the cluster's own"),
+        ));
+    }
+    Ok(id)
 }
 
 pub fn terminal_id(field: &str, value: &str) -> Result<TerminalId, Status> {

@@ -222,6 +222,31 @@ impl Gateway {
         })
     }
 
+    /// A command of the cluster's own (`S-` terminal: membership records, reconciliation
+    /// reports), made by the node itself on an operator's call, never from a client's ids.
+    pub fn system_command(
+        &self,
+        request_id: &str,
+        terminal_id: &str,
+        body: yinyi_ledger::CommandBody,
+    ) -> Result<Command, Status> {
+        let terminal = TerminalId::parse(terminal_id)
+            .map_err(|e| convert::internal(format!("system terminal: {e}")))?;
+        assert_eq!(
+            terminal.kind(),
+            yinyi_ledger::TerminalKind::System,
+            "system commands come from S- terminals"
+        );
+        Ok(Command {
+            request: yinyi_ledger::RequestId::parse(request_id)
+                .map_err(|e| convert::internal(format!("system request id: {e}")))?,
+            terminal,
+            operator: None,
+            at: Timestamp(0),
+            body,
+        })
+    }
+
     /// The actor for a command about `card`: its account's, or the terminal's when the card
     /// is unknown (the ledger then answers CARD_NOT_FOUND).
     pub fn key_for_card(&self, card: &CardNo, terminal: &TerminalId) -> EntityKey {

@@ -414,7 +414,10 @@ impl PaymentService for Payments {
         let r = request.into_inner();
         let g = &self.gateway;
         let bill = convert::bill_id(&r.bill_id)?;
-        // A bill paid by bank card is refunded online, to the card that paid.
+        // A bill paid by bank card is refunded online, to the card that paid; the way it was
+        // paid is read after a read barrier, so a payment just made is seen. (The ledger refuses
+        // the wrong way in any case: REFUND_CHANNEL_NOT_ALLOWED.)
+        g.read_barrier().await?;
         let paid_with = g
             .backend()
             .bill(&bill)
@@ -422,6 +425,17 @@ impl PaymentService for Payments {
             .and_then(|p| p.bank_ref)
             .and_then(|bank_ref| g.backend().bank_op(&bank_ref));
         let body = match paid_with {
+            _ if !r.after_declined_bank_ref.is_empty() => CommandBody::RefundToAccount {
+                bill: bill.clone(),
+                declined: yinyi_ledger::BankRef::parse(&r.after_declined_bank_ref).map_err(
+                    |e| {
+                        convert::invalid(
+                            reason::INVALID_ID,
+                            format!("after_declined_bank_ref: {e}"),
+                        )
+                    },
+                )?,
+            },
             None => CommandBody::Refund { bill: bill.clone() },
             Some(op) => CommandBody::StartBankOp {
                 card: convert::card_no("card_no", &r.card_no)?,

@@ -10,8 +10,8 @@ use yinyi_api::v1::terminal_service_server::TerminalService;
 use yinyi_api::v1::*;
 use yinyi_ledger::{CommandBody, Effect};
 
-use super::convert;
 use super::{Gateway, unexpected};
+use super::{auth, convert};
 use crate::lead_or_forward;
 
 pub struct Terminals {
@@ -67,6 +67,8 @@ impl TerminalService for Terminals {
     ) -> Result<Response<TerminalReply>, Status> {
         lead_or_forward!(self.gateway, request, TerminalServiceClient, heartbeat);
         let id = convert::terminal_id("terminal_id", &request.into_inner().terminal_id)?;
+        // A terminal reports only for itself.
+        auth::check_terminal(&id)?;
         self.gateway.read_barrier().await?;
         let t = self.gateway.backend().terminal(&id).ok_or_else(|| {
             status_with_reason(
