@@ -3,7 +3,8 @@
 //! nobody knows. An InDoubt operation is settled by the bank's status query when it knows, else
 //! reversed (冲正) with repeats until the bank acknowledges. Every step is a ledger command from
 //! the system terminal with a request id derived from the bank reference and the step, so a
-//! step repeated by a new leader is answered from the stored outcome and applied once.
+//! step repeated by a new leader is answered from the stored outcome and applied once. A refused
+//! step counts only when the operation has moved on; otherwise the saga backs off and alerts.
 //!
 //! The gateway runs each operation's saga in its own task (a caller waiting longer than its
 //! deadline leaves it running) and joins a second caller of the same reference to the first.
@@ -248,7 +249,15 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
     }
 
     /// One saga step as a ledger command, through the account's actor (so its cache follows).
-    async fn step(&self, op: &BankOp, name: &str, body: CommandBody) -> Result<(), SubmitError> {
+    /// A refused step is success only when the operation has moved on from the state the step
+    /// started from (another leader's saga got there first, or it is final); a refusal that
+    /// leaves it where it was is an error, so the saga backs off and a person is told.
+    async fn step(
+        &self,
+        op: &BankOp,
+        name: &'static str,
+        body: CommandBody,
+    ) -> Result<(), SubmitError> {
         let request = RequestId::parse(&format!("saga:{}:{name}", op.bank_ref))
             .map_err(|e| SubmitError::Invalid(e.to_string()))?;
         let terminal =
@@ -266,10 +275,25 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
             .await?
         {
             Outcome::Done(_) => Ok(()),
-            // Another leader's saga got there first; the state says where it is now.
             Outcome::Rejected(r) => {
-                tracing::info!(bank_ref = %op.bank_ref, step = name, "saga step refused: {}", r.message);
-                Ok(())
+                let now = self.backend.bank_op(&op.bank_ref).map(|o| o.state);
+                if now != Some(op.state) {
+                    // Another leader's saga got there first; the state says where it is now.
+                    tracing::info!(bank_ref = %op.bank_ref, step = name, from = ?op.state, ?now,
+                        "saga step refused, the operation moved on: {}", r.message);
+                    return Ok(());
+                }
+                metrics::counter!("bank_saga_steps_refused_total",
+                    "step" => name, "reason" => r.code.as_str())
+                .increment(1);
+                tracing::error!(bank_ref = %op.bank_ref, step = name, state = ?op.state,
+                    reason = r.code.as_str(),
+                    "saga step refused and the operation did not move on: {}", r.message);
+                Err(SubmitError::Unavailable(format!(
+                    "saga step {name} refused: {} {}",
+                    r.code.as_str(),
+                    r.message
+                )))
             }
         }
     }
