@@ -5,6 +5,7 @@
 //! the system terminal with a request id derived from the bank reference and the step, so a
 //! step repeated by a new leader is answered from the stored outcome and applied once. A refused
 //! step counts only when the operation has moved on; otherwise the saga backs off and alerts.
+//! An outcome becomes final only from the bank's own answer or status, never from "not sent".
 //!
 //! The gateway runs each operation's saga in its own task (a caller waiting longer than its
 //! deadline leaves it running) and joins a second caller of the same reference to the first.
@@ -26,7 +27,9 @@ use crate::{Actors, EntityKey, SubmitError};
 /// The system terminal saga steps come from.
 pub const SAGA_TERMINAL: &str = "S-SAGA";
 
-/// What the bank said to a financial request.
+/// What the bank said to a financial request. Only `Approved`, `Declined` and `InProgress` are
+/// the bank's own answers; an outcome becomes final only from one of them (or from the bank's
+/// status query).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BankAnswer {
     Approved(String),
@@ -35,6 +38,10 @@ pub enum BankAnswer {
     Unknown(String),
     /// A third-party channel order placed: the payer confirms it later; the channel notifies.
     InProgress(String),
+    /// Nothing left this node this time (e.g. the link's breaker is open). Not an answer: an
+    /// earlier leader may have sent the same request, so the operation stays as it is and the
+    /// saga tries again later.
+    NotSent(String),
 }
 
 /// What the bank's status query says about a reference.
@@ -357,6 +364,14 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
                         .await
                     }
                     BankAnswer::InProgress(_) => self.await_channel(&op).await,
+                    // Not sent now is not "declined": an earlier leader may have sent it, and
+                    // the bank may have moved the money. Pending, and tried again later.
+                    BankAnswer::NotSent(note) => {
+                        metrics::counter!("bank_requests_not_sent_total").increment(1);
+                        Err(SubmitError::Unavailable(format!(
+                            "nothing sent to the bank: {note}"
+                        )))
+                    }
                 },
                 BankOpState::InDoubt => match self.link.status(&op).await {
                     Some(BankStatus::Applied) => {

@@ -1,11 +1,11 @@
 //! The sagas' bank link on this node: the front-end processor client from `yinyi-bank`.
+//! Only the bank's own answer settles an operation: a request that never left this node is
+//! `NotSent`.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use yinyi_actors::{BankAnswer, BankLink, BankStatus};
-use yinyi_bank::{
-    BankClient, BankError, Message, OpState, Processing, ResponseCode, StatementLine,
-};
+use yinyi_bank::{BankClient, Message, OpState, Processing, ResponseCode, StatementLine};
 use yinyi_ledger::{BankOp, BankOpKind, External};
 
 pub struct NodeBankLink {
@@ -45,6 +45,9 @@ impl BankLink for NodeBankLink {
                 // A payment is an order the payer confirms; a refund is credited at once.
                 Ok(token) if op.kind == BankOpKind::Debit => (Processing::ChannelDebit, token),
                 Ok(token) => (Processing::Credit, token),
+                // Final without the bank saying so, and rightly: the payer id is replicated
+                // with the operation and parsed the same way on every node, so no leader can
+                // ever have sent this request and no money can have moved for it.
                 Err(e) => return BankAnswer::Declined(format!("payer id: {e}")),
             },
         };
@@ -75,8 +78,8 @@ impl BankLink for NodeBankLink {
                 BankAnswer::Declined(code.as_str().to_string())
             }
             Ok(other) => BankAnswer::Unknown(format!("unexpected {}", other.mti())),
-            // Nothing left this node: the bank never saw it.
-            Err(e @ BankError::CircuitOpen) => BankAnswer::Declined(e.to_string()),
+            // Nothing left this node this time; an earlier leader may still have sent it.
+            Err(e) if e.nothing_sent() => BankAnswer::NotSent(e.to_string()),
             Err(e) => BankAnswer::Unknown(e.to_string()),
         }
     }
