@@ -2,7 +2,8 @@
 //! each fault: approval, decline, a response lost after the bank applied, a connection dropped
 //! before it applied, a timeout, and the bank down. Afterwards the account and the bank agree,
 //! and the client got the truth (or a non-final state first, then the truth on asking again).
-//! Also issue 15's path 2: an open breaker taken for a decline.
+//! Also the money-safety paths of issue 15 the bank link had: an open breaker taken for a
+//! decline, a reply for another amount taken for an approval.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -679,4 +680,34 @@ async fn an_open_breaker_leaves_a_top_up_pending_until_the_bank_answers() {
         other => panic!("{other}: only the bank's answer may end it, and it applied it"),
     }
     w.agree().await;
+}
+
+/// Issue 15, path 7: the bank's reply must fit the request. A switch that applies (and answers)
+/// another amount than asked never gets the operation completed here: the 0210 is a protocol
+/// error, the operation goes in doubt, the status query's other amount cannot settle it, and it
+/// is reversed. No account is ever credited an amount the bank did not take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bank_reply_for_another_amount_never_credits_the_account() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    use yinyi_bank::OpState;
+    use yinyi_ledger::BankRef;
+
+    let mut w = World::new().await;
+    w.sim.set_faults("mismatch=1").unwrap();
+    let wrong = w.top_up(100);
+    let end = w.settle(&wrong).await;
+    assert_eq!(end.state, "REVERSED", "{end:?}");
+    let bank_ref = BankRef::parse(&end.bank_ref).unwrap();
+    assert_eq!(w.sim.state_of(&bank_ref), OpState::Reversed);
+    assert_eq!(w.balance().await, Money::ZERO);
+    w.agree().await;
+
+    // Half the replies wrong: each operation ends, and the account and the bank agree.
+    w.sim.set_faults("mismatch=0.5").unwrap();
+    for yuan in [10, 20, 30, 40, 50, 60] {
+        let request = w.top_up(yuan);
+        let end = w.settle(&request).await.state;
+        assert!(end == "COMPLETED" || end == "REVERSED", "{end}");
+        w.agree().await;
+    }
 }
