@@ -310,6 +310,10 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
     async fn run(&self, bank_ref: &BankRef) -> BankOpState {
         let mut backoff = self.config.first_backoff;
         let mut reversals_sent = 0u32;
+        // Once the channel order is placed, this run only waits for the payer (the channel's
+        // notice or the status query) and never sends the order again; a new leader's run
+        // sends it at most once more (the bank deduplicates by reference).
+        let mut order_placed = false;
         loop {
             // A deposed leader stops: the new leader's recovery drives the operation on (a
             // deposed node calling the bank would only repeat what the new leader does).
@@ -329,6 +333,7 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
                 return op.state;
             }
             let result = match op.state {
+                BankOpState::Pending if order_placed => self.await_channel(&op).await,
                 BankOpState::Pending => match self.link.execute(&op).await {
                     BankAnswer::Approved(note) => {
                         self.step(
@@ -363,7 +368,10 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
                         )
                         .await
                     }
-                    BankAnswer::InProgress(_) => self.await_channel(&op).await,
+                    BankAnswer::InProgress(_) => {
+                        order_placed = true;
+                        self.await_channel(&op).await
+                    }
                     // Not sent now is not "declined": an earlier leader may have sent it, and
                     // the bank may have moved the money. Pending, and tried again later.
                     BankAnswer::NotSent(note) => {

@@ -3,7 +3,7 @@
 //! before it applied, a timeout, and the bank down. Afterwards the account and the bank agree,
 //! and the client got the truth (or a non-final state first, then the truth on asking again).
 //! Also the money-safety paths of issue 15 the bank link had: an open breaker taken for a
-//! decline, a reply for another amount taken for an approval.
+//! decline, a reply for another amount taken for an approval, a channel order sent again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,6 +157,23 @@ impl World {
             .await
             .unwrap();
         Money::parse(&reply.balance).unwrap()
+    }
+
+    /// Asks the third-party top-up again until it is final.
+    async fn settle_order(&self, request: &TopUpThirdPartyRequest) -> BankOpReply {
+        let deadline = tokio::time::Instant::now() + T;
+        loop {
+            let reply = self
+                .client
+                .top_up_third_party(request.clone())
+                .await
+                .unwrap();
+            if is_final(&reply.state) {
+                return reply;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{reply:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The account holds exactly what left the bank card.
@@ -710,4 +727,32 @@ async fn a_bank_reply_for_another_amount_never_credits_the_account() {
         assert!(end == "COMPLETED" || end == "REVERSED", "{end}");
         w.agree().await;
     }
+}
+
+/// Issue 15, path 7: a third-party channel order is placed once. While the payer takes several
+/// of the saga's poll periods (2 s) to confirm, the saga only asks the order's status; the bank
+/// receives exactly one 0200 for it, and the order completes once paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_order_is_sent_to_the_bank_once_while_the_payer_takes_time() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    use yinyi_ledger::BankRef;
+
+    let mut w = World::new().await;
+    w.register("M-APP").await;
+    w.sim.set_faults("confirm=5s").unwrap();
+    let payer = CardToken::parse("wx_payer_0001").unwrap();
+    let order = TopUpThirdPartyRequest {
+        request_id: w.next(),
+        terminal_id: "M-APP".into(),
+        card_no: "HC00000001".into(),
+        provider: "WECHAT".into(),
+        payer: payer.to_string(),
+        amount: "60".into(),
+    };
+    let paid = w.settle_order(&order).await;
+    assert_eq!(paid.state, "COMPLETED", "{paid:?}");
+    let bank_ref = BankRef::parse(&paid.bank_ref).unwrap();
+    assert_eq!(w.sim.requests_for(&bank_ref), 1, "the order was sent again");
+    assert_eq!(w.sim.balance(&payer), Money::from_yuan(10_000 - 60));
+    assert_eq!(w.balance().await, Money::from_yuan(60));
 }
