@@ -3,7 +3,9 @@
 //! nobody knows. An InDoubt operation is settled by the bank's status query when it knows, else
 //! reversed (冲正) with repeats until the bank acknowledges. Every step is a ledger command from
 //! the system terminal with a request id derived from the bank reference and the step, so a
-//! step repeated by a new leader is answered from the stored outcome and applied once.
+//! step repeated by a new leader is answered from the stored outcome and applied once. A refused
+//! step counts only when the operation has moved on; otherwise the saga backs off and alerts.
+//! An outcome becomes final only from the bank's own answer or status, never from "not sent".
 //!
 //! The gateway runs each operation's saga in its own task (a caller waiting longer than its
 //! deadline leaves it running) and joins a second caller of the same reference to the first.
@@ -25,7 +27,9 @@ use crate::{Actors, EntityKey, SubmitError};
 /// The system terminal saga steps come from.
 pub const SAGA_TERMINAL: &str = "S-SAGA";
 
-/// What the bank said to a financial request.
+/// What the bank said to a financial request. Only `Approved`, `Declined` and `InProgress` are
+/// the bank's own answers; an outcome becomes final only from one of them (or from the bank's
+/// status query).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BankAnswer {
     Approved(String),
@@ -34,6 +38,10 @@ pub enum BankAnswer {
     Unknown(String),
     /// A third-party channel order placed: the payer confirms it later; the channel notifies.
     InProgress(String),
+    /// Nothing left this node this time (e.g. the link's breaker is open). Not an answer: an
+    /// earlier leader may have sent the same request, so the operation stays as it is and the
+    /// saga tries again later.
+    NotSent(String),
 }
 
 /// What the bank's status query says about a reference.
@@ -248,7 +256,15 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
     }
 
     /// One saga step as a ledger command, through the account's actor (so its cache follows).
-    async fn step(&self, op: &BankOp, name: &str, body: CommandBody) -> Result<(), SubmitError> {
+    /// A refused step is success only when the operation has moved on from the state the step
+    /// started from (another leader's saga got there first, or it is final); a refusal that
+    /// leaves it where it was is an error, so the saga backs off and a person is told.
+    async fn step(
+        &self,
+        op: &BankOp,
+        name: &'static str,
+        body: CommandBody,
+    ) -> Result<(), SubmitError> {
         let request = RequestId::parse(&format!("saga:{}:{name}", op.bank_ref))
             .map_err(|e| SubmitError::Invalid(e.to_string()))?;
         let terminal =
@@ -266,10 +282,25 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
             .await?
         {
             Outcome::Done(_) => Ok(()),
-            // Another leader's saga got there first; the state says where it is now.
             Outcome::Rejected(r) => {
-                tracing::info!(bank_ref = %op.bank_ref, step = name, "saga step refused: {}", r.message);
-                Ok(())
+                let now = self.backend.bank_op(&op.bank_ref).map(|o| o.state);
+                if now != Some(op.state) {
+                    // Another leader's saga got there first; the state says where it is now.
+                    tracing::info!(bank_ref = %op.bank_ref, step = name, from = ?op.state, ?now,
+                        "saga step refused, the operation moved on: {}", r.message);
+                    return Ok(());
+                }
+                metrics::counter!("bank_saga_steps_refused_total",
+                    "step" => name, "reason" => r.code.as_str())
+                .increment(1);
+                tracing::error!(bank_ref = %op.bank_ref, step = name, state = ?op.state,
+                    reason = r.code.as_str(),
+                    "saga step refused and the operation did not move on: {}", r.message);
+                Err(SubmitError::Unavailable(format!(
+                    "saga step {name} refused: {} {}",
+                    r.code.as_str(),
+                    r.message
+                )))
             }
         }
     }
@@ -279,6 +310,10 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
     async fn run(&self, bank_ref: &BankRef) -> BankOpState {
         let mut backoff = self.config.first_backoff;
         let mut reversals_sent = 0u32;
+        // Once the channel order is placed, this run only waits for the payer (the channel's
+        // notice or the status query) and never sends the order again; a new leader's run
+        // sends it at most once more (the bank deduplicates by reference).
+        let mut order_placed = false;
         loop {
             // A deposed leader stops: the new leader's recovery drives the operation on (a
             // deposed node calling the bank would only repeat what the new leader does).
@@ -298,6 +333,7 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
                 return op.state;
             }
             let result = match op.state {
+                BankOpState::Pending if order_placed => self.await_channel(&op).await,
                 BankOpState::Pending => match self.link.execute(&op).await {
                     BankAnswer::Approved(note) => {
                         self.step(
@@ -332,7 +368,18 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
                         )
                         .await
                     }
-                    BankAnswer::InProgress(_) => self.await_channel(&op).await,
+                    BankAnswer::InProgress(_) => {
+                        order_placed = true;
+                        self.await_channel(&op).await
+                    }
+                    // Not sent now is not "declined": an earlier leader may have sent it, and
+                    // the bank may have moved the money. Pending, and tried again later.
+                    BankAnswer::NotSent(note) => {
+                        metrics::counter!("bank_requests_not_sent_total").increment(1);
+                        Err(SubmitError::Unavailable(format!(
+                            "nothing sent to the bank: {note}"
+                        )))
+                    }
                 },
                 BankOpState::InDoubt => match self.link.status(&op).await {
                     Some(BankStatus::Applied) => {

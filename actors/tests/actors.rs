@@ -1,32 +1,43 @@
 //! The actors over an in-memory ledger (the ledger's own `apply` on a `MemState`): routing,
-//! duplicate answers, early rejections, supervision, leadership and passivation. The backend is
-//! the one stand-in here; the node's tests run the same actors over Raft and RocksDB.
+//! duplicate answers, early rejections, supervision, leadership, passivation, and the bank
+//! saga's answer to a refused step. The backend (and, for the saga, the bank) is the one
+//! stand-in here; the node's tests run the same actors over Raft and RocksDB.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
 use yinyi_actors::{
-    Actors, ActorsConfig, Backend, EntityKey, LiveCounts, ProposeFailure, SubmitError,
+    Actors, ActorsConfig, Backend, BankAnswer, BankGateway, BankLink, BankStatus, EntityKey,
+    LiveCounts, ProposeFailure, SagaConfig, SubmitError,
 };
 use yinyi_ledger::*;
 
-/// The ledger applied in memory, one command per log index, with a switch to panic.
+/// The ledger applied in memory, one command per log index, with a switch to panic and one to
+/// refuse a request id as taken (without applying anything).
 #[derive(Default)]
 struct MemBackend {
     state: Mutex<MemState>,
     index: AtomicU64,
     proposals: AtomicU64,
     panic_on: Mutex<Option<RequestId>>,
+    refuse: Mutex<Option<RequestId>>,
 }
 
 impl Backend for MemBackend {
     async fn propose(&self, command: Command) -> Result<Outcome, ProposeFailure> {
         if self.panic_on.lock().unwrap().as_ref() == Some(&command.request) {
             panic!("injected failure while proposing {}", command.request);
+        }
+        if self.refuse.lock().unwrap().as_ref() == Some(&command.request) {
+            return Ok(Outcome::rejected(
+                ReasonCode::RequestIdReused,
+                format!("request id {} was used before", command.request),
+            ));
         }
         self.proposals.fetch_add(1, Ordering::SeqCst);
         let index = self.index.fetch_add(1, Ordering::SeqCst) + 1;
@@ -415,4 +426,215 @@ fn c_account(c: &Command) -> AccountId {
         CommandBody::Unfreeze { account } => account,
         _ => unreachable!("only unfreezes here"),
     }
+}
+
+/// Every counter this test process increments, by `name{label=value,...}` (labels sorted), so a
+/// test can see that a path was counted. Installed once as the global recorder.
+#[derive(Clone, Default)]
+struct Counters(Arc<Mutex<HashMap<String, Arc<AtomicU64>>>>);
+
+impl metrics::Recorder for Counters {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        let mut labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        labels.sort();
+        let name = format!("{}{{{}}}", key.name(), labels.join(","));
+        let cell = self.0.lock().unwrap().entry(name).or_default().clone();
+        metrics::Counter::from_arc(cell)
+    }
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+/// The value of counter `name{labels}` (labels sorted, as `k=v` joined by commas) so far.
+fn counted(name: &str) -> u64 {
+    static COUNTERS: OnceLock<Counters> = OnceLock::new();
+    let counters = COUNTERS.get_or_init(|| {
+        let counters = Counters::default();
+        metrics::set_global_recorder(counters.clone())
+            .unwrap_or_else(|_| panic!("only this test file installs a recorder"));
+        counters
+    });
+    counters
+        .0
+        .lock()
+        .unwrap()
+        .get(name)
+        .map_or(0, |c| c.load(Ordering::SeqCst))
+}
+
+/// A bank that approves every request and counts them; `racer`, when set, is another leader's
+/// saga that completes the operation (under its own request id) while this one waits for the
+/// bank's answer.
+struct ApprovingBank {
+    executed: AtomicU64,
+    racer: Option<Arc<MemBackend>>,
+}
+
+impl BankLink for ApprovingBank {
+    async fn execute(&self, op: &BankOp) -> BankAnswer {
+        self.executed.fetch_add(1, Ordering::SeqCst);
+        if let Some(backend) = &self.racer {
+            let other = Command {
+                request: RequestId::parse(&format!("other-leader:{}", op.bank_ref)).unwrap(),
+                terminal: TerminalId::parse("S-SAGA").unwrap(),
+                operator: None,
+                at: Timestamp(0),
+                body: CommandBody::CompleteBankOp {
+                    bank_ref: op.bank_ref.clone(),
+                    bank_note: "00".into(),
+                },
+            };
+            assert!(backend.propose(other).await.unwrap().is_done());
+        }
+        BankAnswer::Approved("00".into())
+    }
+    async fn reverse(&self, _: &BankOp, _: bool) -> bool {
+        true
+    }
+    async fn status(&self, _: &BankOp) -> Option<BankStatus> {
+        Some(BankStatus::Applied)
+    }
+}
+
+impl Harness {
+    /// Starts a 50 yuan bank-card top-up of card `n` (Pending) and returns its reference.
+    async fn bank_top_up(&mut self, n: u64, account: AccountId) -> BankRef {
+        let c = self.command(
+            KIOSK,
+            CommandBody::StartBankOp {
+                card: card(n),
+                external: External::BankCard {
+                    token: CardToken::parse("tok_bank_0001").unwrap(),
+                    masked: "6222****0001".into(),
+                },
+                purpose: BankPurpose::TopUp,
+                amount: Some(Money::from_yuan(50)),
+            },
+        );
+        match self
+            .actors
+            .submit(EntityKey::Account(account), c)
+            .await
+            .unwrap()
+        {
+            Outcome::Done(Effect::BankOpStarted { bank_ref, .. }) => bank_ref,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+fn saga_config() -> SagaConfig {
+    SagaConfig {
+        first_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(400),
+        ..SagaConfig::default()
+    }
+}
+
+/// Issue 15, path 1: a refused saga step is not success. The bank approved, but the step that
+/// records it is refused (its request id `saga:{ref}:complete` taken) while the operation has
+/// not moved on: the saga does not finish, backs off instead of looping on the bank, counts
+/// the refusal in `bank_saga_steps_refused_total`, and completes once the step goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_saga_step_backs_off_is_counted_and_never_reported_done() {
+    let refused = "bank_saga_steps_refused_total{reason=REQUEST_ID_REUSED,step=complete}";
+    let refused_before = counted(refused);
+    let mut h = Harness::new(ActorsConfig::default()).await;
+    let account = h.patient(1, 100).await;
+    let bank_ref = h.bank_top_up(1, account).await;
+    *h.backend.refuse.lock().unwrap() =
+        Some(RequestId::parse(&format!("saga:{bank_ref}:complete")).unwrap());
+    let bank = Arc::new(ApprovingBank {
+        executed: AtomicU64::new(0),
+        racer: None,
+    });
+    let gateway = BankGateway::new(
+        h.backend.clone(),
+        h.actors.clone(),
+        bank.clone(),
+        saga_config(),
+    );
+
+    let op = gateway
+        .drive(&bank_ref, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(op.state, BankOpState::Pending, "not recorded: not done");
+    assert_eq!(h.balance(account), Money::from_yuan(100));
+    // Backing off 50 ms doubling to 400 ms: about 8 attempts in 2 s, not a busy loop.
+    let attempts = bank.executed.load(Ordering::SeqCst);
+    assert!((2..=12).contains(&attempts), "{attempts} bank calls in 2 s");
+    assert!(
+        counted(refused) >= refused_before + 2,
+        "each refusal counted"
+    );
+
+    // The step goes through at last: completed once.
+    *h.backend.refuse.lock().unwrap() = None;
+    let op = gateway
+        .drive(&bank_ref, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(op.state, BankOpState::Completed);
+    assert_eq!(h.balance(account), Money::from_yuan(150));
+}
+
+/// Issue 15, path 1 (the other side): a step refused because another leader's saga already
+/// moved the operation on is no error: the saga sees the new state and ends without waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_refused_after_another_saga_settled_it_ends_the_saga() {
+    let mut h = Harness::new(ActorsConfig::default()).await;
+    let account = h.patient(1, 100).await;
+    let bank_ref = h.bank_top_up(1, account).await;
+    *h.backend.refuse.lock().unwrap() =
+        Some(RequestId::parse(&format!("saga:{bank_ref}:complete")).unwrap());
+    let bank = Arc::new(ApprovingBank {
+        executed: AtomicU64::new(0),
+        racer: Some(h.backend.clone()),
+    });
+    let gateway = BankGateway::new(
+        h.backend.clone(),
+        h.actors.clone(),
+        bank.clone(),
+        saga_config(),
+    );
+    let op = gateway
+        .drive(&bank_ref, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(op.state, BankOpState::Completed);
+    assert_eq!(bank.executed.load(Ordering::SeqCst), 1);
+    assert_eq!(h.balance(account), Money::from_yuan(150));
 }

@@ -3,7 +3,9 @@
 //! while the bank is down instead of piling up calls.
 //!
 //! A financial request that times out or loses its connection has an **unknown** outcome: the
-//! caller must treat it as in doubt (reverse it or ask its status), never as declined.
+//! caller must treat it as in doubt (reverse it or ask its status), never as declined. So has
+//! one answered by a response that does not fit it (another reference, amount or processing
+//! code): that is a protocol error, never an approval of something else.
 
 use std::time::Duration;
 
@@ -162,12 +164,9 @@ impl BankClient {
             .await
             .map_err(connection)?
             .ok_or_else(|| BankError::Connection("the bank closed the connection".into()))?;
-        if !answers(request, &answer) {
-            return Err(BankError::Protocol(format!(
-                "{} answered {} ",
-                request.mti(),
-                answer.mti()
-            )));
+        if let Err(misfit) = answers(request, &answer) {
+            tracing::error!(addr = %self.config.addr, "the bank's answer does not fit: {misfit}");
+            return Err(BankError::Protocol(misfit));
         }
         let mut idle = self.idle.lock().await;
         if idle.len() < self.config.pool_size {
@@ -184,19 +183,93 @@ fn connection(e: FrameError) -> BankError {
     }
 }
 
-/// Whether `answer` is the response to `request` (same type pair and reference).
-fn answers(request: &Message, answer: &Message) -> bool {
-    match (request, answer) {
+/// Whether `answer` is the response to `request`: the same type pair and reference, and for a
+/// financial request the same amount and processing code. Otherwise, how it differs.
+fn answers(request: &Message, answer: &Message) -> Result<(), String> {
+    let fits = match (request, answer) {
         (
-            Message::FinancialRequest { bank_ref: a, .. },
-            Message::FinancialResponse { bank_ref: b, .. },
-        )
-        | (Message::ReversalAdvice { bank_ref: a, .. }, Message::ReversalAck { bank_ref: b, .. })
+            Message::FinancialRequest {
+                bank_ref: a,
+                amount: asked,
+                processing: p,
+                ..
+            },
+            Message::FinancialResponse {
+                bank_ref: b,
+                amount: answered,
+                processing: q,
+                ..
+            },
+        ) => {
+            if a == b && (asked != answered || p != q) {
+                return Err(format!(
+                    "0200 for {a} of {asked} ({p:?}) answered by 0210 of {answered} ({q:?})"
+                ));
+            }
+            a == b
+        }
+        (Message::ReversalAdvice { bank_ref: a, .. }, Message::ReversalAck { bank_ref: b, .. })
         | (Message::StatusQuery { bank_ref: a }, Message::StatusReply { bank_ref: b, .. }) => {
             a == b
         }
         (Message::StatementRequest { date: a }, Message::Statement { date: b, .. }) => a == b,
         (Message::SetFaults { .. }, Message::FaultsAck { .. }) => true,
         _ => false,
+    };
+    if fits {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} answered by a {} that is not its response",
+            request.mti(),
+            answer.mti()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Processing, ResponseCode};
+    use yinyi_ledger::{BankRef, CardToken, Money};
+
+    fn reference(n: u64) -> BankRef {
+        BankRef::parse(&format!("Y{n:019}")).unwrap()
+    }
+
+    /// Issue 15, path 7: an approval is only trusted for what was asked.
+    #[test]
+    fn a_response_fits_its_request_only_with_the_same_reference_amount_and_processing() {
+        let request = Message::FinancialRequest {
+            processing: Processing::Debit,
+            bank_ref: reference(1),
+            token: CardToken::parse("tok_bank_0001").unwrap(),
+            amount: Money::from_yuan(50),
+            at_ms: 0,
+        };
+        let response = |n: u64, processing, yuan: i64| Message::FinancialResponse {
+            processing,
+            bank_ref: reference(n),
+            amount: Money::from_yuan(yuan),
+            code: ResponseCode::Approved,
+        };
+        assert_eq!(
+            answers(&request, &response(1, Processing::Debit, 50)),
+            Ok(())
+        );
+        for misfit in [
+            response(2, Processing::Debit, 50),
+            response(1, Processing::Debit, 51),
+            response(1, Processing::Credit, 50),
+            response(1, Processing::ChannelDebit, 50),
+        ] {
+            assert!(answers(&request, &misfit).is_err(), "{misfit:?}");
+        }
+        let status = Message::StatusReply {
+            bank_ref: reference(1),
+            state: crate::message::OpState::Applied,
+            amount: Money::from_yuan(50),
+        };
+        assert!(answers(&request, &status).is_err());
     }
 }

@@ -1,8 +1,9 @@
 //! The bank simulator behind `yinyi banksim`: a front-end processor that keeps card balances,
 //! deduplicates by reference, writes every decision to its own journal (synced before it
 //! answers) and serves the day's statement, with faults injected on demand: latency, declines,
-//! "applied but the response is lost", dropped connections and down windows. Faults are set at
-//! start and changed at run time with a 9800 message (`yinyi banksim --set-faults`).
+//! "applied but the response is lost", dropped connections, down windows, and a faulty switch
+//! that applies another amount than asked. Faults are set at start and changed at run time
+//! with a 9800 message (`yinyi banksim --set-faults`).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -38,6 +39,9 @@ pub struct Faults {
     pub confirm: Duration,
     /// Share of channel orders the payer never confirms.
     pub abandon: f64,
+    /// Share of new financial requests applied (or ordered) for one fen more than asked, and
+    /// answered with that amount: a faulty switch whose reply does not fit the request.
+    pub mismatch: f64,
 }
 
 fn parse_ms(key: &str, value: &str) -> Result<Duration, String> {
@@ -66,8 +70,9 @@ fn parse_share(key: &str, value: &str) -> Result<f64, String> {
 }
 
 impl Faults {
-    /// Applies `latency=20ms,jitter=10ms,decline=0.03,lost=0.02,drop=0.01,down=5s` (any
-    /// subset) on top of the faults in force; `clear` first resets everything.
+    /// Applies `latency=20ms,jitter=10ms,decline=0.03,lost=0.02,drop=0.01,down=5s,
+    /// confirm=200ms,abandon=0.05,mismatch=0.01` (any subset) on top of the faults in force;
+    /// `clear` first resets everything.
     pub fn apply_spec(&mut self, spec: &str) -> Result<(), String> {
         let mut next = self.clone();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -86,13 +91,14 @@ impl Faults {
                 "drop" => next.drop = parse_share(key, value)?,
                 "confirm" => next.confirm = parse_ms(key, value)?,
                 "abandon" => next.abandon = parse_share(key, value)?,
+                "mismatch" => next.mismatch = parse_share(key, value)?,
                 "down" => {
                     let d = parse_ms(key, value)?;
                     next.down_until = (!d.is_zero()).then(|| Instant::now() + d);
                 }
                 other => {
                     return Err(format!(
-                        "unknown fault {other:?}: latency, jitter, decline, lost, drop, down, confirm, abandon or clear"
+                        "unknown fault {other:?}: latency, jitter, decline, lost, drop, down, confirm, abandon, mismatch or clear"
                     ));
                 }
             }
@@ -108,14 +114,15 @@ impl Faults {
             .filter(|d| !d.is_zero())
             .map_or("no".to_string(), |d| format!("{}ms", d.as_millis()));
         format!(
-            "latency={}ms,jitter={}ms,decline={},lost={},drop={},down={down},confirm={}ms,abandon={}",
+            "latency={}ms,jitter={}ms,decline={},lost={},drop={},down={down},confirm={}ms,abandon={},mismatch={}",
             self.latency.as_millis(),
             self.jitter.as_millis(),
             self.decline,
             self.lost,
             self.drop,
             self.confirm.as_millis(),
-            self.abandon
+            self.abandon,
+            self.mismatch
         )
     }
 
@@ -194,6 +201,8 @@ pub struct BankSim {
     initial: i64,
     /// Financial requests read off the wire (before any latency), for tests and operators.
     seen: std::sync::atomic::AtomicU64,
+    /// The same, by reference: how often each operation was sent.
+    seen_by_ref: Mutex<HashMap<BankRef, u64>>,
     /// Told the result of every channel order the payer settled (the channel's asynchronous
     /// notification).
     notifier: Mutex<Option<Notifier>>,
@@ -264,6 +273,7 @@ impl BankSim {
             faults: Mutex::new(faults),
             initial,
             seen: std::sync::atomic::AtomicU64::new(0),
+            seen_by_ref: Mutex::new(HashMap::new()),
             notifier: Mutex::new(None),
         })
     }
@@ -362,6 +372,16 @@ impl BankSim {
         self.seen.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Financial requests received so far for `bank_ref` (counted as `requests_seen`).
+    pub fn requests_for(&self, bank_ref: &BankRef) -> u64 {
+        self.seen_by_ref
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(bank_ref)
+            .copied()
+            .unwrap_or(0)
+    }
+
     pub fn faults(&self) -> Faults {
         self.faults
             .lock()
@@ -405,21 +425,27 @@ impl BankSim {
             return Ok(Reply::Close);
         }
         let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
-        let respond = |code| Message::FinancialResponse {
+        let respond = |code, amount| Message::FinancialResponse {
             processing,
             bank_ref: bank_ref.clone(),
             amount,
             code,
         };
         if let Some(op) = book.ops.get(bank_ref.as_str()) {
-            // Seen before: the first answer again (a reversed one is refused), nothing applied.
+            // Seen before: the first answer again, for the amount recorded (a reversed one is
+            // refused), nothing applied.
             let code = match op.state() {
                 OpState::Reversed => ResponseCode::InvalidTransaction,
                 OpState::Pending => ResponseCode::InProgress,
                 _ => ResponseCode::parse(&op.code).unwrap_or(ResponseCode::Declined),
             };
-            return Ok(Reply::Send(respond(code)));
+            return Ok(Reply::Send(respond(code, Money::from_cents(op.cents))));
         }
+        let amount = if Self::roll(faults.mismatch) {
+            Money::from_cents(amount.cents() + 1)
+        } else {
+            amount
+        };
         if processing == Processing::ChannelDebit {
             // An order: the payer confirms it later, in their app.
             book.record(
@@ -436,7 +462,7 @@ impl BankSim {
                 self.initial,
             )?;
             return Ok(Reply::Order(
-                respond(ResponseCode::InProgress),
+                respond(ResponseCode::InProgress, amount),
                 bank_ref.clone(),
             ));
         }
@@ -470,7 +496,7 @@ impl BankSim {
         if Self::roll(faults.lost) {
             return Ok(Reply::Close);
         }
-        Ok(Reply::Send(respond(code)))
+        Ok(Reply::Send(respond(code, amount)))
     }
 
     fn reversal(&self, bank_ref: &BankRef, amount: Money) -> std::io::Result<Reply> {
@@ -591,8 +617,14 @@ impl BankSim {
                     return;
                 }
             };
-            if matches!(request, Message::FinancialRequest { .. }) {
+            if let Message::FinancialRequest { bank_ref, .. } = &request {
                 self.seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                *self
+                    .seen_by_ref
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(bank_ref.clone())
+                    .or_default() += 1;
             }
             let admin = matches!(request, Message::SetFaults { .. });
             let faults = self.faults();
@@ -661,12 +693,21 @@ mod tests {
     #[test]
     fn fault_specs_parse_and_refuse_nonsense() {
         let mut f = Faults::default();
-        f.apply_spec("latency=20ms,jitter=1s,decline=0.03,lost=0.5,drop=0")
+        f.apply_spec("latency=20ms,jitter=1s,decline=0.03,lost=0.5,drop=0,mismatch=0.25")
             .unwrap();
         assert_eq!(f.latency, Duration::from_millis(20));
         assert_eq!(f.jitter, Duration::from_secs(1));
         assert_eq!((f.decline, f.lost, f.drop), (0.03, 0.5, 0.0));
-        for bad in ["decline=2", "latency=5", "lost=x", "speed=1", "latency"] {
+        assert_eq!(f.mismatch, 0.25);
+        assert!(f.describe().contains("mismatch=0.25"));
+        for bad in [
+            "decline=2",
+            "latency=5",
+            "lost=x",
+            "speed=1",
+            "latency",
+            "mismatch=1.5",
+        ] {
             let before = f.clone();
             assert!(f.apply_spec(bad).is_err(), "{bad}");
             assert_eq!(f, before, "a refused spec changes nothing");

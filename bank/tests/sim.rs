@@ -1,6 +1,7 @@
 //! The bank simulator over real TCP on 127.0.0.1, through the client: approvals, declines,
 //! deduplication, reversals (also before the original), status queries, lost responses, a down
-//! bank opening the circuit breaker, statements, and a restart from the journal.
+//! bank opening the circuit breaker, statements, a restart from the journal, and a switch whose
+//! answers do not fit the request.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -299,5 +300,41 @@ async fn faults_change_at_run_time_through_the_admin_message() {
         .unwrap();
     assert!(matches!(refused, Message::FaultsAck { ok: false, .. }));
     assert_eq!(b.sim.faults().decline, 1.0);
+    b.server.abort();
+}
+
+/// Issue 15, path 7: a 0210 for another amount than the 0200 asked is not an approval. With
+/// `mismatch=1` the bank applies one fen more and says so; the client refuses that answer as a
+/// protocol error (the caller's outcome is unknown), and the status query shows what it did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_for_another_amount_is_a_protocol_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = bank(&dir.path().join("bank.journal")).await;
+    b.sim.set_faults("mismatch=1").unwrap();
+    let err = b.client.call(&debit(1, 300)).await.unwrap_err();
+    assert!(matches!(err, BankError::Protocol(_)), "{err:?}");
+    assert!(!err.nothing_sent());
+    assert_eq!(b.sim.requests_for(&reference(1)), 1);
+    assert_eq!(b.sim.requests_for(&reference(2)), 0);
+    b.sim.set_faults("clear").unwrap();
+    // Asked again, the bank repeats its first answer, for the amount it applied: refused again.
+    let again = b.client.call(&debit(1, 300)).await.unwrap_err();
+    assert!(matches!(again, BankError::Protocol(_)), "{again:?}");
+    assert_eq!(b.sim.requests_for(&reference(1)), 2);
+    let status = b
+        .client
+        .call(&Message::StatusQuery {
+            bank_ref: reference(1),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        status,
+        Message::StatusReply {
+            bank_ref: reference(1),
+            state: OpState::Applied,
+            amount: Money::from_cents(30_001),
+        }
+    );
     b.server.abort();
 }

@@ -1,11 +1,11 @@
 //! The sagas' bank link on this node: the front-end processor client from `yinyi-bank`.
+//! Only the bank's own answer settles an operation: a request that never left this node is
+//! `NotSent`, and a status reply about another amount than ours cannot settle anything.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use yinyi_actors::{BankAnswer, BankLink, BankStatus};
-use yinyi_bank::{
-    BankClient, BankError, Message, OpState, Processing, ResponseCode, StatementLine,
-};
+use yinyi_bank::{BankClient, Message, OpState, Processing, ResponseCode, StatementLine};
 use yinyi_ledger::{BankOp, BankOpKind, External};
 
 pub struct NodeBankLink {
@@ -45,6 +45,9 @@ impl BankLink for NodeBankLink {
                 // A payment is an order the payer confirms; a refund is credited at once.
                 Ok(token) if op.kind == BankOpKind::Debit => (Processing::ChannelDebit, token),
                 Ok(token) => (Processing::Credit, token),
+                // Final without the bank saying so, and rightly: the payer id is replicated
+                // with the operation and parsed the same way on every node, so no leader can
+                // ever have sent this request and no money can have moved for it.
                 Err(e) => return BankAnswer::Declined(format!("payer id: {e}")),
             },
         };
@@ -75,8 +78,10 @@ impl BankLink for NodeBankLink {
                 BankAnswer::Declined(code.as_str().to_string())
             }
             Ok(other) => BankAnswer::Unknown(format!("unexpected {}", other.mti())),
-            // Nothing left this node: the bank never saw it.
-            Err(e @ BankError::CircuitOpen) => BankAnswer::Declined(e.to_string()),
+            // Nothing left this node this time; an earlier leader may still have sent it.
+            Err(e) if e.nothing_sent() => BankAnswer::NotSent(e.to_string()),
+            // Includes a response that does not fit the request (another amount or processing
+            // code): a protocol error, so the outcome is unknown.
             Err(e) => BankAnswer::Unknown(e.to_string()),
         }
     }
@@ -101,6 +106,18 @@ impl BankLink for NodeBankLink {
             bank_ref: op.bank_ref.clone(),
         };
         match self.client.call(&query).await {
+            // Applied, but not what we asked: the bank moved another amount than this
+            // operation's, so it can neither complete it nor be told apart from a fault.
+            Ok(Message::StatusReply {
+                state: OpState::Applied,
+                amount,
+                ..
+            }) if amount != op.amount => {
+                metrics::counter!("bank_replies_mismatched_total", "mti" => "0610").increment(1);
+                tracing::error!(bank_ref = %op.bank_ref, asked = %op.amount, applied = %amount,
+                    "the bank's status reports another amount: cannot tell");
+                None
+            }
             Ok(Message::StatusReply { state, .. }) => Some(match state {
                 OpState::Applied => BankStatus::Applied,
                 OpState::Declined => BankStatus::Declined,

@@ -2,6 +2,8 @@
 //! each fault: approval, decline, a response lost after the bank applied, a connection dropped
 //! before it applied, a timeout, and the bank down. Afterwards the account and the bank agree,
 //! and the client got the truth (or a non-final state first, then the truth on asking again).
+//! Also the money-safety paths of issue 15 the bank link had: an open breaker taken for a
+//! decline, a reply for another amount taken for an approval, a channel order sent again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,6 +157,23 @@ impl World {
             .await
             .unwrap();
         Money::parse(&reply.balance).unwrap()
+    }
+
+    /// Asks the third-party top-up again until it is final.
+    async fn settle_order(&self, request: &TopUpThirdPartyRequest) -> BankOpReply {
+        let deadline = tokio::time::Instant::now() + T;
+        loop {
+            let reply = self
+                .client
+                .top_up_third_party(request.clone())
+                .await
+                .unwrap();
+            if is_final(&reply.state) {
+                return reply;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{reply:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The account holds exactly what left the bank card.
@@ -597,4 +616,143 @@ async fn third_party_top_ups_end_on_the_notification_a_status_query_or_expiry() 
     assert_eq!(abandoned.state, "REVERSED");
     assert_eq!(w.sim.balance(&payer), Money::from_yuan(10_000 - 100));
     assert_eq!(w.balance().await, Money::from_yuan(100));
+}
+
+/// Today's business day, as the API takes it.
+fn today() -> String {
+    yinyi_ledger::BusinessDay::of_ms(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    )
+    .to_string()
+}
+
+/// Issue 15, path 2: "nothing was sent this time" is not the bank's answer. The leader's breaker
+/// is open (the bank was down), so a top-up leaves nothing on the wire: it must stay pending,
+/// not be declined, because an earlier leader may have sent the same request. Here that
+/// earlier copy (played by the test) reaches the bank once it is back and is applied: the
+/// operation then ends by the bank's own answer, and the account holds what left the card.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_breaker_leaves_a_top_up_pending_until_the_bank_answers() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    use yinyi_bank::{BankClient, BankClientConfig, Message, OpState, Processing};
+    use yinyi_ledger::BankRef;
+
+    let mut w = World::new().await;
+    // The bank down: the leader's calls to it (reconciliation's statement here) fail until
+    // its breaker opens, which the next call reports. Asked of the leader alone, a call ends
+    // with the last attempt's error: the breaker opened less than the call's deadline ago.
+    w.sim.set_faults("down=60s").unwrap();
+    let leader = w.cluster.wait_for_leader(T).await.unwrap();
+    let mut config = w.cluster.api_config();
+    config.nodes = vec![w.cluster.addr(leader)];
+    config.deadline = Duration::from_millis(300);
+    let on_leader = Client::new(config).unwrap();
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let err = on_leader
+            .reconcile(ReconcileRequest { date: today() })
+            .await
+            .expect_err("the bank is down");
+        if err.to_string().contains("circuit open") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no breaker: {err}");
+    }
+    // Within the breaker's pause: nothing leaves the leader for this top-up.
+    let request = w.top_up(70);
+    let first = w
+        .client
+        .with_deadline(Duration::from_secs(1))
+        .top_up_bank_card(request.clone())
+        .await
+        .unwrap();
+    assert!(
+        !is_final(&first.state),
+        "the bank said nothing, yet the top-up is {}",
+        first.state
+    );
+    // The bank is back and an earlier leader's copy of the request reaches it.
+    w.sim.set_faults("clear").unwrap();
+    let bank_ref = BankRef::parse(&first.bank_ref).unwrap();
+    let earlier_leader = BankClient::new(BankClientConfig::new(w.sim_addr.clone()));
+    earlier_leader
+        .call(&Message::FinancialRequest {
+            processing: Processing::Debit,
+            bank_ref: bank_ref.clone(),
+            token: CardToken::parse(TOKEN).unwrap(),
+            amount: Money::from_yuan(70),
+            at_ms: 0,
+        })
+        .await
+        .unwrap();
+    let end = w.settle(&request).await;
+    match end.state.as_str() {
+        "COMPLETED" => assert_eq!(w.sim.state_of(&bank_ref), OpState::Applied),
+        // Only if the saga's own try reached the bank while it was down, and its reversal
+        // came before the earlier copy (which the bank then refused).
+        "REVERSED" => assert_ne!(w.sim.state_of(&bank_ref), OpState::Applied),
+        other => panic!("{other}: only the bank's answer may end it, and it applied it"),
+    }
+    w.agree().await;
+}
+
+/// Issue 15, path 7: the bank's reply must fit the request. A switch that applies (and answers)
+/// another amount than asked never gets the operation completed here: the 0210 is a protocol
+/// error, the operation goes in doubt, the status query's other amount cannot settle it, and it
+/// is reversed. No account is ever credited an amount the bank did not take.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bank_reply_for_another_amount_never_credits_the_account() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    use yinyi_bank::OpState;
+    use yinyi_ledger::BankRef;
+
+    let mut w = World::new().await;
+    w.sim.set_faults("mismatch=1").unwrap();
+    let wrong = w.top_up(100);
+    let end = w.settle(&wrong).await;
+    assert_eq!(end.state, "REVERSED", "{end:?}");
+    let bank_ref = BankRef::parse(&end.bank_ref).unwrap();
+    assert_eq!(w.sim.state_of(&bank_ref), OpState::Reversed);
+    assert_eq!(w.balance().await, Money::ZERO);
+    w.agree().await;
+
+    // Half the replies wrong: each operation ends, and the account and the bank agree.
+    w.sim.set_faults("mismatch=0.5").unwrap();
+    for yuan in [10, 20, 30, 40, 50, 60] {
+        let request = w.top_up(yuan);
+        let end = w.settle(&request).await.state;
+        assert!(end == "COMPLETED" || end == "REVERSED", "{end}");
+        w.agree().await;
+    }
+}
+
+/// Issue 15, path 7: a third-party channel order is placed once. While the payer takes several
+/// of the saga's poll periods (2 s) to confirm, the saga only asks the order's status; the bank
+/// receives exactly one 0200 for it, and the order completes once paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_order_is_sent_to_the_bank_once_while_the_payer_takes_time() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    use yinyi_ledger::BankRef;
+
+    let mut w = World::new().await;
+    w.register("M-APP").await;
+    w.sim.set_faults("confirm=5s").unwrap();
+    let payer = CardToken::parse("wx_payer_0001").unwrap();
+    let order = TopUpThirdPartyRequest {
+        request_id: w.next(),
+        terminal_id: "M-APP".into(),
+        card_no: "HC00000001".into(),
+        provider: "WECHAT".into(),
+        payer: payer.to_string(),
+        amount: "60".into(),
+    };
+    let paid = w.settle_order(&order).await;
+    assert_eq!(paid.state, "COMPLETED", "{paid:?}");
+    let bank_ref = BankRef::parse(&paid.bank_ref).unwrap();
+    assert_eq!(w.sim.requests_for(&bank_ref), 1, "the order was sent again");
+    assert_eq!(w.sim.balance(&payer), Money::from_yuan(10_000 - 60));
+    assert_eq!(w.balance().await, Money::from_yuan(60));
 }
