@@ -60,13 +60,11 @@ pub(crate) struct EntityState {
     router: ActorRef<RouterMsg>,
 }
 
-/// The commands worth refusing before proposing: those a patient's balance or an account's
-/// freeze most often refuses. Others are decided by `apply` alone.
+/// The commands worth refusing before proposing: paying a bill, which a short balance most
+/// often refuses. Sensitive commands (withdrawals, refunds, …) are always proposed, so the
+/// audit trail records their refusals too; the rest are decided by `apply` alone.
 fn worth_an_early_look(command: &Command) -> bool {
-    matches!(
-        command.body,
-        CommandBody::PayBill { .. } | CommandBody::WithdrawCash { .. }
-    )
+    matches!(command.body, CommandBody::PayBill { .. }) && !command.body.is_sensitive()
 }
 
 fn failure(e: ProposeFailure) -> SubmitError {

@@ -67,7 +67,8 @@ enum Cmd {
         #[arg(long, default_value = "100000")]
         initial_balance: String,
         /// Faults from the start: latency=20ms,jitter=10ms,decline=0.03,lost=0.02,drop=0.01,down=5s,
-        /// confirm=200ms,abandon=0.05 (the last two for third-party channel orders)
+        /// mismatch=0.01 (answers for another amount), confirm=200ms,abandon=0.05 (the last two
+        /// for third-party channel orders)
         #[arg(long, default_value = "")]
         faults: String,
         /// The cluster's nodes (host:port, comma-separated), told of settled channel orders
