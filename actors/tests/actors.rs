@@ -131,7 +131,7 @@ impl Harness {
                 holder: Holder {
                     name: format!("patient {n}"),
                     person: PersonKey::parse(&format!("{n:064x}")).unwrap(),
-                    id_masked: "110***1234".into(),
+                    id_masked: "110****1234".into(),
                     phone: String::new(),
                 },
                 first_deposit: (yuan > 0).then(|| Money::from_yuan(yuan)),

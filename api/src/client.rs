@@ -349,4 +349,6 @@ rpcs! {
     AdminServiceClient::revoke_credential(v1::RevokeCredentialRequest) -> v1::CredentialReply;
     AdminServiceClient::list_credentials(v1::ListCredentialsRequest) -> v1::ListCredentialsReply;
     AdminServiceClient::backup(v1::BackupRequest) -> v1::BackupReply;
+    AdminServiceClient::trigger_snapshot(v1::NodeActionRequest) -> v1::NodeActionReply;
+    AdminServiceClient::transfer_leader(v1::NodeActionRequest) -> v1::NodeActionReply;
 }

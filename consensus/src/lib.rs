@@ -297,27 +297,30 @@ impl Consensus {
     }
 
     /// The internal gRPC service (Raft RPCs, propose, status, membership) to mount on the
-    /// node's server.
-    /// With `require_peer_certificate` (every TLS node), a caller that showed no certificate
-    /// of the site CA at the handshake is refused: only nodes (and operators' consoles holding
-    /// a CA-signed certificate) speak Raft and propose directly.
+    /// node's server. With `require_peer_certificate` (every TLS node) each call is checked
+    /// against the caller's certificate ([`server::Peer`]): Raft, proposals, membership and
+    /// elections only from a node that is a member now; status from any certificate of the
+    /// site CA (an operator's console); nothing from a caller without one.
     pub fn grpc_service(
         &self,
         require_peer_certificate: bool,
-    ) -> tonic::service::interceptor::InterceptedService<
-        pb::internal_server::InternalServer<server::InternalService>,
-        server::PeerCheck,
-    > {
-        let service =
-            pb::internal_server::InternalServer::new(server::InternalService::new(self.clone()))
-                .max_decoding_message_size(network::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(network::MAX_MESSAGE_BYTES);
-        tonic::service::interceptor::InterceptedService::new(
-            service,
-            server::PeerCheck {
-                required: require_peer_certificate,
-            },
-        )
+    ) -> pb::internal_server::InternalServer<server::InternalService> {
+        pb::internal_server::InternalServer::new(server::InternalService::new(
+            self.clone(),
+            require_peer_certificate,
+        ))
+        .max_decoding_message_size(network::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(network::MAX_MESSAGE_BYTES)
+    }
+
+    /// Whether node `id` may speak Raft to this one: a member now (voter or learner), or any
+    /// node while this one has no membership yet (it is waiting to be initialized or added).
+    pub fn admits_peer(&self, id: NodeId) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let mut members = membership.nodes().map(|(member, _)| *member).peekable();
+        members.peek().is_none() || membership.nodes().any(|(member, _)| *member == id)
     }
 
     /// Proposes one command and waits for its outcome. The leader stamps its time. On a

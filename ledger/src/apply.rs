@@ -1089,6 +1089,9 @@ impl<'v, V: StateView> Staged<'v, V> {
         holder: &Holder,
         first_deposit: Option<Money>,
     ) -> Rule<Effect> {
+        holder
+            .check()
+            .or_else(|e| reject(ReasonCode::InvalidHolder, e))?;
         if let Some(deposit) = first_deposit {
             self.require_shift_at_window(&terminal)?;
             let deposit = self.amount(deposit)?;

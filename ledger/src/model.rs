@@ -25,6 +25,67 @@ pub struct Holder {
     pub phone: String,
 }
 
+/// Longest holder name, in characters.
+pub const MAX_HOLDER_NAME_CHARS: usize = 40;
+
+impl Holder {
+    /// The shapes personal data must have before it is stored (and served to every channel):
+    /// a name of 1 to 40 characters without control characters; a masked ID number of 8 to 20
+    /// letters or digits with one run of at least 4 `*` and at most 10 characters shown
+    /// (`110101********4512`), never a full number; a phone empty or masked the same way, with
+    /// at most 7 digits shown (`138****0000`).
+    pub fn check(&self) -> Result<(), String> {
+        let name_chars = self.name.chars().count();
+        if name_chars == 0
+            || name_chars > MAX_HOLDER_NAME_CHARS
+            || self.name.chars().any(char::is_control)
+        {
+            return Err(format!(
+                "holder name: 1 to {MAX_HOLDER_NAME_CHARS} characters, no control characters"
+            ));
+        }
+        check_masked("id_masked", &self.id_masked, 8, 20, 10, |c| {
+            c.is_ascii_alphanumeric()
+        })?;
+        if !self.phone.is_empty() {
+            check_masked("phone", &self.phone, 7, 15, 7, |c| c.is_ascii_digit())?;
+        }
+        Ok(())
+    }
+}
+
+/// A masked value: `min..=max` characters, the shown ones `shown_char`, at most `max_shown`
+/// of them, and one run of at least 4 `*` hiding the rest.
+fn check_masked(
+    field: &str,
+    value: &str,
+    min: usize,
+    max: usize,
+    max_shown: usize,
+    shown_char: fn(char) -> bool,
+) -> Result<(), String> {
+    let chars: Vec<char> = value.chars().collect();
+    let stars = chars.iter().filter(|&&c| c == '*').count();
+    let runs = chars
+        .windows(2)
+        .filter(|w| w[0] != '*' && w[1] == '*')
+        .count()
+        + usize::from(chars.first() == Some(&'*'));
+    let shape = chars.len() >= min
+        && chars.len() <= max
+        && chars.iter().all(|&c| c == '*' || shown_char(c))
+        && stars >= 4
+        && runs == 1
+        && chars.len() - stars <= max_shown;
+    if !shape {
+        return Err(format!(
+            "{field} must be masked: {min} to {max} characters, one run of at least 4 '*', at \
+             most {max_shown} shown (never a full number)"
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AccountStatus {
     Active,

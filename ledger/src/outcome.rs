@@ -53,10 +53,13 @@ pub enum ReasonCode {
     CredentialExists,
     CredentialNotFound,
     InvalidCredential,
+    /// A holder's name, masked ID or phone not in the shape personal data must have (an
+    /// unmasked ID number, say). New codes go last: outcomes are stored by position.
+    InvalidHolder,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 39] = [
+    pub const ALL: [ReasonCode; 40] = [
         ReasonCode::InvalidAmount,
         ReasonCode::InvalidDenomination,
         ReasonCode::BelowMinimumDeposit,
@@ -96,6 +99,7 @@ impl ReasonCode {
         ReasonCode::CredentialExists,
         ReasonCode::CredentialNotFound,
         ReasonCode::InvalidCredential,
+        ReasonCode::InvalidHolder,
     ];
 
     /// The code as clients see it, e.g. `INSUFFICIENT_FUNDS`.
@@ -140,6 +144,7 @@ impl ReasonCode {
             ReasonCode::CredentialExists => "CREDENTIAL_EXISTS",
             ReasonCode::CredentialNotFound => "CREDENTIAL_NOT_FOUND",
             ReasonCode::InvalidCredential => "INVALID_CREDENTIAL",
+            ReasonCode::InvalidHolder => "INVALID_HOLDER",
         }
     }
 
@@ -152,6 +157,7 @@ impl ReasonCode {
             | BelowMinimumDeposit
             | OperatorRequired
             | InvalidCredential
+            | InvalidHolder
             | OverdraftAboveMaximum => ReasonClass::InvalidInput,
             AccountNotFound
             | CardNotFound

@@ -1900,6 +1900,20 @@ fn tour() -> (BTreeSet<&'static str>, BTreeSet<ReasonCode>) {
     go(&mut w, &|w| w.open_shift(WINDOW)); // ShiftAlreadyOpen
     go(&mut w, &|w| w.issue(KIOSK, "HC0001", 1, Some(yuan(5)))); // BelowMinimumDeposit
     go(&mut w, &|w| w.issue(KIOSK, "HC0001", 1, Some(cents(1_050)))); // InvalidDenomination
+    go(&mut w, &|w| {
+        w.run(
+            KIOSK,
+            CommandBody::IssueCard {
+                card: card("HC0099"),
+                card_kind: CardKind::Hospital,
+                holder: yinyi_ledger::Holder {
+                    id_masked: "110101199003074512".into(),
+                    ..holder(99)
+                },
+                first_deposit: None,
+            },
+        )
+    }); // InvalidHolder
     go(&mut w, &|w| w.issue(KIOSK, "HC0001", 1, Some(yuan(100))));
     go(&mut w, &|w| w.issue(KIOSK, "HC0001", 2, None)); // CardAlreadyExists
     go(&mut w, &|w| w.issue(WINDOW, "HC0002", 2, Some(yuan(100))));
@@ -2327,4 +2341,46 @@ fn a_bootstrap_credential_is_revoked_by_a_tombstone() {
             CommandBody::RevokeBootstrapCredential { id: "x".into() },
         )
     });
+}
+
+/// Issue 16, point 3: personal data is stored only in its masked shapes.
+#[test]
+fn a_holder_is_stored_only_with_masked_id_and_phone() {
+    let good = holder(7);
+    assert!(good.check().is_ok());
+    for (id_masked, phone, name) in [
+        ("110101199003074512", "", "Li"),
+        ("11010119900307451X", "", "Li"),
+        ("110101*99003074512", "", "Li"),
+        ("110***1234", "", "Li"),
+        ("110**********12**34", "", "Li"),
+        ("110***********0007", "13800138000", "Li"),
+        ("110***********0007", "138****00a0", "Li"),
+        ("110***********0007", "", ""),
+        ("110***********0007", "", "Li\nSecond line"),
+    ] {
+        let h = yinyi_ledger::Holder {
+            id_masked: id_masked.into(),
+            phone: phone.into(),
+            name: name.into(),
+            ..good.clone()
+        };
+        assert!(h.check().is_err(), "{id_masked:?} {phone:?} {name:?}");
+    }
+    let mut w = World::standard();
+    w.refused(ReasonCode::InvalidHolder, |w| {
+        w.run(
+            KIOSK,
+            CommandBody::IssueCard {
+                card: card("HC0001"),
+                card_kind: CardKind::Hospital,
+                holder: yinyi_ledger::Holder {
+                    id_masked: "110101199003074512".into(),
+                    ..holder(1)
+                },
+                first_deposit: None,
+            },
+        )
+    });
+    assert!(w.state.accounts.is_empty());
 }

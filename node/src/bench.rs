@@ -44,7 +44,8 @@ pub async fn run(options: BenchOptions) -> Result<()> {
             let c = LocalCluster::start(&std::env::current_exe()?, dir.path(), 3, vec![])?;
             c.wait_for_leader(Duration::from_secs(20)).await?;
             let addrs = c.addrs();
-            let tls = Some(c.client_tls());
+            // Bare proposals go to the internal service, which takes them from member nodes.
+            let tls = Some(c.node_tls(1));
             cluster = Some(c);
             (addrs, tls)
         }

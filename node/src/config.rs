@@ -49,6 +49,10 @@ pub struct NodeConfig {
     /// The bank's front-end processor (`host:port`); bank-card operations are refused when
     /// empty.
     pub bank_addr: String,
+    /// The bank link is plain TCP (ISO 8583 front-end processors speak no TLS): it belongs on
+    /// the bank's private line (专线) or a VPN. A bank address that is not on this machine is
+    /// refused unless this says the link runs over such a line.
+    pub bank_private_line: bool,
     /// One bank call's timeout; past it the outcome is unknown and the saga settles it.
     pub bank_timeout_ms: u64,
     /// When (HH:MM, China Standard Time) the leader reconciles the previous day with the bank.
@@ -98,6 +102,7 @@ impl Default for NodeConfig {
             max_live_actors: 100_000,
             metrics_listen: String::new(),
             bank_addr: String::new(),
+            bank_private_line: false,
             bank_timeout_ms: 3_000,
             recon_daily_at: "02:00".into(),
             bank_resolution_deadline_s: 600,
@@ -153,6 +158,14 @@ impl NodeConfig {
         }
         if self.max_batch_commands == 0 || self.max_batch_commands > 4096 {
             return Err("max_batch_commands must be 1 to 4096".into());
+        }
+        if !self.bank_addr.is_empty() && !self.bank_private_line && !is_loopback(&self.bank_addr) {
+            return Err(format!(
+                "bank_addr {:?} is not on this machine and the bank link is plain TCP: run it over \
+                 the bank's private line (or a VPN) and set bank_private_line = true \
+                 (--bank-private-line) to say so",
+                self.bank_addr
+            ));
         }
         for c in &self.bootstrap_credentials {
             crate::api::auth::parse_bootstrap(c)?;
@@ -312,5 +325,47 @@ mod tests {
         config.validate().unwrap();
         config.peers = parse_peers("1=127.0.0.1:9999").unwrap();
         assert!(config.validate().is_err());
+    }
+}
+
+/// Whether `host:port` names this machine (a loopback address or `localhost`).
+fn is_loopback(addr: &str) -> bool {
+    let host = addr
+        .rsplit_once(':')
+        .map_or(addr, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod bank_line_tests {
+    use super::*;
+
+    /// Issue 16, point 5: a plaintext bank link leaves this machine only when the operator
+    /// says it runs over the bank's private line.
+    #[test]
+    fn a_remote_plaintext_bank_address_needs_the_private_line_flag() {
+        let mut config = NodeConfig {
+            insecure: true,
+            ..NodeConfig::default()
+        };
+        for local in [
+            "127.0.0.1:7900",
+            "localhost:7900",
+            "[::1]:7900",
+            "127.0.0.9:1",
+        ] {
+            config.bank_addr = local.into();
+            assert!(config.validate().is_ok(), "{local}");
+        }
+        config.bank_addr = "10.1.2.3:7900".into();
+        let e = config.validate().unwrap_err();
+        assert!(e.contains("private line"), "{e}");
+        config.bank_private_line = true;
+        assert!(config.validate().is_ok());
     }
 }

@@ -135,33 +135,36 @@ pub async fn remove_node(access: &Access, id: u64) -> Result<()> {
     Ok(())
 }
 
+/// `ctl snapshot`: the node asked builds a snapshot now (an admin credential; audited).
 pub async fn snapshot(access: &Access) -> Result<()> {
-    let mut client = access.cluster();
-    client.trigger_snapshot(&access.node).await?;
-    println!("snapshot requested on {}", access.node);
+    let client = yinyi_api::Client::new(access.api_config(&access.node))?;
+    let reply = client
+        .trigger_snapshot(yinyi_api::v1::NodeActionRequest {})
+        .await?;
+    println!(
+        "snapshot requested on node {} ({})",
+        reply.node, access.node
+    );
     Ok(())
 }
 
-/// `ctl transfer-leader`: makes `node` campaign now; with an up-to-date log it wins.
+/// `ctl transfer-leader`: makes `node` campaign now; with an up-to-date log it wins (an admin
+/// credential; audited).
 pub async fn elect(access: &Access) -> Result<()> {
-    let mut client = access.cluster();
-    client.trigger_elect(&access.node).await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let status = client.status(&access.node).await?;
-        if status.state == "Leader" {
-            println!("{} is the leader (term {})", access.node, status.term);
-            return Ok(());
-        }
-        if tokio::time::Instant::now() > deadline {
-            bail!(
-                "{} did not become leader; leader is {:?}",
-                access.node,
-                status.leader
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let client = yinyi_api::Client::new(access.api_config(&access.node))?;
+    let reply = client
+        .transfer_leader(yinyi_api::v1::NodeActionRequest {})
+        .await?;
+    if reply.leader != reply.node {
+        bail!(
+            "node {} ({}) did not become leader; leader is {}",
+            reply.node,
+            access.node,
+            reply.leader
+        );
     }
+    println!("node {} ({}) is the leader", reply.node, access.node);
+    Ok(())
 }
 
 /// `ctl recon`: reconciles a day through the cluster's leader and prints the report.

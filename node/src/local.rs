@@ -153,6 +153,15 @@ impl LocalCluster {
             .expect("the cluster's own certificates load")
     }
 
+    /// TLS with node `id`'s own certificate: what the internal service (Raft, proposals,
+    /// membership, snapshots, elections) asks of a caller. The harness speaks as node 1 for its
+    /// bare proposals and snapshot triggers.
+    pub fn node_tls(&self, id: u64) -> tonic::transport::ClientTlsConfig {
+        yinyi_api::TlsFiles::in_dir(&self.tls_dir, Some(&format!("node{id}")))
+            .client()
+            .expect("the cluster's own certificates load")
+    }
+
     /// A public-API client configuration for every node, over TLS, with the cluster's
     /// every-role credential.
     pub fn api_config(&self) -> yinyi_api::ClientConfig {
@@ -311,7 +320,7 @@ impl LocalCluster {
             .filter(|n| n.is_running())
             .map(|n| n.addr.clone())
             .collect();
-        ClusterClient::new(addrs, Some(self.client_tls()))
+        ClusterClient::new(addrs, Some(self.node_tls(1)))
     }
 
     /// Waits until a running node reports a leader that is itself running and a leader.

@@ -358,6 +358,10 @@ struct StartArgs {
     /// Plaintext, no certificates: for a local demo or test only.
     #[arg(long, env = "YINYI_INSECURE")]
     insecure: bool,
+    /// The bank link (plain TCP, as front-end processors speak it) runs over the bank's
+    /// private line: allow a bank address that is not on this machine.
+    #[arg(long, env = "YINYI_BANK_PRIVATE_LINE")]
+    bank_private_line: bool,
     /// A credential accepted from the config, ID:ROLES:SHA256 (repeatable).
     #[arg(long = "bootstrap-credential", env = "YINYI_BOOTSTRAP_CREDENTIAL")]
     bootstrap_credentials: Vec<String>,
@@ -405,6 +409,7 @@ impl StartArgs {
         );
         config.join |= self.join;
         config.insecure |= self.insecure;
+        config.bank_private_line |= self.bank_private_line;
         config
             .bootstrap_credentials
             .extend(self.bootstrap_credentials.iter().cloned());

@@ -90,7 +90,7 @@ impl World {
                 card_kind: CardKind::Hospital as i32,
                 holder_name: "patient".into(),
                 person_key: format!("{:064x}", 1),
-                id_masked: "110***1234".into(),
+                id_masked: "110****1234".into(),
                 phone: String::new(),
                 first_deposit: String::new(),
             })

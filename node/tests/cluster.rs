@@ -174,7 +174,7 @@ async fn a_proposal_to_a_follower_is_refused_with_the_leaders_id() {
     let leader = c.wait_for_leader(T).await.unwrap();
     let follower = c.running().into_iter().find(|&id| id != leader).unwrap();
     let mut raw =
-        yinyi_consensus::network::connect_lazy(&c.addr(follower), Some(&c.client_tls())).unwrap();
+        yinyi_consensus::network::connect_lazy(&c.addr(follower), Some(&c.node_tls(1))).unwrap();
     let reply = raw
         .propose(Payload {
             data: codec::encode(&vec![s.deposit(1, 1)]).unwrap(),

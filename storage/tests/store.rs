@@ -33,7 +33,7 @@ fn a_patients_morning(store: &Store) -> AccountId {
                 holder: Holder {
                     name: "Li".into(),
                     person: PersonKey::parse(&"a".repeat(64)).unwrap(),
-                    id_masked: "110***1234".into(),
+                    id_masked: "110****1234".into(),
                     phone: "138****0000".into(),
                 },
                 first_deposit: Some(Money::from_yuan(100)),

@@ -136,7 +136,7 @@ impl Nemesis {
                     }
                 })
                 .await;
-                let tls = chaos.lock().await.cluster.client_tls();
+                let tls = chaos.lock().await.cluster.node_tls(1);
                 yinyi_node::client::ClusterClient::new(vec![addr.clone()], Some(tls))
                     .trigger_snapshot(&addr)
                     .await?;

@@ -46,7 +46,7 @@ fn issue(request_id: &str, card: &str) -> IssueCardRequest {
         card_kind: CardKind::Hospital as i32,
         holder_name: "patient".into(),
         person_key: format!("{:064x}", 1),
-        id_masked: "110***1234".into(),
+        id_masked: "110****1234".into(),
         phone: String::new(),
         first_deposit: "100".into(),
     }

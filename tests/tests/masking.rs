@@ -67,20 +67,42 @@ async fn full_id_and_card_numbers_are_nowhere_on_disk_or_in_logs() {
             .await
             .unwrap();
     }
-    client
-        .issue_card(IssueCardRequest {
+    let issue = IssueCardRequest {
+        request_id: id(),
+        terminal_id: "K-0101".into(),
+        card_no: "HC00000001".into(),
+        card_kind: CardKind::Hospital as i32,
+        holder_name: "patient".into(),
+        person_key: person_key(ID_NUMBER),
+        id_masked: ID_MASKED.into(),
+        first_deposit: "200".into(),
+        ..Default::default()
+    };
+    // Issue 16, point 3: a terminal that sends the full ID number, or a full phone number, in
+    // place of the masked forms is refused, and nothing is stored.
+    for (id_masked, phone) in [
+        (ID_NUMBER, ""),
+        ("110101*99003074512", ""),
+        ("****************12", "1"),
+        (ID_MASKED, "13800138000"),
+        (ID_MASKED, "138-0013-8000"),
+    ] {
+        let unmasked = IssueCardRequest {
             request_id: id(),
-            terminal_id: "K-0101".into(),
-            card_no: "HC00000001".into(),
-            card_kind: CardKind::Hospital as i32,
-            holder_name: "patient".into(),
-            person_key: person_key(ID_NUMBER),
-            id_masked: ID_MASKED.into(),
-            first_deposit: "200".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+            id_masked: id_masked.into(),
+            phone: phone.into(),
+            ..issue.clone()
+        };
+        match client.issue_card(unmasked).await {
+            Err(yinyi_api::ApiError::Refused { code, reason, .. }) => assert_eq!(
+                (code, reason.as_str()),
+                (tonic::Code::InvalidArgument, "INVALID_HOLDER"),
+                "{id_masked} {phone}"
+            ),
+            other => panic!("unmasked {id_masked:?} {phone:?} was taken: {other:?}"),
+        }
+    }
+    client.issue_card(issue).await.unwrap();
     let token = format!("tok_{}", &person_key(BANK_CARD)[..24]);
     let top_up = TopUpBankCardRequest {
         request_id: id(),

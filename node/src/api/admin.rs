@@ -62,7 +62,57 @@ fn membership_failed(e: ProposeError, gateway: &Gateway) -> Status {
     }
 }
 
+/// How long an operator's action waits for a leader to record it in the audit trail.
+const RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long `TransferLeader` waits to see who leads after the campaign.
+const TRANSFER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Admin {
+    /// Puts an operator's action on this node (a snapshot, a campaign) into the audit trail,
+    /// with the credential that asked: through this node when it leads, else through the
+    /// leader's internal service (as a member node). A failure to record is logged; the action
+    /// itself stands.
+    async fn record_operation(&self, what: String) {
+        let who =
+            super::auth::Caller::current().map_or_else(|| "insecure node".to_string(), |c| c.id);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let consensus = self.gateway.consensus();
+        let Ok(command) = self.gateway.system_command(
+            &format!("operation:{}:{now}", consensus.id()),
+            MEMBERSHIP_TERMINAL,
+            CommandBody::RecordMembership {
+                change: format!("{what} by credential {who}"),
+            },
+        ) else {
+            return;
+        };
+        let recorded = if self.gateway.is_leader() {
+            self.gateway
+                .submit(EntityKey::Terminal(command.terminal.clone()), command)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        } else {
+            // Right after a campaign the leader may be unknown for a moment.
+            let _ = consensus.wait_for_leader(RECORD_WAIT).await;
+            match consensus.leader() {
+                Some((_, addr)) if !addr.is_empty() => {
+                    crate::client::ClusterClient::new(vec![addr], consensus.client_tls().cloned())
+                        .propose(vec![command], std::time::Duration::from_secs(5))
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+                _ => Err("no leader known".to_string()),
+            }
+        };
+        if let Err(e) = recorded {
+            tracing::error!("{what} not recorded in the audit trail: {e}");
+        }
+    }
+
     async fn members(&self) -> MembershipReply {
         let status = self.gateway.consensus().status(false).await;
         MembershipReply {
@@ -550,6 +600,49 @@ impl AdminService for Admin {
             applied: info.applied,
             digest: info.digest,
             taken_ms: info.taken_ms,
+        }))
+    }
+
+    async fn trigger_snapshot(
+        &self,
+        _request: Request<NodeActionRequest>,
+    ) -> Result<Response<NodeActionReply>, Status> {
+        let consensus = self.gateway.consensus();
+        consensus
+            .trigger_snapshot()
+            .await
+            .map_err(|e| convert::internal(format!("snapshot: {e}")))?;
+        self.record_operation(format!("snapshot on node {}", consensus.id()))
+            .await;
+        Ok(Response::new(NodeActionReply {
+            node: consensus.id(),
+            leader: consensus.leader().map_or(0, |(id, _)| id),
+        }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        _request: Request<NodeActionRequest>,
+    ) -> Result<Response<NodeActionReply>, Status> {
+        let consensus = self.gateway.consensus();
+        self.record_operation(format!("transfer-leader to node {}", consensus.id()))
+            .await;
+        consensus
+            .trigger_elect()
+            .await
+            .map_err(|e| convert::internal(format!("campaign: {e}")))?;
+        // Until this node leads, or the wait is over: the answer says who leads then.
+        let deadline = tokio::time::Instant::now() + TRANSFER_WAIT;
+        let leader = loop {
+            let leader = consensus.leader().map_or(0, |(id, _)| id);
+            if leader == consensus.id() || tokio::time::Instant::now() >= deadline {
+                break leader;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        Ok(Response::new(NodeActionReply {
+            node: consensus.id(),
+            leader,
         }))
     }
 

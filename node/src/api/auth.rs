@@ -152,6 +152,7 @@ pub fn roles_for(service: &str, method: &str) -> Option<&'static [Role]> {
         ("AdminService", "Reconcile") => &[Admin],
         ("AdminService", "AuditBalances" | "ListAudit" | "DormantAccounts") => STAFF_VIEW,
         ("AdminService", "PutCredential" | "RevokeCredential" | "Backup") => &[Admin],
+        ("AdminService", "TriggerSnapshot" | "TransferLeader") => &[Admin],
         ("AdminService", "ListCredentials") => STAFF_VIEW,
         _ => return None,
     })

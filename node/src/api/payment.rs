@@ -180,20 +180,26 @@ impl Payments {
     /// The account a read names: by card number or by account id, exactly one of them.
     fn issue_command(&self, r: &IssueCardRequest) -> Result<yinyi_ledger::Command, Status> {
         let g = &self.gateway;
+        let holder = Holder {
+            name: convert::required("holder_name", &r.holder_name)?.to_string(),
+            person: convert::person_key(&r.person_key)?,
+            id_masked: r.id_masked.clone(),
+            phone: r.phone.clone(),
+        };
+        // Personal data in its masked shapes only, refused before anything is proposed.
+        holder
+            .check()
+            .map_err(|e| convert::invalid("INVALID_HOLDER", e))?;
         let body = CommandBody::IssueCard {
             card: convert::card_no("card_no", &r.card_no)?,
             card_kind: convert::card_kind(r.card_kind)?,
-            holder: Holder {
-                name: convert::required("holder_name", &r.holder_name)?.to_string(),
-                person: convert::person_key(&r.person_key)?,
-                id_masked: r.id_masked.clone(),
-                phone: r.phone.clone(),
-            },
+            holder,
             first_deposit: convert::optional_amount("first_deposit", &r.first_deposit, g.limit())?,
         };
         g.command(&r.request_id, &r.terminal_id, &r.operator_id, body)
     }
 
+    /// An account by the card presented, or (staff only) by its id.
     fn account_of(&self, card_no: &str, account_id: &str) -> Result<AccountId, Status> {
         match (card_no.is_empty(), account_id.is_empty()) {
             (false, true) => {
@@ -203,7 +209,30 @@ impl Payments {
                 })?;
                 Ok(card.account)
             }
-            (true, false) => convert::account_id(account_id),
+            (true, false) => {
+                let id = convert::account_id(account_id)?;
+                // Account ids are sequential: a channel that could read by id could walk every
+                // patient. Kiosks and mobile channels read by the card presented; staff roles
+                // (window, HIS, admin, auditor) may read by id, and each such read is logged.
+                let caller = super::auth::Caller::current();
+                if let Some(caller) = &caller {
+                    if !caller.roles.iter().any(|r| READS_BY_ACCOUNT_ID.contains(r)) {
+                        metrics::counter!("auth_refusals_total", "reason" => "read_by_id")
+                            .increment(1);
+                        return Err(status_with_reason(
+                            Code::PermissionDenied,
+                            "READ_BY_CARD_ONLY",
+                            format!(
+                                "credential {} reads an account by the card presented, not by account id",
+                                caller.id
+                            ),
+                        ));
+                    }
+                    tracing::info!(credential = %caller.id, account = %id, "account read by id");
+                }
+                metrics::counter!("api_account_reads_by_id_total").increment(1);
+                Ok(id)
+            }
             _ => Err(convert::invalid(
                 reason::MISSING_FIELD,
                 "give exactly one of card_no and account_id",
@@ -221,6 +250,14 @@ impl Payments {
         })
     }
 }
+
+/// The roles that may read an account by its id (the others read by the card presented).
+const READS_BY_ACCOUNT_ID: &[yinyi_ledger::Role] = &[
+    yinyi_ledger::Role::Window,
+    yinyi_ledger::Role::His,
+    yinyi_ledger::Role::Admin,
+    yinyi_ledger::Role::Auditor,
+];
 
 #[tonic::async_trait]
 impl PaymentService for Payments {
