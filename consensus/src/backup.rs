@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use yinyi_storage::keys::SM_LAST_APPLIED;
 use yinyi_storage::{Store, codec};
 
-use crate::types::{LogId, NodeId};
+use crate::types::{LogId, NodeId, Vote};
 
 /// What `backup.json` says about a backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,10 +119,19 @@ pub fn restore(
         .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
         .collect();
     let membership = StoredMembership::new(applied, Membership::new(vec![voters], nodes));
+    // The vote keeps the backup's term: the new cluster's first election is at a later term,
+    // so its entries sort after the restored last entry (a vote of term 0 would elect a leader
+    // at term 1 whose entries sort below it, and nothing would ever commit). Every node
+    // restored from the backup holds the same vote, for the lowest member, never a leader.
+    let first_member = *members.keys().next().expect("members checked non-empty");
+    let vote = applied.map(|log_id| Vote::new(log_id.leader_id.term, first_member));
     store
         .reset_raft(
             applied
                 .map(|log_id| codec::encode(&log_id))
+                .transpose()
+                .map_err(|e| io("encode", e))?,
+            vote.map(|vote| codec::encode(&vote))
                 .transpose()
                 .map_err(|e| io("encode", e))?,
             codec::encode(&membership).map_err(|e| io("encode", e))?,

@@ -504,13 +504,23 @@ impl Store {
     }
 
     /// Makes a restored copy the start of a new cluster: no log (everything up to
-    /// `last_purged`, the state's last applied entry, counts as purged), no vote, and the new
-    /// cluster's membership as the state machine's. One synced batch.
-    pub fn reset_raft(&self, last_purged: Option<Vec<u8>>, membership: Vec<u8>) -> Result<()> {
+    /// `last_purged`, the state's last applied entry, counts as purged), `vote` in place of the
+    /// old one (the term must not go below the purged entry's, or the new cluster's entries
+    /// would sort below it), and the new cluster's membership as the state machine's. One
+    /// synced batch.
+    pub fn reset_raft(
+        &self,
+        last_purged: Option<Vec<u8>>,
+        vote: Option<Vec<u8>>,
+        membership: Vec<u8>,
+    ) -> Result<()> {
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.cf(CF_RAFT_LOG), log_key(0), log_key(u64::MAX));
         batch.delete_cf(self.cf(CF_RAFT_LOG), log_key(u64::MAX));
-        batch.delete_cf(self.cf(CF_RAFT_META), META_VOTE);
+        match vote {
+            Some(vote) => batch.put_cf(self.cf(CF_RAFT_META), META_VOTE, vote),
+            None => batch.delete_cf(self.cf(CF_RAFT_META), META_VOTE),
+        }
         batch.delete_cf(self.cf(CF_RAFT_META), META_COMMITTED);
         match last_purged {
             Some(log_id) => batch.put_cf(self.cf(CF_RAFT_META), META_LAST_PURGED, log_id),

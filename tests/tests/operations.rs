@@ -50,10 +50,37 @@ async fn setup(client: &Client, cards: u64) {
 async fn a_backup_restored_into_a_fresh_cluster_has_the_same_digest_and_serves_on() {
     let dir = tempfile::tempdir().unwrap();
     let exe = yinyi_exe().unwrap();
-    let a = LocalCluster::start(&exe, &dir.path().join("a"), 3, vec![]).unwrap();
-    let leader = a.wait_for_leader(T).await.unwrap();
+    let mut a = LocalCluster::start(&exe, &dir.path().join("a"), 3, vec![]).unwrap();
+    let mut leader = a.wait_for_leader(T).await.unwrap();
     setup(&client(&a).await, 20).await;
-    let before = a.wait_converged(T).await.unwrap();
+    // Issue 17, point 4: two leader changes before the backup, so its last entry's term is
+    // above 1 (a restore that forgot the term never committed anything after this).
+    let mut term = 0;
+    for _ in 0..2 {
+        a.kill(leader).unwrap();
+        // A new leader of a later term among the nodes still running.
+        let deadline = tokio::time::Instant::now() + T;
+        let next = loop {
+            let statuses = a.statuses().await.unwrap_or_default();
+            if let Some(s) = statuses
+                .iter()
+                .find(|s| s.state == "Leader" && s.leader == Some(s.id) && s.term > term)
+            {
+                term = s.term;
+                break s.id;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no new leader");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        a.spawn(leader).unwrap();
+        leader = next;
+    }
+    let statuses = a.wait_converged(T).await.unwrap();
+    assert!(
+        statuses.iter().all(|s| s.term >= 3),
+        "two leader changes: {statuses:?}"
+    );
+    let before = statuses;
 
     // `yinyi ctl backup` on a follower (any node holds everything committed).
     let follower = a.running().into_iter().find(|&id| id != leader).unwrap();
