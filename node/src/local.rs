@@ -353,6 +353,35 @@ impl LocalCluster {
         Ok(out)
     }
 
+    /// Waits until every running node has applied at least what the leader had applied when
+    /// asked: what was just written (a new credential, say) is then known on every node.
+    pub async fn wait_applied_everywhere(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut client = self.client();
+        let leader = self.wait_for_leader(timeout).await?;
+        let target = client.status(&self.addr(leader)).await?.applied;
+        loop {
+            let mut behind = Vec::new();
+            for id in self.running() {
+                let applied = client
+                    .status(&self.addr(id))
+                    .await
+                    .ok()
+                    .and_then(|s| s.applied);
+                if applied < target {
+                    behind.push(id);
+                }
+            }
+            if behind.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("nodes {behind:?} did not apply index {target:?} within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Waits until every running node has applied the same index and has the same digest.
     pub async fn wait_converged(&self, timeout: Duration) -> Result<Vec<NodeStatus>> {
         let deadline = Instant::now() + timeout;

@@ -110,8 +110,15 @@ async fn balance(client: &Client, card_n: u64) -> String {
         .balance
 }
 
-/// Creates a credential through the API and returns a client that uses it.
-async fn credential(admin: &Client, id: &str, roles: &[&str], bound: &str) -> Client {
+/// Creates a credential through the API and returns a client that uses it, once every node
+/// knows it (a follower that has not applied it yet refuses it as unknown).
+async fn credential(
+    c: &LocalCluster,
+    admin: &Client,
+    id: &str,
+    roles: &[&str],
+    bound: &str,
+) -> Client {
     let secret = yinyi_api::credential::new_secret();
     admin
         .put_credential(PutCredentialRequest {
@@ -125,6 +132,7 @@ async fn credential(admin: &Client, id: &str, roles: &[&str], bound: &str) -> Cl
         })
         .await
         .unwrap();
+    c.wait_applied_everywhere(T).await.unwrap();
     admin.with_credential(&format!("{id}:{secret}")).unwrap()
 }
 
@@ -296,7 +304,7 @@ async fn each_role_acts_only_through_its_own_terminals_and_every_credential_can_
         .await
         .unwrap();
 
-    let kiosk = credential(&admin, "kiosk-any", &["kiosk"], "").await;
+    let kiosk = credential(&c, &admin, "kiosk-any", &["kiosk"], "").await;
     // A kiosk cannot report a loss (a window's job, with the holder's ID).
     let loss = CardRequest {
         request_id: "k-loss".into(),
@@ -318,7 +326,7 @@ async fn each_role_acts_only_through_its_own_terminals_and_every_credential_can_
     );
     assert_eq!(balance(&admin, 1).await, "100.00");
     // A credential bound to one kiosk cannot heartbeat for another.
-    let bound = credential(&admin, "kiosk-0102", &["kiosk"], KIOSK2).await;
+    let bound = credential(&c, &admin, "kiosk-0102", &["kiosk"], KIOSK2).await;
     bound
         .heartbeat(HeartbeatRequest {
             terminal_id: KIOSK2.into(),
@@ -335,7 +343,7 @@ async fn each_role_acts_only_through_its_own_terminals_and_every_credential_can_
         "WRONG_TERMINAL",
     );
     // An admin credential cannot refund (the ledger never lets an A- terminal refund).
-    let admin_only = credential(&admin, "admin-only", &["admin"], "").await;
+    let admin_only = credential(&c, &admin, "admin-only", &["admin"], "").await;
     let e = admin_only
         .refund(RefundRequest {
             request_id: "a-refund".into(),

@@ -62,6 +62,8 @@ pub const SM_MEMBERSHIP: &[u8] = b"membership";
 /// The latest command time applied (milliseconds, big-endian i64): a new leader never stamps
 /// below it.
 pub const SM_CLOCK: &[u8] = b"clock";
+/// Set once the request records are keyed by terminal and id ([`request_key`]).
+pub const SM_REQUESTS_BY_TERMINAL: &[u8] = b"requests_by_terminal";
 
 /// `requests` keys: the terminal id, `/`, then the request id (neither may contain `/`), so
 /// request ids are the terminal's own and a terminal's records sort together.

@@ -96,10 +96,64 @@ impl Store {
             ColumnFamilyDescriptor::new(*name, cf)
         });
         let db = DB::open_cf_descriptors(&options, path, families)?;
-        Ok(Store {
+        let store = Store {
             db,
             path: path.to_path_buf(),
-        })
+        };
+        store.key_requests_by_terminal()?;
+        Ok(store)
+    }
+
+    /// Requests were once recorded by request id alone; they are now each terminal's own
+    /// (`request_key`). A database of the earlier layout is rewritten on its first open, in
+    /// batches (a key without `/` is an old one: neither ids nor terminals contain `/`, so a
+    /// crash half way simply goes on at the next open), its audit index with it, and then marked
+    /// done so later opens do not walk the family again. Every node rewrites the same records
+    /// the same way, so their digests stay equal. Without it a retry of a request made just
+    /// before the upgrade would not be found and would be applied again.
+    fn key_requests_by_terminal(&self) -> Result<()> {
+        const BATCH_RECORDS: usize = 10_000;
+        let meta = self.cf(CF_SM_META);
+        if self.db.get_cf(meta, SM_REQUESTS_BY_TERMINAL)?.is_some() {
+            return Ok(());
+        }
+        let mut moved = 0u64;
+        let mut batch = WriteBatch::default();
+        let mut in_batch = 0;
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_REQUESTS), IteratorMode::Start)
+        {
+            let (key, value) = item?;
+            if key.contains(&b'/') {
+                continue;
+            }
+            let record: l::RequestRecord = codec::decode(&value)?;
+            let id = std::str::from_utf8(&key)
+                .map_err(|_| StorageError::Corrupt("a request id is not UTF-8".into()))?;
+            let new_key = request_key(record.terminal.as_str(), id);
+            batch.delete_cf(self.cf(CF_REQUESTS), &key);
+            batch.put_cf(self.cf(CF_REQUESTS), &new_key, &value);
+            if record.body.is_sensitive() {
+                let old_audit = audit_key(record.at.0, &key);
+                if let Some(mark) = self.db.get_cf(self.cf(CF_AUDIT), &old_audit)? {
+                    batch.delete_cf(self.cf(CF_AUDIT), &old_audit);
+                    batch.put_cf(self.cf(CF_AUDIT), audit_key(record.at.0, &new_key), mark);
+                }
+            }
+            moved += 1;
+            in_batch += 1;
+            if in_batch == BATCH_RECORDS {
+                self.write(std::mem::take(&mut batch), true)?;
+                in_batch = 0;
+            }
+        }
+        batch.put_cf(meta, SM_REQUESTS_BY_TERMINAL, [1u8]);
+        self.write(batch, true)?;
+        if moved > 0 {
+            tracing::info!(moved, "request records re-keyed by terminal");
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -650,4 +704,77 @@ fn prefix_successor(prefix: &[u8]) -> Vec<u8> {
         }
     }
     next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yinyi_ledger::StateView;
+
+    /// A database of the layout before request ids became each terminal's own: on its first
+    /// open the records (and their audit entries) are found under terminal and id, so a retry
+    /// of a request made before the upgrade is answered, not applied again.
+    #[test]
+    fn request_records_of_the_earlier_layout_are_rekeyed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = |body: l::CommandBody| l::RequestRecord {
+            terminal: l::TerminalId::parse("W-03").unwrap(),
+            operator: None,
+            body,
+            outcome: l::Outcome::rejected(l::ReasonCode::CardNotFound, "no card"),
+            at: l::Timestamp(1_700_000_000_000),
+        };
+        let card = l::CardNo::parse("HC0001").unwrap();
+        let sensitive = record(l::CommandBody::WithdrawCash {
+            card: card.clone(),
+            amount: None,
+        });
+        let plain = record(l::CommandBody::DepositCash {
+            card,
+            amount: l::Money::from_yuan(1),
+        });
+        {
+            let store = Store::open(dir.path()).unwrap();
+            // Written as the earlier version wrote them, and no mark of the new layout.
+            let requests = store.cf(CF_REQUESTS);
+            store
+                .db
+                .put_cf(requests, b"W-03:1", codec::encode(&sensitive).unwrap())
+                .unwrap();
+            store
+                .db
+                .put_cf(requests, b"W-03:2", codec::encode(&plain).unwrap())
+                .unwrap();
+            store
+                .db
+                .put_cf(
+                    store.cf(CF_AUDIT),
+                    audit_key(sensitive.at.0, b"W-03:1"),
+                    codec::encode(&()).unwrap(),
+                )
+                .unwrap();
+            store
+                .db
+                .delete_cf(store.cf(CF_SM_META), SM_REQUESTS_BY_TERMINAL)
+                .unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let terminal = l::TerminalId::parse("W-03").unwrap();
+        let view = store.view();
+        for (id, record) in [("W-03:1", &sensitive), ("W-03:2", &plain)] {
+            let found = view.request(&terminal, &l::RequestId::parse(id).unwrap());
+            assert_eq!(found.as_ref(), Some(record), "{id}");
+        }
+        assert!(
+            store
+                .get::<l::RequestRecord>(CF_REQUESTS, b"W-03:1")
+                .unwrap()
+                .is_none()
+        );
+        let trail = store.audit_trail(0, 10).unwrap();
+        assert_eq!(trail.len(), 1);
+        assert_eq!(trail[0].0, "W-03:1");
+        // Marked: a second open does not walk the family again (and finds nothing to move).
+        assert!(store.sm_meta(SM_REQUESTS_BY_TERMINAL).unwrap().is_some());
+    }
 }

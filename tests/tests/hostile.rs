@@ -397,6 +397,8 @@ struct World {
     /// The cluster's every-role credential: setup and the final checks.
     root: Client,
     kiosk: Client,
+    /// The kiosk of the background workload.
+    kiosk_bg: Client,
     window: Client,
     his: Client,
     evil: Evil,
@@ -479,6 +481,7 @@ impl World {
         let kiosk = as_cred(credential(&root, "honest-kiosk", "kiosk", KIOSK).await);
         let window = as_cred(credential(&root, "honest-window", "window", WINDOW).await);
         let his = as_cred(credential(&root, "honest-his", "his", HIS).await);
+        let kiosk_bg = as_cred(credential(&root, "honest-kiosk-bg", "kiosk", KIOSK_BG).await);
         let evil = Evil {
             kiosk: as_cred(credential(&root, "evil-kiosk", "kiosk", EVIL_KIOSK).await),
             kiosk_free: as_cred(credential(&root, "evil-kiosk-free", "kiosk", "").await),
@@ -489,12 +492,19 @@ impl World {
             auditor: as_cred(credential(&root, "evil-auditor", "auditor", "").await),
             bank: as_cred(credential(&root, "evil-bank", "bank", "").await),
         };
+        // Every node knows the credentials before they are used (a follower that has not
+        // applied one yet refuses it as unknown).
+        cluster
+            .wait_applied_everywhere(Duration::from_secs(30))
+            .await
+            .unwrap();
         World {
             _dir: dir,
             cluster,
             sim,
             root,
             kiosk,
+            kiosk_bg,
             window,
             his,
             evil,
@@ -835,14 +845,11 @@ impl World {
     /// An honest kiosk and HIS keep working on patient 5 until `stop`.
     fn background(&self, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
         let shared = self.shared.clone();
-        let root = self.root.clone();
         let his = self.his.clone();
+        let kiosk = self.kiosk_bg.clone();
         let card = self.patients[4].card.clone();
         tokio::spawn(async move {
             let step = "background workload (honest kiosk K-0102)";
-            let kiosk = root
-                .with_credential(&credential(&root, "honest-kiosk-bg", "kiosk", KIOSK_BG).await)
-                .unwrap();
             let mut n = 0u64;
             while !stop.load(Ordering::SeqCst) {
                 n += 1;

@@ -18,8 +18,9 @@ const T: Duration = Duration::from_secs(30);
 /// A cluster is three processes on a small machine: one test at a time.
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Creates a credential through the API and returns a client that uses it.
-async fn credential(admin: &Client, id: &str, roles: &[&str]) -> Client {
+/// Creates a credential through the API and returns a client that uses it, once every node
+/// knows it (a follower that has not applied it yet refuses it as unknown).
+async fn credential(c: &LocalCluster, admin: &Client, id: &str, roles: &[&str]) -> Client {
     let secret = yinyi_api::credential::new_secret();
     admin
         .put_credential(PutCredentialRequest {
@@ -33,6 +34,7 @@ async fn credential(admin: &Client, id: &str, roles: &[&str]) -> Client {
         })
         .await
         .unwrap();
+    c.wait_applied_everywhere(T).await.unwrap();
     admin.with_credential(&format!("{id}:{secret}")).unwrap()
 }
 
@@ -146,7 +148,7 @@ async fn only_member_nodes_speak_raft_and_operators_act_through_the_api() {
     let new_leader = c.wait_for_leader(T).await.unwrap();
     assert_eq!(new_leader, follower);
     // A kiosk credential cannot.
-    let kiosk = credential(&admin, "kiosk", &["kiosk"]).await;
+    let kiosk = credential(&c, &admin, "kiosk", &["kiosk"]).await;
     let e = kiosk
         .trigger_snapshot(NodeActionRequest {})
         .await
@@ -243,7 +245,7 @@ async fn kiosks_and_mobile_channels_read_only_by_the_card_presented() {
         account_id: id.into(),
     };
     for role in ["kiosk", "mobile"] {
-        let channel = credential(&admin, role, &[role]).await;
+        let channel = credential(&c, &admin, role, &[role]).await;
         assert_eq!(
             channel
                 .query_balance(by_card.clone())
@@ -276,7 +278,7 @@ async fn kiosks_and_mobile_channels_read_only_by_the_card_presented() {
         );
     }
     for role in ["window", "auditor"] {
-        let staff = credential(&admin, role, &[role]).await;
+        let staff = credential(&c, &admin, role, &[role]).await;
         let reply = staff
             .query_balance(by_id(&issued.account_id))
             .await
