@@ -92,7 +92,10 @@ async fn main() -> std::process::ExitCode {
                 for v in report.violations.iter().take(20) {
                     println!("  violation: {v}");
                 }
-                failed |= !report.ok();
+                if !report.ok() {
+                    failed = true;
+                    println!("  logs kept in {}", dir.keep().display());
+                }
                 rows.push(report.row());
             }
             Err(e) => {
