@@ -95,6 +95,9 @@ impl Default for SagaConfig {
     }
 }
 
+/// The longest one saga step may take before it is given up and tried again.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn is_final(state: BankOpState) -> bool {
     matches!(
         state,
@@ -332,99 +335,22 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
                     .increment(1);
                 return op.state;
             }
-            let result = match op.state {
-                BankOpState::Pending if order_placed => self.await_channel(&op).await,
-                BankOpState::Pending => match self.link.execute(&op).await {
-                    BankAnswer::Approved(note) => {
-                        self.step(
-                            &op,
-                            "complete",
-                            CommandBody::CompleteBankOp {
-                                bank_ref: op.bank_ref.clone(),
-                                bank_note: note,
-                            },
-                        )
-                        .await
-                    }
-                    BankAnswer::Declined(note) => {
-                        self.step(
-                            &op,
-                            "decline",
-                            CommandBody::DeclineBankOp {
-                                bank_ref: op.bank_ref.clone(),
-                                bank_note: note,
-                            },
-                        )
-                        .await
-                    }
-                    BankAnswer::Unknown(note) => {
-                        self.step(
-                            &op,
-                            "in-doubt",
-                            CommandBody::MarkBankOpInDoubt {
-                                bank_ref: op.bank_ref.clone(),
-                                bank_note: note,
-                            },
-                        )
-                        .await
-                    }
-                    BankAnswer::InProgress(_) => {
-                        order_placed = true;
-                        self.await_channel(&op).await
-                    }
-                    // Not sent now is not "declined": an earlier leader may have sent it, and
-                    // the bank may have moved the money. Pending, and tried again later.
-                    BankAnswer::NotSent(note) => {
-                        metrics::counter!("bank_requests_not_sent_total").increment(1);
-                        Err(SubmitError::Unavailable(format!(
-                            "nothing sent to the bank: {note}"
-                        )))
-                    }
-                },
-                BankOpState::InDoubt => match self.link.status(&op).await {
-                    Some(BankStatus::Applied) => {
-                        self.step(
-                            &op,
-                            "complete",
-                            CommandBody::CompleteBankOp {
-                                bank_ref: op.bank_ref.clone(),
-                                bank_note: "status query: applied".into(),
-                            },
-                        )
-                        .await
-                    }
-                    Some(BankStatus::Declined) => {
-                        self.step(
-                            &op,
-                            "decline",
-                            CommandBody::DeclineBankOp {
-                                bank_ref: op.bank_ref.clone(),
-                                bank_note: "status query: declined".into(),
-                            },
-                        )
-                        .await
-                    }
-                    // Never seen, already reversed, or the bank cannot be asked: reverse.
-                    _ => {
-                        let acked = self.link.reverse(&op, reversals_sent > 0).await;
-                        reversals_sent += 1;
-                        if acked {
-                            self.step(
-                                &op,
-                                "reverse",
-                                CommandBody::ReverseBankOp {
-                                    bank_ref: op.bank_ref.clone(),
-                                    bank_note: "reversal acknowledged".into(),
-                                },
-                            )
-                            .await
-                        } else {
-                            metrics::counter!("bank_reversals_unacknowledged_total").increment(1);
-                            Err(SubmitError::Unavailable("reversal not acknowledged".into()))
-                        }
-                    }
-                },
-                _ => Ok(()),
+            // A step that hangs (a proposal or a bank call that never answers) must not hold
+            // the operation: it is given up and the operation read again (a step is safe to
+            // repeat: the bank deduplicates by reference, the ledger by request id).
+            let result = match tokio::time::timeout(
+                STEP_TIMEOUT,
+                self.advance(&op, &mut order_placed, &mut reversals_sent),
+            )
+            .await
+            {
+                Ok(result) => result,
+                Err(_) => {
+                    metrics::counter!("bank_saga_steps_timed_out_total").increment(1);
+                    Err(SubmitError::Unavailable(format!(
+                        "saga step gave no answer in {STEP_TIMEOUT:?}"
+                    )))
+                }
             };
             match result {
                 Ok(()) => backoff = self.config.first_backoff,
@@ -435,6 +361,109 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
                     backoff = (backoff * 2).min(self.config.max_backoff);
                 }
             }
+        }
+    }
+
+    /// One step of the operation from the state it is in now.
+    async fn advance(
+        &self,
+        op: &BankOp,
+        order_placed: &mut bool,
+        reversals_sent: &mut u32,
+    ) -> Result<(), SubmitError> {
+        match op.state {
+            BankOpState::Pending if *order_placed => self.await_channel(&op).await,
+            BankOpState::Pending => match self.link.execute(&op).await {
+                BankAnswer::Approved(note) => {
+                    self.step(
+                        &op,
+                        "complete",
+                        CommandBody::CompleteBankOp {
+                            bank_ref: op.bank_ref.clone(),
+                            bank_note: note,
+                        },
+                    )
+                    .await
+                }
+                BankAnswer::Declined(note) => {
+                    self.step(
+                        &op,
+                        "decline",
+                        CommandBody::DeclineBankOp {
+                            bank_ref: op.bank_ref.clone(),
+                            bank_note: note,
+                        },
+                    )
+                    .await
+                }
+                BankAnswer::Unknown(note) => {
+                    self.step(
+                        &op,
+                        "in-doubt",
+                        CommandBody::MarkBankOpInDoubt {
+                            bank_ref: op.bank_ref.clone(),
+                            bank_note: note,
+                        },
+                    )
+                    .await
+                }
+                BankAnswer::InProgress(_) => {
+                    *order_placed = true;
+                    self.await_channel(&op).await
+                }
+                // Not sent now is not "declined": an earlier leader may have sent it, and
+                // the bank may have moved the money. Pending, and tried again later.
+                BankAnswer::NotSent(note) => {
+                    metrics::counter!("bank_requests_not_sent_total").increment(1);
+                    Err(SubmitError::Unavailable(format!(
+                        "nothing sent to the bank: {note}"
+                    )))
+                }
+            },
+            BankOpState::InDoubt => match self.link.status(&op).await {
+                Some(BankStatus::Applied) => {
+                    self.step(
+                        &op,
+                        "complete",
+                        CommandBody::CompleteBankOp {
+                            bank_ref: op.bank_ref.clone(),
+                            bank_note: "status query: applied".into(),
+                        },
+                    )
+                    .await
+                }
+                Some(BankStatus::Declined) => {
+                    self.step(
+                        &op,
+                        "decline",
+                        CommandBody::DeclineBankOp {
+                            bank_ref: op.bank_ref.clone(),
+                            bank_note: "status query: declined".into(),
+                        },
+                    )
+                    .await
+                }
+                // Never seen, already reversed, or the bank cannot be asked: reverse.
+                _ => {
+                    let acked = self.link.reverse(&op, *reversals_sent > 0).await;
+                    *reversals_sent += 1;
+                    if acked {
+                        self.step(
+                            &op,
+                            "reverse",
+                            CommandBody::ReverseBankOp {
+                                bank_ref: op.bank_ref.clone(),
+                                bank_note: "reversal acknowledged".into(),
+                            },
+                        )
+                        .await
+                    } else {
+                        metrics::counter!("bank_reversals_unacknowledged_total").increment(1);
+                        Err(SubmitError::Unavailable("reversal not acknowledged".into()))
+                    }
+                }
+            },
+            _ => Ok(()),
         }
     }
 

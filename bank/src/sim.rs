@@ -669,8 +669,21 @@ impl BankSim {
         }
     }
 
-    /// Serves connections on `listener` until the task is dropped.
+    /// Serves connections on `listener` until the task is dropped. Channel orders still
+    /// pending in the journal are the payers' to confirm as before: a channel that restarts
+    /// does not forget the orders its payers have open in their apps.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        let open_orders: Vec<BankRef> = {
+            let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+            book.ops
+                .values()
+                .filter(|op| op.channel && op.state() == OpState::Pending)
+                .filter_map(|op| BankRef::parse(&op.bank_ref).ok())
+                .collect()
+        };
+        for bank_ref in open_orders {
+            tokio::spawn(self.clone().confirm_later(bank_ref));
+        }
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {

@@ -338,3 +338,46 @@ async fn an_answer_for_another_amount_is_a_protocol_error() {
     );
     b.server.abort();
 }
+
+/// Closes the path by which a channel order stayed pending for good (found by `yinyi-chaos`:
+/// one operation unresolved on every node after the bank's process was killed): the payer's
+/// confirmation was a task of the simulator's process, so a restart of the channel lost it and
+/// the order waited for the 15-minute expiry although the payer would still confirm it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_order_open_when_the_channel_restarts_is_still_confirmed_by_its_payer() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("bank.journal");
+    let slow = Faults {
+        confirm: Duration::from_secs(3600),
+        ..Faults::default()
+    };
+    let sim = Arc::new(BankSim::open(&journal, Money::from_yuan(1_000), slow).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = BankClientConfig::new(listener.local_addr().unwrap().to_string());
+    let server = tokio::spawn(sim.clone().serve(listener));
+    let order = Message::FinancialRequest {
+        processing: Processing::ChannelDebit,
+        bank_ref: reference(7),
+        token: card(),
+        amount: Money::from_yuan(30),
+        at_ms: 0,
+    };
+    let answer = BankClient::new(config).call(&order).await.unwrap();
+    assert_eq!(code_of(&answer), ResponseCode::InProgress);
+    assert_eq!(sim.state_of(&reference(7)), OpState::Pending);
+    server.abort();
+    drop(sim);
+
+    let b = bank(&journal).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while b.sim.state_of(&reference(7)) == OpState::Pending {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted channel never let the payer confirm the open order"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(b.sim.state_of(&reference(7)), OpState::Applied);
+    assert_eq!(b.sim.balance(&card()), Money::from_yuan(970));
+    b.server.abort();
+}

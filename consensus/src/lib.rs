@@ -59,6 +59,8 @@ pub struct ConsensusConfig {
     pub snapshot_after_entries: u64,
     /// Log entries kept behind a snapshot before purging (lets a slow follower catch up by log).
     pub log_entries_kept_after_snapshot: u64,
+    /// Bytes of a snapshot per InstallSnapshot message (the snapshot travels in chunks).
+    pub snapshot_chunk_bytes: u64,
     /// Entries per AppendEntries message at most.
     pub max_payload_entries: u64,
     pub batch: BatchLimits,
@@ -82,6 +84,7 @@ impl ConsensusConfig {
             install_snapshot_timeout_ms: 10_000,
             snapshot_after_entries: 100_000,
             log_entries_kept_after_snapshot: 1_000,
+            snapshot_chunk_bytes: 4 * 1024 * 1024,
             max_payload_entries: 64,
             batch: BatchLimits::default(),
             routes: std::collections::BTreeMap::new(),
@@ -91,6 +94,13 @@ impl ConsensusConfig {
     }
 
     fn raft_config(&self) -> Result<Config, String> {
+        let chunk_limit = network::MAX_MESSAGE_BYTES as u64 / 2;
+        if !(4096..=chunk_limit).contains(&self.snapshot_chunk_bytes) {
+            return Err(format!(
+                "snapshot chunk of {} bytes: it must be 4096 to {chunk_limit}",
+                self.snapshot_chunk_bytes
+            ));
+        }
         let config = Config {
             cluster_name: "yinyi".into(),
             heartbeat_interval: self.heartbeat_interval_ms,
@@ -100,7 +110,7 @@ impl ConsensusConfig {
             max_payload_entries: self.max_payload_entries,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_after_entries),
             max_in_snapshot_log_to_keep: self.log_entries_kept_after_snapshot,
-            snapshot_max_chunk_size: 4 * 1024 * 1024,
+            snapshot_max_chunk_size: self.snapshot_chunk_bytes,
             ..Default::default()
         };
         config.validate().map_err(|e| e.to_string())
@@ -238,7 +248,8 @@ impl Consensus {
         let raft_config = Arc::new(config.raft_config().map_err(StartError::Config)?);
         let log_store = LogStore::new(store.clone());
         let committed = log_store.committed_handle();
-        let state_machine = StateMachine::new(store.clone(), config.rules, data_dir);
+        let state_machine = StateMachine::new(store.clone(), config.rules, data_dir)
+            .map_err(|e| StartError::Raft(format!("state machine: {e}")))?;
         let clock = state_machine.clock();
         let raft = Raft::new(
             config.id,

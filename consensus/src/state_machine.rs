@@ -1,9 +1,10 @@
 //! The state machine: committed entries are applied with `ledger::apply` against a RocksDB view,
 //! and each `apply` call's writes land in one batch with the last applied log id and membership.
-//! Snapshots are exports of the state families from a RocksDB snapshot, kept on disk so a
-//! restarted node can still serve one.
+//! Snapshots are files of frames exported from a RocksDB snapshot (`yinyi_storage::snapshot`):
+//! built, sent in chunks, received and installed without holding the state in memory, and
+//! kept on disk so a restarted node can still serve one.
 
-use std::io::{Cursor, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,8 +16,11 @@ use yinyi_ledger::{ApplyCtx, MAX_COMMANDS_PER_ENTRY, Rules, TxnId, apply};
 use yinyi_storage::keys::{SM_CLOCK, SM_LAST_APPLIED, SM_MEMBERSHIP};
 use yinyi_storage::{Store, codec};
 
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+
 use crate::types::{
-    BatchOutcome, Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    BatchOutcome, Entry, LogId, Snapshot, SnapshotFile, SnapshotMeta, StorageError,
+    StoredMembership, TypeConfig,
 };
 
 fn sm_write_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -37,64 +41,153 @@ fn snapshot_err(e: impl std::error::Error + 'static) -> StorageError {
     }
 }
 
-/// A built or installed snapshot.
+/// The snapshot this node serves: its meta and the file that holds it (in `snapshots/`).
 #[derive(Clone, Serialize, Deserialize)]
-struct StoredSnapshot {
+struct Current {
     meta: SnapshotMeta,
-    data: Vec<u8>,
+    file: String,
 }
 
-/// The last snapshot, shared by the state machine and its builders.
+/// The snapshots' directory and the current one, shared by the state machine and its builders.
+/// Files are written aside (`*.part`), synced, and renamed into place; `current` names the one
+/// served. A reader holding an older file keeps reading it after it is replaced.
 #[derive(Clone)]
 struct SnapshotSlot {
-    path: PathBuf,
-    current: Arc<Mutex<Option<StoredSnapshot>>>,
+    dir: PathBuf,
+    current: Arc<Mutex<Option<Current>>>,
+}
+
+/// A file name for a snapshot id (ids come from the leader: only safe characters are kept).
+fn file_name(meta: &SnapshotMeta) -> String {
+    let id: String = meta
+        .snapshot_id
+        .chars()
+        .take(96)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("snap-{id}.bin")
+}
+
+fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// A fresh name for a file being written (built or received).
+fn part_path(dir: &std::path::Path, what: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    dir.join(format!("{what}-{nanos}.part"))
 }
 
 impl SnapshotSlot {
-    fn load(path: PathBuf) -> SnapshotSlot {
-        let current = std::fs::read(&path)
+    /// Opens `dir` and reads which snapshot is current (a `current` naming a missing file
+    /// counts as none: the leader sends a new one when needed).
+    fn open(dir: PathBuf) -> std::io::Result<SnapshotSlot> {
+        std::fs::create_dir_all(&dir)?;
+        let current = std::fs::read(dir.join("current"))
             .ok()
-            .and_then(|bytes| codec::decode::<StoredSnapshot>(&bytes).ok());
-        SnapshotSlot {
-            path,
+            .and_then(|bytes| codec::decode::<Current>(&bytes).ok())
+            .filter(|c| dir.join(&c.file).is_file());
+        Ok(SnapshotSlot {
+            dir,
             current: Arc::new(Mutex::new(current)),
+        })
+    }
+
+    /// Removes every file but the current snapshot (parts of builds or transfers a crash cut
+    /// short, older snapshots).
+    fn clean(&self) {
+        let keep = self.get().map(|c| c.file);
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name != "current" && Some(&name) != keep.as_ref() {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
     }
 
-    /// Keeps `snapshot` in memory and on disk (written aside and synced, then renamed into place).
-    fn save(&self, snapshot: StoredSnapshot) -> Result<(), StorageError> {
-        let bytes = codec::encode(&snapshot).map_err(snapshot_err)?;
-        let tmp = self.path.with_extension("tmp");
+    /// Makes the snapshot in `file` (already in `dir`, synced) the current one, durably, and
+    /// removes the one it replaces.
+    fn save(&self, current: Current) -> Result<(), StorageError> {
+        let bytes = codec::encode(&current).map_err(snapshot_err)?;
+        let tmp = self.dir.join("current.tmp");
         let mut file = std::fs::File::create(&tmp).map_err(snapshot_err)?;
         file.write_all(&bytes).map_err(snapshot_err)?;
         file.sync_all().map_err(snapshot_err)?;
-        std::fs::rename(&tmp, &self.path).map_err(snapshot_err)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(snapshot_err)?;
+        std::fs::rename(&tmp, self.dir.join("current")).map_err(snapshot_err)?;
+        sync_dir(&self.dir).map_err(snapshot_err)?;
+        let old = self
+            .current
+            .lock()
+            .expect("snapshot slot lock")
+            .replace(current.clone());
+        if let Some(old) = old.filter(|old| old.file != current.file) {
+            let _ = std::fs::remove_file(self.dir.join(old.file));
         }
-        *self.current.lock().expect("snapshot slot lock") = Some(snapshot);
         Ok(())
     }
 
-    fn get(&self) -> Option<StoredSnapshot> {
+    fn get(&self) -> Option<Current> {
         self.current.lock().expect("snapshot slot lock").clone()
     }
+}
+
+/// Replaces the state with the snapshot file `current` names (verified first; atomic across a
+/// crash, see `Store::install_snapshot_file`), then makes it the current snapshot.
+fn install(store: &Store, slot: &SnapshotSlot, current: Current) -> Result<(), StorageError> {
+    let started = std::time::Instant::now();
+    let path = slot.dir.join(&current.file);
+    let marker = codec::encode(&current).map_err(snapshot_err)?;
+    let records = store
+        .install_snapshot_file(&path, &marker)
+        .map_err(snapshot_err)?;
+    let took = started.elapsed();
+    metrics::histogram!("consensus_snapshot_install_seconds").record(took.as_secs_f64());
+    tracing::info!(snapshot = %current.meta.snapshot_id, last = ?current.meta.last_log_id,
+        records, ?took, "installed snapshot");
+    slot.save(current)
 }
 
 pub struct StateMachine {
     store: Arc<Store>,
     rules: Rules,
     snapshots: SnapshotSlot,
+    /// The file a snapshot being received is written to.
+    receiving: Option<PathBuf>,
     /// The latest command time applied here (shared with the proposer, which never stamps
     /// below it).
     clock: Arc<AtomicI64>,
 }
 
 impl StateMachine {
-    pub fn new(store: Arc<Store>, rules: Rules, data_dir: &std::path::Path) -> StateMachine {
+    /// The state machine over `store`, its snapshots in `data_dir/snapshots`. A snapshot
+    /// install that a crash interrupted is finished first, from the same file.
+    pub fn new(
+        store: Arc<Store>,
+        rules: Rules,
+        data_dir: &std::path::Path,
+    ) -> Result<StateMachine, StorageError> {
+        // The one-blob snapshot of earlier releases: not readable any more, and not needed
+        // (a snapshot is built again when one is asked for).
+        let _ = std::fs::remove_file(data_dir.join("snapshot.bin"));
+        let snapshots = SnapshotSlot::open(data_dir.join("snapshots")).map_err(snapshot_err)?;
+        if let Some(marker) = store.unfinished_install().map_err(sm_read_err)? {
+            let current: Current = codec::decode(&marker).map_err(sm_read_err)?;
+            tracing::warn!(snapshot = %current.meta.snapshot_id,
+                "a snapshot install was cut short: finishing it before serving");
+            install(&store, &snapshots, current)?;
+        }
+        snapshots.clean();
         let clock = match store.sm_meta(SM_CLOCK) {
             Ok(Some(bytes)) => bytes
                 .as_slice()
@@ -103,12 +196,13 @@ impl StateMachine {
                 .unwrap_or(0),
             _ => 0,
         };
-        StateMachine {
+        Ok(StateMachine {
             store,
             rules,
-            snapshots: SnapshotSlot::load(data_dir.join("snapshot.bin")),
+            snapshots,
+            receiving: None,
             clock: Arc::new(AtomicI64::new(clock)),
-        }
+        })
     }
 
     /// The latest command time applied on this node.
@@ -214,33 +308,81 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
+        if let Some(abandoned) = self.receiving.take() {
+            let _ = tokio::fs::remove_file(abandoned).await;
+        }
+        let path = part_path(&self.snapshots.dir, "receiving");
+        let file = SnapshotFile::create(&path).await.map_err(snapshot_err)?;
+        self.receiving = Some(path);
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotFile>,
     ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        let store = self.store.clone();
-        let blob = data.clone();
-        tokio::task::spawn_blocking(move || store.import_state(&blob))
-            .await
-            .map_err(snapshot_err)?
-            .map_err(snapshot_err)?;
-        tracing::info!(snapshot = %meta.snapshot_id, last = ?meta.last_log_id, "installed snapshot");
-        self.snapshots.save(StoredSnapshot {
+        let mut data = *snapshot;
+        data.flush().await.map_err(snapshot_err)?;
+        data.sync_all().await.map_err(snapshot_err)?;
+        // The data is the file begun by `begin_receiving_snapshot`, or (openraft's own tests)
+        // another snapshot's file handed over whole: that one is copied in.
+        let received = self.receiving.take();
+        let ours = match &received {
+            Some(path) => {
+                let theirs = data.metadata().await.map_err(snapshot_err)?;
+                let mine = tokio::fs::metadata(path).await.map_err(snapshot_err)?;
+                use std::os::unix::fs::MetadataExt;
+                (theirs.dev(), theirs.ino()) == (mine.dev(), mine.ino())
+            }
+            None => false,
+        };
+        let part = match received {
+            Some(path) if ours => path,
+            other => {
+                if let Some(path) = other {
+                    let _ = tokio::fs::remove_file(path).await;
+                }
+                let path = part_path(&self.snapshots.dir, "receiving");
+                let mut copy = SnapshotFile::create(&path).await.map_err(snapshot_err)?;
+                data.seek(std::io::SeekFrom::Start(0))
+                    .await
+                    .map_err(snapshot_err)?;
+                tokio::io::copy(&mut data, &mut copy)
+                    .await
+                    .map_err(snapshot_err)?;
+                copy.sync_all().await.map_err(snapshot_err)?;
+                path
+            }
+        };
+        drop(data);
+        let current = Current {
             meta: meta.clone(),
-            data,
+            file: file_name(meta),
+        };
+        let dir = self.snapshots.dir.clone();
+        let store = self.store.clone();
+        let slot = self.snapshots.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::rename(&part, dir.join(&current.file)).map_err(snapshot_err)?;
+            sync_dir(&dir).map_err(snapshot_err)?;
+            install(&store, &slot, current)
         })
+        .await
+        .map_err(snapshot_err)?
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(self.snapshots.get().map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
+        let Some(current) = self.snapshots.get() else {
+            return Ok(None);
+        };
+        let file = SnapshotFile::open(self.snapshots.dir.join(&current.file))
+            .await
+            .map_err(snapshot_err)?;
+        Ok(Some(Snapshot {
+            meta: current.meta,
+            snapshot: Box::new(file),
         }))
     }
 }
@@ -252,12 +394,17 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        // Export, encode and the synced write all run off the async runtime: on a big state
-        // they take long enough to stall every request if they ran on its threads.
+        // Export and the synced write run off the async runtime: on a big state they take long
+        // enough to stall every request if they ran on its threads. Memory stays at a frame.
         let store = self.store.clone();
         let slot = self.snapshots.clone();
-        let stored = tokio::task::spawn_blocking(move || {
-            let exported = store.export_state().map_err(snapshot_err)?;
+        let started = std::time::Instant::now();
+        let (current, bytes) = tokio::task::spawn_blocking(move || {
+            let part = part_path(&slot.dir, "building");
+            let mut file = std::fs::File::create(&part).map_err(snapshot_err)?;
+            let exported = store.export_snapshot(&mut file).map_err(snapshot_err)?;
+            file.sync_all().map_err(snapshot_err)?;
+            drop(file);
             let last_log_id: Option<LogId> = match &exported.last_applied {
                 Some(bytes) => codec::decode(bytes).map_err(snapshot_err)?,
                 None => None,
@@ -267,26 +414,124 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 None => StoredMembership::default(),
             };
             let snapshot_id = match last_log_id {
-                Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, exported.blob.len()),
-                None => format!("empty-{}", exported.blob.len()),
+                Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, exported.records),
+                None => format!("empty-{}", exported.records),
             };
-            let stored = StoredSnapshot {
-                meta: SnapshotMeta {
-                    last_log_id,
-                    last_membership,
-                    snapshot_id,
-                },
-                data: exported.blob,
+            let meta = SnapshotMeta {
+                last_log_id,
+                last_membership,
+                snapshot_id,
             };
-            slot.save(stored.clone())?;
-            Ok::<_, StorageError>(stored)
+            let current = Current {
+                file: file_name(&meta),
+                meta,
+            };
+            std::fs::rename(&part, slot.dir.join(&current.file)).map_err(snapshot_err)?;
+            sync_dir(&slot.dir).map_err(snapshot_err)?;
+            slot.save(current.clone())?;
+            Ok::<_, StorageError>((current, exported.bytes))
         })
         .await
         .map_err(snapshot_err)??;
-        tracing::info!(snapshot = %stored.meta.snapshot_id, bytes = stored.data.len(), "built snapshot");
+        let took = started.elapsed();
+        metrics::histogram!("consensus_snapshot_build_seconds").record(took.as_secs_f64());
+        metrics::gauge!("consensus_snapshot_bytes").set(bytes as f64);
+        tracing::info!(snapshot = %current.meta.snapshot_id, bytes, ?took, "built snapshot");
+        let file = SnapshotFile::open(self.snapshots.dir.join(&current.file))
+            .await
+            .map_err(snapshot_err)?;
         Ok(Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
+            meta: current.meta,
+            snapshot: Box::new(file),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+
+    fn blank(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(2, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    /// A node that crashes in the middle of installing a snapshot finishes the install from the
+    /// same file when it starts again, before it serves: the old state or the new, never a mix.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_install_a_crash_cut_short_is_finished_when_the_node_starts_again() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let store_a = Arc::new(Store::open(&a.path().join("db")).unwrap());
+        let mut leader = StateMachine::new(store_a, Rules::default(), a.path()).unwrap();
+        leader.apply((1..=5).map(blank)).await.unwrap();
+        let built = leader
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let current = Current {
+            file: file_name(&built.meta),
+            meta: built.meta.clone(),
+        };
+        {
+            let store_b = Store::open(&b.path().join("db")).unwrap();
+            let dir = b.path().join("snapshots");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::copy(
+                a.path().join("snapshots").join(&current.file),
+                dir.join(&current.file),
+            )
+            .unwrap();
+            let marker = codec::encode(&current).unwrap();
+            store_b
+                .install_snapshot_file_cut_after(&dir.join(&current.file), &marker, 0)
+                .unwrap_err();
+            assert!(store_b.unfinished_install().unwrap().is_some());
+        }
+        let store_b = Arc::new(Store::open(&b.path().join("db")).unwrap());
+        let mut follower = StateMachine::new(store_b.clone(), Rules::default(), b.path()).unwrap();
+        assert_eq!(store_b.unfinished_install().unwrap(), None);
+        assert_eq!(
+            follower.applied_state().await.unwrap().0,
+            built.meta.last_log_id
+        );
+        let served = follower.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(served.meta, built.meta);
+    }
+
+    /// Files a crash left behind (parts of builds and transfers) are removed at start; the
+    /// current snapshot stays.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leftovers_of_a_crash_are_removed_and_the_current_snapshot_kept() {
+        let a = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&a.path().join("db")).unwrap());
+        let mut sm = StateMachine::new(store.clone(), Rules::default(), a.path()).unwrap();
+        sm.apply((1..=3).map(blank)).await.unwrap();
+        let built = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let dir = a.path().join("snapshots");
+        std::fs::write(dir.join("receiving-1.part"), b"half a transfer").unwrap();
+        std::fs::write(dir.join("building-2.part"), b"half a build").unwrap();
+        drop(sm);
+        let mut sm = StateMachine::new(store, Rules::default(), a.path()).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["current".to_string(), file_name(&built.meta)]);
+        let served = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(served.meta, built.meta);
     }
 }

@@ -1,8 +1,6 @@
 //! The openraft type configuration: an entry carries a batch of ledger commands and answers with
 //! one outcome per command.
 
-use std::io::Cursor;
-
 use serde::{Deserialize, Serialize};
 use yinyi_ledger::{Command, Outcome};
 
@@ -21,6 +19,9 @@ pub struct BatchOutcome {
 
 pub type NodeId = u64;
 
+/// A snapshot travels as a file: read in chunks when sent, written chunk by chunk when received.
+pub type SnapshotFile = tokio::fs::File;
+
 openraft::declare_raft_types!(
     /// yinyi's Raft types.
     pub TypeConfig:
@@ -29,7 +30,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = SnapshotFile,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

@@ -18,7 +18,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RocksBuilder 
         let dir = tempfile::tempdir().expect("temp dir");
         let store = Arc::new(Store::open(&dir.path().join("db")).expect("open store"));
         let log = LogStore::new(store.clone());
-        let sm = StateMachine::new(store, Rules::default(), dir.path());
+        let sm = StateMachine::new(store, Rules::default(), dir.path())?;
         Ok((dir, log, sm))
     }
 }

@@ -32,6 +32,8 @@ pub struct NodeConfig {
     pub snapshot_after_entries: u64,
     /// Log entries kept behind a snapshot before purging.
     pub log_entries_kept_after_snapshot: u64,
+    /// Bytes of a snapshot sent in one message (a snapshot of any size travels in chunks).
+    pub snapshot_chunk_bytes: u64,
     /// Commands packed into one Raft entry at most.
     pub max_batch_commands: usize,
     /// Bytes of commands in one Raft entry at most.
@@ -94,6 +96,7 @@ impl Default for NodeConfig {
             install_snapshot_timeout_ms: consensus.install_snapshot_timeout_ms,
             snapshot_after_entries: consensus.snapshot_after_entries,
             log_entries_kept_after_snapshot: consensus.log_entries_kept_after_snapshot,
+            snapshot_chunk_bytes: consensus.snapshot_chunk_bytes,
             max_batch_commands: consensus.batch.max_batch_commands,
             max_batch_bytes: consensus.batch.max_batch_bytes,
             max_inflight_entries: consensus.batch.max_inflight_entries,
@@ -214,6 +217,7 @@ impl NodeConfig {
         c.install_snapshot_timeout_ms = self.install_snapshot_timeout_ms;
         c.snapshot_after_entries = self.snapshot_after_entries;
         c.log_entries_kept_after_snapshot = self.log_entries_kept_after_snapshot;
+        c.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
         c.routes = self.peer_routes.clone();
         c.batch = BatchLimits {
             max_batch_commands: self.max_batch_commands,

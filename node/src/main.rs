@@ -307,6 +307,9 @@ struct StartArgs {
     /// Log entries kept behind a snapshot before purging.
     #[arg(long, env = "YINYI_LOG_ENTRIES_KEPT_AFTER_SNAPSHOT")]
     log_entries_kept_after_snapshot: Option<u64>,
+    /// Bytes of a snapshot sent in one message (4096 to 33554432; default 4 MiB).
+    #[arg(long, env = "YINYI_SNAPSHOT_CHUNK_BYTES")]
+    snapshot_chunk_bytes: Option<u64>,
     /// Commands packed into one Raft entry at most (1–4096).
     #[arg(long, env = "YINYI_MAX_BATCH_COMMANDS")]
     max_batch_commands: Option<usize>,
@@ -390,6 +393,7 @@ impl StartArgs {
             install_snapshot_timeout_ms,
             snapshot_after_entries,
             log_entries_kept_after_snapshot,
+            snapshot_chunk_bytes,
             max_batch_commands,
             max_batch_bytes,
             max_inflight_entries,

@@ -113,6 +113,8 @@ async fn a_follower_behind_a_purged_log_catches_up_by_snapshot() {
             "50",
             "--log-entries-kept-after-snapshot",
             "5",
+            "--snapshot-chunk-bytes",
+            "4096",
         ],
     );
     let mut s = Scenario::new("snap");
@@ -138,6 +140,20 @@ async fn a_follower_behind_a_purged_log_catches_up_by_snapshot() {
     assert!(
         caught_up.snapshot.is_some(),
         "the follower installed no snapshot: {caught_up:?}"
+    );
+    // It came in many chunks (4 KiB each here), and the follower keeps it as a file.
+    let snapshots = c.dir().join(format!("node{follower}")).join("snapshots");
+    let sizes: Vec<u64> = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("snap-"))
+        .map(|e| e.metadata().unwrap().len())
+        .collect();
+    assert_eq!(sizes.len(), 1, "one snapshot kept in {snapshots:?}");
+    assert!(
+        sizes[0] > 4 * 4096,
+        "a snapshot of {} bytes is not several chunks",
+        sizes[0]
     );
 }
 

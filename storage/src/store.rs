@@ -5,11 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options};
 use rocksdb::{WriteBatch, WriteOptions};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::codec::{self, CodecError};
@@ -29,46 +30,14 @@ pub enum StorageError {
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 
-/// A consistent export of the state (see [`Store::export_state`]).
-pub struct ExportedState {
-    pub blob: Vec<u8>,
-    pub last_applied: Option<Vec<u8>>,
-    pub membership: Option<Vec<u8>>,
-}
-
 /// A node's database.
 pub struct Store {
-    db: DB,
+    pub(crate) db: DB,
     path: PathBuf,
+    /// Readers hold it shared; a snapshot install holds it alone, so nobody reads a state that
+    /// is half replaced.
+    gate: RwLock<()>,
 }
-
-/// One key and value of a state family, as a snapshot carries it.
-#[derive(Serialize, Deserialize)]
-struct SnapshotRecord {
-    family: u8,
-    key: Vec<u8>,
-    value: Vec<u8>,
-}
-
-/// Families a snapshot carries: the state and the state machine's meta (last applied,
-/// membership), so an installed snapshot is complete in itself.
-const SNAPSHOT_FAMILIES: [&str; 12] = [
-    CF_SM_META,
-    CF_ACCOUNTS,
-    CF_CARDS,
-    CF_PERSONS,
-    CF_BILLS,
-    CF_JOURNAL,
-    CF_REQUESTS,
-    CF_BANK_OPS,
-    CF_TERMINALS,
-    CF_REPORTS,
-    CF_AUDIT,
-    CF_CREDENTIALS,
-];
-
-/// Above every key we write: the end of a range delete over a whole family.
-const KEY_CEILING: [u8; 80] = [0xFF; 80];
 
 impl Store {
     /// Opens (or creates) the database at `path` with every family.
@@ -99,6 +68,7 @@ impl Store {
         let store = Store {
             db,
             path: path.to_path_buf(),
+            gate: RwLock::new(()),
         };
         store.key_requests_by_terminal()?;
         Ok(store)
@@ -160,13 +130,23 @@ impl Store {
         &self.path
     }
 
-    fn cf(&self, name: &str) -> &ColumnFamily {
+    /// Held while reading the state (see `gate`).
+    pub(crate) fn reading(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Held while the state is replaced by a snapshot.
+    pub(crate) fn installing(&self) -> RwLockWriteGuard<'_, ()> {
+        self.gate.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
         self.db
             .cf_handle(name)
             .expect("every family is created at open")
     }
 
-    fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
+    pub(crate) fn write(&self, batch: WriteBatch, sync: bool) -> Result<()> {
         let mut options = WriteOptions::default();
         options.set_sync(sync);
         self.db.write_opt(batch, &options)?;
@@ -256,6 +236,7 @@ impl Store {
     }
 
     pub fn sm_meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let _reading = self.reading();
         Ok(self.db.get_cf(self.cf(CF_SM_META), key)?)
     }
 
@@ -285,6 +266,12 @@ impl Store {
 
     /// A typed read of one state record.
     pub fn get<T: DeserializeOwned>(&self, family: &str, key: &[u8]) -> Result<Option<T>> {
+        let _reading = self.reading();
+        self.get_ungated(family, key)
+    }
+
+    /// [`Store::get`] for a caller that already holds `reading`.
+    fn get_ungated<T: DeserializeOwned>(&self, family: &str, key: &[u8]) -> Result<Option<T>> {
         match self.db.get_pinned_cf(self.cf(family), key)? {
             Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
             None => Ok(None),
@@ -298,6 +285,7 @@ impl Store {
         prefix: &[u8],
         limit: usize,
     ) -> Result<Vec<T>> {
+        let _reading = self.reading();
         let iter = self.db.iterator_cf(
             self.cf(family),
             IteratorMode::From(prefix, Direction::Forward),
@@ -322,6 +310,7 @@ impl Store {
         before: Option<&[u8]>,
         limit: usize,
     ) -> Result<Vec<T>> {
+        let _reading = self.reading();
         let mut read = rocksdb::ReadOptions::default();
         read.set_iterate_lower_bound(prefix.to_vec());
         let upper = match before {
@@ -354,6 +343,7 @@ impl Store {
 
     /// Counts the keys of a family (for status and tests; walks the family).
     pub fn count(&self, family: &str) -> Result<u64> {
+        let _reading = self.reading();
         let mut n = 0;
         for item in self.db.iterator_cf(self.cf(family), IteratorMode::Start) {
             item?;
@@ -369,6 +359,7 @@ impl Store {
         since_ms: i64,
         limit: usize,
     ) -> Result<Vec<(String, l::RequestRecord)>> {
+        let _reading = self.reading();
         let start = audit_key(since_ms, b"");
         let mut out = Vec::new();
         for item in self.db.iterator_cf(
@@ -386,7 +377,7 @@ impl Store {
                 .position(|&b| b == b'/')
                 .map_or(request_key, |slash| &request_key[slash + 1..]);
             let id = String::from_utf8_lossy(id).into_owned();
-            match self.get::<l::RequestRecord>(CF_REQUESTS, request_key)? {
+            match self.get_ungated::<l::RequestRecord>(CF_REQUESTS, request_key)? {
                 Some(record) => out.push((id, record)),
                 None => {
                     return Err(StorageError::Corrupt(format!(
@@ -405,6 +396,7 @@ impl Store {
         before_ms: i64,
         limit: usize,
     ) -> Result<(u64, l::Money, Vec<l::Account>)> {
+        let _reading = self.reading();
         let snapshot = self.db.snapshot();
         let mut count = 0u64;
         let mut total = l::Money::ZERO;
@@ -449,6 +441,7 @@ impl Store {
     /// A hash over every state family in key order: two nodes that applied the same log agree
     /// on it byte for byte.
     pub fn digest(&self) -> Result<String> {
+        let _reading = self.reading();
         let snapshot = self.db.snapshot();
         let mut hasher = Sha256::new();
         for family in STATE_FAMILIES {
@@ -467,6 +460,7 @@ impl Store {
     /// The balance audit (稽核) over one consistent snapshot of the state: every account with its
     /// journal, streamed in key order (memory stays flat), then every bank operation.
     pub fn audit(&self) -> Result<l::AuditReport> {
+        let _reading = self.reading();
         let snapshot = self.db.snapshot();
         let mut audit = l::Audit::new();
         let mut journal = snapshot
@@ -508,46 +502,6 @@ impl Store {
             audit.bank_op(&codec::decode(&value)?);
         }
         Ok(audit.finish())
-    }
-
-    /// The state and state-machine meta as one blob, read from a consistent RocksDB snapshot,
-    /// with the last applied log id and membership (encoded) as of that same snapshot.
-    pub fn export_state(&self) -> Result<ExportedState> {
-        let snapshot = self.db.snapshot();
-        let mut records = Vec::new();
-        for (family_index, family) in SNAPSHOT_FAMILIES.iter().enumerate() {
-            for item in snapshot.iterator_cf(self.cf(family), IteratorMode::Start) {
-                let (key, value) = item?;
-                records.push(SnapshotRecord {
-                    family: family_index as u8,
-                    key: key.into_vec(),
-                    value: value.into_vec(),
-                });
-            }
-        }
-        let meta = self.cf(CF_SM_META);
-        Ok(ExportedState {
-            blob: codec::encode(&records)?,
-            last_applied: snapshot.get_cf(meta, SM_LAST_APPLIED)?,
-            membership: snapshot.get_cf(meta, SM_MEMBERSHIP)?,
-        })
-    }
-
-    /// Replaces the whole state with a blob from [`Store::export_state`], atomically and
-    /// durably: either the old state or the new one, never a mix.
-    pub fn import_state(&self, blob: &[u8]) -> Result<()> {
-        let records: Vec<SnapshotRecord> = codec::decode(blob)?;
-        let mut batch = WriteBatch::default();
-        for family in SNAPSHOT_FAMILIES {
-            batch.delete_range_cf(self.cf(family), &[][..], &KEY_CEILING[..]);
-        }
-        for record in records {
-            let family = SNAPSHOT_FAMILIES
-                .get(record.family as usize)
-                .ok_or_else(|| StorageError::Corrupt(format!("family {}", record.family)))?;
-            batch.put_cf(self.cf(family), record.key, record.value);
-        }
-        self.write(batch, true)
     }
 
     /// A consistent copy of the whole database (log and state) in `dir`, for backups: hard
@@ -596,11 +550,13 @@ impl RocksView<'_> {
         let staged = self.overlay.get(&(family, key.to_vec()));
         let bytes = match staged {
             Some(bytes) => bytes.clone(),
-            None => self
-                .store
-                .db
-                .get_cf(self.store.cf(family), key)
-                .expect("state read failed: the node cannot apply without its disk")?,
+            None => {
+                let _reading = self.store.reading();
+                self.store
+                    .db
+                    .get_cf(self.store.cf(family), key)
+                    .expect("state read failed: the node cannot apply without its disk")?
+            }
         };
         // A value we cannot decode means the disk is corrupt; applying on would write wrong
         // balances, so the node stops here.

@@ -101,7 +101,7 @@ fn applied_state_is_readable_and_survives_reopen() {
 }
 
 #[test]
-fn an_exported_state_installs_into_another_store_with_the_same_digest() {
+fn an_exported_snapshot_installs_into_another_store_with_the_same_digest() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     let source = Store::open(a.path()).unwrap();
@@ -111,14 +111,96 @@ fn an_exported_state_installs_into_another_store_with_the_same_digest() {
     let mut view = target.view();
     view.put_person(PersonKey::parse(&"b".repeat(64)).unwrap(), AccountId(99));
     target.commit_view(view, &[]).unwrap();
-    let exported = source.export_state().unwrap();
+    let file = a.path().join("snap.bin");
+    let exported = source
+        .export_snapshot(&mut std::fs::File::create(&file).unwrap())
+        .unwrap();
     assert_eq!(exported.last_applied, Some(vec![1, 2, 3]));
-    target.import_state(&exported.blob).unwrap();
+    assert_eq!(exported.bytes, std::fs::metadata(&file).unwrap().len());
+    let records = target.install_snapshot_file(&file, b"marker").unwrap();
+    assert_eq!(records, exported.records);
     assert_eq!(target.digest().unwrap(), source.digest().unwrap());
     assert_eq!(
         target.sm_meta(SM_LAST_APPLIED).unwrap(),
         Some(vec![1, 2, 3])
     );
+    assert_eq!(target.unfinished_install().unwrap(), None);
+}
+
+/// An install cut short by a crash leaves its marker; the state is then half replaced, and the
+/// install run again from the same file ends with the snapshot's state exactly.
+#[test]
+fn an_install_cut_short_by_a_crash_is_finished_from_its_file_after_a_restart() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let source = Store::open(a.path()).unwrap();
+    a_patients_morning(&source);
+    let file = a.path().join("snap.bin");
+    let exported = source
+        .export_snapshot_in_frames(&mut std::fs::File::create(&file).unwrap(), 64)
+        .unwrap();
+    assert!(exported.records > 3, "{} records", exported.records);
+    {
+        let target = Store::open(b.path()).unwrap();
+        let mut view = target.view();
+        view.put_person(PersonKey::parse(&"b".repeat(64)).unwrap(), AccountId(99));
+        target.commit_view(view, &[]).unwrap();
+        assert!(
+            target
+                .install_snapshot_file_cut_after(&file, b"marker", 2)
+                .is_err()
+        );
+    }
+    let target = Store::open(b.path()).unwrap();
+    assert_eq!(
+        target.unfinished_install().unwrap(),
+        Some(b"marker".to_vec())
+    );
+    assert_ne!(target.digest().unwrap(), source.digest().unwrap());
+    target.install_snapshot_file(&file, b"marker").unwrap();
+    assert_eq!(target.unfinished_install().unwrap(), None);
+    assert_eq!(target.digest().unwrap(), source.digest().unwrap());
+}
+
+/// A snapshot file cut short, altered or padded is refused before the state is touched.
+#[test]
+fn a_damaged_snapshot_file_is_refused_and_the_state_is_untouched() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let source = Store::open(a.path()).unwrap();
+    a_patients_morning(&source);
+    let file = a.path().join("snap.bin");
+    source
+        .export_snapshot(&mut std::fs::File::create(&file).unwrap())
+        .unwrap();
+    let good = std::fs::read(&file).unwrap();
+    let target = Store::open(b.path()).unwrap();
+    let before = target.digest().unwrap();
+    let mut flipped = good.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x40;
+    let mut padded = good.clone();
+    padded.extend_from_slice(&good[..good.len().min(40)]);
+    for (what, bytes) in [
+        ("cut short", good[..good.len() - 3].to_vec()),
+        ("cut at a frame", good[..good.len() / 3].to_vec()),
+        ("altered", flipped),
+        ("padded", padded),
+        ("empty", Vec::new()),
+    ] {
+        let bad = b.path().join("bad.bin");
+        std::fs::write(&bad, &bytes).unwrap();
+        assert!(
+            target.install_snapshot_file(&bad, b"marker").is_err(),
+            "a snapshot file {what} was installed"
+        );
+        assert_eq!(
+            target.digest().unwrap(),
+            before,
+            "{what}: the state changed"
+        );
+        assert_eq!(target.unfinished_install().unwrap(), None, "{what}");
+    }
 }
 
 #[test]
