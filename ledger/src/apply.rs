@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::command::{Command, CommandBody};
 use crate::credential::Credential;
 use crate::ids::{
-    AccountId, BankRef, BillId, CardNo, OperatorId, PersonKey, TerminalId, TerminalKind, TxnId,
+    AccountId, BankRef, BillId, CardNo, OperatorId, PersonKey, RequestId, TerminalId, TerminalKind, TxnId,
 };
 use crate::model::{
     Account, AccountStatus, BankOp, BankOpKind, BankOpState, BankPurpose, Bill, BillKind,
@@ -45,6 +45,9 @@ impl Default for Rules {
         }
     }
 }
+
+/// The most request records one `PruneRequests` lets go of (one Raft entry's worth of deletes).
+pub const MAX_PRUNED_PER_COMMAND: u32 = 10_000;
 
 /// What `apply` gets besides the command: where in the log it is, and the rules.
 #[derive(Debug, Clone, Copy)]
@@ -133,6 +136,7 @@ struct Staged<'v, V: StateView> {
     journal: Vec<JournalEntry>,
     reports: Vec<Report>,
     credentials: Vec<Credential>,
+    forgotten: Vec<(TerminalId, RequestId)>,
 }
 
 /// One movement of money to record in the journal.
@@ -162,6 +166,7 @@ impl<'v, V: StateView> Staged<'v, V> {
             journal: Vec::new(),
             reports: Vec::new(),
             credentials: Vec::new(),
+            forgotten: Vec::new(),
         }
     }
 
@@ -233,6 +238,7 @@ impl<'v, V: StateView> Staged<'v, V> {
             journal,
             reports,
             credentials,
+            forgotten,
             ..
         } = self;
         for account in accounts.into_values() {
@@ -261,6 +267,9 @@ impl<'v, V: StateView> Staged<'v, V> {
         }
         for credential in credentials {
             base.put_credential(credential);
+        }
+        for (terminal, id) in forgotten {
+            base.forget_request(&terminal, &id);
         }
     }
 
@@ -911,6 +920,25 @@ impl<'v, V: StateView> Staged<'v, V> {
                     self.credentials.push(credential);
                 }
                 Ok(Effect::Credential { id: id.clone() })
+            }
+            CommandBody::PruneRequests { before, limit } => {
+                self.terminal_allowed()?;
+                if *limit == 0 || *limit > MAX_PRUNED_PER_COMMAND {
+                    return reject(
+                        ReasonCode::InvalidAmount,
+                        format!("a prune lets go of 1 to {MAX_PRUNED_PER_COMMAND} records, not {limit}"),
+                    );
+                }
+                if *before > self.cmd.at {
+                    return reject(
+                        ReasonCode::InvalidAmount,
+                        "a prune cannot let go of requests not yet made",
+                    );
+                }
+                self.forgotten = self.base.expired_requests(*before, *limit as usize);
+                Ok(Effect::RequestsPruned {
+                    requests: self.forgotten.len() as u64,
+                })
             }
             CommandBody::RevokeBootstrapCredential { id } => {
                 self.terminal_allowed()?;

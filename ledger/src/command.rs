@@ -174,6 +174,14 @@ pub enum CommandBody {
         bill: BillId,
         declined: BankRef,
     },
+    /// Lets go of request records made before `before` that are not in the audit trail, at
+    /// most `limit` of them (oldest first): past its retention a request id no longer guards
+    /// against a retry. The journal is never pruned. Only the cluster's own housekeeping
+    /// (an `S-` terminal) sends it.
+    PruneRequests {
+        before: Timestamp,
+        limit: u32,
+    },
 }
 
 impl CommandBody {
@@ -238,6 +246,7 @@ impl CommandBody {
             CommandBody::RecordMembership { .. } => "RecordMembership",
             CommandBody::RevokeBootstrapCredential { .. } => "RevokeBootstrapCredential",
             CommandBody::RefundToAccount { .. } => "RefundToAccount",
+            CommandBody::PruneRequests { .. } => "PruneRequests",
         }
     }
 }

@@ -17,7 +17,7 @@ pub mod outcome;
 pub mod permissions;
 pub mod view;
 
-pub use apply::{ApplyCtx, Rules, apply, refusal};
+pub use apply::{ApplyCtx, MAX_PRUNED_PER_COMMAND, Rules, apply, refusal};
 pub use audit::{Audit, AuditReport};
 pub use calendar::BusinessDay;
 pub use command::{Command, CommandBody};

@@ -292,6 +292,11 @@ pub enum Effect {
     },
     /// A fact for the audit trail was recorded.
     Recorded,
+    /// Request records let go by a prune (`PruneRequests`); fewer than its limit when no
+    /// more were due.
+    RequestsPruned {
+        requests: u64,
+    },
 }
 
 /// The result of applying a command, stored under its request id.

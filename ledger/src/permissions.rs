@@ -31,7 +31,8 @@ pub fn allowed_terminals(body: &CommandBody) -> &'static [TerminalKind] {
         CommandBody::CompleteBankOp { .. }
         | CommandBody::DeclineBankOp { .. }
         | CommandBody::MarkBankOpInDoubt { .. }
-        | CommandBody::ReverseBankOp { .. } => &[System],
+        | CommandBody::ReverseBankOp { .. }
+        | CommandBody::PruneRequests { .. } => &[System],
         CommandBody::PostBill { .. } | CommandBody::CancelBill { .. } => &[His],
         CommandBody::PayBill { .. } => &[Kiosk, Window, Mobile],
         CommandBody::Refund { .. } | CommandBody::RefundToAccount { .. } => &[Window, Kiosk, His],

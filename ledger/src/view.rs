@@ -49,6 +49,10 @@ pub trait StateView {
     /// can take an id of the cluster's own `S-` terminal.
     fn request(&self, terminal: &TerminalId, id: &RequestId) -> Option<RequestRecord>;
     fn credential(&self, id: &str) -> Option<Credential>;
+    /// Request records a prune may let go: those made before `before` that are not in the
+    /// audit trail (sensitive requests stay), oldest first (by time, then terminal and id), at
+    /// most `limit`.
+    fn expired_requests(&self, before: Timestamp, limit: usize) -> Vec<(TerminalId, RequestId)>;
 
     fn put_account(&mut self, account: Account);
     fn put_card(&mut self, card: Card);
@@ -58,6 +62,8 @@ pub trait StateView {
     fn put_terminal(&mut self, terminal: Terminal);
     /// Records a request's outcome under its terminal (`record.terminal`) and id.
     fn put_request(&mut self, id: RequestId, record: RequestRecord);
+    /// Removes a request record (a retry of it is then a new request).
+    fn forget_request(&mut self, terminal: &TerminalId, id: &RequestId);
     fn append_journal(&mut self, entry: JournalEntry);
     fn put_report(&mut self, report: Report);
     fn put_credential(&mut self, credential: Credential);
@@ -115,6 +121,22 @@ impl StateView for MemState {
     fn credential(&self, id: &str) -> Option<Credential> {
         self.credentials.get(id).cloned()
     }
+    fn expired_requests(&self, before: Timestamp, limit: usize) -> Vec<(TerminalId, RequestId)> {
+        let mut expired: Vec<(Timestamp, String, &TerminalId, &RequestId)> = self
+            .requests
+            .iter()
+            .filter(|(_, record)| record.at < before && !record.body.is_sensitive())
+            .map(|((terminal, id), record)| {
+                (record.at.max(Timestamp(0)), format!("{terminal}/{id}"), terminal, id)
+            })
+            .collect();
+        expired.sort();
+        expired
+            .into_iter()
+            .take(limit)
+            .map(|(_, _, terminal, id)| (terminal.clone(), id.clone()))
+            .collect()
+    }
 
     fn put_account(&mut self, account: Account) {
         self.accounts.insert(account.id, account);
@@ -136,6 +158,9 @@ impl StateView for MemState {
     }
     fn put_request(&mut self, id: RequestId, record: RequestRecord) {
         self.requests.insert((record.terminal.clone(), id), record);
+    }
+    fn forget_request(&mut self, terminal: &TerminalId, id: &RequestId) {
+        self.requests.remove(&(terminal.clone(), id.clone()));
     }
     fn append_journal(&mut self, entry: JournalEntry) {
         self.journal.push(entry);

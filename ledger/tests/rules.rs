@@ -10,7 +10,8 @@ use common::*;
 use yinyi_ledger::{
     AccountStatus, BankOpKind, BankOpState, BankPurpose, BillKind, BillStatus, CardKind,
     CardStatus, Channel, Command, CommandBody, Effect, EntryKind, Money, Outcome, ReasonCode,
-    ReconciliationReport, Report, ReportLine, TerminalKind, TerminalStatus, Timestamp, TxnId,
+    ReconciliationReport, Report, ReportLine, StateView, TerminalKind, TerminalStatus, Timestamp,
+    TxnId,
 };
 
 /// The standard world with the window's shift open.
@@ -2383,4 +2384,95 @@ fn a_holder_is_stored_only_with_masked_id_and_phone() {
         )
     });
     assert!(w.state.accounts.is_empty());
+}
+
+// ---- request retention ----
+
+/// Past its retention a request record is let go (a retry of it is then a new request), oldest
+/// first and at most the prune's limit; requests in the audit trail are kept, and so is the
+/// journal. Only the cluster's own `S-` terminals prune, and never into the future.
+#[test]
+fn a_prune_lets_go_of_old_request_records_but_keeps_the_audit_trail_and_the_journal() {
+    let mut w = World::standard();
+    w.patient("HC0001", 1, 100);
+    let deposit = w.command(
+        KIOSK,
+        None,
+        CommandBody::DepositCash {
+            card: card("HC0001"),
+            amount: yuan(20),
+        },
+    );
+    expect_done(w.submit(&deposit));
+    let loss = w.report_loss("HC0001", 1);
+    expect_done(loss);
+    let cutoff = w.tick();
+    let later = w.command(
+        KIOSK,
+        None,
+        CommandBody::DepositCash {
+            card: card("HC0001"),
+            amount: yuan(1),
+        },
+    );
+    w.submit(&later); // refused (the card is lost), but recorded
+    let journal = w.state.journal.clone();
+    let requests_before = w.state.requests.len();
+
+    // Not from a kiosk, and not with a limit out of bounds or a time to come.
+    let prune = |before, limit| CommandBody::PruneRequests { before, limit };
+    expect_code(
+        &w.run(KIOSK, prune(cutoff, 10)),
+        ReasonCode::TerminalNotAllowed,
+    );
+    expect_code(&w.run(SAGA, prune(cutoff, 0)), ReasonCode::InvalidAmount);
+    expect_code(
+        &w.run(SAGA, prune(cutoff, yinyi_ledger::MAX_PRUNED_PER_COMMAND + 1)),
+        ReasonCode::InvalidAmount,
+    );
+    expect_code(
+        &w.run(SAGA, prune(Timestamp(w.clock + 60_000), 10)),
+        ReasonCode::InvalidAmount,
+    );
+
+    // Two at a time, oldest first.
+    let pruned = |outcome| match expect_done(outcome) {
+        Effect::RequestsPruned { requests } => requests,
+        other => panic!("expected RequestsPruned, got {other:?}"),
+    };
+    let first = pruned(w.run(SAGA, prune(cutoff, 2)));
+    assert_eq!(first, 2);
+    let mut total = first;
+    loop {
+        let n = pruned(w.run(SAGA, prune(cutoff, 2)));
+        total += n;
+        if n < 2 {
+            break;
+        }
+    }
+    // The card's issue and the deposit; the terminals' registrations and the loss report are
+    // in the audit trail.
+    assert_eq!(total, 2, "{total} records let go");
+    // What is left: the audited loss report, everything after the cut-off (the refused
+    // deposit, the refused prunes, the prunes themselves), and nothing made before it that a
+    // prune may take.
+    assert!(w.state.expired_requests(cutoff, 100).is_empty());
+    assert!(
+        w.state.request(&deposit.terminal, &deposit.request).is_none(),
+        "the old deposit's record is still there"
+    );
+    assert!(
+        w.state
+            .requests
+            .values()
+            .any(|r| matches!(r.body, CommandBody::ReportLoss { .. })),
+        "the audited loss report was let go"
+    );
+    assert!(w.state.request(&later.terminal, &later.request).is_some());
+    assert!(w.state.requests.len() < requests_before + 8);
+    assert_eq!(w.state.journal, journal, "a prune touched the journal");
+
+    // A retry of the let-go deposit is a new request now: applied again (documented).
+    let retried = w.submit(&deposit);
+    expect_code(&retried, ReasonCode::CardLost);
 }

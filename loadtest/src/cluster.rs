@@ -156,6 +156,8 @@ impl LocalCluster {
                 "--bootstrap-credential",
                 &yinyi_api::credential::bootstrap_entry(&self.bank_credential, "bank"),
             ])
+            // One credential plays every client of the load: no per-credential limit.
+            .env("YINYI_REQUESTS_PER_CREDENTIAL_PER_S", "0")
             .stdout(out)
             .stderr(err)
             .spawn()

@@ -66,6 +66,12 @@ pub struct NodeConfig {
     pub channel_order_expiry_ms: u64,
     /// Run the balance audit (稽核) on this node's state this often (seconds); 0 never.
     pub audit_every_s: u64,
+    /// How long (days, at least 1) a request id guards against a retry: request records older
+    /// than this are let go, except those in the audit trail. The journal is kept for ever.
+    pub request_retention_days: u64,
+    /// Requests per second one credential may make on this node (its burst is twice that);
+    /// beyond it the node answers RESOURCE_EXHAUSTED. 0: no limit.
+    pub requests_per_credential_per_s: u64,
     /// The site CA (PEM): clients and other nodes must chain to it.
     pub tls_ca: PathBuf,
     /// This node's certificate and key (PEM), signed by the CA for the name `yinyi`.
@@ -111,6 +117,8 @@ impl Default for NodeConfig {
             bank_resolution_deadline_s: 600,
             channel_order_expiry_ms: 900_000,
             audit_every_s: 3600,
+            request_retention_days: 30,
+            requests_per_credential_per_s: 200,
             tls_ca: PathBuf::new(),
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),
@@ -132,6 +140,9 @@ impl NodeConfig {
 
     /// Checks what a typo would otherwise turn into a confusing failure later.
     pub fn validate(&self) -> Result<(), String> {
+        if self.request_retention_days == 0 {
+            return Err("request_retention_days must be 1 or more".into());
+        }
         if self.id == 0 {
             return Err("id must be 1 or more".into());
         }

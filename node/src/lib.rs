@@ -15,5 +15,6 @@ pub mod demo;
 pub mod local;
 pub mod observe;
 pub mod recon;
+pub mod retention;
 pub mod scenario;
 pub mod server;

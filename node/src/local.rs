@@ -263,6 +263,9 @@ impl LocalCluster {
             } else {
                 &[][..]
             })
+            // Tests and benchmarks drive one credential hard: no per-credential limit unless
+            // a test sets one.
+            .env("YINYI_REQUESTS_PER_CREDENTIAL_PER_S", "0")
             .envs(self.node_env.get(&id).into_iter().flatten().cloned())
             .env(
                 "RUST_LOG",

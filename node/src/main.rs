@@ -349,6 +349,14 @@ struct StartArgs {
     /// Run the balance audit (稽核) on this node's state every this many seconds (0: never).
     #[arg(long, env = "YINYI_AUDIT_EVERY_S")]
     audit_every_s: Option<u64>,
+    /// Days a request id guards against a retry (at least 1; default 30). Older request
+    /// records are let go, except those in the audit trail; the journal is kept.
+    #[arg(long, env = "YINYI_REQUEST_RETENTION_DAYS")]
+    request_retention_days: Option<u64>,
+    /// Requests per second one credential may make on a node (burst twice that; 0: no limit;
+    /// default 200). Beyond it: RESOURCE_EXHAUSTED, reason RATE_LIMITED.
+    #[arg(long, env = "YINYI_REQUESTS_PER_CREDENTIAL_PER_S")]
+    requests_per_credential_per_s: Option<u64>,
     /// The site CA (PEM).
     #[arg(long, env = "YINYI_TLS_CA")]
     tls_ca: Option<PathBuf>,
@@ -407,6 +415,8 @@ impl StartArgs {
             bank_resolution_deadline_s,
             channel_order_expiry_ms,
             audit_every_s,
+            request_retention_days,
+            requests_per_credential_per_s,
             tls_ca,
             tls_cert,
             tls_key

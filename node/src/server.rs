@@ -78,6 +78,7 @@ pub async fn run(config: NodeConfig) -> Result<()> {
     }
     let ready_rx_for_recovery = ready_rx.clone();
     let ready_rx_daily = ready_rx.clone();
+    let ready_rx_prune = ready_rx.clone();
     let actors = Actors::start(Arc::new(backend.clone()), config.actors(), ready_rx)
         .await
         .map_err(|e| anyhow::anyhow!("start the actors: {e}"))?;
@@ -103,6 +104,13 @@ pub async fn run(config: NodeConfig) -> Result<()> {
     };
     let has_bank = bank.is_some();
     let gateway = Gateway::new(consensus.clone(), backend, actors.clone(), limit, bank);
+    let (retention, prune_every) = crate::retention::schedule(config.request_retention_days);
+    tokio::spawn(crate::retention::run(
+        gateway.clone(),
+        retention,
+        prune_every,
+        ready_rx_prune,
+    ));
     if has_bank {
         let at = crate::recon::parse_time_of_day(&config.recon_daily_at)
             .map_err(|e| anyhow::anyhow!("recon_daily_at: {e}"))?;
@@ -158,6 +166,7 @@ pub async fn run(config: NodeConfig) -> Result<()> {
     let authenticator = Arc::new(crate::api::auth::Authenticator::new(
         consensus.store().clone(),
         bootstrap,
+        config.requests_per_credential_per_s,
     ));
     let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
     if let Some(files) = &tls {

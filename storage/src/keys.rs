@@ -18,9 +18,12 @@ pub const CF_REPORTS: &str = "reports";
 pub const CF_AUDIT: &str = "audit";
 /// Credentials by id.
 pub const CF_CREDENTIALS: &str = "credentials";
+/// Request records a prune may let go of, by time ([`audit_key`] layout; the records are in
+/// `requests`): every request that is not in the audit trail.
+pub const CF_REQUEST_EXPIRY: &str = "request_expiry";
 
 /// The families that hold the ledger's state: what a snapshot carries and the digest covers.
-pub const STATE_FAMILIES: [&str; 11] = [
+pub const STATE_FAMILIES: [&str; 12] = [
     CF_ACCOUNTS,
     CF_CARDS,
     CF_PERSONS,
@@ -32,10 +35,11 @@ pub const STATE_FAMILIES: [&str; 11] = [
     CF_REPORTS,
     CF_AUDIT,
     CF_CREDENTIALS,
+    CF_REQUEST_EXPIRY,
 ];
 
 /// Every family of a node's database.
-pub const ALL_FAMILIES: [&str; 14] = [
+pub const ALL_FAMILIES: [&str; 15] = [
     CF_RAFT_LOG,
     CF_RAFT_META,
     CF_SM_META,
@@ -50,6 +54,7 @@ pub const ALL_FAMILIES: [&str; 14] = [
     CF_REPORTS,
     CF_AUDIT,
     CF_CREDENTIALS,
+    CF_REQUEST_EXPIRY,
 ];
 
 /// `raft_meta` keys.
@@ -64,6 +69,8 @@ pub const SM_MEMBERSHIP: &[u8] = b"membership";
 pub const SM_CLOCK: &[u8] = b"clock";
 /// Set once the request records are keyed by terminal and id ([`request_key`]).
 pub const SM_REQUESTS_BY_TERMINAL: &[u8] = b"requests_by_terminal";
+/// Set once every request record that is not audited is in `request_expiry`.
+pub const SM_REQUEST_EXPIRY_INDEXED: &[u8] = b"request_expiry_indexed";
 
 /// `requests` keys: the terminal id, `/`, then the request id (neither may contain `/`), so
 /// request ids are the terminal's own and a terminal's records sort together.

@@ -71,6 +71,7 @@ impl Store {
             gate: RwLock::new(()),
         };
         store.key_requests_by_terminal()?;
+        store.index_request_expiry()?;
         Ok(store)
     }
 
@@ -122,6 +123,40 @@ impl Store {
         self.write(batch, true)?;
         if moved > 0 {
             tracing::info!(moved, "request records re-keyed by terminal");
+        }
+        Ok(())
+    }
+
+    /// Request records made before this release are not in `request_expiry`: indexed on the
+    /// first open, in batches, then marked done. Every node indexes the same records the same
+    /// way, so digests stay equal; a crash half way writes the same keys again next time.
+    fn index_request_expiry(&self) -> Result<()> {
+        const BATCH_RECORDS: usize = 10_000;
+        let meta = self.cf(CF_SM_META);
+        if self.db.get_cf(meta, SM_REQUEST_EXPIRY_INDEXED)?.is_some() {
+            return Ok(());
+        }
+        let mut indexed = 0u64;
+        let mut batch = WriteBatch::default();
+        for item in self.db.iterator_cf(self.cf(CF_REQUESTS), IteratorMode::Start) {
+            let (key, value) = item?;
+            let record: l::RequestRecord = codec::decode(&value)?;
+            if !record.body.is_sensitive() {
+                batch.put_cf(
+                    self.cf(CF_REQUEST_EXPIRY),
+                    audit_key(record.at.0, &key),
+                    codec::encode(&())?,
+                );
+                indexed += 1;
+                if batch.len() == BATCH_RECORDS {
+                    self.write(std::mem::take(&mut batch), true)?;
+                }
+            }
+        }
+        batch.put_cf(meta, SM_REQUEST_EXPIRY_INDEXED, [1u8]);
+        self.write(batch, true)?;
+        if indexed > 0 {
+            tracing::info!(indexed, "request records indexed for expiry");
         }
         Ok(())
     }
@@ -256,7 +291,10 @@ impl Store {
     pub fn commit_view(&self, view: RocksView<'_>, sm_meta: &[(&[u8], Vec<u8>)]) -> Result<()> {
         let mut batch = WriteBatch::default();
         for ((family, key), value) in view.overlay {
-            batch.put_cf(self.cf(family), key, value);
+            match value {
+                Some(value) => batch.put_cf(self.cf(family), key, value),
+                None => batch.delete_cf(self.cf(family), key),
+            }
         }
         for (key, value) in sm_meta {
             batch.put_cf(self.cf(CF_SM_META), key, value);
@@ -542,14 +580,16 @@ impl Store {
 /// A `StateView` over the store: reads fall through an overlay of this batch's writes.
 pub struct RocksView<'s> {
     store: &'s Store,
-    overlay: BTreeMap<(&'static str, Vec<u8>), Vec<u8>>,
+    /// Staged writes: a value, or `None` for a delete.
+    overlay: BTreeMap<(&'static str, Vec<u8>), Option<Vec<u8>>>,
 }
 
 impl RocksView<'_> {
     fn read<T: DeserializeOwned>(&self, family: &'static str, key: &[u8]) -> Option<T> {
         let staged = self.overlay.get(&(family, key.to_vec()));
         let bytes = match staged {
-            Some(bytes) => bytes.clone(),
+            Some(Some(bytes)) => bytes.clone(),
+            Some(None) => return None,
             None => {
                 let _reading = self.store.reading();
                 self.store
@@ -565,7 +605,11 @@ impl RocksView<'_> {
 
     fn write<T: Serialize>(&mut self, family: &'static str, key: Vec<u8>, value: &T) {
         let bytes = codec::encode(value).expect("state values always encode");
-        self.overlay.insert((family, key), bytes);
+        self.overlay.insert((family, key), Some(bytes));
+    }
+
+    fn delete(&mut self, family: &'static str, key: Vec<u8>) {
+        self.overlay.insert((family, key), None);
     }
 
     /// Writes staged so far (for batching limits).
@@ -601,6 +645,60 @@ impl l::StateView for RocksView<'_> {
     fn credential(&self, id: &str) -> Option<l::Credential> {
         self.read(CF_CREDENTIALS, id.as_bytes())
     }
+    fn expired_requests(
+        &self,
+        before: l::Timestamp,
+        limit: usize,
+    ) -> Vec<(l::TerminalId, l::RequestId)> {
+        let upper = audit_key(before.0, b"");
+        // The database's keys below `upper`, less those this view deleted, and this view's
+        // own (a long catch-up applies hours of commands in one view), merged in key order.
+        let staged: BTreeMap<&[u8], bool> = self
+            .overlay
+            .range((CF_REQUEST_EXPIRY, Vec::new())..(CF_REQUEST_EXPIRY, upper.clone()))
+            .map(|((_, key), value)| (key.as_slice(), value.is_some()))
+            .collect();
+        let mut keys: Vec<Vec<u8>> = staged
+            .iter()
+            .filter(|(_, live)| **live)
+            .map(|(key, _)| key.to_vec())
+            .collect();
+        {
+            let _reading = self.store.reading();
+            let mut read = rocksdb::ReadOptions::default();
+            read.set_iterate_upper_bound(upper.clone());
+            let mut iter = self
+                .store
+                .db
+                .raw_iterator_cf_opt(self.store.cf(CF_REQUEST_EXPIRY), read);
+            iter.seek_to_first();
+            let mut taken = 0;
+            while iter.valid() && taken < limit {
+                let key = iter.key().expect("a valid iterator has a key");
+                if !staged.contains_key(key) {
+                    keys.push(key.to_vec());
+                    taken += 1;
+                }
+                iter.next();
+            }
+            iter.status()
+                .expect("state read failed: the node cannot apply without its disk");
+        }
+        keys.sort();
+        keys.truncate(limit);
+        keys.iter()
+            .map(|key| {
+                let request_key = String::from_utf8_lossy(&key[8..]).into_owned();
+                let (terminal, id) = request_key
+                    .split_once('/')
+                    .expect("corrupt request_expiry key");
+                (
+                    l::TerminalId::parse(terminal).expect("corrupt request_expiry terminal"),
+                    l::RequestId::parse(id).expect("corrupt request_expiry id"),
+                )
+            })
+            .collect()
+    }
 
     fn put_account(&mut self, account: l::Account) {
         self.write(CF_ACCOUNTS, account_key(account.id).to_vec(), &account);
@@ -628,8 +726,19 @@ impl l::StateView for RocksView<'_> {
         let key = request_key(record.terminal.as_str(), id.as_str());
         if record.body.is_sensitive() {
             self.write(CF_AUDIT, audit_key(record.at.0, &key), &());
+        } else {
+            self.write(CF_REQUEST_EXPIRY, audit_key(record.at.0, &key), &());
         }
         self.write(CF_REQUESTS, key, &record);
+    }
+    fn forget_request(&mut self, terminal: &l::TerminalId, id: &l::RequestId) {
+        let key = request_key(terminal.as_str(), id.as_str());
+        if let Some(record) = self.read::<l::RequestRecord>(CF_REQUESTS, &key) {
+            if !record.body.is_sensitive() {
+                self.delete(CF_REQUEST_EXPIRY, audit_key(record.at.0, &key));
+                self.delete(CF_REQUESTS, key);
+            }
+        }
     }
     fn append_journal(&mut self, entry: l::JournalEntry) {
         self.write(

@@ -184,6 +184,50 @@ pub fn parse_bootstrap(text: &str) -> Result<Credential, String> {
 pub struct Authenticator {
     store: Arc<Store>,
     bootstrap: BTreeMap<String, Credential>,
+    limiter: Option<RateLimiter>,
+}
+
+/// Requests per second per credential on this node: a token bucket each (burst twice the
+/// rate), so one credential — a misbehaving terminal, a stolen key — cannot make the cluster
+/// store without bound, nor crowd out everyone else. Small enough to write here (a crate such
+/// as `governor` would add its clock and map for one bucket per credential).
+pub struct RateLimiter {
+    per_s: f64,
+    burst: f64,
+    buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
+}
+
+impl RateLimiter {
+    pub fn new(per_s: u64) -> RateLimiter {
+        RateLimiter {
+            per_s: per_s as f64,
+            burst: (2 * per_s).max(1) as f64,
+            buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Takes one token of `id`'s bucket; false when it is empty.
+    pub fn admit(&self, id: &str) -> bool {
+        let now = std::time::Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        // Credentials are few (one per terminal and service); buckets idle long enough to be
+        // full again are dropped so the map cannot grow with ids that come and go.
+        if buckets.len() > 100_000 {
+            let refill = std::time::Duration::from_secs_f64(self.burst / self.per_s.max(1.0));
+            buckets.retain(|_, (_, at)| now.duration_since(*at) < refill);
+        }
+        let (tokens, at) = buckets
+            .entry(id.to_string())
+            .or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_s).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 fn refuse(reason: &'static str, status: Status) -> Status {
@@ -192,10 +236,16 @@ fn refuse(reason: &'static str, status: Status) -> Status {
 }
 
 impl Authenticator {
-    pub fn new(store: Arc<Store>, bootstrap: Vec<Credential>) -> Authenticator {
+    /// `per_credential_per_s`: requests per second one credential may make here (0: no limit).
+    pub fn new(
+        store: Arc<Store>,
+        bootstrap: Vec<Credential>,
+        per_credential_per_s: u64,
+    ) -> Authenticator {
         Authenticator {
             store,
             bootstrap: bootstrap.into_iter().map(|c| (c.id.clone(), c)).collect(),
+            limiter: (per_credential_per_s > 0).then(|| RateLimiter::new(per_credential_per_s)),
         }
     }
 
@@ -288,6 +338,22 @@ impl Authenticator {
                         .join(", "),
                 )),
             ));
+        }
+        if let Some(limiter) = &self.limiter {
+            if !limiter.admit(id) {
+                return Err(refuse(
+                    "rate",
+                    yinyi_api::error::status_with_reason(
+                        tonic::Code::ResourceExhausted,
+                        super::convert::reason::RATE_LIMITED,
+                        format!(
+                            "credential {id} made more than {} requests a second on this node: \
+                             slow down and retry",
+                            limiter.per_s
+                        ),
+                    ),
+                ));
+            }
         }
         Ok(Some(Caller {
             id: credential.id.clone(),

@@ -15,6 +15,8 @@ use yinyi_ledger::{
 /// Reasons the API adds to the ledger's own.
 pub mod reason {
     pub const MISSING_FIELD: &str = "MISSING_FIELD";
+    /// Too many requests from one credential (RESOURCE_EXHAUSTED): slow down and retry.
+    pub const RATE_LIMITED: &str = "RATE_LIMITED";
     pub const INVALID_ID: &str = "INVALID_ID";
     pub const INVALID_AMOUNT: &str = "INVALID_AMOUNT";
     pub const INVALID_ENUM: &str = "INVALID_ENUM";
