@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::command::{Command, CommandBody};
 use crate::credential::Credential;
 use crate::ids::{
-    AccountId, BankRef, BillId, CardNo, OperatorId, PersonKey, RequestId, TerminalId, TerminalKind, TxnId,
+    AccountId, BankRef, BillId, CardNo, OperatorId, PersonKey, RequestId, TerminalId, TerminalKind,
+    TxnId,
 };
 use crate::model::{
     Account, AccountStatus, BankOp, BankOpKind, BankOpState, BankPurpose, Bill, BillKind,
@@ -926,7 +927,9 @@ impl<'v, V: StateView> Staged<'v, V> {
                 if *limit == 0 || *limit > MAX_PRUNED_PER_COMMAND {
                     return reject(
                         ReasonCode::InvalidAmount,
-                        format!("a prune lets go of 1 to {MAX_PRUNED_PER_COMMAND} records, not {limit}"),
+                        format!(
+                            "a prune lets go of 1 to {MAX_PRUNED_PER_COMMAND} records, not {limit}"
+                        ),
                     );
                 }
                 if *before > self.cmd.at {

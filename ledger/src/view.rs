@@ -127,7 +127,12 @@ impl StateView for MemState {
             .iter()
             .filter(|(_, record)| record.at < before && !record.body.is_sensitive())
             .map(|((terminal, id), record)| {
-                (record.at.max(Timestamp(0)), format!("{terminal}/{id}"), terminal, id)
+                (
+                    record.at.max(Timestamp(0)),
+                    format!("{terminal}/{id}"),
+                    terminal,
+                    id,
+                )
             })
             .collect();
         expired.sort();

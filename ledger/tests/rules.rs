@@ -2427,7 +2427,10 @@ fn a_prune_lets_go_of_old_request_records_but_keeps_the_audit_trail_and_the_jour
     );
     expect_code(&w.run(SAGA, prune(cutoff, 0)), ReasonCode::InvalidAmount);
     expect_code(
-        &w.run(SAGA, prune(cutoff, yinyi_ledger::MAX_PRUNED_PER_COMMAND + 1)),
+        &w.run(
+            SAGA,
+            prune(cutoff, yinyi_ledger::MAX_PRUNED_PER_COMMAND + 1),
+        ),
         ReasonCode::InvalidAmount,
     );
     expect_code(
@@ -2458,7 +2461,9 @@ fn a_prune_lets_go_of_old_request_records_but_keeps_the_audit_trail_and_the_jour
     // prune may take.
     assert!(w.state.expired_requests(cutoff, 100).is_empty());
     assert!(
-        w.state.request(&deposit.terminal, &deposit.request).is_none(),
+        w.state
+            .request(&deposit.terminal, &deposit.request)
+            .is_none(),
         "the old deposit's record is still there"
     );
     assert!(

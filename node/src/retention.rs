@@ -26,7 +26,10 @@ pub fn schedule(retention_days: u64) -> (Duration, Duration) {
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
     {
-        tracing::warn!(ms, "request retention shortened by {RETENTION_MS_ENV}: tests only");
+        tracing::warn!(
+            ms,
+            "request retention shortened by {RETENTION_MS_ENV}: tests only"
+        );
         let retention = Duration::from_millis(ms.max(1));
         return (retention, (retention / 2).max(Duration::from_millis(100)));
     }

@@ -138,7 +138,10 @@ impl Store {
         }
         let mut indexed = 0u64;
         let mut batch = WriteBatch::default();
-        for item in self.db.iterator_cf(self.cf(CF_REQUESTS), IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_REQUESTS), IteratorMode::Start)
+        {
             let (key, value) = item?;
             let record: l::RequestRecord = codec::decode(&value)?;
             if !record.body.is_sensitive() {

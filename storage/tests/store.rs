@@ -269,10 +269,14 @@ fn the_journal_reads_newest_first_and_pages_before_a_key() {
 }
 
 fn prune(serial: u64, before: i64, limit: u32) -> Command {
-    cmd(serial, "S-PRUNE", CommandBody::PruneRequests {
-        before: Timestamp(before),
-        limit,
-    })
+    cmd(
+        serial,
+        "S-PRUNE",
+        CommandBody::PruneRequests {
+            before: Timestamp(before),
+            limit,
+        },
+    )
 }
 
 /// A prune through RocksDB lets go of the same records as through `MemState` (the ledger's
@@ -292,26 +296,45 @@ fn a_prune_deletes_old_request_records_and_their_index_in_the_same_batch() {
     // registration), a deposit at time 10, and a second prune that finds nothing more.
     let outcomes: Vec<Outcome> = [
         prune(5, 3, 100),
-        cmd(10, "K-01", CommandBody::DepositCash {
-            card: CardNo::parse("HC0001").unwrap(),
-            amount: Money::from_yuan(5),
-        }),
+        cmd(
+            10,
+            "K-01",
+            CommandBody::DepositCash {
+                card: CardNo::parse("HC0001").unwrap(),
+                amount: Money::from_yuan(5),
+            },
+        ),
         prune(11, 3, 100),
     ]
     .iter()
     .enumerate()
     .map(|(i, c)| apply(c, &mut view, &ctx(i as u64)))
     .collect();
-    assert_eq!(outcomes[0], Outcome::Done(Effect::RequestsPruned { requests: 1 }));
-    assert_eq!(outcomes[2], Outcome::Done(Effect::RequestsPruned { requests: 0 }));
+    assert_eq!(
+        outcomes[0],
+        Outcome::Done(Effect::RequestsPruned { requests: 1 })
+    );
+    assert_eq!(
+        outcomes[2],
+        Outcome::Done(Effect::RequestsPruned { requests: 0 })
+    );
     store.commit_view(view, &[]).unwrap();
     let kiosk = TerminalId::parse("K-01").unwrap();
     let view = store.view();
-    assert!(view.request(&kiosk, &RequestId::parse("r2").unwrap()).is_none());
-    assert!(view.request(&kiosk, &RequestId::parse("r3").unwrap()).is_some());
     assert!(
-        view.request(&TerminalId::parse("A-ADMIN").unwrap(), &RequestId::parse("r1").unwrap())
-            .is_some(),
+        view.request(&kiosk, &RequestId::parse("r2").unwrap())
+            .is_none()
+    );
+    assert!(
+        view.request(&kiosk, &RequestId::parse("r3").unwrap())
+            .is_some()
+    );
+    assert!(
+        view.request(
+            &TerminalId::parse("A-ADMIN").unwrap(),
+            &RequestId::parse("r1").unwrap()
+        )
+        .is_some(),
         "the audited registration was let go"
     );
     assert!(view.expired_requests(Timestamp(3), 100).is_empty());
