@@ -64,6 +64,10 @@ pub struct NodeConfig {
     pub channel_order_expiry_ms: u64,
     /// Run the balance audit (稽核) on this node's state this often (seconds); 0 never.
     pub audit_every_s: u64,
+    /// Free bytes the data directory's disk must have for the node to start, or to start again
+    /// after its disk filled (RocksDB needs room to replay and flush its log). A node whose
+    /// disk fills stops serving, waits until this much is free, then restarts in place.
+    pub min_free_disk_bytes: u64,
     /// The site CA (PEM): clients and other nodes must chain to it.
     pub tls_ca: PathBuf,
     /// This node's certificate and key (PEM), signed by the CA for the name `yinyi`.
@@ -108,6 +112,7 @@ impl Default for NodeConfig {
             bank_resolution_deadline_s: 600,
             channel_order_expiry_ms: 900_000,
             audit_every_s: 3600,
+            min_free_disk_bytes: 256 * 1024 * 1024,
             tls_ca: PathBuf::new(),
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),
