@@ -64,10 +64,10 @@ async fn issue_cards_then_cut_every_node(no_log_sync: bool) -> Result<AfterTheCu
             chaos.restart(*id)?;
         }
         chaos.leader().await?;
-        // Every node applies what it holds first. (Read at once, right after the new leader
+        // Every node applies what it holds first. Read at once, right after the new leader
         // was elected, some acknowledged cards answered CARD_NOT_FOUND and were there a moment
-        // later: a read after a whole-cluster restart that is not yet linearizable, reported
-        // in issue 17 for a closer look; this test is about what the disks kept.)
+        // later: a read right after a whole-cluster restart that was not linearizable, an open
+        // question of its own. This test is about what the disks kept.
         chaos
             .cluster
             .wait_converged(Duration::from_secs(30))
