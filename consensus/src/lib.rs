@@ -39,6 +39,7 @@ use yinyi_ledger::{Command, Outcome, Rules, Timestamp};
 use yinyi_storage::Store;
 
 pub use error::{ProposeError, StartError};
+pub use log_store::NO_LOG_SYNC_ENV;
 pub use proposer::BatchLimits;
 pub use types::{NodeId, Raft, TypeConfig};
 

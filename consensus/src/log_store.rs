@@ -18,6 +18,27 @@ use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 /// Appends waiting for the flusher at most; beyond it `append` waits (backpressure, not a hang).
 const MAX_PENDING_FLUSHES: usize = 4096;
 
+/// A fault-injection switch for the failure tests only: with `YINYI_FAULT_NO_LOG_SYNC=1` the
+/// flusher completes appends without syncing the WAL, so an entry counts as durable while it
+/// is only in the operating system's cache (votes, truncations and purges still sync). The
+/// power-cut test uses it to show that it catches a log that does not sync. Never set it in
+/// production: acknowledged payments would be lost when the power fails.
+pub const NO_LOG_SYNC_ENV: &str = "YINYI_FAULT_NO_LOG_SYNC";
+
+fn log_sync_disabled() -> bool {
+    static DISABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DISABLED.get_or_init(|| {
+        let disabled = std::env::var(NO_LOG_SYNC_ENV).is_ok_and(|v| v == "1");
+        if disabled {
+            tracing::warn!(
+                "{NO_LOG_SYNC_ENV}=1: the Raft log is NOT synced (a test-only fault; \
+                 acknowledged writes are lost on power failure)"
+            );
+        }
+        disabled
+    })
+}
+
 fn io_err(
     subject: ErrorSubject<u64>,
     verb: ErrorVerb,
@@ -104,7 +125,11 @@ fn flush_loop(store: Arc<Store>, rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
             waiting.push(more);
         }
         metrics::histogram!("consensus_log_sync_batch_appends").record(waiting.len() as f64);
-        let result = store.sync_wal();
+        let result = if log_sync_disabled() {
+            Ok(())
+        } else {
+            store.sync_wal()
+        };
         for callback in waiting {
             let outcome = match &result {
                 Ok(()) => Ok(()),

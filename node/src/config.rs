@@ -72,6 +72,10 @@ pub struct NodeConfig {
     /// Requests per second one credential may make on this node (its burst is twice that);
     /// beyond it the node answers RESOURCE_EXHAUSTED. 0: no limit.
     pub requests_per_credential_per_s: u64,
+    /// Free bytes the data directory's disk must have for the node to start, or to start again
+    /// after its disk filled (RocksDB needs room to replay and flush its log). A node whose
+    /// disk fills stops serving, waits until this much is free, then restarts in place.
+    pub min_free_disk_bytes: u64,
     /// The site CA (PEM): clients and other nodes must chain to it.
     pub tls_ca: PathBuf,
     /// This node's certificate and key (PEM), signed by the CA for the name `yinyi`.
@@ -119,6 +123,7 @@ impl Default for NodeConfig {
             audit_every_s: 3600,
             request_retention_days: 30,
             requests_per_credential_per_s: 200,
+            min_free_disk_bytes: 256 * 1024 * 1024,
             tls_ca: PathBuf::new(),
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),

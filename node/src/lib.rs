@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod disk;
 pub mod local;
 pub mod observe;
 pub mod recon;

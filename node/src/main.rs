@@ -357,6 +357,10 @@ struct StartArgs {
     /// default 200). Beyond it: RESOURCE_EXHAUSTED, reason RATE_LIMITED.
     #[arg(long, env = "YINYI_REQUESTS_PER_CREDENTIAL_PER_S")]
     requests_per_credential_per_s: Option<u64>,
+    /// Free bytes the data disk needs to start (and to restart after it filled); below it the
+    /// node waits for space, reporting `disk_free_bytes`.
+    #[arg(long, env = "YINYI_MIN_FREE_DISK_BYTES")]
+    min_free_disk_bytes: Option<u64>,
     /// The site CA (PEM).
     #[arg(long, env = "YINYI_TLS_CA")]
     tls_ca: Option<PathBuf>,
@@ -417,6 +421,7 @@ impl StartArgs {
             audit_every_s,
             request_retention_days,
             requests_per_credential_per_s,
+            min_free_disk_bytes,
             tls_ca,
             tls_cert,
             tls_key
@@ -451,7 +456,21 @@ fn init_tracing() {
 
 fn main() -> std::process::ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(server::Stopped::Done) => std::process::ExitCode::SUCCESS,
+        Ok(server::Stopped::Restart) => {
+            // Its disk filled and has space again: the same process starts afresh on its data
+            // (same pid, arguments and environment, so a supervisor sees no exit).
+            use std::os::unix::process::CommandExt;
+            let error = match std::env::current_exe() {
+                Ok(exe) => std::process::Command::new(exe)
+                    .args(std::env::args_os().skip(1))
+                    .exec(),
+                Err(e) => e,
+            };
+            eprintln!("yinyi: could not start again after the disk had space ({error}): exiting");
+            // EX_TEMPFAIL: a supervisor that restarts on failure starts it again.
+            std::process::ExitCode::from(75)
+        }
         Err(e) => {
             // One clear line (with its causes) for operators; no backtrace.
             eprintln!("yinyi: {e:#}");
@@ -460,17 +479,25 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<server::Stopped> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("start the tokio runtime")?;
-    runtime.block_on(async move {
-        match cli.command {
-            Cmd::Start(args) => {
-                init_tracing();
-                server::run(args.into_config()?).await
-            }
+    let command = match cli.command {
+        Cmd::Start(args) => {
+            init_tracing();
+            let stopped = runtime.block_on(server::run(args.into_config()?))?;
+            // Blocking tasks (a RocksDB call) get a moment; the process may exec right after.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+            return Ok(stopped);
+        }
+        other => other,
+    };
+    runtime
+        .block_on(async move {
+        match command {
+            Cmd::Start(_) => bail!("`start` runs above"),
             Cmd::Ctl {
                 node,
                 access,
@@ -649,4 +676,5 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
     })
+    .map(|()| server::Stopped::Done)
 }

@@ -33,7 +33,19 @@ const PEER_WAIT_LOG_EVERY: Duration = Duration::from_secs(5);
 /// How long a stopping leader tries to hand leadership over before it stops anyway.
 const HAND_OVER_WITHIN: Duration = Duration::from_secs(3);
 
-pub async fn run(config: NodeConfig) -> Result<()> {
+/// How long calls in flight may take to finish once storage failed (they cannot succeed).
+const STORAGE_FAILED_GRACE: Duration = Duration::from_secs(2);
+
+/// How a node's run ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// Asked to stop (SIGTERM, Ctrl-C).
+    Done,
+    /// Its disk filled and has space again: start again on the same data (see [`crate::disk`]).
+    Restart,
+}
+
+pub async fn run(config: NodeConfig) -> Result<Stopped> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;
@@ -62,6 +74,9 @@ pub async fn run(config: NodeConfig) -> Result<()> {
         );
     }
     let limit = consensus_config.rules.single_txn_limit;
+    std::fs::create_dir_all(&config.data)
+        .with_context(|| format!("create the data directory {}", config.data.display()))?;
+    crate::disk::wait_for_space(&config.data, config.min_free_disk_bytes).await;
     let consensus = Consensus::start(consensus_config, &config.data).await?;
     tracing::info!(id = config.id, %listen, data = %config.data.display(), "node starting");
 
@@ -70,6 +85,13 @@ pub async fn run(config: NodeConfig) -> Result<()> {
     tokio::spawn(watch_leadership(consensus.clone(), ready_tx));
     tokio::spawn(crate::observe::raft_gauges(consensus.clone()));
     tokio::spawn(crate::observe::storage_gauges(consensus.clone()));
+    let (storage_failed_tx, storage_failed) = watch::channel(None);
+    tokio::spawn(crate::disk::watch(
+        consensus.clone(),
+        config.data.clone(),
+        config.min_free_disk_bytes,
+        storage_failed_tx,
+    ));
     if config.audit_every_s > 0 {
         tokio::spawn(crate::observe::scheduled_audit(
             consensus.clone(),
@@ -143,8 +165,13 @@ pub async fn run(config: NodeConfig) -> Result<()> {
     // On SIGTERM a leader hands leadership over while it still answers (clients are told
     // where the new leader is), and only then stops serving.
     let hand_over_from = consensus.clone();
+    let mut failed_rx = storage_failed.clone();
     let shutdown = async move {
-        shutdown_signal().await;
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            // Storage failed: stop serving at once (Raft has stopped; nothing to hand over).
+            _ = failed_rx.wait_for(Option::is_some) => return,
+        }
         if hand_over_from.is_leader() {
             let began = std::time::Instant::now();
             match hand_over_from.hand_over(HAND_OVER_WITHIN).await {
@@ -200,13 +227,37 @@ pub async fn run(config: NodeConfig) -> Result<()> {
         tokio::spawn(async move { form_cluster(consensus, members).await });
     }
 
-    let served = server.await;
+    let mut failed_rx = storage_failed.clone();
+    let served = tokio::select! {
+        served = server => served,
+        // Calls in flight when storage failed cannot succeed: they get a short grace only.
+        _ = async {
+            let _ = failed_rx.wait_for(Option::is_some).await;
+            tokio::time::sleep(STORAGE_FAILED_GRACE).await;
+        } => Ok(()),
+    };
     tracing::info!("stopping actors and raft");
     actors.stop().await;
     consensus.shutdown().await;
     served.context("gRPC server")?;
-    tracing::info!("node stopped");
-    Ok(())
+    let failure = storage_failed.borrow().clone();
+    match failure {
+        None => {
+            tracing::info!("node stopped");
+            Ok(Stopped::Done)
+        }
+        Some(failure) if failure.disk_full => {
+            drop(consensus);
+            crate::disk::wait_for_space(&config.data, config.min_free_disk_bytes).await;
+            tracing::info!("starting again to catch up");
+            Ok(Stopped::Restart)
+        }
+        Some(failure) => Err(anyhow::anyhow!(
+            "storage failed on {} (the disk is not full): {}",
+            config.data.display(),
+            failure.error
+        )),
+    }
 }
 
 /// The lowest id forms the cluster, once, when every peer answers. A node with state (it was

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use yinyi_node::local::{LocalCluster, free_port};
 
+use crate::powerfs::PowerFs;
 use crate::proxy::{Mode, Proxy};
 
 /// The `yinyi` binary beside the running test or tool (`YINYI_BIN` overrides).
@@ -36,6 +37,18 @@ pub fn yinyi_exe() -> Result<PathBuf> {
     Ok(exe)
 }
 
+/// How the nodes of a [`Chaos`] cluster run, besides their flags.
+#[derive(Debug, Clone, Default)]
+pub struct ChaosOptions {
+    /// Each node's data directory on its own [`PowerFs`] (its disk), so its power can be cut
+    /// and its disk filled.
+    pub power_fs: bool,
+    /// Environment of every node (fault-injection switches).
+    pub env: Vec<(String, String)>,
+    /// Each node serves Prometheus metrics ([`Chaos::metrics_addr`]).
+    pub metrics: bool,
+}
+
 pub struct Chaos {
     exe: PathBuf,
     dir: PathBuf,
@@ -44,18 +57,32 @@ pub struct Chaos {
     paused: BTreeSet<u64>,
     bank: Option<Child>,
     bank_addr: String,
+    /// Declared after `cluster`: dropped after its processes are killed, so each unmounts.
+    disks: BTreeMap<u64, PowerFs>,
+    metrics: BTreeMap<u64, String>,
 }
 
 impl Chaos {
     /// Starts the bank simulator and `size` nodes (flags `extra` on each) under `dir`, each
     /// reaching the others through its own proxies.
     pub async fn start(dir: &Path, size: u64, extra: &[&str]) -> Result<Chaos> {
+        Chaos::start_with(dir, size, extra, &ChaosOptions::default()).await
+    }
+
+    /// [`Chaos::start`] with `options`.
+    pub async fn start_with(
+        dir: &Path,
+        size: u64,
+        extra: &[&str],
+        options: &ChaosOptions,
+    ) -> Result<Chaos> {
         let exe = yinyi_exe()?;
         let bank_addr = format!("127.0.0.1:{}", free_port()?);
         let mut args: Vec<String> = vec!["--bank-addr".into(), bank_addr.clone()];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut cluster = LocalCluster::prepare(&exe, dir, size, args)?;
         let mut proxies = BTreeMap::new();
+        let mut metrics = BTreeMap::new();
         for from in 1..=size {
             let mut routes = Vec::new();
             for to in (1..=size).filter(|to| *to != from) {
@@ -64,7 +91,21 @@ impl Chaos {
                 routes.push(format!("{to}={}", proxy.addr()));
                 proxies.insert((from, to), proxy);
             }
-            cluster.set_node_args(from, vec!["--peer-routes".into(), routes.join(",")]);
+            let mut args = vec!["--peer-routes".into(), routes.join(",")];
+            if options.metrics {
+                let addr = format!("127.0.0.1:{}", free_port()?);
+                args.extend(["--metrics-listen".to_string(), addr.clone()]);
+                metrics.insert(from, addr);
+            }
+            cluster.set_node_args(from, args);
+            cluster.set_node_env(from, options.env.clone());
+        }
+        let mut disks = BTreeMap::new();
+        if options.power_fs {
+            for (id, node) in &cluster.nodes {
+                let backing = dir.join(format!("node{id}.disk"));
+                disks.insert(*id, PowerFs::mount(&backing, &node.data)?);
+            }
         }
         let mut chaos = Chaos {
             exe,
@@ -74,6 +115,8 @@ impl Chaos {
             paused: BTreeSet::new(),
             bank: None,
             bank_addr,
+            disks,
+            metrics,
         };
         chaos.bank_up()?;
         for id in 1..=size {
@@ -115,6 +158,31 @@ impl Chaos {
     pub fn kill(&mut self, id: u64) -> Result<()> {
         self.paused.remove(&id);
         self.cluster.kill(id)
+    }
+
+    /// The power of nodes `ids` fails at once: each process dies and its disk loses every write
+    /// it had not synced. Bytes lost, in all. Needs `ChaosOptions::power_fs`.
+    pub fn power_cut(&mut self, ids: &[u64]) -> Result<u64> {
+        for id in ids {
+            self.kill(*id)?;
+        }
+        let mut lost = 0;
+        for id in ids {
+            lost += self.disk(*id)?.cut_power();
+        }
+        Ok(lost)
+    }
+
+    /// Node `id`'s disk: a [`PowerFs`] (with `ChaosOptions::power_fs`).
+    pub fn disk(&self, id: u64) -> Result<&PowerFs> {
+        self.disks
+            .get(&id)
+            .with_context(|| format!("node {id} does not run on a power-cut filesystem"))
+    }
+
+    /// Where node `id` serves its metrics (with `ChaosOptions::metrics`).
+    pub fn metrics_addr(&self, id: u64) -> Option<&str> {
+        self.metrics.get(&id).map(String::as_str)
     }
 
     /// SIGTERM and wait for the clean exit.
@@ -179,10 +247,13 @@ impl Chaos {
         Ok(())
     }
 
-    /// Undoes every fault: the network heals, paused nodes resume, stopped ones restart, the
-    /// bank comes back; then waits for a leader.
+    /// Undoes every fault: the network heals, full disks get space, paused nodes resume,
+    /// stopped ones restart, the bank comes back; then waits for a leader.
     pub async fn heal(&mut self) -> Result<u64> {
         self.heal_network();
+        for disk in self.disks.values() {
+            disk.set_quota(None);
+        }
         for id in self.ids() {
             self.resume(id)?;
             self.restart(id)?;

@@ -7,5 +7,6 @@
 
 pub mod harness;
 pub mod nemesis;
+pub mod powerfs;
 pub mod proxy;
 pub mod raw;

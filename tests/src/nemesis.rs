@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 use yinyi_api::{Client, ClientConfig};
 use yinyi_loadtest::workload::Run;
 
-use crate::harness::Chaos;
+use crate::harness::{Chaos, ChaosOptions};
 use crate::proxy::Mode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,9 +36,19 @@ pub enum Nemesis {
     BankDownLeaderChange,
     /// One way only: the leader's links to the others are slowed (delay), then healed.
     SlowLeaderLinks,
+    /// The leader's power fails: it dies and its disk loses what it had not synced; power
+    /// returns after a while.
+    PowerCutLeader,
+    /// The same for a follower (a minority of one).
+    PowerCutFollower,
+    /// The whole site's power fails: every node at once.
+    PowerCutEverywhere,
+    /// A random node's disk fills: it must stop serving, keep its data, and catch up once the
+    /// disk has space again, while the others serve.
+    FullDisk,
 }
 
-pub const ALL: [Nemesis; 9] = [
+pub const ALL: [Nemesis; 13] = [
     Nemesis::KillLeader,
     Nemesis::KillFollower,
     Nemesis::PauseLeader,
@@ -48,6 +58,10 @@ pub const ALL: [Nemesis; 9] = [
     Nemesis::RollingRestart,
     Nemesis::BankDownLeaderChange,
     Nemesis::SlowLeaderLinks,
+    Nemesis::PowerCutLeader,
+    Nemesis::PowerCutFollower,
+    Nemesis::PowerCutEverywhere,
+    Nemesis::FullDisk,
 ];
 
 impl Nemesis {
@@ -62,7 +76,22 @@ impl Nemesis {
             Nemesis::RollingRestart => "rolling restart",
             Nemesis::BankDownLeaderChange => "bank down + leader change",
             Nemesis::SlowLeaderLinks => "leader's links +150 ms one way",
+            Nemesis::PowerCutLeader => "power cut: leader",
+            Nemesis::PowerCutFollower => "power cut: follower",
+            Nemesis::PowerCutEverywhere => "power cut: every node",
+            Nemesis::FullDisk => "full disk on one node",
         }
+    }
+
+    /// Whether the nodes must run on a power-cut filesystem ([`crate::powerfs`]).
+    pub fn needs_power_fs(self) -> bool {
+        matches!(
+            self,
+            Nemesis::PowerCutLeader
+                | Nemesis::PowerCutFollower
+                | Nemesis::PowerCutEverywhere
+                | Nemesis::FullDisk
+        )
     }
 
     /// Flags the cluster needs for this nemesis (small snapshots for the snapshot one).
@@ -192,6 +221,54 @@ impl Nemesis {
                 tokio::time::sleep(Duration::from_secs(3)).await;
                 chaos.lock().await.heal_network();
             }
+            Nemesis::PowerCutLeader => {
+                let id = chaos.lock().await.leader().await?;
+                chaos.lock().await.power_cut(&[id])?;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                chaos.lock().await.restart(id)?;
+            }
+            Nemesis::PowerCutFollower => {
+                let id = chaos.lock().await.follower().await?;
+                chaos.lock().await.power_cut(&[id])?;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                chaos.lock().await.restart(id)?;
+            }
+            Nemesis::PowerCutEverywhere => {
+                let ids = chaos.lock().await.ids();
+                chaos.lock().await.power_cut(&ids)?;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                for id in ids {
+                    chaos.lock().await.restart(id)?;
+                }
+                chaos.lock().await.leader().await?;
+            }
+            Nemesis::FullDisk => {
+                let ids = chaos.lock().await.ids();
+                let id = ids[rng.random_range(0..ids.len())];
+                let template = chaos.lock().await.cluster.api_config();
+                let addr = chaos.lock().await.cluster.addr(id);
+                chaos.lock().await.disk(id)?.fill();
+                // Under load the node's next writes fail: it stops serving (its port closes).
+                // A node that wrote nothing meanwhile (the load may be ending) simply waits.
+                let stopped = wait_until(Duration::from_secs(10), || {
+                    let (template, addr) = (template.clone(), addr.clone());
+                    async move { applied(&template, &addr).await.is_err() }
+                })
+                .await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                chaos.lock().await.disk(id)?.set_quota(None);
+                if stopped.is_ok() {
+                    // Space again: it starts again by itself and serves.
+                    wait_until(Duration::from_secs(30), || {
+                        let (template, addr) = (template.clone(), addr.clone());
+                        async move { applied(&template, &addr).await.is_ok() }
+                    })
+                    .await
+                    .with_context(|| {
+                        format!("node {id} did not come back after its disk had space")
+                    })?;
+                }
+            }
         }
         Ok(())
     }
@@ -279,7 +356,11 @@ pub async fn run(dir: &std::path::Path, plan: &Plan) -> Result<Report> {
     for n in &plan.nemeses {
         flags.extend(n.node_flags());
     }
-    let chaos = Chaos::start(dir, 3, &flags).await?;
+    let options = ChaosOptions {
+        power_fs: plan.nemeses.iter().any(|n| n.needs_power_fs()),
+        ..ChaosOptions::default()
+    };
+    let chaos = Chaos::start_with(dir, 3, &flags, &options).await?;
     chaos.leader().await?;
     let addrs = chaos.addrs();
     let chaos = Arc::new(Mutex::new(chaos));

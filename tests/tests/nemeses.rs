@@ -83,6 +83,26 @@ async fn slow_leader_links() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_cut_of_the_leader() {
+    survive(Nemesis::PowerCutLeader, Duration::from_secs(12)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_cut_of_a_follower() {
+    survive(Nemesis::PowerCutFollower, Duration::from_secs(12)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_cut_of_every_node() {
+    survive(Nemesis::PowerCutEverywhere, Duration::from_secs(12)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk() {
+    survive(Nemesis::FullDisk, Duration::from_secs(15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_random_mix() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
