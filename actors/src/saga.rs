@@ -372,11 +372,11 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
         reversals_sent: &mut u32,
     ) -> Result<(), SubmitError> {
         match op.state {
-            BankOpState::Pending if *order_placed => self.await_channel(&op).await,
-            BankOpState::Pending => match self.link.execute(&op).await {
+            BankOpState::Pending if *order_placed => self.await_channel(op).await,
+            BankOpState::Pending => match self.link.execute(op).await {
                 BankAnswer::Approved(note) => {
                     self.step(
-                        &op,
+                        op,
                         "complete",
                         CommandBody::CompleteBankOp {
                             bank_ref: op.bank_ref.clone(),
@@ -387,7 +387,7 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
                 }
                 BankAnswer::Declined(note) => {
                     self.step(
-                        &op,
+                        op,
                         "decline",
                         CommandBody::DeclineBankOp {
                             bank_ref: op.bank_ref.clone(),
@@ -398,7 +398,7 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
                 }
                 BankAnswer::Unknown(note) => {
                     self.step(
-                        &op,
+                        op,
                         "in-doubt",
                         CommandBody::MarkBankOpInDoubt {
                             bank_ref: op.bank_ref.clone(),
@@ -409,7 +409,7 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
                 }
                 BankAnswer::InProgress(_) => {
                     *order_placed = true;
-                    self.await_channel(&op).await
+                    self.await_channel(op).await
                 }
                 // Not sent now is not "declined": an earlier leader may have sent it, and
                 // the bank may have moved the money. Pending, and tried again later.
@@ -420,10 +420,10 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
                     )))
                 }
             },
-            BankOpState::InDoubt => match self.link.status(&op).await {
+            BankOpState::InDoubt => match self.link.status(op).await {
                 Some(BankStatus::Applied) => {
                     self.step(
-                        &op,
+                        op,
                         "complete",
                         CommandBody::CompleteBankOp {
                             bank_ref: op.bank_ref.clone(),
@@ -434,7 +434,7 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
                 }
                 Some(BankStatus::Declined) => {
                     self.step(
-                        &op,
+                        op,
                         "decline",
                         CommandBody::DeclineBankOp {
                             bank_ref: op.bank_ref.clone(),
@@ -445,11 +445,11 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
                 }
                 // Never seen, already reversed, or the bank cannot be asked: reverse.
                 _ => {
-                    let acked = self.link.reverse(&op, *reversals_sent > 0).await;
+                    let acked = self.link.reverse(op, *reversals_sent > 0).await;
                     *reversals_sent += 1;
                     if acked {
                         self.step(
-                            &op,
+                            op,
                             "reverse",
                             CommandBody::ReverseBankOp {
                                 bank_ref: op.bank_ref.clone(),

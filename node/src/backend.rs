@@ -7,8 +7,8 @@ use serde::de::DeserializeOwned;
 use yinyi_actors::{Backend, ProposeFailure};
 use yinyi_consensus::{Consensus, ProposeError};
 use yinyi_ledger::{
-    Account, AccountId, ApplyCtx, BankOp, BankOpState, BankRef, Bill, BillId, Card, CardNo,
-    Command, Outcome, Rejection, RequestId, RequestRecord, StateView, Terminal, TerminalId, TxnId,
+    Account, AccountId, ApplyCtx, BankOp, BankRef, Bill, BillId, Card, CardNo, Command, Outcome,
+    Rejection, RequestId, RequestRecord, StateView, Terminal, TerminalId, TxnId,
 };
 use yinyi_storage::Store;
 use yinyi_storage::keys::{
@@ -93,16 +93,8 @@ impl Backend for NodeBackend {
     }
 
     fn unresolved_bank_ops(&self) -> Vec<BankOp> {
-        // A walk over every bank operation: fine at a hospital's daily volume; an index of
-        // open operations would replace it at a larger scale.
-        match self
-            .store()
-            .scan_prefix::<BankOp>(CF_BANK_OPS, b"", usize::MAX)
-        {
-            Ok(ops) => ops
-                .into_iter()
-                .filter(|op| matches!(op.state, BankOpState::Pending | BankOpState::InDoubt))
-                .collect(),
+        match self.store().open_bank_ops() {
+            Ok(ops) => ops,
             Err(e) => {
                 tracing::error!("bank operations unreadable: {e}");
                 Vec::new()

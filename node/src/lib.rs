@@ -19,3 +19,4 @@ pub mod recon;
 pub mod retention;
 pub mod scenario;
 pub mod server;
+pub mod snapshot_probe;

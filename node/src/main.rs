@@ -85,6 +85,21 @@ enum Cmd {
         bank: String,
         spec: String,
     },
+    /// What a snapshot of a big state costs: builds a state of ACCOUNTS patients, exports a
+    /// snapshot, installs it in a fresh process; prints sizes, times and peak memory.
+    SnapshotProbe {
+        #[arg(long, default_value_t = 100_000)]
+        accounts: u64,
+        /// Cash deposits per patient after the first.
+        #[arg(long, default_value_t = 4)]
+        deposits: u64,
+        /// Where the stores and the snapshot go (a temporary directory when absent).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Internal: install this snapshot file into --dir and report.
+        #[arg(long, hide = true)]
+        install: Option<PathBuf>,
+    },
     /// Requests per second and latency of PayBill and DepositCash through the public API.
     BenchApi {
         /// Concurrent clients, each a kiosk with its own patients.
@@ -641,6 +656,20 @@ fn run(cli: Cli) -> Result<server::Stopped> {
                     other => bail!("unexpected answer {}", other.mti()),
                 }
             }
+            Cmd::SnapshotProbe {
+                accounts,
+                deposits,
+                dir,
+                install,
+            } => match (install, dir) {
+                (Some(snapshot), Some(dir)) => yinyi_node::snapshot_probe::install(&snapshot, &dir),
+                (Some(_), None) => bail!("--install needs --dir"),
+                (None, Some(dir)) => yinyi_node::snapshot_probe::run(accounts, deposits, &dir),
+                (None, None) => {
+                    let tmp = tempfile::tempdir()?;
+                    yinyi_node::snapshot_probe::run(accounts, deposits, tmp.path())
+                }
+            },
             Cmd::BenchApi {
                 clients,
                 duration,

@@ -72,6 +72,15 @@ async fn prune_once(gateway: &Gateway, retention: Duration) -> Result<u64, Statu
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
     let before = now - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    // Nothing due: no command (a prune of nothing would only add its own record).
+    let oldest = gateway
+        .backend()
+        .store()
+        .oldest_expiring_request()
+        .map_err(|e| convert::internal(format!("request expiry unreadable: {e}")))?;
+    if oldest.is_none_or(|oldest| oldest >= before) {
+        return Ok(0);
+    }
     let command = gateway.system_command(
         &format!("prune:{now}"),
         PRUNE_TERMINAL,

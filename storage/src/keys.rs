@@ -21,9 +21,15 @@ pub const CF_CREDENTIALS: &str = "credentials";
 /// Request records a prune may let go of, by time ([`audit_key`] layout; the records are in
 /// `requests`): every request that is not in the audit trail.
 pub const CF_REQUEST_EXPIRY: &str = "request_expiry";
+/// Bank operations still PENDING or IN_DOUBT, by reference: what the saga recovery walks, so
+/// its cost follows the operations open now, not every operation ever made.
+pub const CF_BANK_OPS_OPEN: &str = "bank_ops_open";
+/// Shift and collection reports by business day ([`report_day_key`]), so a day's report reads
+/// that day's reports only.
+pub const CF_REPORT_DAYS: &str = "report_days";
 
 /// The families that hold the ledger's state: what a snapshot carries and the digest covers.
-pub const STATE_FAMILIES: [&str; 12] = [
+pub const STATE_FAMILIES: [&str; 14] = [
     CF_ACCOUNTS,
     CF_CARDS,
     CF_PERSONS,
@@ -36,10 +42,12 @@ pub const STATE_FAMILIES: [&str; 12] = [
     CF_AUDIT,
     CF_CREDENTIALS,
     CF_REQUEST_EXPIRY,
+    CF_BANK_OPS_OPEN,
+    CF_REPORT_DAYS,
 ];
 
 /// Every family of a node's database.
-pub const ALL_FAMILIES: [&str; 15] = [
+pub const ALL_FAMILIES: [&str; 17] = [
     CF_RAFT_LOG,
     CF_RAFT_META,
     CF_SM_META,
@@ -55,6 +63,8 @@ pub const ALL_FAMILIES: [&str; 15] = [
     CF_AUDIT,
     CF_CREDENTIALS,
     CF_REQUEST_EXPIRY,
+    CF_BANK_OPS_OPEN,
+    CF_REPORT_DAYS,
 ];
 
 /// `raft_meta` keys.
@@ -71,6 +81,8 @@ pub const SM_CLOCK: &[u8] = b"clock";
 pub const SM_REQUESTS_BY_TERMINAL: &[u8] = b"requests_by_terminal";
 /// Set once every request record that is not audited is in `request_expiry`.
 pub const SM_REQUEST_EXPIRY_INDEXED: &[u8] = b"request_expiry_indexed";
+/// Set once `bank_ops_open` and `report_days` hold what was written before they existed.
+pub const SM_OPEN_OPS_AND_REPORT_DAYS_INDEXED: &[u8] = b"open_ops_report_days_indexed";
 
 /// `requests` keys: the terminal id, `/`, then the request id (neither may contain `/`), so
 /// request ids are the terminal's own and a terminal's records sort together.
@@ -88,6 +100,12 @@ pub fn audit_key(at_ms: i64, request_key: &[u8]) -> Vec<u8> {
     let mut key = (at_ms.max(0) as u64).to_be_bytes().to_vec();
     key.extend_from_slice(request_key);
     key
+}
+
+/// `report_days` keys: the business day (`YYYY-MM-DD`, China Standard Time), `/`, then the
+/// report's own key in `reports`.
+pub fn report_day_key(day: &str, report_key: &str) -> Vec<u8> {
+    format!("{day}/{report_key}").into_bytes()
 }
 
 pub fn log_key(index: u64) -> [u8; 8] {

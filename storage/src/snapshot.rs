@@ -34,7 +34,7 @@ const MAX_FRAME_BYTES: u32 = 64 * 1024 * 1024;
 
 /// Families a snapshot carries: the state and the state machine's meta (last applied,
 /// membership, clock), so an installed snapshot is complete in itself.
-const SNAPSHOT_FAMILIES: [&str; 13] = [
+const SNAPSHOT_FAMILIES: [&str; 15] = [
     CF_SM_META,
     CF_ACCOUNTS,
     CF_CARDS,
@@ -48,6 +48,8 @@ const SNAPSHOT_FAMILIES: [&str; 13] = [
     CF_AUDIT,
     CF_CREDENTIALS,
     CF_REQUEST_EXPIRY,
+    CF_BANK_OPS_OPEN,
+    CF_REPORT_DAYS,
 ];
 
 /// Above every key we write: the end of a range delete over a whole family.

@@ -72,6 +72,7 @@ impl Store {
         };
         store.key_requests_by_terminal()?;
         store.index_request_expiry()?;
+        store.index_open_ops_and_report_days()?;
         Ok(store)
     }
 
@@ -162,6 +163,128 @@ impl Store {
             tracing::info!(indexed, "request records indexed for expiry");
         }
         Ok(())
+    }
+
+    /// Bank operations and reports written before `bank_ops_open` and `report_days` existed
+    /// are indexed on the first open (one walk of each family), then marked done.
+    fn index_open_ops_and_report_days(&self) -> Result<()> {
+        let meta = self.cf(CF_SM_META);
+        if self
+            .db
+            .get_cf(meta, SM_OPEN_OPS_AND_REPORT_DAYS_INDEXED)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let unit = codec::encode(&())?;
+        let mut batch = WriteBatch::default();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_BANK_OPS), IteratorMode::Start)
+        {
+            let (key, value) = item?;
+            let op: l::BankOp = codec::decode(&value)?;
+            if is_open(op.state) {
+                batch.put_cf(self.cf(CF_BANK_OPS_OPEN), key, &unit);
+            }
+        }
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_REPORTS), IteratorMode::Start)
+        {
+            let (_, value) = item?;
+            let report: l::Report = codec::decode(&value)?;
+            if let Some(day) = report_day(&report) {
+                batch.put_cf(
+                    self.cf(CF_REPORT_DAYS),
+                    report_day_key(&day, &report.key()),
+                    &unit,
+                );
+            }
+        }
+        batch.put_cf(meta, SM_OPEN_OPS_AND_REPORT_DAYS_INDEXED, [1u8]);
+        self.write(batch, true)
+    }
+
+    /// When the oldest request record a prune may let go of was made (ms), if there is one:
+    /// one seek, so the leader proposes a prune only when one is due.
+    pub fn oldest_expiring_request(&self) -> Result<Option<i64>> {
+        let _reading = self.reading();
+        let mut iter = self
+            .db
+            .iterator_cf(self.cf(CF_REQUEST_EXPIRY), IteratorMode::Start);
+        match iter.next() {
+            Some(item) => {
+                let (key, _) = item?;
+                let time: [u8; 8] = key
+                    .get(..8)
+                    .and_then(|t| t.try_into().ok())
+                    .ok_or_else(|| StorageError::Corrupt("short request_expiry key".into()))?;
+                Ok(Some(u64::from_be_bytes(time) as i64))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The bank operations still PENDING or IN_DOUBT (through their index: the cost follows
+    /// what is open now, not every operation ever made).
+    pub fn open_bank_ops(&self) -> Result<Vec<l::BankOp>> {
+        let _reading = self.reading();
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_BANK_OPS_OPEN), IteratorMode::Start)
+        {
+            let (key, _) = item?;
+            match self.get_ungated::<l::BankOp>(CF_BANK_OPS, &key)? {
+                Some(op) => out.push(op),
+                None => {
+                    return Err(StorageError::Corrupt(format!(
+                        "bank_ops_open names unknown operation {}",
+                        String::from_utf8_lossy(&key)
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The reports of business day `day` (`YYYY-MM-DD`): shifts closed and collections counted
+    /// that day and the terminals' day lines, read through `report_days` and the `day/` keys.
+    pub fn reports_of_day(&self, day: &str) -> Result<Vec<l::Report>> {
+        let _reading = self.reading();
+        let mut out = Vec::new();
+        let prefix = report_day_key(day, "");
+        for item in self.db.iterator_cf(
+            self.cf(CF_REPORT_DAYS),
+            IteratorMode::From(&prefix, Direction::Forward),
+        ) {
+            let (key, _) = item?;
+            let Some(report_key) = key.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
+            match self.get_ungated::<l::Report>(CF_REPORTS, report_key)? {
+                Some(report) => out.push(report),
+                None => {
+                    return Err(StorageError::Corrupt(format!(
+                        "report_days names unknown report {}",
+                        String::from_utf8_lossy(report_key)
+                    )));
+                }
+            }
+        }
+        let prefix = format!("day/{day}/").into_bytes();
+        for item in self.db.iterator_cf(
+            self.cf(CF_REPORTS),
+            IteratorMode::From(&prefix, Direction::Forward),
+        ) {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            out.push(codec::decode(&value)?);
+        }
+        Ok(out)
     }
 
     pub fn path(&self) -> &Path {
@@ -580,6 +703,21 @@ impl Store {
     }
 }
 
+/// A bank operation the saga still has to settle.
+fn is_open(state: l::BankOpState) -> bool {
+    matches!(state, l::BankOpState::Pending | l::BankOpState::InDoubt)
+}
+
+/// The business day a shift or collection report belongs to (the day it was closed or
+/// counted); other reports carry their day in their key.
+fn report_day(report: &l::Report) -> Option<String> {
+    match report {
+        l::Report::Shift(r) => Some(l::BusinessDay::of_ms(r.closed_at.0).to_string()),
+        l::Report::Collection(r) => Some(l::BusinessDay::of_ms(r.at.0).to_string()),
+        l::Report::Reconciliation(_) | l::Report::TerminalDay(_) => None,
+    }
+}
+
 /// A `StateView` over the store: reads fall through an overlay of this batch's writes.
 pub struct RocksView<'s> {
     store: &'s Store,
@@ -716,6 +854,12 @@ impl l::StateView for RocksView<'_> {
         self.write(CF_BILLS, bill.id.as_str().as_bytes().to_vec(), &bill);
     }
     fn put_bank_op(&mut self, op: l::BankOp) {
+        let key = op.bank_ref.as_str().as_bytes().to_vec();
+        if is_open(op.state) {
+            self.write(CF_BANK_OPS_OPEN, key, &());
+        } else {
+            self.delete(CF_BANK_OPS_OPEN, key);
+        }
         self.write(CF_BANK_OPS, op.bank_ref.as_str().as_bytes().to_vec(), &op);
     }
     fn put_terminal(&mut self, terminal: l::Terminal) {
@@ -736,11 +880,11 @@ impl l::StateView for RocksView<'_> {
     }
     fn forget_request(&mut self, terminal: &l::TerminalId, id: &l::RequestId) {
         let key = request_key(terminal.as_str(), id.as_str());
-        if let Some(record) = self.read::<l::RequestRecord>(CF_REQUESTS, &key) {
-            if !record.body.is_sensitive() {
-                self.delete(CF_REQUEST_EXPIRY, audit_key(record.at.0, &key));
-                self.delete(CF_REQUESTS, key);
-            }
+        if let Some(record) = self.read::<l::RequestRecord>(CF_REQUESTS, &key)
+            && !record.body.is_sensitive()
+        {
+            self.delete(CF_REQUEST_EXPIRY, audit_key(record.at.0, &key));
+            self.delete(CF_REQUESTS, key);
         }
     }
     fn append_journal(&mut self, entry: l::JournalEntry) {
@@ -751,6 +895,9 @@ impl l::StateView for RocksView<'_> {
         );
     }
     fn put_report(&mut self, report: l::Report) {
+        if let Some(day) = report_day(&report) {
+            self.write(CF_REPORT_DAYS, report_day_key(&day, &report.key()), &());
+        }
         self.write(CF_REPORTS, report.key().into_bytes(), &report);
     }
     fn put_credential(&mut self, credential: l::Credential) {

@@ -346,3 +346,88 @@ fn a_prune_deletes_old_request_records_and_their_index_in_the_same_batch() {
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.digest().unwrap(), digest);
 }
+
+/// The saga recovery and the daily report read indexes, not every record ever made: a bank
+/// operation is in `bank_ops_open` exactly while it is PENDING or IN_DOUBT, and a day's
+/// reports are found by their business day.
+#[test]
+fn open_bank_operations_and_a_days_reports_are_read_through_their_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    a_patients_morning(&store);
+    let ctx = |i| ApplyCtx {
+        txn: TxnId::new(200 + i, 0),
+        rules: Rules::default(),
+    };
+    let top_up = |serial| {
+        cmd(
+            serial,
+            "K-01",
+            CommandBody::StartBankOp {
+                card: CardNo::parse("HC0001").unwrap(),
+                external: External::BankCard {
+                    token: CardToken::parse("tok_bank_0001").unwrap(),
+                    masked: "6222********0001".into(),
+                },
+                purpose: BankPurpose::TopUp,
+                amount: Some(Money::from_yuan(50)),
+            },
+        )
+    };
+    let mut view = store.view();
+    let mut refs = Vec::new();
+    for (i, serial) in [20u64, 21].into_iter().enumerate() {
+        match apply(&top_up(serial), &mut view, &ctx(i as u64)) {
+            Outcome::Done(Effect::BankOpStarted { bank_ref, .. }) => refs.push(bank_ref),
+            other => panic!("{other:?}"),
+        }
+    }
+    store.commit_view(view, &[]).unwrap();
+    let open: Vec<BankRef> = store
+        .open_bank_ops()
+        .unwrap()
+        .into_iter()
+        .map(|op| op.bank_ref)
+        .collect();
+    assert_eq!(open, refs);
+
+    let mut view = store.view();
+    let done = cmd(
+        22,
+        "S-SAGA",
+        CommandBody::CompleteBankOp {
+            bank_ref: refs[0].clone(),
+            bank_note: "approved".into(),
+        },
+    );
+    assert!(matches!(apply(&done, &mut view, &ctx(5)), Outcome::Done(_)));
+    store.commit_view(view, &[]).unwrap();
+    let open: Vec<BankRef> = store
+        .open_bank_ops()
+        .unwrap()
+        .into_iter()
+        .map(|op| op.bank_ref)
+        .collect();
+    assert_eq!(open, refs[1..]);
+
+    // The kiosk's cash is collected at 30 ms after the epoch: business day 1970-01-01 in China
+    // Standard Time, and no other day has reports.
+    let mut view = store.view();
+    let mut collect = cmd(
+        30,
+        "K-01",
+        CommandBody::CollectCash {
+            counted: Money::from_yuan(120),
+        },
+    );
+    collect.operator = Some(OperatorId::parse("op-wang").unwrap());
+    let collected = apply(&collect, &mut view, &ctx(6));
+    assert!(matches!(collected, Outcome::Done(_)), "{collected:?}");
+    store.commit_view(view, &[]).unwrap();
+    let day = store.reports_of_day("1970-01-01").unwrap();
+    assert!(
+        matches!(day.as_slice(), [Report::Collection(c)] if c.counted == Money::from_yuan(120)),
+        "{day:?}"
+    );
+    assert!(store.reports_of_day("1970-01-02").unwrap().is_empty());
+}

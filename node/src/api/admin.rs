@@ -231,14 +231,6 @@ impl Admin {
             overdraft_limit: convert::money(record.overdraft_limit),
         }))
     }
-
-    fn reports(&self) -> Result<Vec<Report>, Status> {
-        self.gateway
-            .backend()
-            .store()
-            .scan_prefix(CF_REPORTS, b"", usize::MAX)
-            .map_err(|e| convert::internal(format!("report read: {e}")))
-    }
 }
 
 #[tonic::async_trait]
@@ -728,7 +720,15 @@ impl AdminService for Admin {
         let mut collections = Vec::new();
         let mut totals = Vec::new();
         let mut days: BTreeMap<String, Vec<yinyi_ledger::ReportLine>> = BTreeMap::new();
-        for report in self.reports()? {
+        // That day's reports only, through their day index: the same cost on day 1 and day
+        // 1,000.
+        let day_reports = self
+            .gateway
+            .backend()
+            .store()
+            .reports_of_day(&yinyi_ledger::BusinessDay::of_ms(start).to_string())
+            .map_err(|e| convert::internal(format!("report read: {e}")))?;
+        for report in day_reports {
             match report {
                 Report::Shift(s) if (start..end).contains(&s.closed_at.0) => {
                     for line in &s.lines {

@@ -337,21 +337,21 @@ impl Authenticator {
                 )),
             ));
         }
-        if let Some(limiter) = &self.limiter {
-            if !limiter.admit(id) {
-                return Err(refuse(
-                    "rate",
-                    yinyi_api::error::status_with_reason(
-                        tonic::Code::ResourceExhausted,
-                        super::convert::reason::RATE_LIMITED,
-                        format!(
-                            "credential {id} made more than {} requests a second on this node: \
+        if let Some(limiter) = &self.limiter
+            && !limiter.admit(id)
+        {
+            return Err(refuse(
+                "rate",
+                yinyi_api::error::status_with_reason(
+                    tonic::Code::ResourceExhausted,
+                    super::convert::reason::RATE_LIMITED,
+                    format!(
+                        "credential {id} made more than {} requests a second on this node: \
                              slow down and retry",
-                            limiter.per_s
-                        ),
+                        limiter.per_s
                     ),
-                ));
-            }
+                ),
+            ));
         }
         Ok(Some(Caller {
             id: credential.id.clone(),
