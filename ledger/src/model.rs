@@ -28,6 +28,23 @@ pub struct Holder {
 /// Longest holder name, in characters.
 pub const MAX_HOLDER_NAME_CHARS: usize = 40;
 
+/// A name or phone sealed by the API with the site's data key starts so; the ledger stores it
+/// as it comes (the API checked the plain value's shape before sealing it).
+pub const SEALED_PREFIX: &str = "sealed:v1:";
+
+/// Longest sealed value: a 40-character name of 4-byte characters, nonce and tag, in hex.
+const MAX_SEALED_CHARS: usize = SEALED_PREFIX.len() + 2 * (24 + 4 * MAX_HOLDER_NAME_CHARS + 16);
+
+/// A sealed value's shape: the prefix, then hex of at least a nonce and a tag.
+fn is_sealed(value: &str) -> bool {
+    value.strip_prefix(SEALED_PREFIX).is_some_and(|body| {
+        value.len() <= MAX_SEALED_CHARS
+            && body.len() >= 2 * (24 + 16)
+            && body.len() % 2 == 0
+            && body.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
 impl Holder {
     /// The shapes personal data must have before it is stored (and served to every channel):
     /// a name of 1 to 40 characters without control characters; a masked ID number of 8 to 20
@@ -36,7 +53,11 @@ impl Holder {
     /// at most 7 digits shown (`138****0000`).
     pub fn check(&self) -> Result<(), String> {
         let name_chars = self.name.chars().count();
-        if name_chars == 0
+        if is_sealed(&self.name) {
+            // Sealed by the API after it checked the plain name.
+        } else if self.name.starts_with(SEALED_PREFIX) {
+            return Err("holder name: a sealed value of the wrong shape".into());
+        } else if name_chars == 0
             || name_chars > MAX_HOLDER_NAME_CHARS
             || self.name.chars().any(char::is_control)
         {
@@ -47,7 +68,7 @@ impl Holder {
         check_masked("id_masked", &self.id_masked, 8, 20, 10, |c| {
             c.is_ascii_alphanumeric()
         })?;
-        if !self.phone.is_empty() {
+        if !self.phone.is_empty() && !is_sealed(&self.phone) {
             check_masked("phone", &self.phone, 7, 15, 7, |c| c.is_ascii_digit())?;
         }
         Ok(())

@@ -2359,6 +2359,14 @@ fn a_holder_is_stored_only_with_masked_id_and_phone() {
         ("110***********0007", "138****00a0", "Li"),
         ("110***********0007", "", ""),
         ("110***********0007", "", "Li\nSecond line"),
+        // A sealed value of the wrong shape (not hex, too short, too long).
+        ("110***********0007", "", "sealed:v1:not-hex-at-all"),
+        ("110***********0007", "", "sealed:v1:abcd"),
+        (
+            "110***********0007",
+            "",
+            &format!("sealed:v1:{}", "ab".repeat(400)),
+        ),
     ] {
         let h = yinyi_ledger::Holder {
             id_masked: id_masked.into(),
@@ -2368,6 +2376,14 @@ fn a_holder_is_stored_only_with_masked_id_and_phone() {
         };
         assert!(h.check().is_err(), "{id_masked:?} {phone:?} {name:?}");
     }
+    // Sealed by the API (nonce, ciphertext and tag in hex) after it checked the plain values.
+    let sealed = format!("sealed:v1:{}", "0f".repeat(24 + 16 + 9));
+    let h = yinyi_ledger::Holder {
+        name: sealed.clone(),
+        phone: sealed,
+        ..good.clone()
+    };
+    assert!(h.check().is_ok());
     let mut w = World::standard();
     w.refused(ReasonCode::InvalidHolder, |w| {
         w.run(

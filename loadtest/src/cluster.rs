@@ -147,6 +147,8 @@ impl LocalCluster {
             .arg(self.dir.path().join(format!("tls/node{id}.pem")))
             .arg("--tls-key")
             .arg(self.dir.path().join(format!("tls/node{id}-key.pem")))
+            .arg("--data-key-file")
+            .arg(self.dir.path().join("tls/data.key"))
             .args([
                 "--bootstrap-credential",
                 &yinyi_api::credential::bootstrap_entry(

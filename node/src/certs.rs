@@ -98,14 +98,18 @@ impl Authority {
     }
 
     /// Loads the CA in `dir`, or creates and writes one there.
+    /// A site's data key (`data.key`, for sealing holder names and phones) is made beside the
+    /// CA when there is none.
     pub fn open_or_create(dir: &Path) -> Result<Authority> {
         if dir.join("ca-key.pem").exists() {
+            make_data_key(dir)?;
             return Authority::load(dir);
         }
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let ca = Authority::create()?;
         std::fs::write(dir.join("ca.pem"), &ca.cert_pem)?;
         write_private(&dir.join("ca-key.pem"), &ca.key_pem)?;
+        make_data_key(dir)?;
         Ok(ca)
     }
 
@@ -182,6 +186,16 @@ pub fn make(dir: &Path, nodes: &[String], operators: &[String], hosts: &[String]
         }
         let path = ca.issue(dir, name, kind, hosts)?;
         println!("wrote    {} ({kind:?})", path.display());
+    }
+    Ok(())
+}
+
+/// Writes `data.key` in `dir` (owner-only) unless it is there: the key every node of the site
+/// seals holder names and phones with (`--data-key-file`).
+pub fn make_data_key(dir: &Path) -> Result<()> {
+    let path = dir.join("data.key");
+    if !path.exists() {
+        write_private(&path, &crate::seal::Sealer::new_key_hex())?;
     }
     Ok(())
 }

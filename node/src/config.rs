@@ -76,6 +76,9 @@ pub struct NodeConfig {
     /// after its disk filled (RocksDB needs room to replay and flush its log). A node whose
     /// disk fills stops serving, waits until this much is free, then restarts in place.
     pub min_free_disk_bytes: u64,
+    /// The site's data key (64 hex characters, the same on every node): holder names and
+    /// phones are sealed with it before they are stored. Empty: stored in the clear.
+    pub data_key_file: PathBuf,
     /// The site CA (PEM): clients and other nodes must chain to it.
     pub tls_ca: PathBuf,
     /// This node's certificate and key (PEM), signed by the CA for the name `yinyi`.
@@ -124,6 +127,7 @@ impl Default for NodeConfig {
             request_retention_days: 30,
             requests_per_credential_per_s: 200,
             min_free_disk_bytes: 256 * 1024 * 1024,
+            data_key_file: PathBuf::new(),
             tls_ca: PathBuf::new(),
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),

@@ -18,5 +18,6 @@ pub mod observe;
 pub mod recon;
 pub mod retention;
 pub mod scenario;
+pub mod seal;
 pub mod server;
 pub mod snapshot_probe;

@@ -254,6 +254,8 @@ impl LocalCluster {
             .arg(self.tls_dir.join(format!("node{id}.pem")))
             .arg("--tls-key")
             .arg(self.tls_dir.join(format!("node{id}-key.pem")))
+            .arg("--data-key-file")
+            .arg(self.tls_dir.join("data.key"))
             .arg("--bootstrap-credential")
             .arg(bootstrap)
             .args(&self.extra_args)

@@ -376,6 +376,10 @@ struct StartArgs {
     /// node waits for space, reporting `disk_free_bytes`.
     #[arg(long, env = "YINYI_MIN_FREE_DISK_BYTES")]
     min_free_disk_bytes: Option<u64>,
+    /// The site's data key (64 hex characters, the same on every node; `yinyi ctl certs`
+    /// writes one as data.key): holder names and phones are sealed with it at rest.
+    #[arg(long, env = "YINYI_DATA_KEY_FILE")]
+    data_key_file: Option<PathBuf>,
     /// The site CA (PEM).
     #[arg(long, env = "YINYI_TLS_CA")]
     tls_ca: Option<PathBuf>,
@@ -437,6 +441,7 @@ impl StartArgs {
             request_retention_days,
             requests_per_credential_per_s,
             min_free_disk_bytes,
+            data_key_file,
             tls_ca,
             tls_cert,
             tls_key

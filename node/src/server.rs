@@ -125,7 +125,25 @@ pub async fn run(config: NodeConfig) -> Result<Stopped> {
         Some(gateway)
     };
     let has_bank = bank.is_some();
-    let gateway = Gateway::new(consensus.clone(), backend, actors.clone(), limit, bank);
+    let sealer = if config.data_key_file.as_os_str().is_empty() {
+        tracing::warn!(
+            "no --data-key-file: holder names and phones are stored in the clear \
+             (in the log, the state, snapshots and backups)"
+        );
+        None
+    } else {
+        Some(Arc::new(crate::seal::Sealer::from_file(
+            &config.data_key_file,
+        )?))
+    };
+    let gateway = Gateway::new(
+        consensus.clone(),
+        backend,
+        actors.clone(),
+        limit,
+        bank,
+        sealer,
+    );
     let (retention, prune_every) = crate::retention::schedule(config.request_retention_days);
     tokio::spawn(crate::retention::run(
         gateway.clone(),

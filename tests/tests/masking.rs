@@ -2,7 +2,9 @@
 //! keyed hash of the ID number with a masked form, and a bank card as the bank's token with a
 //! masked form. After a patient's card, deposit, bank-card top-up, loss and replacement, neither
 //! full number appears in any file of any node (RocksDB tables, WAL, manifest, snapshots) or in
-//! any node's log, while the masked forms do (so the scan reads what was written).
+//! any node's log, while the masked forms do (so the scan reads what was written). The
+//! holder's name and phone are sealed with the site's data key: they are nowhere on disk
+//! either, and a balance query shows the name.
 
 use std::path::Path;
 use std::time::Duration;
@@ -16,6 +18,8 @@ const ID_NUMBER: &str = "110101199003074512";
 const ID_MASKED: &str = "110101********4512";
 const BANK_CARD: &str = "6222021234567890123";
 const CARD_MASKED: &str = "6222****0123";
+const HOLDER_NAME: &str = "Zhang Sanfeng of ward 7";
+const HOLDER_PHONE: &str = "139****7788";
 
 /// The hospital's keyed hash of an ID number (the key stays in the terminals' configuration).
 fn person_key(id_number: &str) -> String {
@@ -72,9 +76,10 @@ async fn full_id_and_card_numbers_are_nowhere_on_disk_or_in_logs() {
         terminal_id: "K-0101".into(),
         card_no: "HC00000001".into(),
         card_kind: CardKind::Hospital as i32,
-        holder_name: "patient".into(),
+        holder_name: HOLDER_NAME.into(),
         person_key: person_key(ID_NUMBER),
         id_masked: ID_MASKED.into(),
+        phone: HOLDER_PHONE.into(),
         first_deposit: "200".into(),
         ..Default::default()
     };
@@ -148,6 +153,30 @@ async fn full_id_and_card_numbers_are_nowhere_on_disk_or_in_logs() {
         })
         .await
         .unwrap();
+    // Issue 16, point 3: the name is served opened, and a value already in sealed form is
+    // never taken from a terminal.
+    let balance = client
+        .query_balance(QueryBalanceRequest {
+            card_no: "HC00000002".into(),
+            account_id: String::new(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(balance.holder_name, HOLDER_NAME);
+    let forged = IssueCardRequest {
+        request_id: id(),
+        terminal_id: "K-0101".into(),
+        card_no: "HC00000009".into(),
+        card_kind: CardKind::Hospital as i32,
+        holder_name: format!("sealed:v1:{}", "ab".repeat(60)),
+        person_key: person_key("110101199003070000"),
+        id_masked: ID_MASKED.into(),
+        ..Default::default()
+    };
+    match client.issue_card(forged).await {
+        Err(yinyi_api::ApiError::Refused { reason, .. }) => assert_eq!(reason, "INVALID_HOLDER"),
+        other => panic!("a sealed-looking name was taken: {other:?}"),
+    }
     chaos
         .cluster
         .wait_converged(Duration::from_secs(30))
@@ -161,7 +190,13 @@ async fn full_id_and_card_numbers_are_nowhere_on_disk_or_in_logs() {
         chaos.stop(node).unwrap();
     }
 
-    for secret in [ID_NUMBER, BANK_CARD, credential_secret] {
+    for secret in [
+        ID_NUMBER,
+        BANK_CARD,
+        credential_secret,
+        HOLDER_NAME,
+        HOLDER_PHONE,
+    ] {
         let hits = found_in(dir.path(), secret);
         assert!(hits.is_empty(), "{secret} found in {hits:?}");
     }

@@ -661,7 +661,7 @@ impl AdminService for Admin {
                 .into_iter()
                 .map(|a| DormantAccount {
                     account_id: a.id.to_string(),
-                    holder_name: a.holder.name,
+                    holder_name: self.gateway.show(&a.holder.name),
                     id_masked: a.holder.id_masked,
                     balance: convert::money(a.balance),
                     last_activity_ms: a.last_activity_at.0,

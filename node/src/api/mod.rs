@@ -40,6 +40,8 @@ pub struct Gateway {
     limit: Money,
     channels: Mutex<HashMap<String, Channel>>,
     bank: Option<Arc<Bank>>,
+    /// Seals holder names and phones before they are proposed, opens them for replies.
+    sealer: Option<Arc<crate::seal::Sealer>>,
 }
 
 /// The bank gateway of this node.
@@ -52,6 +54,7 @@ impl Gateway {
         actors: Actors<NodeBackend>,
         limit: Money,
         bank: Option<Arc<Bank>>,
+        sealer: Option<Arc<crate::seal::Sealer>>,
     ) -> Arc<Gateway> {
         Arc::new(Gateway {
             consensus,
@@ -60,7 +63,21 @@ impl Gateway {
             limit,
             channels: Mutex::new(HashMap::new()),
             bank,
+            sealer,
         })
+    }
+
+    /// A holder's name or phone as it is stored: sealed when this node has a data key.
+    pub fn seal(&self, plain: &str) -> String {
+        match &self.sealer {
+            Some(sealer) => sealer.seal(plain),
+            None => plain.to_string(),
+        }
+    }
+
+    /// A stored name or phone as a reply shows it.
+    pub fn show(&self, stored: &str) -> String {
+        crate::seal::show(self.sealer.as_deref(), stored)
     }
 
     /// The bank gateway, when this node has a bank link.

@@ -186,10 +186,25 @@ impl Payments {
             id_masked: r.id_masked.clone(),
             phone: r.phone.clone(),
         };
-        // Personal data in its masked shapes only, refused before anything is proposed.
+        // Personal data in its masked shapes only, refused before anything is proposed; then
+        // the name and phone sealed with the site's key (never sent in sealed form).
+        if [&holder.name, &holder.phone]
+            .iter()
+            .any(|v| v.starts_with(yinyi_ledger::SEALED_PREFIX))
+        {
+            return Err(convert::invalid(
+                "INVALID_HOLDER",
+                "holder name and phone are sent in the clear (over TLS); the node seals them",
+            ));
+        }
         holder
             .check()
             .map_err(|e| convert::invalid("INVALID_HOLDER", e))?;
+        let holder = Holder {
+            name: g.seal(&holder.name),
+            phone: g.seal(&holder.phone),
+            ..holder
+        };
         let body = CommandBody::IssueCard {
             card: convert::card_no("card_no", &r.card_no)?,
             card_kind: convert::card_kind(r.card_kind)?,
@@ -588,7 +603,7 @@ impl PaymentService for Payments {
             overdraft_limit: convert::money(account.overdraft_limit),
             available: convert::money(available),
             status: convert::account_status(account.status),
-            holder_name: account.holder.name,
+            holder_name: self.gateway.show(&account.holder.name),
             id_masked: account.holder.id_masked,
         }))
     }
