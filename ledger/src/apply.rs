@@ -943,6 +943,28 @@ impl<'v, V: StateView> Staged<'v, V> {
                     requests: self.forgotten.len() as u64,
                 })
             }
+            CommandBody::RecordAccess {
+                account,
+                reader,
+                method,
+            } => {
+                self.terminal_allowed()?;
+                crate::credential::check_id(reader)
+                    .or_else(|e| reject(ReasonCode::InvalidCredential, e))?;
+                if method.is_empty()
+                    || method.len() > 40
+                    || !method.chars().all(|c| c.is_ascii_alphanumeric())
+                {
+                    return reject(
+                        ReasonCode::InvalidAmount,
+                        format!("method {method:?}: 1 to 40 letters or digits"),
+                    );
+                }
+                if self.account(*account).is_none() {
+                    return reject(ReasonCode::AccountNotFound, format!("no account {account}"));
+                }
+                Ok(Effect::Recorded)
+            }
             CommandBody::RevokeBootstrapCredential { id } => {
                 self.terminal_allowed()?;
                 crate::credential::check_id(id)

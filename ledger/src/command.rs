@@ -182,6 +182,14 @@ pub enum CommandBody {
         before: Timestamp,
         limit: u32,
     },
+    /// A read of `account` by its id (not by a card presented) by credential `reader` through
+    /// API method `method`: recorded in the audit trail before the read is served, by the
+    /// node serving it (an `S-` terminal).
+    RecordAccess {
+        account: AccountId,
+        reader: String,
+        method: String,
+    },
 }
 
 impl CommandBody {
@@ -206,7 +214,8 @@ impl CommandBody {
             | CommandBody::PutCredential { .. }
             | CommandBody::RevokeCredential { .. }
             | CommandBody::RevokeBootstrapCredential { .. }
-            | CommandBody::RecordMembership { .. } => true,
+            | CommandBody::RecordMembership { .. }
+            | CommandBody::RecordAccess { .. } => true,
             CommandBody::StartBankOp { purpose, .. } => matches!(
                 purpose,
                 crate::BankPurpose::Withdraw | crate::BankPurpose::Refund { .. }
@@ -247,6 +256,7 @@ impl CommandBody {
             CommandBody::RevokeBootstrapCredential { .. } => "RevokeBootstrapCredential",
             CommandBody::RefundToAccount { .. } => "RefundToAccount",
             CommandBody::PruneRequests { .. } => "PruneRequests",
+            CommandBody::RecordAccess { .. } => "RecordAccess",
         }
     }
 }

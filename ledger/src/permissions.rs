@@ -32,7 +32,8 @@ pub fn allowed_terminals(body: &CommandBody) -> &'static [TerminalKind] {
         | CommandBody::DeclineBankOp { .. }
         | CommandBody::MarkBankOpInDoubt { .. }
         | CommandBody::ReverseBankOp { .. }
-        | CommandBody::PruneRequests { .. } => &[System],
+        | CommandBody::PruneRequests { .. }
+        | CommandBody::RecordAccess { .. } => &[System],
         CommandBody::PostBill { .. } | CommandBody::CancelBill { .. } => &[His],
         CommandBody::PayBill { .. } => &[Kiosk, Window, Mobile],
         CommandBody::Refund { .. } | CommandBody::RefundToAccount { .. } => &[Window, Kiosk, His],

@@ -1,15 +1,21 @@
 //! Personal data sealed at rest (issue 16): a holder's name and phone are encrypted at the API
-//! with the site's data key (XChaCha20-Poly1305, a random nonce each), before the command is
-//! proposed, so the Raft log, the state, snapshots and backups carry only ciphertext; the API
+//! with the site's data key (XChaCha20-Poly1305), before the command is proposed, so the Raft log, the state, snapshots and backups carry only ciphertext; the API
 //! opens them again for the reads that show them. Every node holds the same key (its
 //! `--data-key-file`), since any node may serve the read. The ID number is stored masked
 //! (`110***********1234`) and the person key is a hash: neither is sealed.
+//!
+//! The nonce is synthetic: a keyed hash of the request (terminal and request id), the field and
+//! the plain value. A retry of the same request seals to the same bytes, so it is recognised as
+//! a retry (a random nonce made every retry look like another payload under the same id); two
+//! different values never share a nonce; and equal names of different requests still seal
+//! differently.
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
+use chacha20poly1305::aead::{Aead, KeyInit, OsRng};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use sha2::{Digest, Sha256};
 use yinyi_ledger::SEALED_PREFIX;
 
 /// Bytes of a data key (hex in its file: 64 characters).
@@ -18,6 +24,8 @@ pub const KEY_BYTES: usize = 32;
 /// Seals and opens personal data with the site's key.
 pub struct Sealer {
     cipher: XChaCha20Poly1305,
+    /// Keys the synthetic nonces (derived from the data key, never used to encrypt).
+    nonce_key: [u8; 32],
 }
 
 impl Sealer {
@@ -34,8 +42,12 @@ impl Sealer {
                 bytes.len()
             );
         }
+        let mut nonce_key = Sha256::new();
+        nonce_key.update(b"yinyi seal nonce key v1");
+        nonce_key.update(&bytes);
         Ok(Sealer {
             cipher: XChaCha20Poly1305::new(Key::from_slice(&bytes)),
+            nonce_key: nonce_key.finalize().into(),
         })
     }
 
@@ -44,15 +56,23 @@ impl Sealer {
         hex::encode(XChaCha20Poly1305::generate_key(&mut OsRng))
     }
 
-    /// `plain` sealed: `sealed:v1:` then hex of nonce and ciphertext. Empty stays empty.
-    pub fn seal(&self, plain: &str) -> String {
+    /// `plain` sealed for `context` (the request and field it belongs to): `sealed:v1:` then
+    /// hex of nonce and ciphertext. Empty stays empty.
+    pub fn seal(&self, context: &str, plain: &str) -> String {
         if plain.is_empty() {
             return String::new();
         }
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let mut hash = Sha256::new();
+        hash.update(self.nonce_key);
+        for part in [context, plain] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+        let digest = hash.finalize();
+        let nonce = XNonce::from_slice(&digest[..24]);
         let sealed = self
             .cipher
-            .encrypt(&nonce, plain.as_bytes())
+            .encrypt(nonce, plain.as_bytes())
             .expect("XChaCha20-Poly1305 seals any message of this size");
         let mut bytes = nonce.to_vec();
         bytes.extend_from_slice(&sealed);
@@ -109,14 +129,18 @@ mod tests {
     fn a_sealed_value_opens_with_its_key_only_and_never_shows_the_plain_text() {
         let a = sealer();
         let b = sealer();
-        let sealed = a.seal("张三丰");
+        let sealed = a.seal("K-01/r1/name", "张三丰");
         assert!(sealed.starts_with(SEALED_PREFIX));
         assert!(!sealed.contains("张三丰"));
-        assert_ne!(sealed, a.seal("张三丰"), "a nonce of its own each time");
+        // A retry seals to the same bytes; another request or another value does not.
+        assert_eq!(sealed, a.seal("K-01/r1/name", "张三丰"));
+        assert_ne!(sealed, a.seal("K-01/r2/name", "张三丰"));
+        assert_ne!(sealed, a.seal("K-01/r1/name", "张三"));
+        assert_ne!(sealed, b.seal("K-01/r1/name", "张三丰"));
         assert_eq!(a.open(&sealed), "张三丰");
         assert_eq!(b.open(&sealed), "[sealed]");
         assert_eq!(a.open("stored before sealing"), "stored before sealing");
-        assert_eq!(a.seal(""), "");
+        assert_eq!(a.seal("K-01/r1/phone", ""), "");
         assert_eq!(show(None, &sealed), "[sealed]");
         let mut damaged = sealed.clone();
         damaged.replace_range(sealed.len() - 2.., "00");

@@ -20,6 +20,18 @@ static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const
 
 /// Creates a credential through the API and returns a client that uses it, once every node
 /// knows it (a follower that has not applied it yet refuses it as unknown).
+/// The audit trail from the beginning (up to 1,000 records).
+async fn audit_trail(admin: &Client) -> Vec<AuditRecord> {
+    admin
+        .list_audit(ListAuditRequest {
+            since_ms: 0,
+            limit: 1000,
+        })
+        .await
+        .unwrap()
+        .records
+}
+
 async fn credential(c: &LocalCluster, admin: &Client, id: &str, roles: &[&str]) -> Client {
     let secret = yinyi_api::credential::new_secret();
     admin
@@ -182,14 +194,7 @@ async fn only_member_nodes_speak_raft_and_operators_act_through_the_api() {
     }
 
     // Both operations are in the audit trail, with the credential.
-    let trail = admin
-        .list_audit(ListAuditRequest {
-            since_ms: 0,
-            limit: 1000,
-        })
-        .await
-        .unwrap()
-        .records;
+    let trail = audit_trail(&admin).await;
     for what in [
         format!("snapshot on node {follower} by credential local"),
         format!("transfer-leader to node {follower} by credential local"),
@@ -284,5 +289,17 @@ async fn kiosks_and_mobile_channels_read_only_by_the_card_presented() {
             .await
             .unwrap();
         assert_eq!(reply.balance, "100.00", "{role}");
+    }
+    // Each read by id is in the audit trail: who (the credential), which account, which method.
+    let trail = audit_trail(&admin).await;
+    for role in ["window", "auditor"] {
+        assert!(
+            trail.iter().any(|r| r.action == "RECORD_ACCESS"
+                && r.terminal_id == "S-READS"
+                && r.details.contains(&format!("reader: \"{role}\""))
+                && r.details.contains("QueryBalance")
+                && r.outcome == "OK"),
+            "no audit record of {role}'s read by id in {trail:?}"
+        );
     }
 }

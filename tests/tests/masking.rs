@@ -20,6 +20,9 @@ const BANK_CARD: &str = "6222021234567890123";
 const CARD_MASKED: &str = "6222****0123";
 const HOLDER_NAME: &str = "Zhang Sanfeng of ward 7";
 const HOLDER_PHONE: &str = "139****7788";
+/// The bulk patients' names and phones start so (and nothing else on disk does).
+const BULK_NAME: &str = "Bulk-Holder-";
+const BULK_PHONE: &str = "137****";
 
 /// The hospital's keyed hash of an ID number (the key stays in the terminals' configuration).
 fn person_key(id_number: &str) -> String {
@@ -177,6 +180,51 @@ async fn full_id_and_card_numbers_are_nowhere_on_disk_or_in_logs() {
         Err(yinyi_api::ApiError::Refused { reason, .. }) => assert_eq!(reason, "INVALID_HOLDER"),
         other => panic!("a sealed-looking name was taken: {other:?}"),
     }
+    // Issue 16's acceptance: a thousand patients' names and phones, then a snapshot (the
+    // state written out whole, uncompressed) on top of the log and tables.
+    let cards: Vec<IssueCardRequest> = (0..1000u64)
+        .map(|n| IssueCardRequest {
+            request_id: format!("bulk-{n}"),
+            terminal_id: "K-0101".into(),
+            card_no: format!("HC{:08}", 1000 + n),
+            card_kind: CardKind::Hospital as i32,
+            holder_name: format!("{BULK_NAME}{n:04}"),
+            person_key: person_key(&format!("1101011990{n:08}")),
+            id_masked: ID_MASKED.into(),
+            phone: format!("{BULK_PHONE}{n:04}"),
+            first_deposit: "10".into(),
+            ..Default::default()
+        })
+        .collect();
+    let issued = client
+        .issue_cards(IssueCardsRequest { cards })
+        .await
+        .unwrap();
+    assert!(
+        issued.results.iter().all(|r| r.issued.is_some()),
+        "{:?}",
+        issued.results.iter().find(|r| r.issued.is_none())
+    );
+    client.trigger_snapshot(NodeActionRequest {}).await.unwrap();
+    let snapshot_written = || {
+        chaos.ids().iter().any(|id| {
+            std::fs::read_dir(dir.path().join(format!("node{id}/snapshots")))
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .any(|e| e.file_name().to_string_lossy().starts_with("snap-"))
+                })
+                .unwrap_or(false)
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !snapshot_written() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no snapshot was written"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     chaos
         .cluster
         .wait_converged(Duration::from_secs(30))
@@ -196,6 +244,8 @@ async fn full_id_and_card_numbers_are_nowhere_on_disk_or_in_logs() {
         credential_secret,
         HOLDER_NAME,
         HOLDER_PHONE,
+        BULK_NAME,
+        BULK_PHONE,
     ] {
         let hits = found_in(dir.path(), secret);
         assert!(hits.is_empty(), "{secret} found in {hits:?}");

@@ -68,9 +68,10 @@ impl Gateway {
     }
 
     /// A holder's name or phone as it is stored: sealed when this node has a data key.
-    pub fn seal(&self, plain: &str) -> String {
+    /// `context` names the request and field (a retry seals the same).
+    pub fn seal(&self, context: &str, plain: &str) -> String {
         match &self.sealer {
-            Some(sealer) => sealer.seal(plain),
+            Some(sealer) => sealer.seal(context, plain),
             None => plain.to_string(),
         }
     }

@@ -177,7 +177,6 @@ impl Payments {
         card_reply(g.submit(key, command).await?)
     }
 
-    /// The account a read names: by card number or by account id, exactly one of them.
     fn issue_command(&self, r: &IssueCardRequest) -> Result<yinyi_ledger::Command, Status> {
         let g = &self.gateway;
         let holder = Holder {
@@ -200,9 +199,10 @@ impl Payments {
         holder
             .check()
             .map_err(|e| convert::invalid("INVALID_HOLDER", e))?;
+        let context = |field: &str| format!("{}/{}/{field}", r.terminal_id, r.request_id);
         let holder = Holder {
-            name: g.seal(&holder.name),
-            phone: g.seal(&holder.phone),
+            name: g.seal(&context("name"), &holder.name),
+            phone: g.seal(&context("phone"), &holder.phone),
             ..holder
         };
         let body = CommandBody::IssueCard {
@@ -214,8 +214,15 @@ impl Payments {
         g.command(&r.request_id, &r.terminal_id, &r.operator_id, body)
     }
 
-    /// An account by the card presented, or (staff only) by its id.
-    fn account_of(&self, card_no: &str, account_id: &str) -> Result<AccountId, Status> {
+    /// The account a read names: by the card presented, or (staff only) by its id — such a
+    /// read is recorded in the audit trail (who, which account, which method) before it is
+    /// served, and not served when it cannot be recorded.
+    async fn account_of(
+        &self,
+        card_no: &str,
+        account_id: &str,
+        method: &'static str,
+    ) -> Result<AccountId, Status> {
         match (card_no.is_empty(), account_id.is_empty()) {
             (false, true) => {
                 let card = convert::card_no("card_no", card_no)?;
@@ -244,6 +251,7 @@ impl Payments {
                         ));
                     }
                     tracing::info!(credential = %caller.id, account = %id, "account read by id");
+                    self.record_access(id, &caller.id, method).await?;
                 }
                 metrics::counter!("api_account_reads_by_id_total").increment(1);
                 Ok(id)
@@ -253,6 +261,35 @@ impl Payments {
                 "give exactly one of card_no and account_id",
             )),
         }
+    }
+
+    /// Puts a read of `account` by credential `reader` in the audit trail (`RecordAccess` from
+    /// `S-READS`).
+    async fn record_access(
+        &self,
+        account: AccountId,
+        reader: &str,
+        method: &'static str,
+    ) -> Result<(), Status> {
+        static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let g = &self.gateway;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let command = g.system_command(
+            &format!("read:{}:{nanos}:{serial}", g.consensus().id()),
+            READS_TERMINAL,
+            CommandBody::RecordAccess {
+                account,
+                reader: reader.to_string(),
+                method: method.to_string(),
+            },
+        )?;
+        let terminal = yinyi_ledger::TerminalId::parse(READS_TERMINAL)
+            .map_err(|e| convert::internal(format!("reads terminal: {e}")))?;
+        g.submit(EntityKey::Terminal(terminal), command).await?;
+        Ok(())
     }
 
     fn account_record(&self, id: AccountId) -> Result<yinyi_ledger::Account, Status> {
@@ -265,6 +302,9 @@ impl Payments {
         })
     }
 }
+
+/// The system terminal reads by account id are recorded from.
+const READS_TERMINAL: &str = "S-READS";
 
 /// The roles that may read an account by its id (the others read by the card presented).
 const READS_BY_ACCOUNT_ID: &[yinyi_ledger::Role] = &[
@@ -592,7 +632,10 @@ impl PaymentService for Payments {
         lead_or_forward!(self.gateway, request, PaymentServiceClient, query_balance);
         let r = request.into_inner();
         self.gateway.read_barrier().await?;
-        let account = self.account_record(self.account_of(&r.card_no, &r.account_id)?)?;
+        let account = self
+            .account_of(&r.card_no, &r.account_id, "QueryBalance")
+            .await?;
+        let account = self.account_record(account)?;
         let available = account
             .balance
             .checked_add(account.overdraft_limit)
@@ -629,7 +672,9 @@ impl PaymentService for Payments {
             Some(convert::txn_id("before_txn_id", &r.before_txn_id)?)
         };
         self.gateway.read_barrier().await?;
-        let account = self.account_of(&r.card_no, &r.account_id)?;
+        let account = self
+            .account_of(&r.card_no, &r.account_id, "ListTransactions")
+            .await?;
         self.account_record(account)?;
         let prefix = account.0.to_be_bytes();
         let before_key = before.map(|txn| journal_key(account, txn));
