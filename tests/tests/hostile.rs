@@ -1986,6 +1986,7 @@ impl World {
         let mut cluster_total = None;
         let mut digests = BTreeSet::new();
         let ids: Vec<u64> = self.cluster.nodes.keys().copied().collect();
+        let mut nodes = Vec::new();
         for id in ids {
             let mut config = self.root.config().clone();
             config.nodes = vec![self.cluster.addr(id)];
@@ -2006,6 +2007,18 @@ impl World {
                 }
             }
             cluster_total.get_or_insert(total);
+            nodes.push((id, node));
+        }
+        // A read by account id is itself recorded in the audit trail (issue 16): the state
+        // grows with the reads above, so the digests are compared once every node has applied
+        // the same log.
+        if let Err(e) = self.cluster.wait_converged(T).await {
+            self.finding(
+                FINAL,
+                format!("the nodes did not converge after the reads: {e}"),
+            );
+        }
+        for (id, node) in nodes {
             let audit = node
                 .audit_balances(AuditRequest { with_digest: true })
                 .await
