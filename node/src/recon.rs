@@ -5,10 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use tonic::Status;
+use yinyi_actors::BankLink;
 use yinyi_actors::recon::{StatementEntry, compare, needs_reversal};
-use yinyi_actors::{BankLink, EntityKey};
 use yinyi_api::v1;
-use yinyi_ledger::{CommandBody, DifferenceKind, Effect, ReconciliationReport, TerminalId};
+use yinyi_ledger::{CommandBody, DifferenceKind, Effect, ReconciliationReport};
 
 use crate::api::Gateway;
 use crate::api::admin::business_day;
@@ -70,17 +70,14 @@ pub async fn reconcile(gateway: &Gateway, date: &str) -> Result<ReconciliationRe
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    let command = gateway.system_command(
-        &format!("recon:{date}:{now}"),
-        RECON_TERMINAL,
-        CommandBody::RecordReconciliation {
-            report: report.clone(),
-        },
-    )?;
-    let terminal = TerminalId::parse(RECON_TERMINAL)
-        .map_err(|e| convert::internal(format!("recon terminal: {e}")))?;
     match gateway
-        .submit(EntityKey::Terminal(terminal), command)
+        .submit_system(
+            &format!("recon:{date}:{now}"),
+            RECON_TERMINAL,
+            CommandBody::RecordReconciliation {
+                report: report.clone(),
+            },
+        )
         .await?
     {
         Effect::ReconciliationRecorded { .. } => {}

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tonic::Status;
-use yinyi_actors::EntityKey;
-use yinyi_ledger::{CommandBody, Effect, MAX_PRUNED_PER_COMMAND, TerminalId, Timestamp};
+use yinyi_ledger::{CommandBody, Effect, MAX_PRUNED_PER_COMMAND, Timestamp};
 
 use crate::api::Gateway;
 use crate::api::convert;
@@ -81,18 +80,15 @@ async fn prune_once(gateway: &Gateway, retention: Duration) -> Result<u64, Statu
     if oldest.is_none_or(|oldest| oldest >= before) {
         return Ok(0);
     }
-    let command = gateway.system_command(
-        &format!("prune:{now}"),
-        PRUNE_TERMINAL,
-        CommandBody::PruneRequests {
-            before: Timestamp(before),
-            limit: MAX_PRUNED_PER_COMMAND,
-        },
-    )?;
-    let terminal = TerminalId::parse(PRUNE_TERMINAL)
-        .map_err(|e| convert::internal(format!("prune terminal: {e}")))?;
     match gateway
-        .submit(EntityKey::Terminal(terminal), command)
+        .submit_system(
+            &format!("prune:{now}"),
+            PRUNE_TERMINAL,
+            CommandBody::PruneRequests {
+                before: Timestamp(before),
+                limit: MAX_PRUNED_PER_COMMAND,
+            },
+        )
         .await?
     {
         Effect::RequestsPruned { requests } => {

@@ -46,26 +46,35 @@ pub const STATE_FAMILIES: [&str; 14] = [
     CF_REPORT_DAYS,
 ];
 
+/// `front` then `rest`, at compile time (`N` = `F + R`): the family lists below are each made
+/// from the one before, so a new state family is listed once and every list carries it.
+const fn prepend<const F: usize, const R: usize, const N: usize>(
+    front: [&'static str; F],
+    rest: [&'static str; R],
+) -> [&'static str; N] {
+    assert!(F + R == N, "the lengths add up");
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < F {
+        out[i] = front[i];
+        i += 1;
+    }
+    while i < N {
+        out[i] = rest[i - F];
+        i += 1;
+    }
+    out
+}
+
+/// Families a snapshot carries: the state and the state machine's meta (last applied,
+/// membership, clock), so an installed snapshot is complete in itself. The order is the
+/// snapshot format's (a record names its family by position): new families go last.
+pub const SNAPSHOT_FAMILIES: [&str; STATE_FAMILIES.len() + 1] =
+    prepend([CF_SM_META], STATE_FAMILIES);
+
 /// Every family of a node's database.
-pub const ALL_FAMILIES: [&str; 17] = [
-    CF_RAFT_LOG,
-    CF_RAFT_META,
-    CF_SM_META,
-    CF_ACCOUNTS,
-    CF_CARDS,
-    CF_PERSONS,
-    CF_BILLS,
-    CF_JOURNAL,
-    CF_REQUESTS,
-    CF_BANK_OPS,
-    CF_TERMINALS,
-    CF_REPORTS,
-    CF_AUDIT,
-    CF_CREDENTIALS,
-    CF_REQUEST_EXPIRY,
-    CF_BANK_OPS_OPEN,
-    CF_REPORT_DAYS,
-];
+pub const ALL_FAMILIES: [&str; SNAPSHOT_FAMILIES.len() + 2] =
+    prepend([CF_RAFT_LOG, CF_RAFT_META], SNAPSHOT_FAMILIES);
 
 /// `raft_meta` keys.
 pub const META_VOTE: &[u8] = b"vote";
@@ -79,10 +88,9 @@ pub const SM_MEMBERSHIP: &[u8] = b"membership";
 pub const SM_CLOCK: &[u8] = b"clock";
 /// Set once the request records are keyed by terminal and id ([`request_key`]).
 pub const SM_REQUESTS_BY_TERMINAL: &[u8] = b"requests_by_terminal";
-/// Set once every request record that is not audited is in `request_expiry`.
-pub const SM_REQUEST_EXPIRY_INDEXED: &[u8] = b"request_expiry_indexed";
-/// Set once `bank_ops_open` and `report_days` hold what was written before they existed.
-pub const SM_OPEN_OPS_AND_REPORT_DAYS_INDEXED: &[u8] = b"open_ops_report_days_indexed";
+/// Set once `request_expiry`, `bank_ops_open` and `report_days` hold what was written before
+/// they existed.
+pub const SM_INDEXES_BUILT: &[u8] = b"lifetime_indexes_built";
 
 /// `requests` keys: the terminal id, `/`, then the request id (neither may contain `/`), so
 /// request ids are the terminal's own and a terminal's records sort together.

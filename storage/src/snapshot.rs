@@ -32,26 +32,6 @@ pub const FRAME_BYTES: usize = 1024 * 1024;
 /// `FRAME_BYTES` by one record).
 const MAX_FRAME_BYTES: u32 = 64 * 1024 * 1024;
 
-/// Families a snapshot carries: the state and the state machine's meta (last applied,
-/// membership, clock), so an installed snapshot is complete in itself.
-const SNAPSHOT_FAMILIES: [&str; 15] = [
-    CF_SM_META,
-    CF_ACCOUNTS,
-    CF_CARDS,
-    CF_PERSONS,
-    CF_BILLS,
-    CF_JOURNAL,
-    CF_REQUESTS,
-    CF_BANK_OPS,
-    CF_TERMINALS,
-    CF_REPORTS,
-    CF_AUDIT,
-    CF_CREDENTIALS,
-    CF_REQUEST_EXPIRY,
-    CF_BANK_OPS_OPEN,
-    CF_REPORT_DAYS,
-];
-
 /// Above every key we write: the end of a range delete over a whole family.
 const KEY_CEILING: [u8; 80] = [0xFF; 80];
 

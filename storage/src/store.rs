@@ -79,8 +79,7 @@ impl Store {
             gate: RwLock::new(()),
         };
         store.key_requests_by_terminal()?;
-        store.index_request_expiry()?;
-        store.index_open_ops_and_report_days()?;
+        store.build_indexes()?;
         Ok(store)
     }
 
@@ -136,17 +135,27 @@ impl Store {
         Ok(())
     }
 
-    /// Request records made before this release are not in `request_expiry`: indexed on the
-    /// first open, in batches, then marked done. Every node indexes the same records the same
+    /// `request_expiry`, `bank_ops_open` and `report_days` came with this release: what was
+    /// written before is indexed on the first open (one walk of `requests`, `bank_ops` and
+    /// `reports`, in batches), then marked done. Every node indexes the same records the same
     /// way, so digests stay equal; a crash half way writes the same keys again next time.
-    fn index_request_expiry(&self) -> Result<()> {
+    fn build_indexes(&self) -> Result<()> {
         const BATCH_RECORDS: usize = 10_000;
         let meta = self.cf(CF_SM_META);
-        if self.db.get_cf(meta, SM_REQUEST_EXPIRY_INDEXED)?.is_some() {
+        if self.db.get_cf(meta, SM_INDEXES_BUILT)?.is_some() {
             return Ok(());
         }
+        let unit = codec::encode(&())?;
         let mut indexed = 0u64;
         let mut batch = WriteBatch::default();
+        let mut index = |batch: &mut WriteBatch, family: &str, key: Vec<u8>| -> Result<()> {
+            batch.put_cf(self.cf(family), key, &unit);
+            indexed += 1;
+            if batch.len() >= BATCH_RECORDS {
+                self.write(std::mem::take(batch), true)?;
+            }
+            Ok(())
+        };
         for item in self
             .db
             .iterator_cf(self.cf(CF_REQUESTS), IteratorMode::Start)
@@ -154,38 +163,9 @@ impl Store {
             let (key, value) = item?;
             let record: l::RequestRecord = codec::decode(&value)?;
             if !record.body.is_sensitive() {
-                batch.put_cf(
-                    self.cf(CF_REQUEST_EXPIRY),
-                    audit_key(record.at.0, &key),
-                    codec::encode(&())?,
-                );
-                indexed += 1;
-                if batch.len() == BATCH_RECORDS {
-                    self.write(std::mem::take(&mut batch), true)?;
-                }
+                index(&mut batch, CF_REQUEST_EXPIRY, audit_key(record.at.0, &key))?;
             }
         }
-        batch.put_cf(meta, SM_REQUEST_EXPIRY_INDEXED, [1u8]);
-        self.write(batch, true)?;
-        if indexed > 0 {
-            tracing::info!(indexed, "request records indexed for expiry");
-        }
-        Ok(())
-    }
-
-    /// Bank operations and reports written before `bank_ops_open` and `report_days` existed
-    /// are indexed on the first open (one walk of each family), then marked done.
-    fn index_open_ops_and_report_days(&self) -> Result<()> {
-        let meta = self.cf(CF_SM_META);
-        if self
-            .db
-            .get_cf(meta, SM_OPEN_OPS_AND_REPORT_DAYS_INDEXED)?
-            .is_some()
-        {
-            return Ok(());
-        }
-        let unit = codec::encode(&())?;
-        let mut batch = WriteBatch::default();
         for item in self
             .db
             .iterator_cf(self.cf(CF_BANK_OPS), IteratorMode::Start)
@@ -193,7 +173,7 @@ impl Store {
             let (key, value) = item?;
             let op: l::BankOp = codec::decode(&value)?;
             if is_open(op.state) {
-                batch.put_cf(self.cf(CF_BANK_OPS_OPEN), key, &unit);
+                index(&mut batch, CF_BANK_OPS_OPEN, key.into_vec())?;
             }
         }
         for item in self
@@ -203,15 +183,19 @@ impl Store {
             let (_, value) = item?;
             let report: l::Report = codec::decode(&value)?;
             if let Some(day) = report_day(&report) {
-                batch.put_cf(
-                    self.cf(CF_REPORT_DAYS),
+                index(
+                    &mut batch,
+                    CF_REPORT_DAYS,
                     report_day_key(&day, &report.key()),
-                    &unit,
-                );
+                )?;
             }
         }
-        batch.put_cf(meta, SM_OPEN_OPS_AND_REPORT_DAYS_INDEXED, [1u8]);
-        self.write(batch, true)
+        batch.put_cf(meta, SM_INDEXES_BUILT, [1u8]);
+        self.write(batch, true)?;
+        if indexed > 0 {
+            tracing::info!(indexed, "records of an earlier release indexed");
+        }
+        Ok(())
     }
 
     /// When the oldest request record a prune may let go of was made (ms), if there is one:

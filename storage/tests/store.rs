@@ -100,21 +100,40 @@ fn applied_state_is_readable_and_survives_reopen() {
     assert_eq!(read.balance, Money::from_yuan(120));
 }
 
-#[test]
-fn an_exported_snapshot_installs_into_another_store_with_the_same_digest() {
-    let a = tempfile::tempdir().unwrap();
-    let b = tempfile::tempdir().unwrap();
-    let source = Store::open(a.path()).unwrap();
+/// A patient's morning in a store of its own, exported to a snapshot file in frames of
+/// `frame_bytes`: the directory (kept while the store is used), the store, the file and what
+/// the export reported.
+fn morning_snapshot(
+    frame_bytes: usize,
+) -> (
+    tempfile::TempDir,
+    Store,
+    std::path::PathBuf,
+    yinyi_storage::ExportedSnapshot,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Store::open(dir.path()).unwrap();
     a_patients_morning(&source);
-    let target = Store::open(b.path()).unwrap();
-    // Something the snapshot must replace, not merge with.
+    let file = dir.path().join("snap.bin");
+    let exported = source
+        .export_snapshot_in_frames(&mut std::fs::File::create(&file).unwrap(), frame_bytes)
+        .unwrap();
+    (dir, source, file, exported)
+}
+
+/// A record a snapshot must replace, not merge with.
+fn a_stray_person(target: &Store) {
     let mut view = target.view();
     view.put_person(PersonKey::parse(&"b".repeat(64)).unwrap(), AccountId(99));
     target.commit_view(view, &[]).unwrap();
-    let file = a.path().join("snap.bin");
-    let exported = source
-        .export_snapshot(&mut std::fs::File::create(&file).unwrap())
-        .unwrap();
+}
+
+#[test]
+fn an_exported_snapshot_installs_into_another_store_with_the_same_digest() {
+    let (_a, source, file, exported) = morning_snapshot(yinyi_storage::snapshot::FRAME_BYTES);
+    let b = tempfile::tempdir().unwrap();
+    let target = Store::open(b.path()).unwrap();
+    a_stray_person(&target);
     assert_eq!(exported.last_applied, Some(vec![1, 2, 3]));
     assert_eq!(exported.bytes, std::fs::metadata(&file).unwrap().len());
     let records = target.install_snapshot_file(&file, b"marker").unwrap();
@@ -131,20 +150,12 @@ fn an_exported_snapshot_installs_into_another_store_with_the_same_digest() {
 /// install run again from the same file ends with the snapshot's state exactly.
 #[test]
 fn an_install_cut_short_by_a_crash_is_finished_from_its_file_after_a_restart() {
-    let a = tempfile::tempdir().unwrap();
+    let (_a, source, file, exported) = morning_snapshot(64);
     let b = tempfile::tempdir().unwrap();
-    let source = Store::open(a.path()).unwrap();
-    a_patients_morning(&source);
-    let file = a.path().join("snap.bin");
-    let exported = source
-        .export_snapshot_in_frames(&mut std::fs::File::create(&file).unwrap(), 64)
-        .unwrap();
     assert!(exported.records > 3, "{} records", exported.records);
     {
         let target = Store::open(b.path()).unwrap();
-        let mut view = target.view();
-        view.put_person(PersonKey::parse(&"b".repeat(64)).unwrap(), AccountId(99));
-        target.commit_view(view, &[]).unwrap();
+        a_stray_person(&target);
         assert!(
             target
                 .install_snapshot_file_cut_after(&file, b"marker", 2)
@@ -165,14 +176,8 @@ fn an_install_cut_short_by_a_crash_is_finished_from_its_file_after_a_restart() {
 /// A snapshot file cut short, altered or padded is refused before the state is touched.
 #[test]
 fn a_damaged_snapshot_file_is_refused_and_the_state_is_untouched() {
-    let a = tempfile::tempdir().unwrap();
+    let (_a, _source, file, _) = morning_snapshot(yinyi_storage::snapshot::FRAME_BYTES);
     let b = tempfile::tempdir().unwrap();
-    let source = Store::open(a.path()).unwrap();
-    a_patients_morning(&source);
-    let file = a.path().join("snap.bin");
-    source
-        .export_snapshot(&mut std::fs::File::create(&file).unwrap())
-        .unwrap();
     let good = std::fs::read(&file).unwrap();
     let target = Store::open(b.path()).unwrap();
     let before = target.digest().unwrap();

@@ -105,18 +105,24 @@ async fn issue_cards_then_cut_every_node(no_log_sync: bool) -> Result<AfterTheCu
     result
 }
 
+impl AfterTheCut {
+    fn print(&self, label: &str, began: Instant) {
+        println!(
+            "{label}: {} acknowledged, {} missing after the cut ({} unsynced bytes lost), {:?}",
+            self.acknowledged,
+            self.missing,
+            self.unsynced_bytes_lost,
+            began.elapsed()
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_power_cut_of_every_node_loses_no_acknowledged_card() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let began = Instant::now();
     let cut = issue_cards_then_cut_every_node(false).await.unwrap();
-    println!(
-        "synced log: {} acknowledged, {} missing after the cut ({} unsynced bytes lost), {:?}",
-        cut.acknowledged,
-        cut.missing,
-        cut.unsynced_bytes_lost,
-        began.elapsed()
-    );
+    cut.print("synced log", began);
     assert_eq!(cut.acknowledged, CARDS);
     assert!(
         cut.unsynced_bytes_lost > 0,
@@ -131,13 +137,7 @@ async fn without_the_log_sync_a_power_cut_loses_acknowledged_cards() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let began = Instant::now();
     let cut = issue_cards_then_cut_every_node(true).await.unwrap();
-    println!(
-        "unsynced log: {} acknowledged, {} missing after the cut ({} unsynced bytes lost), {:?}",
-        cut.acknowledged,
-        cut.missing,
-        cut.unsynced_bytes_lost,
-        began.elapsed()
-    );
+    cut.print("unsynced log", began);
     assert_eq!(cut.acknowledged, CARDS);
     assert!(
         cut.missing > 0,

@@ -144,16 +144,15 @@ impl Admin {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        let command = self.gateway.system_command(
-            &format!("membership:{now}"),
-            MEMBERSHIP_TERMINAL,
-            CommandBody::RecordMembership {
-                change: format!("{said} by credential {who}"),
-            },
-        )?;
         if let Err(e) = self
             .gateway
-            .submit(EntityKey::Terminal(command.terminal.clone()), command)
+            .submit_system(
+                &format!("membership:{now}"),
+                MEMBERSHIP_TERMINAL,
+                CommandBody::RecordMembership {
+                    change: format!("{said} by credential {who}"),
+                },
+            )
             .await
         {
             tracing::error!("membership changed but not recorded in the audit trail: {e}");

@@ -216,7 +216,11 @@ impl RateLimiter {
             let refill = std::time::Duration::from_secs_f64(self.burst / self.per_s.max(1.0));
             buckets.retain(|_, (_, at)| now.duration_since(*at) < refill);
         }
-        let (tokens, at) = buckets.entry(id.to_string()).or_insert((self.burst, now));
+        // Looked up by `&str`: the id is copied only the first time it is seen.
+        if !buckets.contains_key(id) {
+            buckets.insert(id.to_string(), (self.burst, now));
+        }
+        let (tokens, at) = buckets.get_mut(id).expect("inserted above");
         *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_s).min(self.burst);
         *at = now;
         if *tokens >= 1.0 {

@@ -265,6 +265,19 @@ impl Gateway {
         })
     }
 
+    /// Builds a command of the cluster's own ([`Gateway::system_command`]) and submits it
+    /// through its `S-` terminal's actor.
+    pub async fn submit_system(
+        &self,
+        request_id: &str,
+        terminal_id: &str,
+        body: yinyi_ledger::CommandBody,
+    ) -> Result<Effect, Status> {
+        let command = self.system_command(request_id, terminal_id, body)?;
+        self.submit(EntityKey::Terminal(command.terminal.clone()), command)
+            .await
+    }
+
     /// The actor for a command about `card`: its account's, or the terminal's when the card
     /// is unknown (the ledger then answers CARD_NOT_FOUND).
     pub fn key_for_card(&self, card: &CardNo, terminal: &TerminalId) -> EntityKey {

@@ -277,7 +277,7 @@ impl Payments {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let command = g.system_command(
+        g.submit_system(
             &format!("read:{}:{nanos}:{serial}", g.consensus().id()),
             READS_TERMINAL,
             CommandBody::RecordAccess {
@@ -285,10 +285,8 @@ impl Payments {
                 reader: reader.to_string(),
                 method: method.to_string(),
             },
-        )?;
-        let terminal = yinyi_ledger::TerminalId::parse(READS_TERMINAL)
-            .map_err(|e| convert::internal(format!("reads terminal: {e}")))?;
-        g.submit(EntityKey::Terminal(terminal), command).await?;
+        )
+        .await?;
         Ok(())
     }
 
