@@ -5,6 +5,9 @@
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+/// The descriptors of the `google.rpc` types (`Status`, `ErrorInfo`, …), for reflection.
+pub use tonic_types::pb::FILE_DESCRIPTOR_SET as GOOGLE_RPC_DESCRIPTOR_SET;
+
 /// The `ErrorInfo.domain` of every yinyi reason.
 pub const ERROR_DOMAIN: &str = "yinyi";
 

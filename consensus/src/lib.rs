@@ -375,6 +375,20 @@ impl Consensus {
         Some((leader, self.member_addr(leader).unwrap_or_default()))
     }
 
+    /// How long since a majority last acknowledged this leader (`None` when not leading). A
+    /// leader cut off from its followers keeps its role (openraft 0.9 does not step down), so
+    /// the API asks this before taking a request it could never commit.
+    pub fn quorum_silence(&self) -> Option<std::time::Duration> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        if metrics.state != ServerState::Leader {
+            return None;
+        }
+        metrics
+            .millis_since_quorum_ack
+            .map(std::time::Duration::from_millis)
+    }
+
     /// Whether this node is the leader now.
     pub fn is_leader(&self) -> bool {
         let metrics = self.raft.metrics();

@@ -114,6 +114,9 @@ macro_rules! text_id {
         pub struct $name(String);
 
         impl $name {
+            /// The syntax, as the API guide and refusals state it.
+            pub const RULE: &'static str = $rule;
+
             pub fn parse(text: &str) -> Result<$name, IdError> {
                 check_chars($kind, text, $min, $max, $allowed, $rule)?;
                 Ok($name(text.to_string()))
@@ -254,6 +257,10 @@ impl TerminalKind {
 pub struct TerminalId(String);
 
 impl TerminalId {
+    /// The syntax, as the API guide and refusals state it.
+    pub const RULE: &'static str =
+        "K-, W-, M-, H-, A- or S- and 1 to 16 uppercase letters or digits";
+
     pub fn parse(text: &str) -> Result<TerminalId, IdError> {
         let bytes = text.as_bytes();
         let valid = bytes.len() >= 3
@@ -267,7 +274,7 @@ impl TerminalId {
             return Err(IdError {
                 kind: "terminal id",
                 text: truncate_for_error(text),
-                rule: "K-, W-, M-, H-, A- or S- and 1 to 16 uppercase letters or digits",
+                rule: TerminalId::RULE,
             });
         }
         Ok(TerminalId(text.to_string()))

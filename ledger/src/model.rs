@@ -373,6 +373,44 @@ pub enum EntryKind {
 }
 
 impl EntryKind {
+    /// Every kind, in the order the API guide lists them.
+    pub const ALL: [EntryKind; 8] = [
+        EntryKind::CashDeposit,
+        EntryKind::TopUp,
+        EntryKind::BillPayment,
+        EntryKind::ExternalBillPayment,
+        EntryKind::Refund,
+        EntryKind::ExternalRefund,
+        EntryKind::Withdrawal,
+        EntryKind::WithdrawalReturned,
+    ];
+
+    /// What an entry of this kind records (the API guide's words).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            EntryKind::CashDeposit => {
+                "cash paid in (现金充值), also the first deposit of IssueCard"
+            }
+            EntryKind::TopUp => {
+                "a bank-card or third-party top-up, credited once the bank approved"
+            }
+            EntryKind::BillPayment => "a bill paid from the account",
+            EntryKind::ExternalBillPayment => {
+                "a bill paid by bank card or third party; the balance is untouched"
+            }
+            EntryKind::Refund => "a refund (退费) to the account",
+            EntryKind::ExternalRefund => {
+                "a refund online to the card that paid; the balance is untouched"
+            }
+            EntryKind::Withdrawal => {
+                "money taken out of the account (退预交金), as cash or to a card"
+            }
+            EntryKind::WithdrawalReturned => {
+                "a withdrawal to a card the bank declined or reversed: the money back"
+            }
+        }
+    }
+
     /// The signed effect of an entry of this kind on the balance: +1 credit, −1 debit, 0 none.
     pub fn balance_sign(self) -> i8 {
         match self {

@@ -179,16 +179,7 @@ fn random_days_cover_the_transactions_and_the_refusals() {
             "no random day ever did {name}: {done:?}"
         );
     }
-    for kind in [
-        EntryKind::CashDeposit,
-        EntryKind::TopUp,
-        EntryKind::BillPayment,
-        EntryKind::ExternalBillPayment,
-        EntryKind::Refund,
-        EntryKind::ExternalRefund,
-        EntryKind::Withdrawal,
-        EntryKind::WithdrawalReturned,
-    ] {
+    for kind in EntryKind::ALL {
         assert!(
             kinds.contains(&kind),
             "no random day journaled {kind:?}: {codes:?}"

@@ -35,7 +35,7 @@ struct Kinds {
     pay: Option<Histogram<u64>>,
 }
 
-fn histogram() -> Histogram<u64> {
+pub(crate) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }
 
@@ -151,42 +151,11 @@ pub async fn run(options: ApiBenchOptions) -> Result<()> {
             let mut i = 0u64;
             while start.elapsed() < duration {
                 let p = i % patients;
-                let card_no = format!("{run}C{c}P{p}");
-                // A deposit, then a bill posted by HIS and paid at the kiosk.
-                let t = Instant::now();
-                client
-                    .deposit_cash(DepositCashRequest {
-                        request_id: format!("{run}:dep:{c}:{i}"),
-                        terminal_id: kiosk.clone(),
-                        operator_id: String::new(),
-                        card_no: card_no.clone(),
-                        amount: "20".into(),
-                    })
-                    .await?;
-                deposits.saturating_record(t.elapsed().as_micros() as u64);
-                let bill_id = format!("{run}B{c}x{i}");
-                client
-                    .post_bill(PostBillRequest {
-                        request_id: format!("{run}:post:{c}:{i}"),
-                        terminal_id: his.clone(),
-                        bill_id: bill_id.clone(),
-                        card_no: card_no.clone(),
-                        kind: BillKind::Outpatient as i32,
-                        amount: "18.50".into(),
-                    })
-                    .await?;
-                let t = Instant::now();
-                client
-                    .pay_bill(PayBillRequest {
-                        request_id: format!("{run}:pay:{c}:{i}"),
-                        terminal_id: kiosk.clone(),
-                        operator_id: String::new(),
-                        bill_id,
-                        card_no,
-                        ..Default::default()
-                    })
-                    .await?;
-                pays.saturating_record(t.elapsed().as_micros() as u64);
+                let (deposit, pay) =
+                    kiosk_round(&client, &run, c, i, &kiosk, &his, format!("{run}C{c}P{p}"))
+                        .await?;
+                deposits.saturating_record(deposit.as_micros() as u64);
+                pays.saturating_record(pay.as_micros() as u64);
                 i += 1;
             }
             let mut k = kinds.lock().await;
@@ -221,18 +190,57 @@ pub async fn run(options: ApiBenchOptions) -> Result<()> {
     Ok(())
 }
 
-/// The resident memory of process `pid` in MiB, from `/proc` (Linux).
+/// One round at kiosk `kiosk` (client `c`, round `i`): a cash deposit of 20.00, a bill of
+/// 18.50 posted by HIS, the bill paid from the account. Returns the deposit's and the payment's
+/// latency (the posting is not timed).
+pub(crate) async fn kiosk_round(
+    client: &Client,
+    run: &str,
+    c: usize,
+    i: u64,
+    kiosk: &str,
+    his: &str,
+    card_no: String,
+) -> Result<(Duration, Duration)> {
+    let t = Instant::now();
+    client
+        .deposit_cash(DepositCashRequest {
+            request_id: format!("{run}:dep:{c}:{i}"),
+            terminal_id: kiosk.to_string(),
+            operator_id: String::new(),
+            card_no: card_no.clone(),
+            amount: "20".into(),
+        })
+        .await?;
+    let deposit = t.elapsed();
+    let bill_id = format!("{run}B{c}x{i}");
+    client
+        .post_bill(PostBillRequest {
+            request_id: format!("{run}:post:{c}:{i}"),
+            terminal_id: his.to_string(),
+            bill_id: bill_id.clone(),
+            card_no: card_no.clone(),
+            kind: BillKind::Outpatient as i32,
+            amount: "18.50".into(),
+        })
+        .await?;
+    let t = Instant::now();
+    client
+        .pay_bill(PayBillRequest {
+            request_id: format!("{run}:pay:{c}:{i}"),
+            terminal_id: kiosk.to_string(),
+            operator_id: String::new(),
+            bill_id,
+            card_no,
+            ..Default::default()
+        })
+        .await?;
+    Ok((deposit, t.elapsed()))
+}
+
+/// The resident memory of process `pid` in MiB.
 fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
+    crate::procfs::memory_mib(pid, "VmRSS")
 }
 
 /// One deposit to every patient, so each account has a live actor on the leader; then the

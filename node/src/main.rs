@@ -100,6 +100,13 @@ enum Cmd {
         #[arg(long, hide = true)]
         install: Option<PathBuf>,
     },
+    /// A long history through the real write path (ACCOUNTS patients, ENTRIES journal entries)
+    /// on a local cluster, then under load: a node added by `ctl add-node` (snapshot install),
+    /// a follower down for DOWN; then a backup after two leader changes restored into a fresh
+    /// cluster. Prints sizes, times, peak memory and p99 per phase.
+    History(yinyi_node::history::HistoryOptions),
+    /// Print the API guide for client vendors (docs/API.md) from the node's own tables.
+    ApiGuide,
     /// Requests per second and latency of PayBill and DepositCash through the public API.
     BenchApi {
         /// Concurrent clients, each a kiosk with its own patients.
@@ -466,7 +473,11 @@ impl StartArgs {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour only on a terminal: a log file or a collector's pipe gets plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour);
     if std::env::var("YINYI_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
     } else {
@@ -575,6 +586,11 @@ fn run(cli: Cli) -> Result<server::Stopped> {
                 }
             }
             Cmd::Demo => demo::run().await,
+            Cmd::ApiGuide => {
+                print!("{}", yinyi_node::guide::render());
+                Ok(())
+            }
+            Cmd::History(options) => yinyi_node::history::run(options).await,
             Cmd::Bench {
                 proposers,
                 duration,

@@ -173,12 +173,20 @@ pub async fn run(config: NodeConfig) -> Result<Stopped> {
     health_reporter
         .set_serving::<AdminServiceServer<Admin>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(yinyi_api::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(yinyi_consensus::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("reflection service")?;
+    // Reflection in both versions: `v1`, and `v1alpha` for the clients that know only it
+    // (Python's grpcio-reflection, older grpcurl and evans). The google.rpc types are there
+    // too, so a tool can print a refusal's ErrorInfo.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(yinyi_api::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(yinyi_api::error::GOOGLE_RPC_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(yinyi_consensus::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .context("reflection service (v1alpha)")?;
+    let reflection = reflection().build_v1().context("reflection service")?;
 
     // On SIGTERM a leader hands leadership over while it still answers (clients are told
     // where the new leader is), and only then stops serving.
@@ -223,6 +231,7 @@ pub async fn run(config: NodeConfig) -> Result<Stopped> {
         .layer(crate::api::auth::AuthLayer::new(authenticator.clone()))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(consensus.grpc_service(tls.is_some()))
         .add_service(PaymentServiceServer::new(Payments {
             gateway: gateway.clone(),

@@ -15,32 +15,10 @@ use yinyi_storage::Store;
 
 /// Peak resident memory of this process so far (VmHWM), in MiB.
 fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    crate::procfs::memory_mib(std::process::id(), "VmHWM").unwrap_or(0.0)
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
+use crate::procfs::dir_bytes;
 
 fn command(serial: u64, terminal: &TerminalId, at: i64, body: CommandBody) -> Result<Command> {
     Ok(Command {

@@ -192,6 +192,8 @@ async fn a_leader_stopped_with_sigterm_hands_leadership_over_first() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     c.stop(leader).unwrap();
     let log = std::fs::read_to_string(c.nodes[&leader].data.with_extension("log")).unwrap();
+    // A log written to a file is plain text (issue 22, point 5): no terminal colour codes.
+    assert!(!log.contains('\u{1b}'), "colour codes in a log file");
     assert!(
         log.contains("leadership handed over"),
         "the stopped leader did not hand over:\n{}",

@@ -114,8 +114,10 @@ async fn roles_credentials_and_certificates_keep_callers_to_their_part() {
         let may = roles_for(service, name).unwrap_or_else(|| panic!("{method} has no roles"));
         for (role, cred) in &roles {
             let answer = raw::call(leader_channel.clone(), Some(cred), method, Vec::new()).await;
+            // Every refusal carries its reason in an ErrorInfo (issue 22, point 2).
             let refused = matches!(&answer, Err(s) if s.code() == Code::PermissionDenied
-                && s.message().contains("may not call"));
+                && s.message().contains("may not call")
+                && yinyi_api::error::reason_of(s).as_deref() == Some("ROLE_NOT_ALLOWED"));
             assert_eq!(
                 refused,
                 !may.contains(role),
@@ -223,7 +225,7 @@ async fn roles_credentials_and_certificates_keep_callers_to_their_part() {
         }
         n
     };
-    let unauthenticated = |r: Result<BalanceReply, ApiError>| matches!(r, Err(ref e) if e.code() == Some(Code::Unauthenticated));
+    let unauthenticated = |r: Result<BalanceReply, ApiError>| matches!(r, Err(ref e) if e.code() == Some(Code::Unauthenticated) && e.reason() == Some("CREDENTIAL_UNKNOWN"));
     let query = QueryBalanceRequest {
         card_no: "HC00000077".into(),
         ..Default::default()
@@ -240,7 +242,8 @@ async fn roles_credentials_and_certificates_keep_callers_to_their_part() {
     )
     .await;
     assert!(
-        matches!(&answer, Err(s) if s.code() == Code::Unauthenticated),
+        matches!(&answer, Err(s) if s.code() == Code::Unauthenticated
+            && yinyi_api::error::reason_of(s).as_deref() == Some("CREDENTIAL_MISSING")),
         "{answer:?}"
     );
     kiosk.query_balance(query.clone()).await.unwrap();
@@ -262,7 +265,8 @@ async fn roles_credentials_and_certificates_keep_callers_to_their_part() {
             let (one, query) = (one.clone(), query.clone());
             async move {
                 matches!(one.query_balance(query).await,
-                    Err(ref e) if e.to_string().contains("revoked"))
+                    Err(ref e) if e.to_string().contains("revoked")
+                        && e.reason() == Some("CREDENTIAL_REVOKED"))
             }
         })
         .await

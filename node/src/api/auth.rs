@@ -14,7 +14,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tonic::Status;
+use tonic::{Code, Status};
+use yinyi_api::error::status_with_reason;
 use yinyi_ledger::{Credential, Role, TerminalId, TerminalKind, Timestamp};
 
 use super::convert::reason;
@@ -232,6 +233,22 @@ impl RateLimiter {
     }
 }
 
+fn revoked(id: &str) -> Status {
+    status_with_reason(
+        Code::Unauthenticated,
+        reason::CREDENTIAL_REVOKED,
+        format!("credential {id} is revoked"),
+    )
+}
+
+fn unknown() -> Status {
+    status_with_reason(
+        Code::Unauthenticated,
+        reason::CREDENTIAL_UNKNOWN,
+        "unknown credential or wrong secret",
+    )
+}
+
 fn refuse(reason: &'static str, status: Status) -> Status {
     metrics::counter!("auth_refusals_total", "reason" => reason).increment(1);
     status
@@ -266,13 +283,19 @@ impl Authenticator {
         let Some(allowed) = roles_for(service, method) else {
             return Err(refuse(
                 "method",
-                Status::permission_denied(format!("no role may call {path}")),
+                status_with_reason(
+                    Code::PermissionDenied,
+                    reason::METHOD_NOT_ALLOWED,
+                    format!("no role may call {path}"),
+                ),
             ));
         };
         let Some(token) = authorization.and_then(|a| a.strip_prefix("Bearer ")) else {
             return Err(refuse(
                 "missing",
-                Status::unauthenticated(
+                status_with_reason(
+                    Code::Unauthenticated,
+                    reason::CREDENTIAL_MISSING,
                     "a credential is required: authorization: Bearer ID:SECRET",
                 ),
             ));
@@ -280,21 +303,22 @@ impl Authenticator {
         let Some((id, secret)) = token.split_once(':') else {
             return Err(refuse(
                 "malformed",
-                Status::unauthenticated("the credential is not ID:SECRET"),
+                status_with_reason(
+                    Code::Unauthenticated,
+                    reason::CREDENTIAL_MALFORMED,
+                    "the credential is not ID:SECRET",
+                ),
             ));
         };
         let stored = || {
             self.store
                 .get::<Credential>(CF_CREDENTIALS, id.as_bytes())
-                .map_err(|e| Status::internal(format!("read credentials: {e}")))
+                .map_err(|e| super::convert::internal(format!("read credentials: {e}")))
         };
         let credential: Option<Cow<'_, Credential>> = match self.bootstrap.get(id) {
             // A bootstrap credential revoked by the cluster (a replicated tombstone).
             Some(_) if stored()?.is_some_and(|c| c.is_revoked()) => {
-                return Err(refuse(
-                    "revoked",
-                    Status::unauthenticated(format!("credential {id} is revoked")),
-                ));
+                return Err(refuse("revoked", revoked(id)));
             }
             Some(c) => Some(Cow::Borrowed(c)),
             None if yinyi_ledger::credential::check_id(id).is_ok() => stored()?.map(Cow::Owned),
@@ -302,43 +326,38 @@ impl Authenticator {
         };
         // Unknown ids and wrong secrets get the same answer.
         let Some(credential) = credential else {
-            return Err(refuse(
-                "unknown",
-                Status::unauthenticated("unknown credential or wrong secret"),
-            ));
+            return Err(refuse("unknown", unknown()));
         };
         if !constant_time_eq(
             secret_sha256(secret).as_bytes(),
             credential.secret_sha256.as_bytes(),
         ) {
-            return Err(refuse(
-                "secret",
-                Status::unauthenticated("unknown credential or wrong secret"),
-            ));
+            return Err(refuse("secret", unknown()));
         }
         if credential.is_revoked() {
-            return Err(refuse(
-                "revoked",
-                Status::unauthenticated(format!("credential {id} is revoked")),
-            ));
+            return Err(refuse("revoked", revoked(id)));
         }
         if !credential.has_any(allowed) {
             return Err(refuse(
                 "role",
-                Status::permission_denied(format!(
-                    "credential {id} ({}) may not call {service}/{method}; it needs one of: {}",
-                    credential
-                        .roles
-                        .iter()
-                        .map(|r| r.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    allowed
-                        .iter()
-                        .map(|r| r.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                )),
+                status_with_reason(
+                    Code::PermissionDenied,
+                    reason::ROLE_NOT_ALLOWED,
+                    format!(
+                        "credential {id} ({}) may not call {service}/{method}; it needs one of: {}",
+                        credential
+                            .roles
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        allowed
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ),
+                ),
             ));
         }
         if let Some(limiter) = &self.limiter

@@ -31,7 +31,137 @@ pub mod reason {
     pub const WRONG_TERMINAL: &str = "WRONG_TERMINAL";
     /// A credential named a terminal of another kind than its roles act through.
     pub const WRONG_TERMINAL_KIND: &str = "WRONG_TERMINAL_KIND";
+    /// UNAUTHENTICATED: no `authorization: Bearer ID:SECRET` header.
+    pub const CREDENTIAL_MISSING: &str = "CREDENTIAL_MISSING";
+    /// UNAUTHENTICATED: the header is not `Bearer ID:SECRET`.
+    pub const CREDENTIAL_MALFORMED: &str = "CREDENTIAL_MALFORMED";
+    /// UNAUTHENTICATED: no such credential, or a wrong secret (one answer for both).
+    pub const CREDENTIAL_UNKNOWN: &str = "CREDENTIAL_UNKNOWN";
+    /// UNAUTHENTICATED: the credential was revoked.
+    pub const CREDENTIAL_REVOKED: &str = "CREDENTIAL_REVOKED";
+    /// PERMISSION_DENIED: none of the credential's roles may call the method.
+    pub const ROLE_NOT_ALLOWED: &str = "ROLE_NOT_ALLOWED";
+    /// PERMISSION_DENIED: no role at all may call the method (not part of the public API).
+    pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
+    /// DEADLINE_EXCEEDED: the leader this node forwarded to did not answer in time; the
+    /// outcome is unknown, ask again with the same request id.
+    pub const LEADER_TIMEOUT: &str = "LEADER_TIMEOUT";
 }
+
+/// Every reason the API adds to the ledger's, with its status code and what a client does
+/// about it (the API guide's table; a test finds each one here).
+pub const API_REASONS: &[(&str, Code, &str)] = &[
+    (
+        reason::MISSING_FIELD,
+        Code::InvalidArgument,
+        "a required field is empty; fix the request",
+    ),
+    (
+        reason::INVALID_ID,
+        Code::InvalidArgument,
+        "an id breaks its syntax (see Identifiers)",
+    ),
+    (
+        reason::INVALID_AMOUNT,
+        Code::InvalidArgument,
+        "not a positive amount with at most two decimals, or above the single-transaction limit",
+    ),
+    (
+        reason::INVALID_ENUM,
+        Code::InvalidArgument,
+        "an enum field holds no valid value",
+    ),
+    (
+        reason::INVALID_REQUEST,
+        Code::InvalidArgument,
+        "the request as a whole is not valid (e.g. too many cards in IssueCards)",
+    ),
+    (
+        reason::CREDENTIAL_MISSING,
+        Code::Unauthenticated,
+        "no `authorization: Bearer ID:SECRET` header",
+    ),
+    (
+        reason::CREDENTIAL_MALFORMED,
+        Code::Unauthenticated,
+        "the header is not `Bearer ID:SECRET`",
+    ),
+    (
+        reason::CREDENTIAL_UNKNOWN,
+        Code::Unauthenticated,
+        "no such credential, or a wrong secret (one answer for both); a credential created a moment ago may not have reached this node yet: retry shortly",
+    ),
+    (
+        reason::CREDENTIAL_REVOKED,
+        Code::Unauthenticated,
+        "the credential was revoked",
+    ),
+    (
+        reason::ROLE_NOT_ALLOWED,
+        Code::PermissionDenied,
+        "none of the credential's roles may call the method (see Who may call what)",
+    ),
+    (
+        reason::METHOD_NOT_ALLOWED,
+        Code::PermissionDenied,
+        "the method is not open to any role",
+    ),
+    (
+        reason::SYSTEM_TERMINAL,
+        Code::PermissionDenied,
+        "an `S-` terminal is the cluster's own",
+    ),
+    (
+        reason::WRONG_TERMINAL,
+        Code::PermissionDenied,
+        "the credential is bound to another terminal",
+    ),
+    (
+        reason::WRONG_TERMINAL_KIND,
+        Code::PermissionDenied,
+        "the credential's roles act through terminals of another kind",
+    ),
+    (
+        "READ_BY_CARD_ONLY",
+        Code::PermissionDenied,
+        "kiosks and mobile channels read an account only by the card presented",
+    ),
+    (
+        "REPORT_NOT_FOUND",
+        Code::NotFound,
+        "no reconciliation report for that day yet",
+    ),
+    (
+        reason::RATE_LIMITED,
+        Code::ResourceExhausted,
+        "the credential made too many requests a second on this node: slow down, retry with the same request id",
+    ),
+    (
+        reason::OVERLOADED,
+        Code::ResourceExhausted,
+        "too many requests queued: retry shortly with the same request id",
+    ),
+    (
+        reason::NO_LEADER,
+        Code::Unavailable,
+        "no leader now (an election, a lost quorum, the leader unreachable): retry with the same request id; metadata `x-yinyi-leader` names the leader when known",
+    ),
+    (
+        reason::LEADER_TIMEOUT,
+        Code::DeadlineExceeded,
+        "the leader did not answer in time; the outcome is unknown: ask again with the same request id",
+    ),
+    (
+        reason::BANK_LINK_NOT_CONFIGURED,
+        Code::Unimplemented,
+        "the cluster has no bank link; nothing was done",
+    ),
+    (
+        reason::INTERNAL,
+        Code::Internal,
+        "a fault of the node; retry with the same request id and report it",
+    ),
+];
 
 /// Request ids the cluster makes for itself begin with this (saga steps: `saga:REF:STEP`); a
 /// client's never do.

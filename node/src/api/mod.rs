@@ -32,6 +32,10 @@ pub const FORWARDED: &str = "x-yinyi-forwarded";
 const DEFAULT_FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every service of the node shares.
+/// How long a leader may go without a majority's acknowledgement before the API refuses
+/// requests (heartbeats are every 50 ms; a loaded cluster acknowledges within a second).
+pub const QUORUM_SILENCE: Duration = Duration::from_secs(5);
+
 pub struct Gateway {
     consensus: Consensus,
     backend: NodeBackend,
@@ -106,6 +110,24 @@ impl Gateway {
         self.consensus.is_leader()
     }
 
+    /// A leader that has heard from no majority for [`QUORUM_SILENCE`] (its followers down or
+    /// cut off) refuses at once with `NO_LEADER` instead of queueing a request it cannot
+    /// commit; the client retries elsewhere.
+    pub fn check_quorum(&self) -> Result<(), Status> {
+        match self.consensus.quorum_silence() {
+            Some(silence) if silence > QUORUM_SILENCE => Err(status_with_reason(
+                Code::Unavailable,
+                reason::NO_LEADER,
+                format!(
+                    "this node leads but has heard from no majority for {} ms; retry with the \
+                     same request id",
+                    silence.as_millis()
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// `UNAVAILABLE` with the leader's address in the metadata when this node knows it.
     pub fn no_leader(&self, message: &str) -> Status {
         let mut status = status_with_reason(
@@ -165,14 +187,27 @@ impl Gateway {
         metrics::counter!("api_forwarded_total").increment(1);
         match tokio::time::timeout(timeout, call(channel, forwarded)).await {
             Ok(Ok(response)) => Ok(response),
-            // A transport failure reaching the leader: the caller retries (same request id).
-            Ok(Err(status)) if status.code() == Code::Unknown => {
+            // A failure reaching the leader (a connection refused or cut, the leader going
+            // away): tonic's own status, without a yinyi reason. The caller retries with the
+            // same request id, guided by the leader hint.
+            Ok(Err(status))
+                if yinyi_api::error::reason_of(&status).is_none()
+                    && matches!(
+                        status.code(),
+                        Code::Unavailable | Code::Unknown | Code::Cancelled
+                    ) =>
+            {
                 Err(self.no_leader(&format!("leader {addr} unreachable: {}", status.message())))
             }
             Ok(Err(status)) => Err(status),
-            Err(_) => Err(Status::deadline_exceeded(format!(
-                "the leader {addr} did not answer within {timeout:?}"
-            ))),
+            Err(_) => Err(status_with_reason(
+                Code::DeadlineExceeded,
+                reason::LEADER_TIMEOUT,
+                format!(
+                    "the leader {addr} did not answer within {timeout:?}; \
+                     ask again with the same request id"
+                ),
+            )),
         }
     }
 
@@ -343,6 +378,7 @@ pub fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
 #[macro_export]
 macro_rules! lead_or_forward {
     ($gateway:expr, $request:ident, $client:ident, $method:ident) => {
+        $gateway.check_quorum()?;
         if !$gateway.is_leader() {
             return $gateway
                 .forward($request, |channel, request| async move {
