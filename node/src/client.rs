@@ -17,6 +17,8 @@ use yinyi_storage::codec;
 
 /// How long one RPC may take before it counts as failed.
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// A status with the digest of the state, which the node computes by walking all of it.
+const DIGEST_TIMEOUT: Duration = Duration::from_secs(600);
 /// Pause between retries while there is no leader; grows to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_millis(200);
@@ -66,7 +68,12 @@ impl ClusterClient {
     async fn status_of(&mut self, addr: &str, with_digest: bool) -> Result<NodeStatus> {
         let mut client = self.client(addr)?;
         let mut request = tonic::Request::new(StatusRequest { with_digest });
-        request.set_timeout(RPC_TIMEOUT);
+        // A digest walks the whole state: minutes for millions of accounts.
+        request.set_timeout(if with_digest {
+            DIGEST_TIMEOUT
+        } else {
+            RPC_TIMEOUT
+        });
         let reply = client
             .status(request)
             .await
