@@ -47,7 +47,7 @@ chaos: deps build
 ## history: issue 17's acceptance at a big hospital's 90 days (2,000,000 accounts, 9,000,000
 ## journal entries through Raft), then under load a node added by snapshot and a follower down
 ## for 10 minutes, then a backup after two leader changes restored into a fresh cluster
-## (about 35 minutes and 25 GB of disk; ACCOUNTS=, ENTRIES=, DOWN= make it smaller)
+## (about 40 minutes and 25 GB of disk here; ACCOUNTS=, ENTRIES=, DOWN= make it smaller)
 history: deps build
 	$(BIN)/yinyi history --accounts $(or $(ACCOUNTS),2000000) --entries $(or $(ENTRIES),9000000) \
 		--down $(or $(DOWN),10m) --json target/history.json
