@@ -31,11 +31,11 @@ pub const FORWARDED: &str = "x-yinyi-forwarded";
 /// A forwarded call's deadline when the client set none.
 const DEFAULT_FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What every service of the node shares.
 /// How long a leader may go without a majority's acknowledgement before the API refuses
 /// requests (heartbeats are every 50 ms; a loaded cluster acknowledges within a second).
 pub const QUORUM_SILENCE: Duration = Duration::from_secs(5);
 
+/// What every service of the node shares.
 pub struct Gateway {
     consensus: Consensus,
     backend: NodeBackend,
