@@ -28,6 +28,17 @@ fn channel(c: &LocalCluster, id: u64) -> Channel {
         .connect_lazy()
 }
 
+/// An empty call of `method` on node `id` as `credential`: always refused, and the refusal is
+/// what these checks read.
+async fn refused(c: &LocalCluster, id: u64, credential: &str, method: &str) -> tonic::Status {
+    raw::call(channel(c, id), Some(credential), method, Vec::new())
+        .await
+        .expect_err("an empty request is refused")
+}
+
+const DEPOSIT: &str = "/yinyi.v1.PaymentService/DepositCash";
+const BALANCE: &str = "/yinyi.v1.PaymentService/QueryBalance";
+
 /// One v1alpha reflection request and its answer.
 async fn reflect(channel: Channel, request: MessageRequest) -> ServerReflectionResponse {
     let mut client = ServerReflectionClient::new(channel);
@@ -96,14 +107,7 @@ async fn reflection_in_both_versions_and_error_info_on_every_refusal_even_withou
     let mut no_leader = 0;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     while tokio::time::Instant::now() < deadline {
-        let answer = raw::call(
-            channel(&c, follower),
-            Some(&credential),
-            "/yinyi.v1.PaymentService/DepositCash",
-            Vec::new(),
-        )
-        .await;
-        let status = answer.expect_err("an empty DepositCash is refused");
+        let status = refused(&c, follower, &credential, DEPOSIT).await;
         let reason =
             reason_of(&status).unwrap_or_else(|| panic!("a refusal without ErrorInfo: {status:?}"));
         match (status.code(), reason.as_str()) {
@@ -122,14 +126,7 @@ async fn reflection_in_both_versions_and_error_info_on_every_refusal_even_withou
     c.kill(second).unwrap();
     let follower = (1..=3).find(|&id| id != leader && id != second).unwrap();
     for _ in 0..5 {
-        let status = raw::call(
-            channel(&c, follower),
-            Some(&credential),
-            "/yinyi.v1.PaymentService/DepositCash",
-            Vec::new(),
-        )
-        .await
-        .expect_err("no leader, no write");
+        let status = refused(&c, follower, &credential, DEPOSIT).await;
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         assert_eq!(
             reason_of(&status).as_deref(),
@@ -138,28 +135,14 @@ async fn reflection_in_both_versions_and_error_info_on_every_refusal_even_withou
         );
     }
     // Authentication refusals carry their reason too, with or without a leader.
-    let status = raw::call(
-        channel(&c, follower),
-        Some("nobody:0000"),
-        "/yinyi.v1.PaymentService/QueryBalance",
-        Vec::new(),
-    )
-    .await
-    .expect_err("unknown credential");
+    let status = refused(&c, follower, "nobody:0000", BALANCE).await;
     assert_eq!(status.code(), Code::Unauthenticated);
     assert_eq!(
         reason_of(&status).as_deref(),
         Some("CREDENTIAL_UNKNOWN"),
         "{status:?}"
     );
-    let status = raw::call(
-        channel(&c, follower),
-        Some("no-colon"),
-        "/yinyi.v1.PaymentService/QueryBalance",
-        Vec::new(),
-    )
-    .await
-    .expect_err("malformed credential");
+    let status = refused(&c, follower, "no-colon", BALANCE).await;
     assert_eq!(
         reason_of(&status).as_deref(),
         Some("CREDENTIAL_MALFORMED"),
@@ -180,14 +163,7 @@ async fn reflection_in_both_versions_and_error_info_on_every_refusal_even_withou
     }
     let deadline = tokio::time::Instant::now() + T;
     loop {
-        let status = raw::call(
-            channel(&c, alone),
-            Some(&credential),
-            "/yinyi.v1.PaymentService/DepositCash",
-            Vec::new(),
-        )
-        .await
-        .expect_err("no quorum, no write");
+        let status = refused(&c, alone, &credential, DEPOSIT).await;
         if status.code() == Code::Unavailable
             && reason_of(&status).as_deref() == Some("NO_LEADER")
             && status.message().contains("no majority")
