@@ -40,6 +40,7 @@ use yinyi_storage::Store;
 
 pub use error::{ProposeError, StartError};
 pub use log_store::NO_LOG_SYNC_ENV;
+pub use state_machine::SLOW_INSTALL_ENV;
 pub use proposer::BatchLimits;
 pub use types::{NodeId, Raft, TypeConfig};
 
@@ -241,6 +242,20 @@ fn stamp(clock: &std::sync::atomic::AtomicI64, now_ms: i64) -> i64 {
     clock.fetch_max(now_ms, Ordering::SeqCst).max(now_ms)
 }
 
+/// Pauses this node's elections while it installs a snapshot. openraft 0.9 queues every
+/// message the node sends behind the install, yet lets its election timer run: a long install
+/// (a minute for a big state) made the node campaign at every timeout, unheard, and come out
+/// with a term far above the leader's, which then deposed a healthy leader. A node that is
+/// installing cannot answer a vote anyway; the leader's heartbeats still reach it, and once
+/// the install is done its timer runs as before.
+async fn no_elections_while_installing(raft: Raft, mut installing: tokio::sync::watch::Receiver<bool>) {
+    while installing.changed().await.is_ok() {
+        let now = *installing.borrow_and_update();
+        raft.runtime_config().elect(!now);
+        tracing::info!(installing = now, "elections {}", if now { "paused" } else { "resumed" });
+    }
+}
+
 impl Consensus {
     /// Opens the node's database in `data_dir` and starts Raft. The node serves no one until
     /// its [`Consensus::grpc_service`] is mounted on a server.
@@ -252,6 +267,7 @@ impl Consensus {
         let state_machine = StateMachine::new(store.clone(), config.rules, data_dir)
             .map_err(|e| StartError::Raft(format!("state machine: {e}")))?;
         let clock = state_machine.clock();
+        let installing = state_machine.installing();
         let raft = Raft::new(
             config.id,
             raft_config,
@@ -261,6 +277,7 @@ impl Consensus {
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
+        tokio::spawn(no_elections_while_installing(raft.clone(), installing));
         let proposals = proposer::spawn(raft.clone(), config.batch);
         let leader_since = Arc::new(std::sync::Mutex::new(None));
         tokio::spawn(track_leadership(

@@ -23,6 +23,17 @@ use crate::types::{
     StoredMembership, TypeConfig,
 };
 
+/// A test-only fault: set to a number of milliseconds, every snapshot install on this node
+/// takes that much longer, as the install of a big state does (the failure suite's cluster
+/// holds a few kilobytes). Never set it in production.
+pub const SLOW_INSTALL_ENV: &str = "YINYI_FAULT_SLOW_INSTALL_MS";
+
+fn slow_install() -> Option<std::time::Duration> {
+    let ms: u64 = std::env::var(SLOW_INSTALL_ENV).ok()?.parse().ok()?;
+    tracing::warn!("{SLOW_INSTALL_ENV}={ms}: the snapshot install is slowed (a test-only fault)");
+    Some(std::time::Duration::from_millis(ms))
+}
+
 fn sm_write_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageError::IO {
         source: StorageIOError::write_state_machine(&e),
@@ -167,6 +178,24 @@ pub struct StateMachine {
     /// The latest command time applied here (shared with the proposer, which never stamps
     /// below it).
     clock: Arc<AtomicI64>,
+    /// True while a snapshot is being installed (the node pauses its elections meanwhile).
+    installing: tokio::sync::watch::Sender<bool>,
+}
+
+/// Marks an install as under way until dropped (also when the install fails or is abandoned).
+struct Installing<'a>(&'a tokio::sync::watch::Sender<bool>);
+
+impl<'a> Installing<'a> {
+    fn start(flag: &'a tokio::sync::watch::Sender<bool>) -> Installing<'a> {
+        flag.send_replace(true);
+        Installing(flag)
+    }
+}
+
+impl Drop for Installing<'_> {
+    fn drop(&mut self) {
+        self.0.send_replace(false);
+    }
 }
 
 impl StateMachine {
@@ -202,12 +231,18 @@ impl StateMachine {
             snapshots,
             receiving: None,
             clock: Arc::new(AtomicI64::new(clock)),
+            installing: tokio::sync::watch::Sender::new(false),
         })
     }
 
     /// The latest command time applied on this node.
     pub fn clock(&self) -> Arc<AtomicI64> {
         self.clock.clone()
+    }
+
+    /// Whether a snapshot install is under way, as it changes.
+    pub fn installing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.installing.subscribe()
     }
 }
 
@@ -364,7 +399,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let dir = self.snapshots.dir.clone();
         let store = self.store.clone();
         let slot = self.snapshots.clone();
+        let _installing = Installing::start(&self.installing);
         tokio::task::spawn_blocking(move || {
+            if let Some(pause) = slow_install() {
+                std::thread::sleep(pause);
+            }
             std::fs::rename(&part, dir.join(&current.file)).map_err(snapshot_err)?;
             sync_dir(&dir).map_err(snapshot_err)?;
             install(&store, &slot, current)

@@ -103,22 +103,11 @@ async fn a_new_leader_takes_over_within_two_seconds_and_nothing_acknowledged_is_
     c.wait_converged(T).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_follower_behind_a_purged_log_catches_up_by_snapshot() {
-    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let (_dir, mut c) = cluster(
-        3,
-        &[
-            "--snapshot-after-entries",
-            "50",
-            "--log-entries-kept-after-snapshot",
-            "5",
-            "--snapshot-chunk-bytes",
-            "4096",
-        ],
-    );
-    let mut s = Scenario::new("snap");
-    setup(&c, &mut s, 2).await;
+/// A cluster whose snapshots are small and frequent (4 KiB chunks), with one follower stopped
+/// while the leader writes 200 entries and purges its log behind a snapshot: started again,
+/// that follower can only catch up by snapshot. Returns the stopped follower.
+async fn a_follower_behind_a_purged_log(c: &mut LocalCluster, s: &mut Scenario) -> u64 {
+    setup(c, s, 2).await;
     let leader = c.wait_for_leader(T).await.unwrap();
     let follower = c.running().into_iter().find(|&id| id != leader).unwrap();
     c.stop(follower).unwrap();
@@ -134,6 +123,24 @@ async fn a_follower_behind_a_purged_log_catches_up_by_snapshot() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         leader_status = client.status(&c.addr(leader)).await.unwrap();
     }
+    follower
+}
+
+const SMALL_SNAPSHOTS: [&str; 6] = [
+    "--snapshot-after-entries",
+    "50",
+    "--log-entries-kept-after-snapshot",
+    "5",
+    "--snapshot-chunk-bytes",
+    "4096",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_a_purged_log_catches_up_by_snapshot() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let (_dir, mut c) = cluster(3, &SMALL_SNAPSHOTS);
+    let mut s = Scenario::new("snap");
+    let follower = a_follower_behind_a_purged_log(&mut c, &mut s).await;
     c.spawn(follower).unwrap();
     let statuses = c.wait_converged(T).await.unwrap();
     let caught_up = statuses.iter().find(|s| s.id == follower).unwrap();
@@ -155,6 +162,42 @@ async fn a_follower_behind_a_purged_log_catches_up_by_snapshot() {
         "a snapshot of {} bytes is not several chunks",
         sizes[0]
     );
+}
+
+/// A follower whose snapshot install takes seconds (a big state does; here a fault slows a
+/// small one) does not campaign meanwhile. On openraft 0.9 it did: its elections went on during
+/// the install while its messages waited behind it, so it came out with a term far above the
+/// leader's and deposed a healthy leader (the 90-day history saw term 1 become 432).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_installing_a_snapshot_for_seconds_leaves_the_leader_in_place() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let (_dir, mut c) = cluster(3, &SMALL_SNAPSHOTS);
+    let mut s = Scenario::new("slowsnap");
+    let follower = a_follower_behind_a_purged_log(&mut c, &mut s).await;
+    let leader = c.wait_for_leader(T).await.unwrap();
+    let before = c.client().status(&c.addr(leader)).await.unwrap();
+    c.set_node_env(
+        follower,
+        vec![(
+            yinyi_consensus::SLOW_INSTALL_ENV.to_string(),
+            "3000".to_string(),
+        )],
+    );
+    c.spawn(follower).unwrap();
+    let statuses = c.wait_converged(T).await.unwrap();
+    let installed = statuses.iter().find(|s| s.id == follower).unwrap();
+    assert!(
+        installed.snapshot.is_some(),
+        "the follower installed no snapshot: {installed:?}"
+    );
+    for status in &statuses {
+        assert_eq!(
+            (status.leader, status.term),
+            (Some(leader), before.term),
+            "node {} after the install: {status:?}",
+            status.id
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
