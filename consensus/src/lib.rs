@@ -14,6 +14,7 @@ pub mod log_store;
 pub mod network;
 pub mod proposer;
 pub mod server;
+pub mod snapshot_policy;
 pub mod state_machine;
 pub mod types;
 
@@ -40,8 +41,8 @@ use yinyi_storage::Store;
 
 pub use error::{ProposeError, StartError};
 pub use log_store::NO_LOG_SYNC_ENV;
-pub use state_machine::SLOW_INSTALL_ENV;
 pub use proposer::BatchLimits;
+pub use state_machine::SLOW_INSTALL_ENV;
 pub use types::{NodeId, Raft, TypeConfig};
 
 use crate::log_store::LogStore;
@@ -57,8 +58,11 @@ pub struct ConsensusConfig {
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     pub install_snapshot_timeout_ms: u64,
-    /// Build a snapshot after this many applied entries since the last one.
+    /// Build a snapshot after this many applied entries since the last one, at least.
     pub snapshot_after_entries: u64,
+    /// …and once the log written since the last snapshot is this percent of its size
+    /// (0: entries alone decide). See [`snapshot_policy`].
+    pub snapshot_log_percent: u64,
     /// Log entries kept behind a snapshot before purging (lets a slow follower catch up by log).
     pub log_entries_kept_after_snapshot: u64,
     /// Bytes of a snapshot per InstallSnapshot message (the snapshot travels in chunks).
@@ -85,6 +89,7 @@ impl ConsensusConfig {
             election_timeout_max_ms: 400,
             install_snapshot_timeout_ms: 10_000,
             snapshot_after_entries: 100_000,
+            snapshot_log_percent: 25,
             log_entries_kept_after_snapshot: 1_000,
             snapshot_chunk_bytes: 4 * 1024 * 1024,
             max_payload_entries: 64,
@@ -110,7 +115,8 @@ impl ConsensusConfig {
             election_timeout_max: self.election_timeout_max_ms,
             install_snapshot_timeout: self.install_snapshot_timeout_ms,
             max_payload_entries: self.max_payload_entries,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_after_entries),
+            // Our own policy decides (`snapshot_policy::build_when_due`).
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: self.log_entries_kept_after_snapshot,
             snapshot_max_chunk_size: self.snapshot_chunk_bytes,
             ..Default::default()
@@ -248,11 +254,18 @@ fn stamp(clock: &std::sync::atomic::AtomicI64, now_ms: i64) -> i64 {
 /// with a term far above the leader's, which then deposed a healthy leader. A node that is
 /// installing cannot answer a vote anyway; the leader's heartbeats still reach it, and once
 /// the install is done its timer runs as before.
-async fn no_elections_while_installing(raft: Raft, mut installing: tokio::sync::watch::Receiver<bool>) {
+async fn no_elections_while_installing(
+    raft: Raft,
+    mut installing: tokio::sync::watch::Receiver<bool>,
+) {
     while installing.changed().await.is_ok() {
         let now = *installing.borrow_and_update();
         raft.runtime_config().elect(!now);
-        tracing::info!(installing = now, "elections {}", if now { "paused" } else { "resumed" });
+        tracing::info!(
+            installing = now,
+            "elections {}",
+            if now { "paused" } else { "resumed" }
+        );
     }
 }
 
@@ -264,10 +277,12 @@ impl Consensus {
         let raft_config = Arc::new(config.raft_config().map_err(StartError::Config)?);
         let log_store = LogStore::new(store.clone());
         let committed = log_store.committed_handle();
+        let log_written = log_store.written_handle();
         let state_machine = StateMachine::new(store.clone(), config.rules, data_dir)
             .map_err(|e| StartError::Raft(format!("state machine: {e}")))?;
         let clock = state_machine.clock();
         let installing = state_machine.installing();
+        let snapshot_bytes = state_machine.snapshot_bytes();
         let raft = Raft::new(
             config.id,
             raft_config,
@@ -278,6 +293,15 @@ impl Consensus {
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
         tokio::spawn(no_elections_while_installing(raft.clone(), installing));
+        tokio::spawn(snapshot_policy::build_when_due(
+            raft.clone(),
+            snapshot_policy::SnapshotRule {
+                after_entries: config.snapshot_after_entries,
+                log_percent: config.snapshot_log_percent,
+            },
+            log_written,
+            snapshot_bytes,
+        ));
         let proposals = proposer::spawn(raft.clone(), config.batch);
         let leader_since = Arc::new(std::sync::Mutex::new(None));
         tokio::spawn(track_leadership(

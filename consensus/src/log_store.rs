@@ -63,6 +63,9 @@ pub struct LogStore {
     store: Arc<Store>,
     flusher: Arc<Flusher>,
     committed: Arc<AtomicU64>,
+    /// Bytes of log written: what was on disk at start, then every append (the snapshot
+    /// policy's measure).
+    written: Arc<AtomicU64>,
 }
 
 /// The flusher thread and its queue. When the last log store goes, the queue closes and the
@@ -97,13 +100,19 @@ impl LogStore {
             .spawn(move || flush_loop(flush_store, rx))
             .expect("spawn the log flusher thread");
         LogStore {
-            store,
             flusher: Arc::new(Flusher {
                 queue: Some(tx),
                 thread: Some(thread),
             }),
             committed: Arc::new(AtomicU64::new(0)),
+            written: Arc::new(AtomicU64::new(store.log_bytes_on_disk())),
+            store,
         }
+    }
+
+    /// Bytes of log written, counting from the log on disk at start.
+    pub fn written_handle(&self) -> Arc<AtomicU64> {
+        self.written.clone()
     }
 
     /// The highest log index known committed (0 before any), for status.
@@ -262,12 +271,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut encoded = Vec::new();
+        let mut bytes = 0;
         for entry in entries {
-            encoded.push((
-                entry.log_id.index,
-                codec::encode(&entry).map_err(write_logs_err)?,
-            ));
+            let value = codec::encode(&entry).map_err(write_logs_err)?;
+            bytes += value.len() as u64;
+            encoded.push((entry.log_id.index, value));
         }
+        self.written.fetch_add(bytes, Ordering::Relaxed);
         // Readable when this returns (in the memtable); durable when the flusher has synced.
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.append_log(encoded))

@@ -6,7 +6,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::RaftStateMachine;
@@ -66,6 +66,8 @@ struct Current {
 struct SnapshotSlot {
     dir: PathBuf,
     current: Arc<Mutex<Option<Current>>>,
+    /// The current snapshot's size in bytes (0: none).
+    bytes: Arc<AtomicU64>,
 }
 
 /// A file name for a snapshot id (ids come from the leader: only safe characters are kept).
@@ -106,9 +108,14 @@ impl SnapshotSlot {
             .ok()
             .and_then(|bytes| codec::decode::<Current>(&bytes).ok())
             .filter(|c| dir.join(&c.file).is_file());
+        let bytes = current
+            .as_ref()
+            .and_then(|c| std::fs::metadata(dir.join(&c.file)).ok())
+            .map_or(0, |m| m.len());
         Ok(SnapshotSlot {
             dir,
             current: Arc::new(Mutex::new(current)),
+            bytes: Arc::new(AtomicU64::new(bytes)),
         })
     }
 
@@ -137,6 +144,8 @@ impl SnapshotSlot {
         file.sync_all().map_err(snapshot_err)?;
         std::fs::rename(&tmp, self.dir.join("current")).map_err(snapshot_err)?;
         sync_dir(&self.dir).map_err(snapshot_err)?;
+        let size = std::fs::metadata(self.dir.join(&current.file)).map_or(0, |m| m.len());
+        self.bytes.store(size, Ordering::Relaxed);
         let old = self
             .current
             .lock()
@@ -238,6 +247,11 @@ impl StateMachine {
     /// The latest command time applied on this node.
     pub fn clock(&self) -> Arc<AtomicI64> {
         self.clock.clone()
+    }
+
+    /// The current snapshot's size in bytes (0: none), as it changes.
+    pub fn snapshot_bytes(&self) -> Arc<AtomicU64> {
+        self.snapshots.bytes.clone()
     }
 
     /// Whether a snapshot install is under way, as it changes.

@@ -28,8 +28,11 @@ pub struct NodeConfig {
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     pub install_snapshot_timeout_ms: u64,
-    /// Build a snapshot after this many entries since the last.
+    /// Build a snapshot after this many entries since the last, at least…
     pub snapshot_after_entries: u64,
+    /// …and once the log written since the last snapshot is this percent of its size (0:
+    /// entries alone decide).
+    pub snapshot_log_percent: u64,
     /// Log entries kept behind a snapshot before purging.
     pub log_entries_kept_after_snapshot: u64,
     /// Bytes of a snapshot sent in one message (a snapshot of any size travels in chunks).
@@ -108,6 +111,7 @@ impl Default for NodeConfig {
             election_timeout_max_ms: consensus.election_timeout_max_ms,
             install_snapshot_timeout_ms: consensus.install_snapshot_timeout_ms,
             snapshot_after_entries: consensus.snapshot_after_entries,
+            snapshot_log_percent: consensus.snapshot_log_percent,
             log_entries_kept_after_snapshot: consensus.log_entries_kept_after_snapshot,
             snapshot_chunk_bytes: consensus.snapshot_chunk_bytes,
             max_batch_commands: consensus.batch.max_batch_commands,
@@ -236,6 +240,7 @@ impl NodeConfig {
         c.election_timeout_max_ms = self.election_timeout_max_ms;
         c.install_snapshot_timeout_ms = self.install_snapshot_timeout_ms;
         c.snapshot_after_entries = self.snapshot_after_entries;
+        c.snapshot_log_percent = self.snapshot_log_percent;
         c.log_entries_kept_after_snapshot = self.log_entries_kept_after_snapshot;
         c.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
         c.routes = self.peer_routes.clone();

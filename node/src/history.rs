@@ -143,6 +143,14 @@ struct Figures {
     follower_down_seconds: f64,
     follower_catch_up_seconds: f64,
     follower_caught_up_by_snapshot: bool,
+    /// Snapshots the restarted follower installed to catch up (more than one: the leader
+    /// snapshotted and purged again while it installed).
+    follower_snapshot_installs: usize,
+    /// Elections while the load ran (the leader's term at the end minus at the start; every
+    /// phase under load keeps its leader).
+    elections_under_load: u64,
+    /// Snapshots each node of the cluster built over the whole run (build and load).
+    snapshots_built: Vec<(u64, usize)>,
     term_at_backup: u64,
     backup_bytes: u64,
     backup_seconds: f64,
@@ -397,6 +405,8 @@ async fn under_load(
         "load: {} kiosks (deposit, bill, payment) through the public API …",
         options.clients
     );
+    let leader = c.wait_for_leader(STEP).await?;
+    let term_before = c.client().status(&c.addr(leader)).await?.term;
     tokio::time::sleep(options.steady).await;
 
     // A fourth node, added with `yinyi ctl add-node` while the load runs.
@@ -445,8 +455,9 @@ async fn under_load(
     })
     .await?;
     figures.follower_catch_up_seconds = t.elapsed().as_secs_f64();
-    figures.follower_caught_up_by_snapshot =
-        count_lines(c, follower, "installed snapshot") > installs_before;
+    figures.follower_snapshot_installs =
+        count_lines(c, follower, "installed snapshot") - installs_before;
+    figures.follower_caught_up_by_snapshot = figures.follower_snapshot_installs > 0;
     println!(
         "node {follower} caught up {:.1} s after its restart ({})",
         figures.follower_catch_up_seconds,
@@ -458,6 +469,13 @@ async fn under_load(
     );
     load.stop.store(true, Ordering::SeqCst);
     let ended = Instant::now();
+    let leader = c.wait_for_leader(STEP).await?;
+    figures.elections_under_load = c.client().status(&c.addr(leader)).await?.term - term_before;
+    figures.snapshots_built = c
+        .nodes
+        .keys()
+        .map(|&id| (id, count_lines(c, id, "built snapshot")))
+        .collect();
     for k in kiosks {
         k.await?;
     }
@@ -723,12 +741,24 @@ fn print(f: &Figures) {
                 "{:.0} s down, {:.1} s to catch up ({})",
                 f.follower_down_seconds,
                 f.follower_catch_up_seconds,
-                if f.follower_caught_up_by_snapshot {
-                    "snapshot"
-                } else {
-                    "log"
+                match f.follower_snapshot_installs {
+                    0 => "log".to_string(),
+                    1 => "snapshot".to_string(),
+                    n => format!("{n} snapshots"),
                 }
             ),
+        ),
+        (
+            "elections while the load ran",
+            f.elections_under_load.to_string(),
+        ),
+        (
+            "snapshots built per node over the run",
+            f.snapshots_built
+                .iter()
+                .map(|(id, n)| format!("node {id}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
         ),
         (
             "backup after two leader changes",

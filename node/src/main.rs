@@ -323,9 +323,13 @@ struct StartArgs {
     election_timeout_max_ms: Option<u64>,
     #[arg(long, env = "YINYI_INSTALL_SNAPSHOT_TIMEOUT_MS")]
     install_snapshot_timeout_ms: Option<u64>,
-    /// Build a snapshot after this many Raft entries since the last one.
+    /// Build a snapshot after this many Raft entries since the last one, at least…
     #[arg(long, env = "YINYI_SNAPSHOT_AFTER_ENTRIES")]
     snapshot_after_entries: Option<u64>,
+    /// …and once the log written since the last snapshot is this percent of its size (0:
+    /// entries alone decide; default 25).
+    #[arg(long, env = "YINYI_SNAPSHOT_LOG_PERCENT")]
+    snapshot_log_percent: Option<u64>,
     /// Log entries kept behind a snapshot before purging.
     #[arg(long, env = "YINYI_LOG_ENTRIES_KEPT_AFTER_SNAPSHOT")]
     log_entries_kept_after_snapshot: Option<u64>,
@@ -430,6 +434,7 @@ impl StartArgs {
             election_timeout_max_ms,
             install_snapshot_timeout_ms,
             snapshot_after_entries,
+            snapshot_log_percent,
             log_entries_kept_after_snapshot,
             snapshot_chunk_bytes,
             max_batch_commands,

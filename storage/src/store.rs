@@ -327,6 +327,18 @@ impl Store {
         Ok(())
     }
 
+    /// About how many bytes the Raft log takes in the database's files (compressed; what is
+    /// only in the memtable is not counted).
+    pub fn log_bytes_on_disk(&self) -> u64 {
+        let (from, to) = (log_key(0), log_key(u64::MAX));
+        let range = rocksdb::Range::new(&from[..], &to[..]);
+        self.db
+            .get_approximate_sizes_cf(self.cf(CF_RAFT_LOG), &[range])
+            .first()
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Log entries with `start <= index < end`, in order.
     pub fn log_range(&self, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>> {
         let mut out = Vec::new();
