@@ -195,6 +195,27 @@ impl LocalCluster {
         Ok(config)
     }
 
+    /// The nodes' and the bank simulator's processes, named for a CPU report
+    /// (`node 1 (leader)`), and this one's.
+    pub async fn processes(&self) -> Vec<(String, u32)> {
+        let leader = self.leader().await;
+        let mut out: Vec<(String, u32)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| {
+                let id = i as u64 + 1;
+                let role = if id == leader { " (leader)" } else { "" };
+                Some((format!("node {id}{role}"), n.child.as_ref()?.id()))
+            })
+            .collect();
+        if let Some(bank) = &self.bank {
+            out.push(("bank simulator".into(), bank.id()));
+        }
+        out.push(("yinyi-loadtest".into(), std::process::id()));
+        out
+    }
+
     pub fn bank_addr(&self) -> &str {
         &self.bank_addr
     }

@@ -29,13 +29,24 @@ pub async fn open_loop(run: &Arc<Run>, rate: u64, duration: Duration) -> Result<
 
 /// `clients` patients in a row each, for `duration`.
 pub async fn closed_loop(run: &Arc<Run>, clients: usize, duration: Duration) -> Result<f64> {
+    let run = run.clone();
+    repeat(clients, duration, move || run.clone().one_visit()).await
+}
+
+/// `clients` loops, each doing `one` again and again until `duration` has passed; returns
+/// the seconds until the last one ended.
+pub async fn repeat<F, Fut>(clients: usize, duration: Duration, one: F) -> Result<f64>
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let start = Instant::now();
     let mut loops = Vec::new();
     for _ in 0..clients {
-        let run = run.clone();
+        let one = one.clone();
         loops.push(tokio::spawn(async move {
             while start.elapsed() < duration {
-                run.clone().one_visit().await;
+                one().await;
             }
         }));
     }

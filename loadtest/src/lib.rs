@@ -4,6 +4,7 @@
 //! drives it from the command line; the failure suite (`yinyi-tests`) drives it under its
 //! nemeses.
 
+pub mod anchor;
 pub mod check;
 pub mod cluster;
 pub mod drive;

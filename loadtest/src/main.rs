@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use yinyi_api::{Client, ClientConfig};
 
+use yinyi_loadtest::anchor;
 use yinyi_loadtest::cluster::{self, Action, Fault, LocalCluster};
 use yinyi_loadtest::drive::{closed_loop, find_max_rate, open_loop, play_day};
 use yinyi_loadtest::workload::Run;
@@ -38,6 +39,11 @@ struct Cli {
     /// Closed loop: this many concurrent patients, each starting a new visit when done.
     #[arg(long)]
     clients: Option<usize>,
+    /// What each client plays: `visit`, the outpatient visits of WORKLOAD.md, or `anchor`, the
+    /// PostgreSQL anchor's shape (60% PayBill of a bill the preload posted, 25% a cash top-up
+    /// of 100.00, 15% a balance query; with --clients).
+    #[arg(long, value_enum, default_value_t = Mix::Visit)]
+    mix: Mix,
     /// How long `--rate` and `--clients` run (e.g. 60s, 2m).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     duration: Duration,
@@ -90,6 +96,12 @@ struct Cli {
     insecure: bool,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mix {
+    Visit,
+    Anchor,
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     match run(Cli::parse()).await {
@@ -121,6 +133,11 @@ struct Target {
 async fn run(cli: Cli) -> Result<bool> {
     if cli.rate.is_none() && cli.clients.is_none() && !cli.find_max && cli.day.is_none() {
         bail!("give --day D, --rate N (open loop), --clients N (closed loop) or --find-max");
+    }
+    if cli.mix == Mix::Anchor && (cli.clients.is_none() || cli.accounts == 0) {
+        bail!(
+            "--mix anchor runs closed loop over preloaded accounts: give --clients N and --accounts N"
+        );
     }
     if cli.kiosks == 0 || cli.windows == 0 {
         bail!("--kiosks and --windows must be 1 or more");
@@ -171,7 +188,16 @@ async fn run(cli: Cli) -> Result<bool> {
     run.setup_terminals().await?;
 
     let preload = preload(&run, cli.accounts).await?;
+    let anchor = match cli.mix {
+        Mix::Anchor => Some(anchor_bills(&run, cli.accounts).await?),
+        Mix::Visit => None,
+    };
 
+    let processes = match &target.local {
+        Some(local) => local.lock().await.processes().await,
+        None => vec![("yinyi-loadtest".into(), std::process::id())],
+    };
+    let meter = yinyi_measure::CpuMeter::start(processes);
     run.stats.start();
     let progress = progress(run.clone());
     let chaos = match (&target.local, &cli.chaos) {
@@ -199,12 +225,22 @@ async fn run(cli: Cli) -> Result<bool> {
             (open_loop(&run, rate, cli.duration).await?, None)
         }
         (false, None, Some(clients)) => {
-            eprintln!("running {clients} clients for {:?} …", cli.duration);
-            (closed_loop(&run, clients, cli.duration).await?, None)
+            eprintln!(
+                "running {clients} clients ({:?} mix) for {:?} …",
+                cli.mix, cli.duration
+            );
+            let seconds = match &anchor {
+                Some(anchor) => {
+                    anchor::closed_loop(&run, anchor.clone(), clients, cli.duration).await?
+                }
+                None => closed_loop(&run, clients, cli.duration).await?,
+            };
+            (seconds, None)
         }
         (false, None, None) => unreachable!("checked above"),
     };
     run.stats.stop();
+    let cpu = meter.finish(run.stats.all().len());
     progress.abort();
     if let Some(task) = chaos_task {
         task.abort();
@@ -229,8 +265,16 @@ async fn run(cli: Cli) -> Result<bool> {
     .await?;
     let summary = report::Summary::new(&run, seconds, preload, checked, find_max);
     summary.print();
+    println!();
+    print!("{}", cpu.table());
+    if cli.chaos.is_some() {
+        println!("(nodes killed or restarted by --chaos count only until they died)");
+    }
     if let Some(path) = &cli.json {
-        std::fs::write(path, serde_json::to_string_pretty(&summary.json())?)
+        let mut json = summary.json();
+        json["cpu"] = serde_json::to_value(&cpu)?;
+        json["cpu_us_per_request"] = cpu.us_per_transaction().into();
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
             .with_context(|| format!("write {}", path.display()))?;
     }
     if let Some(dir) = &cli.report {
@@ -241,13 +285,37 @@ async fn run(cli: Cli) -> Result<bool> {
     Ok(summary.checked.violations.is_empty())
 }
 
-async fn preload(run: &Arc<Run>, accounts: u64) -> Result<Preload> {
-    let bar = indicatif::ProgressBar::new(accounts);
+/// The anchor's bills, one per preloaded account, posted from HIS with a progress bar.
+async fn anchor_bills(run: &Arc<Run>, accounts: u64) -> Result<Arc<anchor::Anchor>> {
+    let bar = progress_bar(
+        accounts,
+        "anchor bills {bar:40} {pos}/{len}, {per_sec}, eta {eta}",
+    );
+    let began = Instant::now();
+    let ticker = bar.clone();
+    anchor::Anchor::post_bills(run, accounts, 64, move |n| ticker.inc(n)).await?;
+    bar.finish_and_clear();
+    eprintln!(
+        "posted {accounts} bills in {:.1} s",
+        began.elapsed().as_secs_f64()
+    );
+    Ok(Arc::new(anchor::Anchor::new(accounts)))
+}
+
+/// A progress bar of `len` steps drawn with `template`.
+fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "preload {bar:40} {pos}/{len} accounts, {per_sec}, eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+async fn preload(run: &Arc<Run>, accounts: u64) -> Result<Preload> {
+    let bar = progress_bar(
+        accounts,
+        "preload {bar:40} {pos}/{len} accounts, {per_sec}, eta {eta}",
     );
     let began = Instant::now();
     let ticker = bar.clone();

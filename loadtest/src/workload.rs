@@ -36,7 +36,7 @@ pub fn cents(text: &str) -> Option<i64> {
     Some(if negative { -value } else { value })
 }
 
-fn yuan(cents: i64) -> String {
+pub fn yuan(cents: i64) -> String {
     format!("{}.{:02}", cents / 100, cents % 100)
 }
 
@@ -428,10 +428,23 @@ impl Run {
         }
     }
 
+    /// A balance query by card (timed; it changes nothing, so nothing is booked).
+    pub async fn query_balance(&self, card_no: String) {
+        let _ = self
+            .timed(
+                "QueryBalance",
+                self.client.query_balance(QueryBalanceRequest {
+                    card_no,
+                    account_id: String::new(),
+                }),
+            )
+            .await;
+    }
+
     /// Does `op` for patient `n` as a terminal would: a bank operation not final at once is
     /// asked about again (same request) a few times. Ok(true) when it happened, Ok(false) when
     /// it was refused; Err when the outcome is unknown (kept for the end; the visit stops).
-    async fn perform(&self, n: u64, op: Op) -> Result<bool, ()> {
+    pub async fn perform(&self, n: u64, op: Op) -> Result<bool, ()> {
         let mut attempt = 0;
         loop {
             match self.send(&op).await {
@@ -711,15 +724,7 @@ impl Run {
         }
         let card = self.patient(n).map(|p| p.card).unwrap_or_default();
         for _ in 0..plan.queries {
-            let _ = self
-                .timed(
-                    "QueryBalance",
-                    self.client.query_balance(QueryBalanceRequest {
-                        card_no: card.clone(),
-                        account_id: String::new(),
-                    }),
-                )
-                .await;
+            self.query_balance(card.clone()).await;
         }
         if plan.lose_card {
             let window = self.window(n);

@@ -59,15 +59,30 @@ pub async fn run(options: BenchOptions) -> Result<()> {
         client.propose(chunk.to_vec(), CALL_TIMEOUT).await?;
     }
     println!(
-        "{:>10} {:>10} {:>12} {:>9} {:>9} {:>9}",
-        "proposers", "ops", "ops/s", "p50 ms", "p99 ms", "max ms"
+        "{:>10} {:>10} {:>12} {:>9} {:>9} {:>9} {:>11} {:>10}",
+        "proposers", "ops", "ops/s", "p50 ms", "p99 ms", "max ms", "cpu µs/op", "ctxsw/op"
     );
+    let mut last_cpu = None;
     for &n in &options.proposers {
+        let processes = LocalCluster::measured(cluster.as_ref(), "bench (client)").await;
+        let meter = yinyi_measure::CpuMeter::start(processes);
         let r = level(&addrs, tls.clone(), &prefix, n, options.duration).await?;
+        let cpu = meter.finish(r.ops);
         println!(
-            "{:>10} {:>10} {:>12.0} {:>9.2} {:>9.2} {:>9.2}",
-            r.proposers, r.ops, r.per_second, r.p50_ms, r.p99_ms, r.max_ms
+            "{:>10} {:>10} {:>12.0} {:>9.2} {:>9.2} {:>9.2} {:>11.0} {:>10.1}",
+            r.proposers,
+            r.ops,
+            r.per_second,
+            r.p50_ms,
+            r.p99_ms,
+            r.max_ms,
+            cpu.us_per_transaction(),
+            cpu.context_switches as f64 / r.ops.max(1) as f64
         );
+        last_cpu = Some((n, cpu));
+    }
+    if let Some((n, cpu)) = last_cpu {
+        println!("\nat {n} proposers: {}", cpu.table());
     }
     if let Some(cluster) = cluster.as_mut()
         && !options.skip_failover

@@ -135,6 +135,8 @@ pub async fn run(options: ApiBenchOptions) -> Result<()> {
         touch_all(&client, &run, &options, _cluster.as_ref()).await?;
     }
 
+    let processes = LocalCluster::measured(_cluster.as_ref(), "bench-api (clients)").await;
+    let meter = yinyi_measure::CpuMeter::start(processes);
     let kinds = Arc::new(Mutex::new(Kinds::default()));
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -169,6 +171,9 @@ pub async fn run(options: ApiBenchOptions) -> Result<()> {
     }
     let seconds = start.elapsed().as_secs_f64();
     let k = kinds.lock().await;
+    // Three writes a round: the deposit, HIS's bill and the payment.
+    let writes = k.pay.as_ref().map_or(0, |h| h.len()) * 3;
+    let cpu = meter.finish(writes);
     let (deposit, pay) = (
         k.deposit.clone().unwrap_or_else(histogram),
         k.pay.clone().unwrap_or_else(histogram),
@@ -187,6 +192,7 @@ pub async fn run(options: ApiBenchOptions) -> Result<()> {
     row("PayBill", &pay, seconds);
     row("both", &both, seconds);
     println!("client retries: {}", client.retries());
+    println!("\n{writes} writes: {}", cpu.table());
     Ok(())
 }
 
@@ -240,7 +246,7 @@ pub(crate) async fn kiosk_round(
 
 /// The resident memory of process `pid` in MiB.
 fn rss_mib(pid: u32) -> Option<f64> {
-    crate::procfs::memory_mib(pid, "VmRSS")
+    yinyi_measure::memory_mib(pid, "VmRSS")
 }
 
 /// One deposit to every patient, so each account has a live actor on the leader; then the

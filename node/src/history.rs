@@ -28,8 +28,8 @@ use yinyi_api::v1::*;
 use yinyi_ledger::Outcome;
 
 use crate::local::LocalCluster;
-use crate::procfs::{dir_bytes, memory_mib};
 use crate::scenario::{self, Scenario};
+use yinyi_measure::{dir_bytes, memory_mib};
 
 /// Commands per internal proposal call while building the history.
 const PER_CALL: u64 = 1_000;

@@ -17,7 +17,6 @@ pub mod guide;
 pub mod history;
 pub mod local;
 pub mod observe;
-pub mod procfs;
 pub mod recon;
 pub mod retention;
 pub mod scenario;

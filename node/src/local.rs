@@ -310,6 +310,35 @@ impl LocalCluster {
         signal(self.nodes[&id].pid().context("not running")?, "CONT")
     }
 
+    /// The running nodes' processes, named for a CPU report (`node 1 (leader)`, found
+    /// now), and this process as `me`; only `me` without a local cluster.
+    pub async fn measured(cluster: Option<&LocalCluster>, me: &str) -> Vec<(String, u32)> {
+        match cluster {
+            Some(c) => {
+                let leader = c.wait_for_leader(Duration::from_secs(10)).await.ok();
+                c.measured_processes(leader, me)
+            }
+            None => vec![(me.to_string(), std::process::id())],
+        }
+    }
+
+    fn measured_processes(&self, leader: Option<u64>, me: &str) -> Vec<(String, u32)> {
+        let mut out: Vec<(String, u32)> = self
+            .nodes
+            .values()
+            .filter_map(|n| {
+                let role = if Some(n.id) == leader {
+                    " (leader)"
+                } else {
+                    ""
+                };
+                Some((format!("node {}{role}", n.id), n.pid()?))
+            })
+            .collect();
+        out.push((me.to_string(), std::process::id()));
+        out
+    }
+
     pub fn running(&self) -> Vec<u64> {
         self.nodes
             .values()

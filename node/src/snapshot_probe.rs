@@ -15,10 +15,10 @@ use yinyi_storage::Store;
 
 /// Peak resident memory of this process so far (VmHWM), in MiB.
 fn peak_rss_mib() -> f64 {
-    crate::procfs::memory_mib(std::process::id(), "VmHWM").unwrap_or(0.0)
+    yinyi_measure::memory_mib(std::process::id(), "VmHWM").unwrap_or(0.0)
 }
 
-use crate::procfs::dir_bytes;
+use yinyi_measure::dir_bytes;
 
 fn command(serial: u64, terminal: &TerminalId, at: i64, body: CommandBody) -> Result<Command> {
     Ok(Command {
