@@ -4,7 +4,7 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/yinyi/target
 CARGO ?= cargo
 BIN := $(CARGO_TARGET_DIR)/release
 
-.PHONY: demo test deps build fmt clippy unit smoke bench chaos history
+.PHONY: demo test deps build fmt clippy unit smoke bench chaos history anchor pg-anchor
 
 ## demo: build, then play a compressed outpatient day against a local 3-node cluster and a bank
 ## simulator, with a leader killed and restarted on the way, and print the summary and the checks
@@ -43,6 +43,16 @@ bench: deps build
 ## chaos: the failure suite's long random schedule (5 minutes; prints its seed, SEED=… replays it)
 chaos: deps build
 	$(BIN)/yinyi-chaos --duration $(or $(DURATION),5m) $(if $(SEED),--seed $(SEED))
+
+## anchor / pg-anchor: yinyi and PostgreSQL (a synchronous standby on the same box) on the same
+## mix — charge 60%, top-up 25%, query 15% — over ACCOUNTS accounts (1,000,000), 32 clients;
+## run one right after the other on an idle machine and compare the ratio and CPU per transaction
+anchor: deps build
+	$(BIN)/yinyi-loadtest --local 3 --mix anchor --clients 32 --accounts $(or $(ACCOUNTS),1000000) \
+		--duration $(or $(DURATION),60)s
+
+pg-anchor:
+	ACCOUNTS=$(or $(ACCOUNTS),1000000) DURATION=$(or $(DURATION),60) scripts/pg-anchor.sh
 
 ## history: issue 17's acceptance at a big hospital's 90 days (2,000,000 accounts, 9,000,000
 ## journal entries through Raft), then under load a node added by snapshot and a follower down

@@ -9,6 +9,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod backup;
+pub mod election_pause;
 pub mod error;
 pub mod log_store;
 pub mod network;
@@ -42,7 +43,15 @@ use yinyi_storage::Store;
 pub use error::{ProposeError, StartError};
 pub use log_store::NO_LOG_SYNC_ENV;
 pub use proposer::BatchLimits;
+pub use server::SLOW_CHUNK_ENV;
 pub use state_machine::SLOW_INSTALL_ENV;
+
+/// A test-only fault's delay: the milliseconds in `env`, if set (logged as a warning).
+pub(crate) fn fault_delay(env: &str, what: &str) -> Option<Duration> {
+    let ms: u64 = std::env::var(env).ok()?.parse().ok()?;
+    tracing::warn!("{env}={ms}: {what} (a test-only fault)");
+    Some(Duration::from_millis(ms))
+}
 pub use types::{NodeId, Raft, TypeConfig};
 
 use crate::log_store::LogStore;
@@ -194,6 +203,8 @@ pub struct Consensus {
     clock: Arc<std::sync::atomic::AtomicI64>,
     /// The cluster's business rules, as the state machine applies them.
     rules: Rules,
+    /// Holds this node's elections while it receives or installs a snapshot.
+    election_pause: Arc<election_pause::ElectionPause>,
 }
 
 /// Records when this node became leader of its current term: a leader votes for another
@@ -248,27 +259,6 @@ fn stamp(clock: &std::sync::atomic::AtomicI64, now_ms: i64) -> i64 {
     clock.fetch_max(now_ms, Ordering::SeqCst).max(now_ms)
 }
 
-/// Pauses this node's elections while it installs a snapshot. openraft 0.9 queues every
-/// message the node sends behind the install, yet lets its election timer run: a long install
-/// (a minute for a big state) made the node campaign at every timeout, unheard, and come out
-/// with a term far above the leader's, which then deposed a healthy leader. A node that is
-/// installing cannot answer a vote anyway; the leader's heartbeats still reach it, and once
-/// the install is done its timer runs as before.
-async fn no_elections_while_installing(
-    raft: Raft,
-    mut installing: tokio::sync::watch::Receiver<bool>,
-) {
-    while installing.changed().await.is_ok() {
-        let now = *installing.borrow_and_update();
-        raft.runtime_config().elect(!now);
-        tracing::info!(
-            installing = now,
-            "elections {}",
-            if now { "paused" } else { "resumed" }
-        );
-    }
-}
-
 impl Consensus {
     /// Opens the node's database in `data_dir` and starts Raft. The node serves no one until
     /// its [`Consensus::grpc_service`] is mounted on a server.
@@ -278,11 +268,17 @@ impl Consensus {
         let log_store = LogStore::new(store.clone());
         let committed = log_store.committed_handle();
         let log_written = log_store.written_handle();
+        let election_pause = Arc::new(election_pause::ElectionPause::new(
+            Duration::from_millis(config.install_snapshot_timeout_ms),
+            Duration::from_millis(config.election_timeout_max_ms),
+        ));
         let state_machine = StateMachine::new(store.clone(), config.rules, data_dir)
-            .map_err(|e| StartError::Raft(format!("state machine: {e}")))?;
+            .map_err(|e| StartError::Raft(format!("state machine: {e}")))?
+            .with_election_pause(election_pause.clone());
         let clock = state_machine.clock();
-        let installing = state_machine.installing();
         let snapshot_bytes = state_machine.snapshot_bytes();
+        let snapshot_at = state_machine.snapshot_last_log_id();
+        let log_on_disk = store.log_bytes_on_disk(snapshot_at.map_or(0, |l| l.index + 1));
         let raft = Raft::new(
             config.id,
             raft_config,
@@ -292,13 +288,15 @@ impl Consensus {
         )
         .await
         .map_err(|e| StartError::Raft(e.to_string()))?;
-        tokio::spawn(no_elections_while_installing(raft.clone(), installing));
+        tokio::spawn(election_pause::apply(raft.clone(), election_pause.clone()));
         tokio::spawn(snapshot_policy::build_when_due(
             raft.clone(),
             snapshot_policy::SnapshotRule {
                 after_entries: config.snapshot_after_entries,
                 log_percent: config.snapshot_log_percent,
             },
+            snapshot_at,
+            log_on_disk,
             log_written,
             snapshot_bytes,
         ));
@@ -324,7 +322,13 @@ impl Consensus {
             lease: Duration::from_millis(config.election_timeout_max_ms),
             clock,
             rules: config.rules,
+            election_pause,
         })
+    }
+
+    /// A snapshot chunk arrived from the leader (elections are held meanwhile).
+    pub(crate) fn snapshot_chunk_received(&self) {
+        self.election_pause.chunk();
     }
 
     pub fn id(&self) -> NodeId {

@@ -63,8 +63,7 @@ pub struct LogStore {
     store: Arc<Store>,
     flusher: Arc<Flusher>,
     committed: Arc<AtomicU64>,
-    /// Bytes of log written: what was on disk at start, then every append (the snapshot
-    /// policy's measure).
+    /// Bytes of log appended by this process (the snapshot policy's measure).
     written: Arc<AtomicU64>,
 }
 
@@ -105,12 +104,12 @@ impl LogStore {
                 thread: Some(thread),
             }),
             committed: Arc::new(AtomicU64::new(0)),
-            written: Arc::new(AtomicU64::new(store.log_bytes_on_disk())),
+            written: Arc::new(AtomicU64::new(0)),
             store,
         }
     }
 
-    /// Bytes of log written, counting from the log on disk at start.
+    /// Bytes of log appended by this process.
     pub fn written_handle(&self) -> Arc<AtomicU64> {
         self.written.clone()
     }

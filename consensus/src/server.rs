@@ -13,6 +13,15 @@ use crate::pb::{Empty, Payload, StatusRequest};
 use crate::types::TypeConfig;
 use crate::{Consensus, MembershipChange, ProposeError};
 
+/// A test-only fault: set to a number of milliseconds, this node takes that much longer over
+/// every snapshot chunk it receives, as a big snapshot's transfer takes minutes. Never set it
+/// in production.
+pub const SLOW_CHUNK_ENV: &str = "YINYI_FAULT_SLOW_CHUNK_MS";
+
+fn slow_chunks() -> Option<std::time::Duration> {
+    crate::fault_delay(SLOW_CHUNK_ENV, "every snapshot chunk received is slowed")
+}
+
 /// Commands one Propose call may carry at most.
 pub const MAX_COMMANDS_PER_CALL: usize = 4096;
 
@@ -206,6 +215,10 @@ impl crate::pb::internal_server::Internal for InternalService {
     ) -> Result<Response<Payload>, Status> {
         self.admit(&request, Access::Member)?;
         let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> = decode(request)?;
+        self.consensus.snapshot_chunk_received();
+        if let Some(pause) = slow_chunks() {
+            tokio::time::sleep(pause).await;
+        }
         reply(&self.consensus.raft.install_snapshot(rpc).await)
     }
 

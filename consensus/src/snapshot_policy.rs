@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::types::Raft;
+use crate::types::{LogId, Raft};
 
 /// The rule, in numbers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,43 +45,50 @@ const EVERY: Duration = Duration::from_secs(1);
 const ASK_AGAIN_AFTER: Duration = Duration::from_secs(600);
 
 /// Checks the rule every second and asks openraft for a snapshot when it is due. `log_bytes`
-/// counts the log written by this process (from the log already on disk at start);
-/// `snapshot_bytes` is the current snapshot's size (0: none). Ends when Raft stops.
+/// counts the log this process appended; `on_disk` is the log already on disk past
+/// `snapshot` (the current snapshot's last entry) when the node started; `snapshot_bytes` is
+/// the current snapshot's size (0: none). Ends when Raft stops.
 pub(crate) async fn build_when_due(
     raft: Raft,
     rule: SnapshotRule,
+    snapshot: Option<LogId>,
+    on_disk: u64,
     log_bytes: Arc<AtomicU64>,
     snapshot_bytes: Arc<AtomicU64>,
 ) {
-    let mut seen = raft.metrics().borrow().snapshot;
-    let mut log_at_snapshot = 0u64;
-    let mut asked: Option<Instant> = None;
+    let mut seen = snapshot;
+    // Log written since `seen`: what the counter gained since `counted_from`, plus `carried`.
+    let mut counted_from = 0u64;
+    let mut carried = on_disk;
+    // When a build was asked for, and the counter then: what comes after it belongs to the
+    // next snapshot.
+    let mut asked: Option<(Instant, u64)> = None;
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let (snapshot, applied, running) = {
+        let (current, applied, running) = {
             let m = raft.metrics().borrow().clone();
             (m.snapshot, m.last_applied, m.running_state.is_ok())
         };
         if !running {
             return;
         }
-        if snapshot != seen {
-            // Built here or installed from the leader: count from this one.
-            seen = snapshot;
-            log_at_snapshot = log_bytes.load(Ordering::Relaxed);
+        let written_now = log_bytes.load(Ordering::Relaxed);
+        if current.is_some() && current > seen {
+            // Built here (count from when it was asked for) or installed from the leader.
+            seen = current;
+            counted_from = asked.map_or(written_now, |(_, at)| at);
+            carried = 0;
             asked = None;
         }
-        if asked.is_some_and(|at| at.elapsed() < ASK_AGAIN_AFTER) {
+        if asked.is_some_and(|(at, _)| at.elapsed() < ASK_AGAIN_AFTER) {
             continue;
         }
         let entries = applied
             .map_or(0, |a| a.index + 1)
             .saturating_sub(seen.map_or(0, |s| s.index + 1));
-        let written = log_bytes
-            .load(Ordering::Relaxed)
-            .saturating_sub(log_at_snapshot);
+        let written = written_now.saturating_sub(counted_from) + carried;
         let size =
             Some(snapshot_bytes.load(Ordering::Relaxed)).filter(|&b| b > 0 && seen.is_some());
         if rule.due(entries, written, size) {
@@ -90,7 +97,7 @@ pub(crate) async fn build_when_due(
             if raft.trigger().snapshot().await.is_err() {
                 return;
             }
-            asked = Some(Instant::now());
+            asked = Some((Instant::now(), written_now));
         }
     }
 }

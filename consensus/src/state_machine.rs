@@ -8,6 +8,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
@@ -18,6 +19,7 @@ use yinyi_storage::{Store, codec};
 
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
+use crate::election_pause::{ElectionPause, Installing};
 use crate::types::{
     BatchOutcome, Entry, LogId, Snapshot, SnapshotFile, SnapshotMeta, StorageError,
     StoredMembership, TypeConfig,
@@ -28,10 +30,8 @@ use crate::types::{
 /// holds a few kilobytes). Never set it in production.
 pub const SLOW_INSTALL_ENV: &str = "YINYI_FAULT_SLOW_INSTALL_MS";
 
-fn slow_install() -> Option<std::time::Duration> {
-    let ms: u64 = std::env::var(SLOW_INSTALL_ENV).ok()?.parse().ok()?;
-    tracing::warn!("{SLOW_INSTALL_ENV}={ms}: the snapshot install is slowed (a test-only fault)");
-    Some(std::time::Duration::from_millis(ms))
+fn slow_install() -> Option<Duration> {
+    crate::fault_delay(SLOW_INSTALL_ENV, "every snapshot install is slowed")
 }
 
 fn sm_write_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -187,24 +187,8 @@ pub struct StateMachine {
     /// The latest command time applied here (shared with the proposer, which never stamps
     /// below it).
     clock: Arc<AtomicI64>,
-    /// True while a snapshot is being installed (the node pauses its elections meanwhile).
-    installing: tokio::sync::watch::Sender<bool>,
-}
-
-/// Marks an install as under way until dropped (also when the install fails or is abandoned).
-struct Installing<'a>(&'a tokio::sync::watch::Sender<bool>);
-
-impl<'a> Installing<'a> {
-    fn start(flag: &'a tokio::sync::watch::Sender<bool>) -> Installing<'a> {
-        flag.send_replace(true);
-        Installing(flag)
-    }
-}
-
-impl Drop for Installing<'_> {
-    fn drop(&mut self) {
-        self.0.send_replace(false);
-    }
+    /// Told when an install starts and ends (the node holds its elections meanwhile).
+    pause: Arc<ElectionPause>,
 }
 
 impl StateMachine {
@@ -240,7 +224,7 @@ impl StateMachine {
             snapshots,
             receiving: None,
             clock: Arc::new(AtomicI64::new(clock)),
-            installing: tokio::sync::watch::Sender::new(false),
+            pause: Arc::new(ElectionPause::new(Duration::ZERO, Duration::ZERO)),
         })
     }
 
@@ -249,14 +233,20 @@ impl StateMachine {
         self.clock.clone()
     }
 
+    /// The last log entry of the current snapshot, if there is one.
+    pub fn snapshot_last_log_id(&self) -> Option<LogId> {
+        self.snapshots.get().and_then(|c| c.meta.last_log_id)
+    }
+
     /// The current snapshot's size in bytes (0: none), as it changes.
     pub fn snapshot_bytes(&self) -> Arc<AtomicU64> {
         self.snapshots.bytes.clone()
     }
 
-    /// Whether a snapshot install is under way, as it changes.
-    pub fn installing(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.installing.subscribe()
+    /// Tells `pause` when an install starts and ends.
+    pub fn with_election_pause(mut self, pause: Arc<ElectionPause>) -> StateMachine {
+        self.pause = pause;
+        self
     }
 }
 
@@ -372,6 +362,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Box<SnapshotFile>,
     ) -> Result<(), StorageError> {
+        let _installing = Installing::start(&self.pause);
         let mut data = *snapshot;
         data.flush().await.map_err(snapshot_err)?;
         data.sync_all().await.map_err(snapshot_err)?;
@@ -413,7 +404,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let dir = self.snapshots.dir.clone();
         let store = self.store.clone();
         let slot = self.snapshots.clone();
-        let _installing = Installing::start(&self.installing);
         tokio::task::spawn_blocking(move || {
             if let Some(pause) = slow_install() {
                 std::thread::sleep(pause);
@@ -461,7 +451,8 @@ async fn in_background<T: Send + 'static>(
         .name(name.into())
         .spawn(move || {
             // SAFETY: gettid and setpriority on the calling thread have no preconditions; a
-            // failure leaves the thread at the usual priority.
+            // failure leaves the thread at the usual priority. (Linux: a nice value per thread.)
+            #[cfg(target_os = "linux")]
             unsafe {
                 let tid = libc::gettid();
                 libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, BUILD_NICENESS);

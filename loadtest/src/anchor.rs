@@ -97,14 +97,21 @@ impl Anchor {
         Ok(())
     }
 
-    /// One transaction of the mix.
-    pub async fn step(&self, run: &Run) {
+    /// Whether every account's bill was charged (the run stopped there).
+    pub fn exhausted(&self) -> bool {
+        self.next.load(Ordering::Relaxed) >= self.order.len() as u64
+    }
+
+    /// One transaction of the mix; false when a charge is drawn and every bill was charged
+    /// already (the mix would no longer be the anchor's: the run stops).
+    pub async fn step(&self, run: &Run) -> bool {
         let draw = rand::rng().random_range(0..100);
-        if draw < 60
-            && let Some(n) = self.next_charged()
-        {
+        if draw < 60 {
+            let Some(n) = self.next_charged() else {
+                return false;
+            };
             let Some(patient) = run.patient(n) else {
-                return;
+                return true;
             };
             let request = PayBillRequest {
                 request_id: run.id(),
@@ -118,7 +125,7 @@ impl Anchor {
         } else if draw < 85 {
             let n = self.any();
             let Some(patient) = run.patient(n) else {
-                return;
+                return true;
             };
             let request = DepositCashRequest {
                 request_id: run.id(),
@@ -131,10 +138,11 @@ impl Anchor {
         } else {
             let n = self.any();
             let Some(patient) = run.patient(n) else {
-                return;
+                return true;
             };
             run.query_balance(patient.card).await;
         }
+        true
     }
 }
 
@@ -177,7 +185,9 @@ mod tests {
     #[test]
     fn each_account_is_charged_once() {
         let anchor = Anchor::new(1_000);
+        assert!(!anchor.exhausted());
         let mut charged: Vec<u64> = std::iter::from_fn(|| anchor.next_charged()).collect();
+        assert!(anchor.exhausted());
         assert_eq!(charged.len(), 1_000);
         charged.sort_unstable();
         charged.dedup();

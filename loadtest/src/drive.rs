@@ -30,24 +30,29 @@ pub async fn open_loop(run: &Arc<Run>, rate: u64, duration: Duration) -> Result<
 /// `clients` patients in a row each, for `duration`.
 pub async fn closed_loop(run: &Arc<Run>, clients: usize, duration: Duration) -> Result<f64> {
     let run = run.clone();
-    repeat(clients, duration, move || run.clone().one_visit()).await
+    repeat(clients, duration, move || {
+        let run = run.clone();
+        async move {
+            run.one_visit().await;
+            true
+        }
+    })
+    .await
 }
 
-/// `clients` loops, each doing `one` again and again until `duration` has passed; returns
-/// the seconds until the last one ended.
+/// `clients` loops, each doing `one` again and again until `duration` has passed or `one`
+/// says there is no more to do (false); returns the seconds until the last one ended.
 pub async fn repeat<F, Fut>(clients: usize, duration: Duration, one: F) -> Result<f64>
 where
     F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
+    Fut: std::future::Future<Output = bool> + Send,
 {
     let start = Instant::now();
     let mut loops = Vec::new();
     for _ in 0..clients {
         let one = one.clone();
         loops.push(tokio::spawn(async move {
-            while start.elapsed() < duration {
-                one().await;
-            }
+            while start.elapsed() < duration && one().await {}
         }));
     }
     for l in loops {

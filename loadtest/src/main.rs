@@ -231,7 +231,16 @@ async fn run(cli: Cli) -> Result<bool> {
             );
             let seconds = match &anchor {
                 Some(anchor) => {
-                    anchor::closed_loop(&run, anchor.clone(), clients, cli.duration).await?
+                    let seconds =
+                        anchor::closed_loop(&run, anchor.clone(), clients, cli.duration).await?;
+                    if anchor.exhausted() {
+                        eprintln!(
+                            "every one of the {} bills was charged after {seconds:.1} s: the run \
+                             stopped there (give more --accounts for a longer run)",
+                            cli.accounts
+                        );
+                    }
+                    seconds
                 }
                 None => closed_loop(&run, clients, cli.duration).await?,
             };
@@ -265,15 +274,19 @@ async fn run(cli: Cli) -> Result<bool> {
     .await?;
     let summary = report::Summary::new(&run, seconds, preload, checked, find_max);
     summary.print();
-    println!();
-    print!("{}", cpu.table());
-    if cli.chaos.is_some() {
-        println!("(nodes killed or restarted by --chaos count only until they died)");
+    // --find-max counts the last step's requests only; --chaos kills and restarts processes
+    // the meter cannot follow: no CPU figure for either.
+    let cpu = (!cli.find_max && cli.chaos.is_none()).then_some(cpu);
+    if let Some(cpu) = &cpu {
+        println!();
+        print!("{}", cpu.table());
     }
     if let Some(path) = &cli.json {
         let mut json = summary.json();
-        json["cpu"] = serde_json::to_value(&cpu)?;
-        json["cpu_us_per_request"] = cpu.us_per_transaction().into();
+        if let Some(cpu) = &cpu {
+            json["cpu"] = serde_json::to_value(cpu)?;
+            json["cpu_us_per_request"] = cpu.us_per_transaction().into();
+        }
         std::fs::write(path, serde_json::to_string_pretty(&json)?)
             .with_context(|| format!("write {}", path.display()))?;
     }

@@ -70,7 +70,8 @@ pub struct BoxTimes {
     pub system_us: u64,
     /// Idle and waiting for I/O.
     pub idle_us: u64,
-    /// Interrupts, steal and the rest.
+    /// Interrupts (hard and soft). Steal (time the hypervisor gave elsewhere) and guest time
+    /// (already in user) are left out.
     pub other_us: u64,
     pub context_switches: u64,
 }
@@ -90,7 +91,7 @@ pub fn box_times() -> Option<BoxTimes> {
         user_us: at(0) + at(1),
         system_us: at(2),
         idle_us: at(3) + at(4),
-        other_us: (5..cpu.len()).map(at).sum(),
+        other_us: at(5) + at(6),
         context_switches: stat
             .lines()
             .find_map(|l| l.strip_prefix("ctxt "))?
@@ -114,7 +115,8 @@ pub struct CpuReport {
     pub seconds: f64,
     pub transactions: u64,
     pub processes: Vec<ProcessCpu>,
-    /// The box's CPU over the run, busy (user + system + interrupts) per transaction.
+    /// The box's CPU over the whole run: busy (user + system + interrupts), of it the kernel's,
+    /// and idle (with I/O wait).
     pub box_busy_us: u64,
     pub box_system_us: u64,
     pub box_idle_us: u64,
@@ -197,7 +199,8 @@ impl CpuMeter {
     }
 
     /// What was used since `start`, for `transactions` transactions. A process that ended
-    /// meanwhile counts what it had used at the start only.
+    /// meanwhile counts as zero (its `/proc` entry is gone), and a process started meanwhile
+    /// is not measured: runs with processes killed or restarted are not for this figure.
     pub fn finish(&self, transactions: u64) -> CpuReport {
         let seconds = self.started.elapsed().max(Duration::from_millis(1));
         let processes = self

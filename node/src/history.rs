@@ -749,7 +749,7 @@ fn print(f: &Figures) {
             ),
         ),
         (
-            "elections while the load ran",
+            "new terms while the load ran (elections, won or not)",
             f.elections_under_load.to_string(),
         ),
         (

@@ -164,10 +164,11 @@ async fn a_follower_behind_a_purged_log_catches_up_by_snapshot() {
     );
 }
 
-/// A follower whose snapshot install takes seconds (a big state does; here a fault slows a
-/// small one) does not campaign meanwhile. On openraft 0.9 it did: its elections went on during
-/// the install while its messages waited behind it, so it came out with a term far above the
-/// leader's and deposed a healthy leader (the 90-day history saw term 1 become 432).
+/// A follower whose snapshot transfer and install take seconds (a big state's do; here faults
+/// slow a small one's) does not campaign meanwhile. On openraft 0.9 it did: the leader sends it
+/// no heartbeats while the snapshot is in flight and its own messages wait behind the install,
+/// yet its election timer ran, so it came out with a term far above the leader's and deposed a
+/// healthy leader (the 90-day history saw term 1 become 432).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_installing_a_snapshot_for_seconds_leaves_the_leader_in_place() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
@@ -178,10 +179,16 @@ async fn a_follower_installing_a_snapshot_for_seconds_leaves_the_leader_in_place
     let before = c.client().status(&c.addr(leader)).await.unwrap();
     c.set_node_env(
         follower,
-        vec![(
-            yinyi_consensus::SLOW_INSTALL_ENV.to_string(),
-            "3000".to_string(),
-        )],
+        vec![
+            (
+                yinyi_consensus::SLOW_INSTALL_ENV.to_string(),
+                "2000".to_string(),
+            ),
+            (
+                yinyi_consensus::SLOW_CHUNK_ENV.to_string(),
+                "300".to_string(),
+            ),
+        ],
     );
     c.spawn(follower).unwrap();
     let statuses = c.wait_converged(T).await.unwrap();
@@ -198,6 +205,13 @@ async fn a_follower_installing_a_snapshot_for_seconds_leaves_the_leader_in_place
             status.id
         );
     }
+    // The faults did slow it: several chunks, each 300 ms late, and the install 2 s.
+    let log = std::fs::read_to_string(c.nodes[&follower].data.with_extension("log")).unwrap();
+    let slowed_chunks = log
+        .matches("every snapshot chunk received is slowed")
+        .count();
+    assert!(slowed_chunks >= 4, "{slowed_chunks} slowed chunks");
+    assert!(log.contains("every snapshot install is slowed"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

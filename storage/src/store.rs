@@ -327,10 +327,11 @@ impl Store {
         Ok(())
     }
 
-    /// About how many bytes the Raft log takes in the database's files (compressed; what is
-    /// only in the memtable is not counted).
-    pub fn log_bytes_on_disk(&self) -> u64 {
-        let (from, to) = (log_key(0), log_key(u64::MAX));
+    /// About how many bytes the Raft log from index `from` on takes in the database's files
+    /// (compressed, so less than it was written as; what is only in the memtable is not
+    /// counted).
+    pub fn log_bytes_on_disk(&self, from: u64) -> u64 {
+        let (from, to) = (log_key(from), log_key(u64::MAX));
         let range = rocksdb::Range::new(&from[..], &to[..]);
         self.db
             .get_approximate_sizes_cf(self.cf(CF_RAFT_LOG), &[range])
