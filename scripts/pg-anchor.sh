@@ -7,6 +7,7 @@
 # the other on an otherwise idle machine and compare the ratios, never figures of other days.
 #
 #   ACCOUNTS=1000000 CLIENTS=32 DURATION=60 scripts/pg-anchor.sh      (make pg-anchor)
+#   KEEP=1 keeps the servers' directory (logs, pgbench output) for a look afterwards.
 set -euo pipefail
 
 ACCOUNTS=${ACCOUNTS:-1000000}
