@@ -56,7 +56,7 @@ pub async fn run(options: ApiBenchOptions) -> Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("yinyi-bench-api-")
         .tempdir()?;
-    let mut _cluster = None;
+    let mut cluster = None;
     let config = match &options.targets {
         Some(t) => ClientConfig {
             nodes: t.clone(),
@@ -71,7 +71,7 @@ pub async fn run(options: ApiBenchOptions) -> Result<()> {
             )?;
             c.wait_for_leader(Duration::from_secs(20)).await?;
             let config = c.api_config();
-            _cluster = Some(c);
+            cluster = Some(c);
             config
         }
     };
@@ -132,10 +132,10 @@ pub async fn run(options: ApiBenchOptions) -> Result<()> {
     }
 
     if options.touch_all {
-        touch_all(&client, &run, &options, _cluster.as_ref()).await?;
+        touch_all(&client, &run, &options, cluster.as_ref()).await?;
     }
 
-    let processes = LocalCluster::measured(_cluster.as_ref(), "bench-api (clients)").await;
+    let processes = LocalCluster::measured(cluster.as_ref(), "bench-api (clients)").await;
     let meter = yinyi_measure::CpuMeter::start(processes);
     let kinds = Arc::new(Mutex::new(Kinds::default()));
     let start = Instant::now();

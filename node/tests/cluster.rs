@@ -105,8 +105,11 @@ async fn a_new_leader_takes_over_within_two_seconds_and_nothing_acknowledged_is_
 
 /// A cluster whose snapshots are small and frequent (4 KiB chunks), with one follower stopped
 /// while the leader writes 200 entries and purges its log behind a snapshot: started again,
-/// that follower can only catch up by snapshot. Returns the stopped follower.
-async fn a_follower_behind_a_purged_log(c: &mut LocalCluster, s: &mut Scenario) -> u64 {
+/// that follower can only catch up by snapshot. Returns the cluster (with its directory) and
+/// the stopped follower.
+async fn a_follower_behind_a_purged_log(name: &str) -> (tempfile::TempDir, LocalCluster, u64) {
+    let (dir, mut owned) = cluster(3, &SMALL_SNAPSHOTS);
+    let (c, s) = (&mut owned, &mut Scenario::new(name));
     setup(c, s, 2).await;
     let leader = c.wait_for_leader(T).await.unwrap();
     let follower = c.running().into_iter().find(|&id| id != leader).unwrap();
@@ -123,7 +126,7 @@ async fn a_follower_behind_a_purged_log(c: &mut LocalCluster, s: &mut Scenario) 
         tokio::time::sleep(Duration::from_millis(50)).await;
         leader_status = client.status(&c.addr(leader)).await.unwrap();
     }
-    follower
+    (dir, owned, follower)
 }
 
 const SMALL_SNAPSHOTS: [&str; 6] = [
@@ -138,9 +141,7 @@ const SMALL_SNAPSHOTS: [&str; 6] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_behind_a_purged_log_catches_up_by_snapshot() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let (_dir, mut c) = cluster(3, &SMALL_SNAPSHOTS);
-    let mut s = Scenario::new("snap");
-    let follower = a_follower_behind_a_purged_log(&mut c, &mut s).await;
+    let (_dir, mut c, follower) = a_follower_behind_a_purged_log("snap").await;
     c.spawn(follower).unwrap();
     let statuses = c.wait_converged(T).await.unwrap();
     let caught_up = statuses.iter().find(|s| s.id == follower).unwrap();
@@ -172,9 +173,7 @@ async fn a_follower_behind_a_purged_log_catches_up_by_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_installing_a_snapshot_for_seconds_leaves_the_leader_in_place() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let (_dir, mut c) = cluster(3, &SMALL_SNAPSHOTS);
-    let mut s = Scenario::new("slowsnap");
-    let follower = a_follower_behind_a_purged_log(&mut c, &mut s).await;
+    let (_dir, mut c, follower) = a_follower_behind_a_purged_log("slowsnap").await;
     let leader = c.wait_for_leader(T).await.unwrap();
     let before = c.client().status(&c.addr(leader)).await.unwrap();
     c.set_node_env(
