@@ -52,11 +52,18 @@ pub fn connect_lazy(
         .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
 
+/// Makes openraft's clients of the other nodes. openraft asks for a new client for each
+/// replication stream, each election and each linearizable read (a heartbeat round); they all
+/// share one connection per node and address (an HTTP/2 channel that reconnects when it
+/// breaks), so a read costs no TCP connection and TLS handshake.
 #[derive(Clone, Default)]
 pub struct NetworkFactory {
     /// Addresses dialled instead of the members' own, by node.
     routes: std::sync::Arc<std::collections::BTreeMap<NodeId, String>>,
     tls: Option<ClientTlsConfig>,
+    clients: std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<(NodeId, String), InternalClient<Channel>>>,
+    >,
 }
 
 impl NetworkFactory {
@@ -67,7 +74,22 @@ impl NetworkFactory {
         NetworkFactory {
             routes: std::sync::Arc::new(routes),
             tls,
+            clients: Default::default(),
         }
+    }
+
+    /// The shared client of `target` at `addr`, made on first use.
+    fn client(&self, target: NodeId, addr: &str) -> Option<InternalClient<Channel>> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (target, addr.to_string());
+        if let Some(client) = clients.get(&key) {
+            return Some(client.clone());
+        }
+        // A node that moved leaves its old address behind: drop that channel.
+        clients.retain(|(id, _), _| *id != target);
+        let client = connect_lazy(addr, self.tls.as_ref()).ok()?;
+        clients.insert(key, client.clone());
+        Some(client)
     }
 }
 
@@ -78,7 +100,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         let addr = self.routes.get(&target).unwrap_or(&node.addr).clone();
         Network {
             target,
-            client: connect_lazy(&addr, self.tls.as_ref()).ok(),
+            client: self.client(target, &addr),
             addr,
         }
     }

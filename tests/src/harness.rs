@@ -140,6 +140,11 @@ impl Chaos {
         }
     }
 
+    /// Connections node `from` opened to node `to` so far.
+    pub fn connections(&self, from: u64, to: u64) -> u64 {
+        self.proxies.get(&(from, to)).map_or(0, Proxy::connections)
+    }
+
     /// Cuts every link between `side` and the other nodes, both ways.
     pub fn partition(&self, side: &[u64]) {
         for ((from, to), proxy) in &self.proxies {

@@ -24,6 +24,8 @@ pub enum Mode {
 pub struct Proxy {
     addr: SocketAddr,
     mode: watch::Sender<Mode>,
+    /// Connections accepted since the start.
+    accepted: Arc<std::sync::atomic::AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -35,8 +37,19 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.2:0").await?;
         let addr = listener.local_addr()?;
         let (mode, watch) = watch::channel(Mode::Pass);
-        let task = tokio::spawn(accept(listener, upstream, watch));
-        Ok(Proxy { addr, mode, task })
+        let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let task = tokio::spawn(accept(listener, upstream, watch, accepted.clone()));
+        Ok(Proxy {
+            addr,
+            mode,
+            accepted,
+            task,
+        })
+    }
+
+    /// Connections the sender opened through this link so far.
+    pub fn connections(&self) -> u64 {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -58,13 +71,19 @@ impl Drop for Proxy {
     }
 }
 
-async fn accept(listener: TcpListener, upstream: SocketAddr, mode: watch::Receiver<Mode>) {
+async fn accept(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    mode: watch::Receiver<Mode>,
+    count: Arc<std::sync::atomic::AtomicU64>,
+) {
     let mode = Arc::new(mode);
     let mut connections = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((inbound, _)) = accepted else { continue };
+            incoming = listener.accept() => {
+                let Ok((inbound, _)) = incoming else { continue };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let _ = inbound.set_nodelay(true);
                 connections.spawn(serve(inbound, upstream, (*mode).clone()));
             }

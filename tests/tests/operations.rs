@@ -220,3 +220,44 @@ async fn a_leader_stopped_with_sigterm_hands_leadership_over_first() {
     c.spawn(leader).unwrap();
     c.wait_converged(T).await.unwrap();
 }
+
+/// Issue 21: openraft asks its network for a new client for every linearizable read (one
+/// heartbeat round to the followers each). A new client was a new TCP connection and TLS
+/// handshake per read and follower — a tenth of the cluster's CPU under the anchor mix, and
+/// a stream of sockets in TIME_WAIT. The nodes now keep one connection per peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaders_reads_reuse_its_connections_to_the_followers() {
+    let dir = tempfile::tempdir().unwrap();
+    let chaos = yinyi_tests::harness::Chaos::start(dir.path(), 3, &[])
+        .await
+        .unwrap();
+    let leader = chaos.leader().await.unwrap();
+    let mut config = chaos.cluster.api_config();
+    config.deadline = T;
+    config.nodes = vec![chaos.cluster.addr(leader)];
+    let cl = Client::new(config).unwrap();
+    setup(&cl, 1).await;
+    let query = || {
+        cl.query_balance(QueryBalanceRequest {
+            card_no: "HC00000001".into(),
+            ..Default::default()
+        })
+    };
+    query().await.unwrap();
+    let followers: Vec<u64> = chaos.ids().into_iter().filter(|&id| id != leader).collect();
+    let before: Vec<u64> = followers
+        .iter()
+        .map(|&f| chaos.connections(leader, f))
+        .collect();
+    const READS: u64 = 100;
+    for _ in 0..READS {
+        assert_eq!(query().await.unwrap().balance, "101.00");
+    }
+    for (f, before) in followers.iter().zip(before) {
+        let opened = chaos.connections(leader, *f) - before;
+        assert!(
+            opened <= 2,
+            "{READS} reads on the leader opened {opened} connections to node {f}"
+        );
+    }
+}
