@@ -72,6 +72,8 @@ pub struct ConsensusConfig {
     /// …and once the log written since the last snapshot is this percent of its size
     /// (0: entries alone decide). See [`snapshot_policy`].
     pub snapshot_log_percent: u64,
+    /// Bytes of memory for the state's table blocks (RocksDB's block cache).
+    pub block_cache_bytes: u64,
     /// Log entries kept behind a snapshot before purging (lets a slow follower catch up by log).
     pub log_entries_kept_after_snapshot: u64,
     /// Bytes of a snapshot per InstallSnapshot message (the snapshot travels in chunks).
@@ -99,6 +101,7 @@ impl ConsensusConfig {
             install_snapshot_timeout_ms: 10_000,
             snapshot_after_entries: 100_000,
             snapshot_log_percent: 25,
+            block_cache_bytes: yinyi_storage::DEFAULT_BLOCK_CACHE_BYTES,
             log_entries_kept_after_snapshot: 1_000,
             snapshot_chunk_bytes: 4 * 1024 * 1024,
             max_payload_entries: 64,
@@ -263,7 +266,10 @@ impl Consensus {
     /// Opens the node's database in `data_dir` and starts Raft. The node serves no one until
     /// its [`Consensus::grpc_service`] is mounted on a server.
     pub async fn start(config: ConsensusConfig, data_dir: &Path) -> Result<Consensus, StartError> {
-        let store = Arc::new(Store::open(&data_dir.join("db")).map_err(StartError::Store)?);
+        let store = Arc::new(
+            Store::open_with_cache(&data_dir.join("db"), config.block_cache_bytes)
+                .map_err(StartError::Store)?,
+        );
         let raft_config = Arc::new(config.raft_config().map_err(StartError::Config)?);
         let log_store = LogStore::new(store.clone());
         let committed = log_store.committed_handle();

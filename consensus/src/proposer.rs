@@ -25,7 +25,12 @@ impl Default for BatchLimits {
         BatchLimits {
             max_batch_commands: 1024,
             max_batch_bytes: 1024 * 1024,
-            max_inflight_entries: 8,
+            // One entry in flight: the commands that arrive meanwhile wait for it and go
+            // together into the next, so entries grow with the load. Measured on the anchor mix
+            // (32 clients, 2 cores): 8 in flight packed 2.3 commands an entry, 2,446 requests/s
+            // at 669 µs of CPU each; 2 in flight 2,975/s; 1 in flight 11 commands an entry,
+            // 3,251/s at 536 µs, p99 28 → 21 ms (issue 21).
+            max_inflight_entries: 1,
             max_queued_commands: 65_536,
         }
     }

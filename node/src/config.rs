@@ -33,6 +33,8 @@ pub struct NodeConfig {
     /// …and once the log written since the last snapshot is this percent of its size (0:
     /// entries alone decide).
     pub snapshot_log_percent: u64,
+    /// MiB of memory for the state's table blocks.
+    pub block_cache_mib: u64,
     /// Log entries kept behind a snapshot before purging.
     pub log_entries_kept_after_snapshot: u64,
     /// Bytes of a snapshot sent in one message (a snapshot of any size travels in chunks).
@@ -112,6 +114,7 @@ impl Default for NodeConfig {
             install_snapshot_timeout_ms: consensus.install_snapshot_timeout_ms,
             snapshot_after_entries: consensus.snapshot_after_entries,
             snapshot_log_percent: consensus.snapshot_log_percent,
+            block_cache_mib: consensus.block_cache_bytes / (1024 * 1024),
             log_entries_kept_after_snapshot: consensus.log_entries_kept_after_snapshot,
             snapshot_chunk_bytes: consensus.snapshot_chunk_bytes,
             max_batch_commands: consensus.batch.max_batch_commands,
@@ -183,6 +186,15 @@ impl NodeConfig {
         if self.max_live_actors == 0 {
             return Err("max_live_actors must be 1 or more".into());
         }
+        if !(8..=65_536).contains(&self.block_cache_mib) {
+            return Err(format!(
+                "block_cache_mib {} must be 8 to 65536",
+                self.block_cache_mib
+            ));
+        }
+        if self.max_inflight_entries == 0 {
+            return Err("max_inflight_entries must be 1 or more".into());
+        }
         if self.max_batch_commands == 0 || self.max_batch_commands > 4096 {
             return Err("max_batch_commands must be 1 to 4096".into());
         }
@@ -241,6 +253,7 @@ impl NodeConfig {
         c.install_snapshot_timeout_ms = self.install_snapshot_timeout_ms;
         c.snapshot_after_entries = self.snapshot_after_entries;
         c.snapshot_log_percent = self.snapshot_log_percent;
+        c.block_cache_bytes = self.block_cache_mib * 1024 * 1024;
         c.log_entries_kept_after_snapshot = self.log_entries_kept_after_snapshot;
         c.snapshot_chunk_bytes = self.snapshot_chunk_bytes;
         c.routes = self.peer_routes.clone();

@@ -330,6 +330,9 @@ struct StartArgs {
     /// entries alone decide; default 25).
     #[arg(long, env = "YINYI_SNAPSHOT_LOG_PERCENT")]
     snapshot_log_percent: Option<u64>,
+    /// MiB of memory for the state's table blocks (RocksDB's block cache; default 256).
+    #[arg(long, env = "YINYI_BLOCK_CACHE_MIB")]
+    block_cache_mib: Option<u64>,
     /// Log entries kept behind a snapshot before purging.
     #[arg(long, env = "YINYI_LOG_ENTRIES_KEPT_AFTER_SNAPSHOT")]
     log_entries_kept_after_snapshot: Option<u64>,
@@ -435,6 +438,7 @@ impl StartArgs {
             install_snapshot_timeout_ms,
             snapshot_after_entries,
             snapshot_log_percent,
+            block_cache_mib,
             log_entries_kept_after_snapshot,
             snapshot_chunk_bytes,
             max_batch_commands,
