@@ -14,6 +14,7 @@ pub mod error;
 pub mod log_store;
 pub mod network;
 pub mod proposer;
+mod reads;
 pub mod server;
 pub mod snapshot_policy;
 pub mod state_machine;
@@ -208,6 +209,8 @@ pub struct Consensus {
     rules: Rules,
     /// Holds this node's elections while it receives or installs a snapshot.
     election_pause: Arc<election_pause::ElectionPause>,
+    /// The quorum rounds linearizable reads share.
+    reads: reads::SharedReads,
 }
 
 /// Records when this node became leader of its current term: a leader votes for another
@@ -329,6 +332,7 @@ impl Consensus {
             clock,
             rules: config.rules,
             election_pause,
+            reads: reads::SharedReads::default(),
         })
     }
 
@@ -464,28 +468,36 @@ impl Consensus {
             .map(|n| n.addr.clone())
     }
 
-    /// Waits until this node may serve a linearizable read (read index, then applied past it).
+    /// Waits until this node may serve a linearizable read (read index, then applied past it):
+    /// one quorum round, shared with the reads that arrive while it waits for it to start.
     pub async fn linearizable_read(&self) -> Result<(), ProposeError> {
-        self.raft
-            .ensure_linearizable()
-            .await
-            .map(|_| ())
-            .map_err(|e| match e.forward_to_leader::<BasicNode>() {
-                Some(f) => ProposeError::NotLeader {
-                    leader: f.leader_id.map(|id| {
-                        (
-                            id,
-                            f.leader_node
-                                .as_ref()
-                                .map(|n| n.addr.clone())
-                                .unwrap_or_default(),
-                        )
-                    }),
-                },
-                None => ProposeError::Unavailable(e.to_string()),
-            })
+        let raft = self.raft.clone();
+        self.reads.read(move || read_round(raft.clone())).await
     }
+}
 
+/// One quorum round of openraft's: this node is still the leader, and its state machine has
+/// applied everything committed when the round began.
+async fn read_round(raft: Raft) -> Result<(), ProposeError> {
+    raft.ensure_linearizable().await.map(|_| ()).map_err(|e| {
+        match e.forward_to_leader::<BasicNode>() {
+            Some(f) => ProposeError::NotLeader {
+                leader: f.leader_id.map(|id| {
+                    (
+                        id,
+                        f.leader_node
+                            .as_ref()
+                            .map(|n| n.addr.clone())
+                            .unwrap_or_default(),
+                    )
+                }),
+            },
+            None => ProposeError::Unavailable(e.to_string()),
+        }
+    })
+}
+
+impl Consensus {
     pub async fn change_membership(&self, change: MembershipChange) -> Result<(), ProposeError> {
         let map_err = |e: openraft::error::RaftError<
             NodeId,
