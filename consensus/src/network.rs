@@ -61,10 +61,11 @@ pub struct NetworkFactory {
     /// Addresses dialled instead of the members' own, by node.
     routes: std::sync::Arc<std::collections::BTreeMap<NodeId, String>>,
     tls: Option<ClientTlsConfig>,
-    clients: std::sync::Arc<
-        std::sync::Mutex<std::collections::HashMap<(NodeId, String), InternalClient<Channel>>>,
-    >,
+    clients: std::sync::Arc<std::sync::Mutex<Clients>>,
 }
+
+/// The shared client of each node, by id and the address it was dialled at.
+type Clients = std::collections::HashMap<(NodeId, String), InternalClient<Channel>>;
 
 impl NetworkFactory {
     pub fn new(
