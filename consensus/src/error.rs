@@ -24,19 +24,26 @@ pub enum ProposeError {
 }
 
 impl ProposeError {
+    /// Not the leader: the one openraft knows of, with its address.
+    pub(crate) fn forward(
+        f: &openraft::error::ForwardToLeader<NodeId, openraft::BasicNode>,
+    ) -> Self {
+        ProposeError::NotLeader {
+            leader: f.leader_id.map(|id| {
+                (
+                    id,
+                    f.leader_node
+                        .as_ref()
+                        .map(|n| n.addr.clone())
+                        .unwrap_or_default(),
+                )
+            }),
+        }
+    }
+
     pub fn from_raft(e: &RaftError<NodeId, ClientWriteError<NodeId, openraft::BasicNode>>) -> Self {
         match e {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ProposeError::NotLeader {
-                leader: f.leader_id.map(|id| {
-                    (
-                        id,
-                        f.leader_node
-                            .as_ref()
-                            .map(|n| n.addr.clone())
-                            .unwrap_or_default(),
-                    )
-                }),
-            },
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ProposeError::forward(f),
             RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
                 ProposeError::Invalid(c.to_string())
             }

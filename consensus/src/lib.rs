@@ -481,17 +481,7 @@ impl Consensus {
 async fn read_round(raft: Raft) -> Result<(), ProposeError> {
     raft.ensure_linearizable().await.map(|_| ()).map_err(|e| {
         match e.forward_to_leader::<BasicNode>() {
-            Some(f) => ProposeError::NotLeader {
-                leader: f.leader_id.map(|id| {
-                    (
-                        id,
-                        f.leader_node
-                            .as_ref()
-                            .map(|n| n.addr.clone())
-                            .unwrap_or_default(),
-                    )
-                }),
-            },
+            Some(f) => ProposeError::forward(f),
             None => ProposeError::Unavailable(e.to_string()),
         }
     })
