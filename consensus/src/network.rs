@@ -102,6 +102,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
         Network {
             target,
             client: self.client(target, &addr),
+            snapshot_client: None,
+            tls: self.tls.clone(),
             addr,
         }
     }
@@ -110,7 +112,12 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct Network {
     target: NodeId,
     addr: String,
+    /// The node's shared connection (appends, votes, read rounds).
     client: Option<InternalClient<Channel>>,
+    /// Snapshot chunks (megabytes each) go on a connection of their own, dialled on the first
+    /// one, so appends and read rounds to the node never wait behind them.
+    snapshot_client: Option<InternalClient<Channel>>,
+    tls: Option<ClientTlsConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,7 +138,14 @@ impl Network {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let Some(client) = self.client.as_mut() else {
+        if matches!(method, Method::Snapshot) && self.snapshot_client.is_none() {
+            self.snapshot_client = connect_lazy(&self.addr, self.tls.as_ref()).ok();
+        }
+        let client = match method {
+            Method::Snapshot => self.snapshot_client.as_mut(),
+            _ => self.client.as_mut(),
+        };
+        let Some(client) = client else {
             let e = TransportError(format!("bad address {:?}", self.addr));
             return Err(RPCError::Unreachable(Unreachable::new(&e)));
         };

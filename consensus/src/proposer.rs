@@ -60,6 +60,18 @@ pub(crate) struct Proposal {
     pub reply: oneshot::Sender<Result<Outcome, ProposeError>>,
 }
 
+/// Returns once this node no longer leads in `term` (another term, or another role).
+async fn leadership_ends(raft: &Raft, term: u64) {
+    let mut metrics = raft.metrics();
+    let _ = metrics
+        .wait_for(|m| {
+            m.current_term != term
+                || m.state != openraft::ServerState::Leader
+                || m.current_leader != Some(m.id)
+        })
+        .await;
+}
+
 /// The proposer's queue; dropping every sender stops it.
 pub(crate) fn spawn(raft: Raft, limits: BatchLimits) -> mpsc::Sender<Proposal> {
     assert!(
@@ -117,7 +129,26 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>, limits: BatchLimits) 
                 replies.push(p.reply);
                 _pending.push(p.pending);
             }
-            match raft.client_write(Batch { commands }).await {
+            // The leadership this entry is proposed under: if it ends before the answer, the
+            // answer may never come (openraft 0.9 answers a write when its entry is applied or
+            // truncated, and a former leader that installs a snapshot past it does neither), and
+            // with one entry in flight every later proposal would wait behind it.
+            let term = raft.metrics().borrow().current_term;
+            let written = tokio::select! {
+                written = raft.client_write(Batch { commands }) => written,
+                () = leadership_ends(&raft, term) => {
+                    let error = ProposeError::Unavailable(
+                        "leadership changed while the command was being replicated: its \
+                         outcome is unknown, retry with the same request id"
+                            .into(),
+                    );
+                    for reply in replies {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                    return;
+                }
+            };
+            match written {
                 Ok(response) => {
                     let outcomes = response.data.outcomes;
                     assert_eq!(outcomes.len(), count, "one outcome per command");

@@ -58,11 +58,19 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<(), ProposeError>>,
 {
+    // Should this task die half way (a panic, the runtime stopping), the next read starts a
+    // new one instead of queueing forever; the reads queued now are answered (dropped).
+    let mut stopped = Stopped {
+        queue: queue.clone(),
+        armed: true,
+    };
     loop {
         let readers = {
             let mut queue = queue.lock().unwrap_or_else(|e| e.into_inner());
             if queue.waiting.is_empty() {
                 queue.running = false;
+                // A read may queue (and start the next task) as soon as the lock is released.
+                stopped.armed = false;
                 return;
             }
             std::mem::take(&mut queue.waiting)
@@ -71,6 +79,24 @@ where
         let result = round().await;
         for reader in readers {
             let _ = reader.send(result.clone());
+        }
+    }
+}
+
+/// Marks the queue as having no round running, and drops the reads waiting, when the task
+/// that runs rounds ends for any reason.
+struct Stopped {
+    queue: Arc<Mutex<Queue>>,
+    /// Off once the task ended normally, having marked the queue itself.
+    armed: bool,
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if self.armed {
+            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.running = false;
+            queue.waiting.clear();
         }
     }
 }

@@ -253,7 +253,13 @@ async fn a_leaders_reads_reuse_its_connections_to_the_followers() {
     for _ in 0..READS {
         assert_eq!(query().await.unwrap().balance, "101.00");
     }
+    // The leader's own reads, not reads forwarded to another after an election.
+    assert_eq!(chaos.leader().await.unwrap(), leader, "leadership moved");
     for (f, before) in followers.iter().zip(before) {
+        assert!(
+            before >= 1,
+            "the leader never dialled node {f} through its proxy"
+        );
         let opened = chaos.connections(leader, *f) - before;
         assert!(
             opened <= 2,
