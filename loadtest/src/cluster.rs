@@ -30,8 +30,7 @@ pub struct LocalCluster {
 }
 
 fn free_addr() -> Result<String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.to_string())
+    Ok(format!("127.0.0.1:{}", yinyi_measure::free_port()?))
 }
 
 fn signal(child: &Child, name: &str) -> Result<()> {

@@ -232,9 +232,60 @@ impl CpuMeter {
     }
 }
 
+/// Ports [`free_port`] hands out: below Linux's default ephemeral range (32768–60999), where the
+/// kernel picks the source port of every outgoing connection. A port found free there can be
+/// taken by some connection's source port between the check and the server's bind; a port in
+/// this range cannot.
+const FREE_PORTS: std::ops::Range<u32> = 20_000..32_768;
+
+/// A free port on 127.0.0.1 for a server started right after (a test's or the load tester's
+/// nodes, bank simulator and exporters): checked by binding it, outside the ephemeral range, and
+/// never handed out twice by one process, so servers started together never collide.
+pub fn free_port() -> std::io::Result<u16> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = FREE_PORTS.end - FREE_PORTS.start;
+    // Each process starts at its own place, so two test binaries run at once rarely meet.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let port = FREE_PORTS.start + NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = u16::try_from(port).expect("the range is below 65536");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        format!("no free port on 127.0.0.1 in {FREE_PORTS:?}"),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_stay_out_of_the_ephemeral_range_and_never_repeat() {
+        // Many outgoing connections hold source ports in the ephemeral range meanwhile.
+        let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let held: Vec<_> = (0..50)
+            .map(|_| std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap())
+            .collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let port = free_port().unwrap();
+            assert!((20_000..32_768).contains(&port), "port {port} is ephemeral");
+            assert!(seen.insert(port), "port {port} handed out twice");
+            for stream in &held {
+                assert_ne!(stream.local_addr().unwrap().port(), port);
+            }
+        }
+    }
 
     #[test]
     fn the_cpu_a_busy_loop_burns_is_counted_and_split_per_transaction() {
@@ -278,3 +329,4 @@ mod tests {
         assert_eq!(memory_mib(u32::MAX, "VmRSS"), None);
     }
 }
+

@@ -49,10 +49,9 @@ pub struct LocalCluster {
     pub nodes: BTreeMap<u64, LocalNode>,
 }
 
-/// A free port on loopback (bound and released; the node binds it right after).
+/// A free port on loopback for a server started right after ([`yinyi_measure::free_port`]).
 pub fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
+    Ok(yinyi_measure::free_port()?)
 }
 
 fn signal(pid: u32, name: &str) -> Result<()> {
