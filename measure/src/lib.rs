@@ -329,4 +329,3 @@ mod tests {
         assert_eq!(memory_mib(u32::MAX, "VmRSS"), None);
     }
 }
-
