@@ -316,6 +316,7 @@ rpcs! {
     PaymentServiceClient::top_up_third_party(v1::TopUpThirdPartyRequest) -> v1::BankOpReply;
     PaymentServiceClient::pay_bill(v1::PayBillRequest) -> v1::Receipt;
     PaymentServiceClient::refund(v1::RefundRequest) -> v1::Receipt;
+    PaymentServiceClient::batch_refund(v1::BatchRefundRequest) -> v1::BatchRefundReply;
     PaymentServiceClient::withdraw(v1::WithdrawRequest) -> v1::Receipt;
     PaymentServiceClient::report_loss(v1::CardRequest) -> v1::CardReply;
     PaymentServiceClient::cancel_loss(v1::CardRequest) -> v1::CardReply;
@@ -326,6 +327,7 @@ rpcs! {
     HisServiceClient::post_bill(v1::PostBillRequest) -> v1::Bill;
     HisServiceClient::cancel_bill(v1::CancelBillRequest) -> v1::CancelBillReply;
     HisServiceClient::get_bill(v1::GetBillRequest) -> v1::Bill;
+    HisServiceClient::mark_invoiced(v1::MarkInvoicedRequest) -> v1::Bill;
     TerminalServiceClient::register_terminal(v1::RegisterTerminalRequest) -> v1::TerminalReply;
     TerminalServiceClient::heartbeat(v1::HeartbeatRequest) -> v1::TerminalReply;
     TerminalServiceClient::open_shift(v1::ShiftRequest) -> v1::OpenShiftReply;
@@ -351,4 +353,5 @@ rpcs! {
     AdminServiceClient::backup(v1::BackupRequest) -> v1::BackupReply;
     AdminServiceClient::trigger_snapshot(v1::NodeActionRequest) -> v1::NodeActionReply;
     AdminServiceClient::transfer_leader(v1::NodeActionRequest) -> v1::NodeActionReply;
+    AdminServiceClient::adjust(v1::AdjustRequest) -> v1::Receipt;
 }

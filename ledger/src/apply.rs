@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{Command, CommandBody};
+use crate::command::{AdjustDirection, Command, CommandBody, DifferenceRef, RefundTo};
 use crate::credential::Credential;
 use crate::ids::{
     AccountId, BankRef, BillId, CardNo, OperatorId, PersonKey, RequestId, TerminalId, TerminalKind,
@@ -16,9 +16,9 @@ use crate::ids::{
 };
 use crate::model::{
     Account, AccountStatus, BankOp, BankOpKind, BankOpState, BankPurpose, Bill, BillKind,
-    BillStatus, Card, CardKind, CardStatus, Channel, CollectionReport, EntryKind, External, Holder,
-    JournalEntry, Payment, Report, Shift, ShiftReport, Terminal, TerminalDay, TerminalDayReport,
-    TerminalStatus, add_to_lines,
+    BillStatus, Card, CardKind, CardStatus, Channel, CollectionReport, DifferenceKind, EntryKind,
+    External, Holder, JournalEntry, Payment, Report, Shift, ShiftReport, Terminal, TerminalDay,
+    TerminalDayReport, TerminalStatus, add_to_lines,
 };
 use crate::money::Money;
 use crate::outcome::{Effect, Outcome, ReasonCode, Rejection};
@@ -202,6 +202,14 @@ impl<'v, V: StateView> Staged<'v, V> {
             .get(id)
             .cloned()
             .or_else(|| self.base.terminal(id))
+    }
+    fn report(&self, key: &str) -> Option<Report> {
+        self.reports
+            .iter()
+            .rev()
+            .find(|r| r.key() == key)
+            .cloned()
+            .or_else(|| self.base.report(key))
     }
 
     fn put_account(&mut self, mut account: Account) {
@@ -452,28 +460,97 @@ impl<'v, V: StateView> Staged<'v, V> {
         }
     }
 
-    /// Refunds: only a paid bill that HIS has cancelled, once.
-    fn refundable(&self, bill: &Bill) -> Rule<Payment> {
-        match (bill.status, &bill.payment) {
-            (BillStatus::Cancelled, Some(payment)) => {
-                self.no_op_in_flight(bill)?;
-                Ok(payment.clone())
-            }
-            (BillStatus::Refunded, _) => reject(
+    /// HIS cancels only a bill it has not cancelled yet, and not one refunded in full.
+    fn still_open(&self, bill: &Bill) -> Rule<()> {
+        match bill.status {
+            BillStatus::Unpaid | BillStatus::Paid => Ok(()),
+            BillStatus::Cancelled => reject(
+                ReasonCode::BillCancelled,
+                format!("bill {} is already cancelled", bill.id),
+            ),
+            BillStatus::Refunded => reject(
                 ReasonCode::AlreadyRefunded,
                 format!("bill {} is already refunded", bill.id),
             ),
-            (BillStatus::Paid, _) => reject(
-                ReasonCode::RefundNotAllowed,
+        }
+    }
+
+    /// Refunds: a paid bill, up to what HIS has cancelled of it and not refunded yet; an
+    /// invoiced bill only at a window. Returns how it was paid and what is still refundable.
+    fn refundable(&self, bill: &Bill) -> Rule<(Payment, Money)> {
+        let payment = match (bill.status, &bill.payment) {
+            (BillStatus::Refunded, _) => {
+                return reject(
+                    ReasonCode::AlreadyRefunded,
+                    format!("bill {} is already refunded", bill.id),
+                );
+            }
+            (_, Some(payment)) => payment.clone(),
+            (_, None) => {
+                return reject(
+                    ReasonCode::BillNotPaid,
+                    format!("bill {} was never paid", bill.id),
+                );
+            }
+        };
+        self.no_op_in_flight(bill)?;
+        let left = bill.refundable();
+        if left.is_zero() {
+            if bill.refunded.is_zero() {
+                return reject(
+                    ReasonCode::RefundNotAllowed,
+                    format!(
+                        "bill {} is paid and not cancelled by HIS; HIS must cancel it (or part of it) first",
+                        bill.id
+                    ),
+                );
+            }
+            return reject(
+                ReasonCode::AlreadyRefunded,
                 format!(
-                    "bill {} is paid and not cancelled by HIS; HIS must cancel it first",
+                    "all HIS cancelled of bill {} ({}) is already refunded",
+                    bill.id, bill.cancelled
+                ),
+            );
+        }
+        if bill.invoiced && self.cmd.terminal.kind() != TerminalKind::Window {
+            return reject(
+                ReasonCode::TerminalNotAllowed,
+                format!(
+                    "bill {} is invoiced (发票已打印): it is refunded only at a window, where the invoice is taken back",
                     bill.id
                 ),
-            ),
-            (BillStatus::Unpaid, _) | (BillStatus::Cancelled, None) => reject(
-                ReasonCode::BillNotPaid,
-                format!("bill {} was never paid", bill.id),
-            ),
+            );
+        }
+        Ok((payment, left))
+    }
+
+    /// How much a refund takes: all that is refundable when no amount is given.
+    fn refund_amount(&self, bill: &Bill, left: Money, asked: Option<Money>) -> Rule<Money> {
+        let Some(asked) = asked else {
+            return Ok(left);
+        };
+        let amount = self.amount(asked)?;
+        if amount > left {
+            return reject(
+                ReasonCode::InvalidAmount,
+                format!(
+                    "a refund of {amount} is more than the {left} refundable of bill {} (paid {}, cancelled {}, refunded {})",
+                    bill.id, bill.amount, bill.cancelled, bill.refunded
+                ),
+            );
+        }
+        Ok(amount)
+    }
+
+    /// Records `amount` more refunded on the bill; refunded in full, it is Refunded.
+    fn mark_refunded(bill: &mut Bill, amount: Money) {
+        bill.refunded = bill
+            .refunded
+            .checked_add(amount)
+            .expect("bill amounts within range");
+        if bill.refunded == bill.amount {
+            bill.status = BillStatus::Refunded;
         }
     }
 
@@ -670,28 +747,71 @@ impl<'v, V: StateView> Staged<'v, V> {
                 self.terminal_allowed()?;
                 let mut b = self.bill_exists(bill)?;
                 self.no_op_in_flight(&b)?;
-                let refundable = match b.status {
-                    BillStatus::Unpaid => false,
-                    BillStatus::Paid => true,
-                    BillStatus::Cancelled => {
-                        return reject(
-                            ReasonCode::BillCancelled,
-                            format!("bill {bill} is already cancelled"),
-                        );
-                    }
-                    BillStatus::Refunded => {
-                        return reject(
-                            ReasonCode::AlreadyRefunded,
-                            format!("bill {bill} is already refunded"),
-                        );
-                    }
-                };
+                self.still_open(&b)?;
+                let refundable = b.status == BillStatus::Paid;
                 b.status = BillStatus::Cancelled;
+                b.cancelled = b.amount;
                 self.bills.insert(b.id.clone(), b);
                 Ok(Effect::BillCancelled {
                     bill: bill.clone(),
                     refundable,
                 })
+            }
+            CommandBody::CancelBillPart { bill, amount } => {
+                self.terminal_allowed()?;
+                let amount = self.amount(*amount)?;
+                let mut b = self.bill_exists(bill)?;
+                self.still_open(&b)?;
+                if b.status == BillStatus::Unpaid {
+                    return reject(
+                        ReasonCode::BillNotPaid,
+                        format!("bill {bill} is not paid: cancel it whole, or post it again"),
+                    );
+                }
+                let cancelled = b
+                    .cancelled
+                    .checked_add(amount)
+                    .expect("bill amounts within range");
+                if cancelled > b.amount {
+                    return reject(
+                        ReasonCode::InvalidAmount,
+                        format!(
+                            "cancelling {amount} more of bill {bill} makes {cancelled}, more than its {}",
+                            b.amount
+                        ),
+                    );
+                }
+                b.cancelled = cancelled;
+                if cancelled == b.amount {
+                    b.status = BillStatus::Cancelled;
+                }
+                self.bills.insert(b.id.clone(), b);
+                Ok(Effect::BillCancelled {
+                    bill: bill.clone(),
+                    refundable: true,
+                })
+            }
+            CommandBody::MarkInvoiced { bill } => {
+                self.terminal_allowed()?;
+                let mut b = self.bill_exists(bill)?;
+                match (b.status, &b.payment) {
+                    (BillStatus::Refunded, _) => {
+                        return reject(
+                            ReasonCode::AlreadyRefunded,
+                            format!("bill {bill} is refunded; there is nothing to invoice"),
+                        );
+                    }
+                    (_, None) => {
+                        return reject(
+                            ReasonCode::BillNotPaid,
+                            format!("bill {bill} is not paid; it cannot be invoiced"),
+                        );
+                    }
+                    _ => {}
+                }
+                b.invoiced = true;
+                self.bills.insert(b.id.clone(), b);
+                Ok(Effect::BillInvoiced { bill: bill.clone() })
             }
             CommandBody::PayBill { bill, card } => {
                 let terminal = self.terminal_allowed()?;
@@ -727,10 +847,31 @@ impl<'v, V: StateView> Staged<'v, V> {
                     balance,
                 })
             }
-            CommandBody::Refund { bill } => self.refund_to_account(bill, None),
+            CommandBody::Adjust {
+                account,
+                direction,
+                amount,
+                reason,
+                reference,
+                difference,
+            } => self.adjust(
+                *account,
+                *direction,
+                *amount,
+                reason,
+                reference,
+                difference.as_ref(),
+            ),
+            CommandBody::Refund { bill } => self.refund(bill, None, RefundTo::Account, None),
             CommandBody::RefundToAccount { bill, declined } => {
-                self.refund_to_account(bill, Some(declined))
+                self.refund(bill, None, RefundTo::Account, Some(declined))
             }
+            CommandBody::RefundBill {
+                bill,
+                amount,
+                to,
+                declined,
+            } => self.refund(bill, *amount, *to, declined.as_ref()),
             CommandBody::WithdrawCash { card, amount } => {
                 let terminal = self.terminal_allowed()?;
                 self.require_shift_at_window(&terminal)?;
@@ -1125,6 +1266,8 @@ impl<'v, V: StateView> Staged<'v, V> {
             }
             CommandBody::RecordReconciliation { report } => {
                 self.terminal_allowed()?;
+                let mut report = report.clone();
+                self.keep_adjustments(&mut report);
                 self.reports.push(Report::Reconciliation(report.clone()));
                 Ok(Effect::ReconciliationRecorded {
                     date: report.date.clone(),
@@ -1216,14 +1359,20 @@ impl<'v, V: StateView> Staged<'v, V> {
         })
     }
 
-    /// 退费 into the account: a bill paid from the account, or one paid by card or channel
-    /// whose online refund `declined` was declined (or reversed). Money paid by card or channel
-    /// goes back only there otherwise: refunded into the account, it could leave as cash.
-    fn refund_to_account(&mut self, bill: &BillId, declined: Option<&BankRef>) -> Rule<Effect> {
+    /// 退费 into the account or in cash at a window: a bill paid from the account, or one paid
+    /// by card or channel whose online refund `declined` was declined (or reversed). Money paid
+    /// by card or channel goes back only there otherwise: refunded here, it could leave as cash.
+    fn refund(
+        &mut self,
+        bill: &BillId,
+        amount: Option<Money>,
+        to: RefundTo,
+        declined: Option<&BankRef>,
+    ) -> Rule<Effect> {
         let terminal = self.terminal_allowed()?;
         self.require_shift_at_window(&terminal)?;
         let mut b = self.bill_exists(bill)?;
-        let payment = self.refundable(&b)?;
+        let (payment, left) = self.refundable(&b)?;
         match (payment.channel, declined) {
             (Channel::Account, None) => {}
             (Channel::Account, Some(_)) => {
@@ -1238,7 +1387,7 @@ impl<'v, V: StateView> Staged<'v, V> {
                 return reject(
                     ReasonCode::RefundChannelNotAllowed,
                     format!(
-                        "bill {bill} was paid by {channel:?}; it is refunded to the card or channel that paid (into the account only after that refund is declined)"
+                        "bill {bill} was paid by {channel:?}; it is refunded to the card or channel that paid (into the account or in cash only after that refund is declined)"
                     ),
                 );
             }
@@ -1257,18 +1406,22 @@ impl<'v, V: StateView> Staged<'v, V> {
                 }
             }
         }
+        let amount = self.refund_amount(&b, left, amount)?;
         let account = self.active(self.account_exists(b.account)?)?;
+        let (kind, channel) = match to {
+            RefundTo::Account => (EntryKind::Refund, Channel::Account),
+            RefundTo::Cash => (EntryKind::CashRefund, Channel::Cash),
+        };
         let balance = self.post(Movement {
             account: account.id,
-            kind: EntryKind::Refund,
-            channel: Channel::Account,
-            amount: b.amount,
+            kind,
+            channel,
+            amount,
             bill: Some(bill.clone()),
             bank_ref: None,
             terminal: self.cmd.terminal.clone(),
         });
-        b.status = BillStatus::Refunded;
-        let amount = b.amount;
+        Self::mark_refunded(&mut b, amount);
         self.bills.insert(b.id.clone(), b);
         Ok(Effect::BalanceChanged {
             account: account.id,
@@ -1276,6 +1429,156 @@ impl<'v, V: StateView> Staged<'v, V> {
             amount,
             balance,
         })
+    }
+
+    /// 调账: an entry a person makes, with a reason and a reference. Naming a reconciliation
+    /// difference, only an open one (not one reconciliation resolved, nor one a reversal is
+    /// settling), by its amount and on the account of its operation; the day's report then
+    /// shows it resolved by this entry. The account may be frozen (a correction is not a
+    /// payment) but does not go below its overdraft.
+    fn adjust(
+        &mut self,
+        id: AccountId,
+        direction: AdjustDirection,
+        amount: Money,
+        reason: &str,
+        reference: &str,
+        difference: Option<&DifferenceRef>,
+    ) -> Rule<Effect> {
+        self.terminal_allowed()?;
+        let operator = self.operator()?;
+        let amount = self.amount(amount)?;
+        for (field, text, max) in [("reason", reason, 200), ("reference", reference, 64)] {
+            if text.trim().is_empty()
+                || text.chars().count() > max
+                || text.chars().any(char::is_control)
+            {
+                return reject(
+                    ReasonCode::InvalidAdjustment,
+                    format!("an adjustment's {field} is 1 to {max} characters of plain text"),
+                );
+            }
+        }
+        let account = self.account_exists(id)?;
+        let resolved = match difference {
+            None => None,
+            Some(DifferenceRef { date, bank_ref }) => {
+                let key = format!("recon/{date}");
+                let Some(Report::Reconciliation(mut report)) = self.report(&key) else {
+                    return reject(
+                        ReasonCode::DifferenceNotFound,
+                        format!("no reconciliation report for {date}"),
+                    );
+                };
+                let Some(d) = report
+                    .differences
+                    .iter_mut()
+                    .find(|d| &d.bank_ref == bank_ref)
+                else {
+                    return reject(
+                        ReasonCode::DifferenceNotFound,
+                        format!("the report of {date} has no difference for {bank_ref}"),
+                    );
+                };
+                if !d.resolution.starts_with("open") {
+                    return reject(
+                        ReasonCode::DifferenceAlreadyResolved,
+                        format!(
+                            "the difference for {bank_ref} on {date} is {}",
+                            d.resolution
+                        ),
+                    );
+                }
+                let size = match d.kind {
+                    DifferenceKind::BankOnly => d.bank_amount,
+                    DifferenceKind::JournalOnly => d.journal_amount,
+                    DifferenceKind::AmountDiffers => d
+                        .bank_amount
+                        .zip(d.journal_amount)
+                        .map(|(bank, ours)| Money::from_cents((bank.cents() - ours.cents()).abs())),
+                }
+                .unwrap_or(Money::ZERO);
+                if amount != size {
+                    return reject(
+                        ReasonCode::AdjustmentMismatch,
+                        format!("the difference for {bank_ref} on {date} is {size}, not {amount}"),
+                    );
+                }
+                if let Some(op) = self.bank_op(bank_ref)
+                    && op.account != id
+                {
+                    return reject(
+                        ReasonCode::AdjustmentMismatch,
+                        format!(
+                            "{bank_ref} was an operation of account {}, not {id}",
+                            op.account
+                        ),
+                    );
+                }
+                d.resolution = format!(
+                    "resolved by adjustment {} ({operator}, {direction:?} {amount}): {reason} [{reference}]",
+                    self.ctx.txn
+                );
+                Some(report)
+            }
+        };
+        let kind = match direction {
+            AdjustDirection::Credit => EntryKind::AdjustmentCredit,
+            AdjustDirection::Debit => {
+                let floor = account.overdraft_limit.negated();
+                if account
+                    .balance
+                    .checked_sub(amount)
+                    .is_none_or(|after| after < floor)
+                {
+                    return reject(
+                        ReasonCode::InsufficientFunds,
+                        format!(
+                            "account {id} holds {}; taking {amount} would go below its overdraft {}",
+                            account.balance, account.overdraft_limit
+                        ),
+                    );
+                }
+                EntryKind::AdjustmentDebit
+            }
+        };
+        let balance = self.post(Movement {
+            account: id,
+            kind,
+            channel: Channel::Account,
+            amount,
+            bill: None,
+            bank_ref: None,
+            terminal: self.cmd.terminal.clone(),
+        });
+        if let Some(report) = resolved {
+            self.reports.push(Report::Reconciliation(report));
+        }
+        Ok(Effect::BalanceChanged {
+            account: id,
+            txn: self.ctx.txn,
+            amount,
+            balance,
+        })
+    }
+
+    /// A reconciliation run again for a day keeps what people resolved by adjustment: the
+    /// same difference (reference and kind) in the new report shows the same resolution, so it
+    /// cannot be adjusted twice.
+    fn keep_adjustments(&self, report: &mut crate::model::ReconciliationReport) {
+        let Some(Report::Reconciliation(before)) = self.report(&format!("recon/{}", report.date))
+        else {
+            return;
+        };
+        for d in &mut report.differences {
+            if let Some(old) = before.differences.iter().find(|old| {
+                old.bank_ref == d.bank_ref
+                    && old.kind == d.kind
+                    && old.resolution.starts_with("resolved by adjustment")
+            }) {
+                d.resolution = old.resolution.clone();
+            }
+        }
     }
 
     fn post_bill(
@@ -1306,6 +1609,9 @@ impl<'v, V: StateView> Staged<'v, V> {
                 payment: None,
                 pending_op: None,
                 posted_at: self.cmd.at,
+                cancelled: Money::ZERO,
+                refunded: Money::ZERO,
+                invoiced: false,
             },
         );
         Ok(Effect::BillPosted {
@@ -1342,7 +1648,7 @@ impl<'v, V: StateView> Staged<'v, V> {
             None => Ok(()),
             Some(a) => reject(
                 ReasonCode::InvalidAmount,
-                format!("a bill's amount comes from the bill; do not send one ({a})"),
+                format!("a bill's payment is the bill's amount; do not send one ({a})"),
             ),
         };
         let (kind, amount) = match purpose {
@@ -1363,12 +1669,11 @@ impl<'v, V: StateView> Staged<'v, V> {
                 (BankOpKind::Debit, amount)
             }
             BankPurpose::Refund { bill } => {
-                no_amount_for_bill(amount)?;
                 let mut b = self.bill_exists(bill)?;
                 self.bill_of(&b, account.id)?;
-                let payment = self.refundable(&b)?;
+                let (payment, left) = self.refundable(&b)?;
                 self.same_channel_as_payment(&payment, external, bill)?;
-                let amount = b.amount;
+                let amount = self.refund_amount(&b, left, amount)?;
                 b.pending_op = Some(bank_ref.clone());
                 self.bills.insert(b.id.clone(), b);
                 (BankOpKind::Credit, amount)
@@ -1507,7 +1812,7 @@ impl<'v, V: StateView> Staged<'v, V> {
                 }
                 BankPurpose::Refund { bill } => {
                     let mut b = self.bill_exists(bill)?;
-                    b.status = BillStatus::Refunded;
+                    Self::mark_refunded(&mut b, op.amount);
                     b.pending_op = None;
                     self.bills.insert(b.id.clone(), b);
                     balance = self.post(movement(EntryKind::ExternalRefund));

@@ -28,6 +28,9 @@ pub struct Flows {
     pub refunds: Money,
     pub card_withdrawals: Money,
     pub withdrawals_returned: Money,
+    /// 调账 into and out of accounts.
+    pub adjustments_in: Money,
+    pub adjustments_out: Money,
 }
 
 impl Flows {
@@ -39,7 +42,9 @@ impl Flows {
             .checked_sub(self.payments)?
             .checked_add(self.refunds)?
             .checked_sub(self.card_withdrawals)?
-            .checked_add(self.withdrawals_returned)
+            .checked_add(self.withdrawals_returned)?
+            .checked_add(self.adjustments_in)?
+            .checked_sub(self.adjustments_out)
     }
 }
 
@@ -78,7 +83,7 @@ pub struct Audit {
     bank_ops: u64,
     unresolved: u64,
     total: i64,
-    flows: [i64; 7],
+    flows: [i64; 9],
     /// Top-ups and card withdrawals/returns as the bank operations say they should be.
     by_ops: [i64; 3],
     by_ref: HashMap<BankRef, Vec<RefEntry>>,
@@ -93,6 +98,8 @@ const PAYMENTS: usize = 3;
 const REFUNDS: usize = 4;
 const CARD_WITHDRAWALS: usize = 5;
 const RETURNED: usize = 6;
+const ADJUSTED_IN: usize = 7;
+const ADJUSTED_OUT: usize = 8;
 
 fn external(channel: Channel) -> bool {
     matches!(channel, Channel::BankCard | Channel::ThirdParty)
@@ -207,6 +214,18 @@ impl Audit {
             EntryKind::WithdrawalReturned => {
                 (Some(RETURNED), external(e.channel) && e.bank_ref.is_some())
             }
+            EntryKind::AdjustmentCredit => (
+                Some(ADJUSTED_IN),
+                e.channel == Channel::Account && e.bank_ref.is_none() && e.bill.is_none(),
+            ),
+            EntryKind::AdjustmentDebit => (
+                Some(ADJUSTED_OUT),
+                e.channel == Channel::Account && e.bank_ref.is_none() && e.bill.is_none(),
+            ),
+            EntryKind::CashRefund => (
+                None,
+                e.channel == Channel::Cash && e.bank_ref.is_none() && e.bill.is_some(),
+            ),
             EntryKind::ExternalBillPayment | EntryKind::ExternalRefund => (
                 None,
                 external(e.channel) && e.bank_ref.is_some() && e.bill.is_some(),
@@ -289,7 +308,9 @@ impl Audit {
         let f = self.flows;
         let expected = f[CASH_IN] - f[CASH_OUT] + f[TOP_UPS] - f[PAYMENTS] + f[REFUNDS]
             - f[CARD_WITHDRAWALS]
-            + f[RETURNED];
+            + f[RETURNED]
+            + f[ADJUSTED_IN]
+            - f[ADJUSTED_OUT];
         if self.total != expected {
             self.problem(format!(
                 "invariant 2: Σ balances {} but the flows give {}",
@@ -322,6 +343,8 @@ impl Audit {
                 refunds: Money::from_cents(f[REFUNDS]),
                 card_withdrawals: Money::from_cents(f[CARD_WITHDRAWALS]),
                 withdrawals_returned: Money::from_cents(f[RETURNED]),
+                adjustments_in: Money::from_cents(f[ADJUSTED_IN]),
+                adjustments_out: Money::from_cents(f[ADJUSTED_OUT]),
             },
             problem_count: self.problem_count,
             problems: self.problems,

@@ -190,6 +190,64 @@ pub enum CommandBody {
         reader: String,
         method: String,
     },
+    /// HIS cancels `amount` more of a paid bill (a drug returned, one exam of several called
+    /// off): that much more may be refunded. Cancelling all of it makes the bill Cancelled.
+    CancelBillPart {
+        bill: BillId,
+        amount: Money,
+    },
+    /// HIS printed the bill's invoice (发票已打印): from now on it is refunded only at a window.
+    MarkInvoiced {
+        bill: BillId,
+    },
+    /// 退费 of `amount` (all that is refundable when `None`) of a bill HIS cancelled, in whole
+    /// or in part, to the prepaid account or in cash at a window with an open shift. A bill
+    /// paid by card or channel comes here only after its online refund `declined` was declined
+    /// (a closed card, say); otherwise it goes back online (`StartBankOp`, purpose `Refund`).
+    RefundBill {
+        bill: BillId,
+        amount: Option<Money>,
+        to: RefundTo,
+        declined: Option<BankRef>,
+    },
+    /// 调账: a person corrects an account's money (by an admin console, with an operator, a
+    /// reason and a reference): an entry in the journal and the audit trail, never an edit.
+    /// Naming a reconciliation `difference`, it must be the entry that difference calls for,
+    /// and the day's report then shows the difference resolved by it.
+    Adjust {
+        account: AccountId,
+        direction: AdjustDirection,
+        amount: Money,
+        reason: String,
+        reference: String,
+        difference: Option<DifferenceRef>,
+    },
+}
+
+/// Which way an adjustment moves the balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdjustDirection {
+    /// Money into the account (the bank took it and we never booked it, say).
+    Credit,
+    /// Money out of the account (we booked money the bank never moved).
+    Debit,
+}
+
+/// A reconciliation difference: the day's report and the bank reference in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DifferenceRef {
+    /// `YYYY-MM-DD`, the business day of the report.
+    pub date: String,
+    pub bank_ref: BankRef,
+}
+
+/// Where a refund that does not go back online takes the money.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefundTo {
+    /// Into the prepaid account.
+    Account,
+    /// Cash paid out at a window, from its open shift.
+    Cash,
 }
 
 impl CommandBody {
@@ -204,6 +262,8 @@ impl CommandBody {
             | CommandBody::ReplaceCard { .. }
             | CommandBody::Refund { .. }
             | CommandBody::RefundToAccount { .. }
+            | CommandBody::RefundBill { .. }
+            | CommandBody::Adjust { .. }
             | CommandBody::WithdrawCash { .. }
             | CommandBody::Freeze { .. }
             | CommandBody::Unfreeze { .. }
@@ -257,6 +317,10 @@ impl CommandBody {
             CommandBody::RefundToAccount { .. } => "RefundToAccount",
             CommandBody::PruneRequests { .. } => "PruneRequests",
             CommandBody::RecordAccess { .. } => "RecordAccess",
+            CommandBody::CancelBillPart { .. } => "CancelBillPart",
+            CommandBody::MarkInvoiced { .. } => "MarkInvoiced",
+            CommandBody::RefundBill { .. } => "RefundBill",
+            CommandBody::Adjust { .. } => "Adjust",
         }
     }
 }

@@ -20,7 +20,7 @@ pub mod view;
 pub use apply::{ApplyCtx, MAX_PRUNED_PER_COMMAND, Rules, apply, refusal};
 pub use audit::{Audit, AuditReport};
 pub use calendar::BusinessDay;
-pub use command::{Command, CommandBody};
+pub use command::{AdjustDirection, Command, CommandBody, DifferenceRef, RefundTo};
 pub use credential::{Credential, Role};
 pub use ids::{
     AccountId, BankRef, BillId, CardNo, CardToken, IdError, MAX_COMMANDS_PER_ENTRY, OperatorId,

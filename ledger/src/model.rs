@@ -218,6 +218,60 @@ pub struct Bill {
     /// A bank operation in flight for this bill (a payment or an online refund); blocks others.
     pub pending_op: Option<BankRef>,
     pub posted_at: Timestamp,
+    /// How much of a paid bill HIS has cancelled (a drug returned, an exam called off): what
+    /// may be refunded. The whole amount once HIS cancels the bill.
+    pub cancelled: Money,
+    /// How much has been refunded so far, whichever way; never above `cancelled`.
+    pub refunded: Money,
+    /// HIS printed the invoice (发票已打印): refunds happen only at a window, where the invoice
+    /// is taken back.
+    pub invoiced: bool,
+}
+
+impl Bill {
+    /// What may still be refunded: cancelled by HIS and not refunded yet.
+    pub fn refundable(&self) -> Money {
+        self.cancelled
+            .checked_sub(self.refunded)
+            .expect("bill amounts within range")
+    }
+
+    /// Decodes a bill stored before partial refunds and invoices (the first seven fields),
+    /// reading its refund state off its status: those bills were refunded whole or not at all.
+    pub fn from_first_layout(old: BillFirstLayout) -> Bill {
+        let (cancelled, refunded) = match old.status {
+            BillStatus::Unpaid | BillStatus::Paid => (Money::ZERO, Money::ZERO),
+            BillStatus::Cancelled => (old.amount, Money::ZERO),
+            BillStatus::Refunded => (old.amount, old.amount),
+        };
+        Bill {
+            id: old.id,
+            account: old.account,
+            kind: old.kind,
+            amount: old.amount,
+            status: old.status,
+            payment: old.payment,
+            pending_op: old.pending_op,
+            posted_at: old.posted_at,
+            cancelled,
+            refunded,
+            invoiced: false,
+        }
+    }
+}
+
+/// A bill as stored before partial refunds: read by storage when a record of that layout is
+/// found (a database, snapshot or backup of an earlier release), never written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BillFirstLayout {
+    pub id: BillId,
+    pub account: AccountId,
+    pub kind: BillKind,
+    pub amount: Money,
+    pub status: BillStatus,
+    pub payment: Option<Payment>,
+    pub pending_op: Option<BankRef>,
+    pub posted_at: Timestamp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -370,11 +424,17 @@ pub enum EntryKind {
     Withdrawal,
     /// A withdrawal to a card that the bank declined or that was reversed: money back
     WithdrawalReturned,
+    /// 退费 in cash at a window; the account is untouched (amount recorded, not applied)
+    CashRefund,
+    /// 调账 into the account, by a person with a reason and a reference
+    AdjustmentCredit,
+    /// 调账 out of the account, by a person with a reason and a reference
+    AdjustmentDebit,
 }
 
 impl EntryKind {
     /// Every kind, in the order the API guide lists them.
-    pub const ALL: [EntryKind; 8] = [
+    pub const ALL: [EntryKind; 11] = [
         EntryKind::CashDeposit,
         EntryKind::TopUp,
         EntryKind::BillPayment,
@@ -383,6 +443,9 @@ impl EntryKind {
         EntryKind::ExternalRefund,
         EntryKind::Withdrawal,
         EntryKind::WithdrawalReturned,
+        EntryKind::CashRefund,
+        EntryKind::AdjustmentCredit,
+        EntryKind::AdjustmentDebit,
     ];
 
     /// What an entry of this kind records (the API guide's words).
@@ -408,6 +471,15 @@ impl EntryKind {
             EntryKind::WithdrawalReturned => {
                 "a withdrawal to a card the bank declined or reversed: the money back"
             }
+            EntryKind::CashRefund => {
+                "a refund (退费) paid out in cash at a window; the balance is untouched"
+            }
+            EntryKind::AdjustmentCredit => {
+                "an adjustment (调账) into the account by finance, with a reason and a reference"
+            }
+            EntryKind::AdjustmentDebit => {
+                "an adjustment (调账) out of the account by finance, with a reason and a reference"
+            }
         }
     }
 
@@ -417,9 +489,10 @@ impl EntryKind {
             EntryKind::CashDeposit
             | EntryKind::TopUp
             | EntryKind::Refund
-            | EntryKind::WithdrawalReturned => 1,
-            EntryKind::BillPayment | EntryKind::Withdrawal => -1,
-            EntryKind::ExternalBillPayment | EntryKind::ExternalRefund => 0,
+            | EntryKind::WithdrawalReturned
+            | EntryKind::AdjustmentCredit => 1,
+            EntryKind::BillPayment | EntryKind::Withdrawal | EntryKind::AdjustmentDebit => -1,
+            EntryKind::ExternalBillPayment | EntryKind::ExternalRefund | EntryKind::CashRefund => 0,
         }
     }
 }

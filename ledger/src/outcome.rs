@@ -56,10 +56,19 @@ pub enum ReasonCode {
     /// A holder's name, masked ID or phone not in the shape personal data must have (an
     /// unmasked ID number, say). New codes go last: outcomes are stored by position.
     InvalidHolder,
+    /// An adjustment's reason or reference missing or not plain text.
+    InvalidAdjustment,
+    /// The reconciliation difference an adjustment names is not in that day's report.
+    DifferenceNotFound,
+    /// The difference is resolved already (by reconciliation, a reversal under way or an
+    /// earlier adjustment).
+    DifferenceAlreadyResolved,
+    /// The adjustment is not the one the difference calls for (amount or account).
+    AdjustmentMismatch,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 40] = [
+    pub const ALL: [ReasonCode; 44] = [
         ReasonCode::InvalidAmount,
         ReasonCode::InvalidDenomination,
         ReasonCode::BelowMinimumDeposit,
@@ -100,6 +109,10 @@ impl ReasonCode {
         ReasonCode::CredentialNotFound,
         ReasonCode::InvalidCredential,
         ReasonCode::InvalidHolder,
+        ReasonCode::InvalidAdjustment,
+        ReasonCode::DifferenceNotFound,
+        ReasonCode::DifferenceAlreadyResolved,
+        ReasonCode::AdjustmentMismatch,
     ];
 
     /// The code as clients see it, e.g. `INSUFFICIENT_FUNDS`.
@@ -145,6 +158,10 @@ impl ReasonCode {
             ReasonCode::CredentialNotFound => "CREDENTIAL_NOT_FOUND",
             ReasonCode::InvalidCredential => "INVALID_CREDENTIAL",
             ReasonCode::InvalidHolder => "INVALID_HOLDER",
+            ReasonCode::InvalidAdjustment => "INVALID_ADJUSTMENT",
+            ReasonCode::DifferenceNotFound => "DIFFERENCE_NOT_FOUND",
+            ReasonCode::DifferenceAlreadyResolved => "DIFFERENCE_ALREADY_RESOLVED",
+            ReasonCode::AdjustmentMismatch => "ADJUSTMENT_MISMATCH",
         }
     }
 
@@ -158,13 +175,15 @@ impl ReasonCode {
             | OperatorRequired
             | InvalidCredential
             | InvalidHolder
+            | InvalidAdjustment
             | OverdraftAboveMaximum => ReasonClass::InvalidInput,
             AccountNotFound
             | CardNotFound
             | BillNotFound
             | BankOpNotFound
             | TerminalNotRegistered
-            | CredentialNotFound => ReasonClass::NotFound,
+            | CredentialNotFound
+            | DifferenceNotFound => ReasonClass::NotFound,
             CardAlreadyExists
             | BillAlreadyExists
             | TerminalAlreadyRegistered
@@ -296,6 +315,10 @@ pub enum Effect {
     /// more were due.
     RequestsPruned {
         requests: u64,
+    },
+    /// HIS marked the bill invoiced (`MarkInvoiced`).
+    BillInvoiced {
+        bill: BillId,
     },
 }
 

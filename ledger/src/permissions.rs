@@ -4,7 +4,7 @@
 //! terminals of its role's kind ([`Role::terminal_kind`]), with its method table tested against
 //! this one, so a method a role may call is one the ledger lets that role's terminals do.
 
-use crate::command::CommandBody;
+use crate::command::{CommandBody, RefundTo};
 use crate::credential::Role;
 use crate::ids::TerminalKind;
 use crate::model::{BankPurpose, External};
@@ -34,9 +34,21 @@ pub fn allowed_terminals(body: &CommandBody) -> &'static [TerminalKind] {
         | CommandBody::ReverseBankOp { .. }
         | CommandBody::PruneRequests { .. }
         | CommandBody::RecordAccess { .. } => &[System],
-        CommandBody::PostBill { .. } | CommandBody::CancelBill { .. } => &[His],
+        CommandBody::PostBill { .. }
+        | CommandBody::CancelBill { .. }
+        | CommandBody::CancelBillPart { .. }
+        | CommandBody::MarkInvoiced { .. } => &[His],
         CommandBody::PayBill { .. } => &[Kiosk, Window, Mobile],
-        CommandBody::Refund { .. } | CommandBody::RefundToAccount { .. } => &[Window, Kiosk, His],
+        CommandBody::Refund { .. }
+        | CommandBody::RefundToAccount { .. }
+        | CommandBody::RefundBill {
+            to: RefundTo::Account,
+            ..
+        } => &[Window, Kiosk, His],
+        // Cash is paid out only by a person, from a window's open shift.
+        CommandBody::RefundBill {
+            to: RefundTo::Cash, ..
+        } => &[Window],
         CommandBody::WithdrawCash { .. } => &[Window],
         CommandBody::ReportLoss { .. }
         | CommandBody::CancelLoss { .. }
@@ -52,7 +64,8 @@ pub fn allowed_terminals(body: &CommandBody) -> &'static [TerminalKind] {
         }
         CommandBody::PutCredential { .. }
         | CommandBody::RevokeCredential { .. }
-        | CommandBody::RevokeBootstrapCredential { .. } => &[Admin],
+        | CommandBody::RevokeBootstrapCredential { .. }
+        | CommandBody::Adjust { .. } => &[Admin],
     }
 }
 

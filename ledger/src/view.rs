@@ -49,6 +49,8 @@ pub trait StateView {
     /// can take an id of the cluster's own `S-` terminal.
     fn request(&self, terminal: &TerminalId, id: &RequestId) -> Option<RequestRecord>;
     fn credential(&self, id: &str) -> Option<Credential>;
+    /// A stored report by its key ([`Report::key`]).
+    fn report(&self, key: &str) -> Option<Report>;
     /// Request records a prune may let go: those made before `before` that are not in the
     /// audit trail (sensitive requests stay), oldest first (by time, then terminal and id), at
     /// most `limit`.
@@ -120,6 +122,9 @@ impl StateView for MemState {
     }
     fn credential(&self, id: &str) -> Option<Credential> {
         self.credentials.get(id).cloned()
+    }
+    fn report(&self, key: &str) -> Option<Report> {
+        self.reports.get(key).cloned()
     }
     fn expired_requests(&self, before: Timestamp, limit: usize) -> Vec<(TerminalId, RequestId)> {
         let mut expired: Vec<(Timestamp, String, &TerminalId, &RequestId)> = self

@@ -26,29 +26,11 @@ fn last_txn(w: &World) -> TxnId {
 }
 
 #[track_caller]
-fn balance_changed(outcome: Outcome) -> (Money, Money) {
-    match expect_done(outcome) {
-        Effect::BalanceChanged {
-            amount, balance, ..
-        } => (amount, balance),
-        other => panic!("expected BalanceChanged, got {other:?}"),
-    }
-}
-
-#[track_caller]
 fn settled(outcome: Outcome) -> (BankOpState, Money) {
     match expect_done(outcome) {
         Effect::BankOpSettled { state, balance, .. } => (state, balance),
         other => panic!("expected BankOpSettled, got {other:?}"),
     }
-}
-
-fn journal_kinds(w: &World) -> Vec<(EntryKind, Channel)> {
-    w.state
-        .journal
-        .iter()
-        .map(|e| (e.kind, e.channel))
-        .collect()
 }
 
 // ---- terminals ----
@@ -1436,7 +1418,7 @@ fn an_online_refund_needs_his_cancellation_first() {
     w.refused(ReasonCode::RefundNotAllowed, |w| {
         w.refund_online(KIOSK, "OP-1", "HC0001", bank_card(1))
     });
-    w.refused(ReasonCode::InvalidAmount, |w| {
+    let part = |w: &mut World, amount| {
         w.start_bank_op(
             KIOSK,
             "HC0001",
@@ -1444,9 +1426,14 @@ fn an_online_refund_needs_his_cancellation_first() {
             BankPurpose::Refund {
                 bill: bill_id("OP-1"),
             },
-            Some(yuan(30)),
+            Some(amount),
         )
-    });
+    };
+    w.refused(ReasonCode::RefundNotAllowed, |w| part(w, yuan(30)));
+    // Once cancelled, no more than was paid.
+    expect_done(w.cancel_bill("OP-1"));
+    w.refused(ReasonCode::InvalidAmount, |w| part(w, yuan(31)));
+    w.check();
 }
 
 #[test]
@@ -2028,6 +2015,51 @@ fn tour() -> (BTreeSet<&'static str>, BTreeSet<ReasonCode>) {
         )
     });
     assert!(w.state.credentials["K-0101"].is_revoked());
+    // 调账 refusals (tests/adjustments.rs has them one by one).
+    let account = w.account_of("HC0001");
+    let stranger = unknown_bank_ref();
+    let adjust = |amount: Money, reason: &str, date: &str| CommandBody::Adjust {
+        account,
+        direction: yinyi_ledger::AdjustDirection::Credit,
+        amount,
+        reason: reason.into(),
+        reference: "T-1".into(),
+        difference: Some(yinyi_ledger::DifferenceRef {
+            date: date.into(),
+            bank_ref: stranger.clone(),
+        }),
+    };
+    let mut report = empty_reconciliation("2025-10-09");
+    report.differences.push(yinyi_ledger::ReconDifference {
+        bank_ref: stranger.clone(),
+        kind: yinyi_ledger::DifferenceKind::BankOnly,
+        bank_amount: Some(yuan(5)),
+        journal_amount: None,
+        journal_state: None,
+        resolution: "to reverse: declined here".into(),
+    });
+    go(&mut w, &|w| {
+        w.run(
+            ADMIN,
+            CommandBody::RecordReconciliation {
+                report: report.clone(),
+            },
+        )
+    });
+    let finance = |w: &mut World, body| w.run_as(ADMIN, Some(FINANCE), body);
+    go(&mut w, &|w| finance(w, adjust(yuan(5), "", "2025-10-09"))); // InvalidAdjustment
+    go(&mut w, &|w| finance(w, adjust(yuan(5), "r", "2025-10-10"))); // DifferenceNotFound
+    go(&mut w, &|w| finance(w, adjust(yuan(5), "r", "2025-10-09"))); // DifferenceAlreadyResolved
+    report.differences[0].resolution = "open: never started".into();
+    go(&mut w, &|w| {
+        w.run(
+            ADMIN,
+            CommandBody::RecordReconciliation {
+                report: report.clone(),
+            },
+        )
+    });
+    go(&mut w, &|w| finance(w, adjust(yuan(4), "r", "2025-10-09"))); // AdjustmentMismatch
     let cmd = w.log.last().expect("applied").cmd.clone();
     let mut reused = cmd;
     reused.body = CommandBody::OpenShift;

@@ -698,6 +698,7 @@ impl Run {
                             request_id: self.id(),
                             terminal_id: self.his(),
                             bill_id: bill.clone(),
+                            ..Default::default()
                         }),
                     )
                     .await;
@@ -709,6 +710,7 @@ impl Run {
                         bill_id: bill,
                         card_no: patient.card.clone(),
                         after_declined_bank_ref: String::new(),
+                        ..Default::default()
                     };
                     self.perform(
                         n,

@@ -11,9 +11,7 @@ use yinyi_ledger::{
     Rejection, RequestId, RequestRecord, StateView, Terminal, TerminalId, TxnId,
 };
 use yinyi_storage::Store;
-use yinyi_storage::keys::{
-    CF_ACCOUNTS, CF_BANK_OPS, CF_BILLS, CF_CARDS, CF_TERMINALS, account_key,
-};
+use yinyi_storage::keys::{CF_ACCOUNTS, CF_BANK_OPS, CF_CARDS, CF_TERMINALS, account_key};
 
 #[derive(Clone)]
 pub struct NodeBackend {
@@ -72,7 +70,13 @@ impl Backend for NodeBackend {
     }
 
     fn bill(&self, id: &BillId) -> Option<Bill> {
-        self.read(CF_BILLS, id.as_str().as_bytes())
+        match self.store().bill(id) {
+            Ok(bill) => bill,
+            Err(e) => {
+                tracing::error!("local read of bill {id} failed: {e}");
+                None
+            }
+        }
     }
 
     fn request(&self, terminal: &TerminalId, id: &RequestId) -> Option<RequestRecord> {

@@ -212,7 +212,22 @@ pub fn render() -> String {
          `FAILED_PRECONDITION SHIFT_NOT_OPEN`), and names its operator (`OPERATOR_REQUIRED`).\n\
          - Overdraft (绿色通道) at most {} (`OVERDRAFT_ABOVE_MAXIMUM`).\n\
          - A payment needs the balance plus any overdraft (`INSUFFICIENT_FUNDS`); a frozen \
-         account pays nothing (`ACCOUNT_FROZEN`); a lost card pays nothing (`CARD_LOST`).\n\n",
+         account pays nothing (`ACCOUNT_FROZEN`); a lost card pays nothing (`CARD_LOST`).\n\
+         - Refunds (`PaymentService.Refund`): HIS cancels a paid bill whole or in parts \
+         (`HisService.CancelBill` with `amount`); refunds may be repeated up to what HIS \
+         cancelled (`INVALID_AMOUNT` above it, `REFUND_NOT_ALLOWED` before any cancel, \
+         `ALREADY_REFUNDED` once all of it is refunded). `destination` names where the money \
+         goes: `ORIGINAL` (the default: the account for a bill paid from it, online to the card \
+         or channel that paid otherwise), `ACCOUNT`, or `CASH` at a window with an open shift. \
+         Money paid by card or channel goes only back there until that online refund is \
+         declined; then `after_declined_bank_ref` lets it go to the account or in cash \
+         (`REFUND_CHANNEL_NOT_ALLOWED` otherwise). An invoiced bill (`HisService.MarkInvoiced`) \
+         is refunded only at a window (`TERMINAL_NOT_ALLOWED`).\n\
+         - `PaymentService.BatchRefund` (a clinic cancelled): up to 1,000 bills, each refunded \
+         whole the way it was paid under request id `BATCH_ID.NNNN` (its position); sending the \
+         same batch again refunds nobody twice and finishes what was left, and a reply line \
+         per bill says REFUNDED, PENDING (an online refund under way: send again) or REFUSED \
+         with the reason.\n\n",
         rules.single_txn_limit, rules.min_first_deposit, rules.max_overdraft
     );
 

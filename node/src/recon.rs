@@ -83,6 +83,20 @@ pub async fn reconcile(gateway: &Gateway, date: &str) -> Result<ReconciliationRe
         Effect::ReconciliationRecorded { .. } => {}
         other => return Err(crate::api::unexpected(&other)),
     }
+    // What was stored: differences people resolved by adjustment (调账) keep that resolution.
+    let key = yinyi_ledger::Report::Reconciliation(report).key();
+    let report = match gateway
+        .backend()
+        .store()
+        .get::<yinyi_ledger::Report>(yinyi_storage::keys::CF_REPORTS, key.as_bytes())
+    {
+        Ok(Some(yinyi_ledger::Report::Reconciliation(stored))) => stored,
+        other => {
+            return Err(convert::internal(format!(
+                "the reconciliation report just stored is unreadable: {other:?}"
+            )));
+        }
+    };
     metrics::counter!("recon_runs_total").increment(1);
     metrics::gauge!("recon_open_differences").set(
         report

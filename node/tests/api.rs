@@ -336,6 +336,7 @@ async fn every_transaction_succeeds_and_each_rejection_has_its_code() {
             request_id: ids.next(),
             terminal_id: HIS.into(),
             bill_id: "REG-1".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

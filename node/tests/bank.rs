@@ -322,6 +322,7 @@ async fn a_bill_paid_by_card_is_refunded_to_it_and_withdrawals_reach_the_card() 
             request_id,
             terminal_id: "H-HIS".into(),
             bill_id: "B-1".into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -588,6 +589,7 @@ async fn third_party_top_ups_end_on_the_notification_a_status_query_or_expiry() 
             request_id,
             terminal_id: "H-HIS".into(),
             bill_id: "WX-1".into(),
+            ..Default::default()
         })
         .await
         .unwrap();

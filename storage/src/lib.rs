@@ -12,4 +12,4 @@ pub mod store;
 
 pub use codec::{CodecError, decode, encode};
 pub use snapshot::ExportedSnapshot;
-pub use store::{DEFAULT_BLOCK_CACHE_BYTES, RocksView, StorageError, Store};
+pub use store::{DEFAULT_BLOCK_CACHE_BYTES, RocksView, StorageError, Store, decode_bill};

@@ -452,6 +452,18 @@ impl Store {
         self.get_ungated(family, key)
     }
 
+    /// A bill, whichever layout it was stored in ([`decode_bill`]).
+    pub fn bill(&self, id: &l::BillId) -> Result<Option<l::Bill>> {
+        let _reading = self.reading();
+        match self
+            .db
+            .get_pinned_cf(self.cf(CF_BILLS), id.as_str().as_bytes())?
+        {
+            Some(bytes) => Ok(Some(decode_bill(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
     /// [`Store::get`] for a caller that already holds `reading`.
     fn get_ungated<T: DeserializeOwned>(&self, family: &str, key: &[u8]) -> Result<Option<T>> {
         match self.db.get_pinned_cf(self.cf(family), key)? {
@@ -745,6 +757,13 @@ pub struct RocksView<'s> {
 
 impl RocksView<'_> {
     fn read<T: DeserializeOwned>(&self, family: &'static str, key: &[u8]) -> Option<T> {
+        let bytes = self.bytes(family, key)?;
+        // A value we cannot decode means the disk is corrupt; applying on would write wrong
+        // balances, so the node stops here.
+        Some(codec::decode(&bytes).expect("corrupt state value"))
+    }
+
+    fn bytes(&self, family: &'static str, key: &[u8]) -> Option<Vec<u8>> {
         let staged = self.overlay.get(&(family, key.to_vec()));
         let bytes = match staged {
             Some(Some(bytes)) => bytes.clone(),
@@ -757,9 +776,7 @@ impl RocksView<'_> {
                     .expect("state read failed: the node cannot apply without its disk")?
             }
         };
-        // A value we cannot decode means the disk is corrupt; applying on would write wrong
-        // balances, so the node stops here.
-        Some(codec::decode(&bytes).expect("corrupt state value"))
+        Some(bytes)
     }
 
     fn write<T: Serialize>(&mut self, family: &'static str, key: Vec<u8>, value: &T) {
@@ -779,6 +796,20 @@ impl RocksView<'_> {
 
 use yinyi_ledger as l;
 
+/// Decodes a stored bill. Bills written before partial refunds lack their last three fields
+/// (`Bill::from_first_layout` reads those); a bill is rewritten in today's layout the next
+/// time a command changes it. Both layouts decode strictly (a value of one is never taken for
+/// the other: the shorter ends early, the longer leaves bytes over), so every node reads the
+/// same bill from the same bytes, and a database, snapshot or backup of the earlier release
+/// opens without a rewrite.
+pub fn decode_bill(bytes: &[u8]) -> std::result::Result<l::Bill, codec::CodecError> {
+    codec::decode::<l::Bill>(bytes).or_else(|today| {
+        codec::decode::<l::BillFirstLayout>(bytes)
+            .map(l::Bill::from_first_layout)
+            .map_err(|_| today)
+    })
+}
+
 impl l::StateView for RocksView<'_> {
     fn account(&self, id: l::AccountId) -> Option<l::Account> {
         self.read(CF_ACCOUNTS, &account_key(id))
@@ -790,13 +821,17 @@ impl l::StateView for RocksView<'_> {
         self.read(CF_PERSONS, person.as_str().as_bytes())
     }
     fn bill(&self, id: &l::BillId) -> Option<l::Bill> {
-        self.read(CF_BILLS, id.as_str().as_bytes())
+        let bytes = self.bytes(CF_BILLS, id.as_str().as_bytes())?;
+        Some(decode_bill(&bytes).expect("corrupt state value"))
     }
     fn bank_op(&self, bank_ref: &l::BankRef) -> Option<l::BankOp> {
         self.read(CF_BANK_OPS, bank_ref.as_str().as_bytes())
     }
     fn terminal(&self, id: &l::TerminalId) -> Option<l::Terminal> {
         self.read(CF_TERMINALS, id.as_str().as_bytes())
+    }
+    fn report(&self, key: &str) -> Option<l::Report> {
+        self.read(CF_REPORTS, key.as_bytes())
     }
     fn request(&self, terminal: &l::TerminalId, id: &l::RequestId) -> Option<l::RequestRecord> {
         self.read(CF_REQUESTS, &request_key(terminal.as_str(), id.as_str()))
@@ -943,6 +978,48 @@ fn prefix_successor(prefix: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use yinyi_ledger::StateView;
+
+    /// A bill written by the release before partial refunds (seven fields) is read with its
+    /// refund state taken from its status, by `apply` and by the API alike, and a value of
+    /// neither layout is still an error.
+    #[test]
+    fn bills_of_the_first_layout_are_read_as_today() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let old = l::BillFirstLayout {
+            id: l::BillId::parse("OP-1").unwrap(),
+            account: l::AccountId(7),
+            kind: l::BillKind::Outpatient,
+            amount: l::Money::from_yuan(30),
+            status: l::BillStatus::Cancelled,
+            payment: None,
+            pending_op: None,
+            posted_at: l::Timestamp(1),
+        };
+        store
+            .db
+            .put_cf(store.cf(CF_BILLS), b"OP-1", codec::encode(&old).unwrap())
+            .unwrap();
+        let expected = l::Bill::from_first_layout(old.clone());
+        assert_eq!(expected.refundable(), l::Money::from_yuan(30));
+        let id = &old.id;
+        assert_eq!(store.view().bill(id).as_ref(), Some(&expected));
+        assert_eq!(store.bill(id).unwrap().as_ref(), Some(&expected));
+        // Today's layout round-trips through the same reads.
+        let mut today = expected.clone();
+        today.invoiced = true;
+        store
+            .db
+            .put_cf(store.cf(CF_BILLS), b"OP-1", codec::encode(&today).unwrap())
+            .unwrap();
+        assert_eq!(store.bill(id).unwrap(), Some(today));
+        // Neither layout: an error, not a guess.
+        store
+            .db
+            .put_cf(store.cf(CF_BILLS), b"OP-1", codec::encode(&7u8).unwrap())
+            .unwrap();
+        assert!(store.bill(id).is_err());
+    }
 
     /// A database of the layout before request ids became each terminal's own: on its first
     /// open the records (and their audit entries) are found under terminal and id, so a retry

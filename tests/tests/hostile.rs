@@ -578,6 +578,7 @@ impl World {
                 request_id,
                 terminal_id: HIS.into(),
                 bill_id: bill.into(),
+                ..Default::default()
             })
             .await;
         self.shared
@@ -696,6 +697,7 @@ impl World {
             bill_id: bill.into(),
             card_no: self.patients[patient].card.clone(),
             after_declined_bank_ref: String::new(),
+            ..Default::default()
         };
         let window = self.window.clone();
         let result = settle(SETTLE, || window.refund(request.clone())).await;
@@ -1280,6 +1282,7 @@ impl World {
                     request_id: id("h-cancel"),
                     terminal_id: HIS.into(),
                     bill_id: "B-4".into(),
+                    ..Default::default()
                 })),
             ),
             (
@@ -1365,6 +1368,7 @@ impl World {
                 bill_id: "B-6".into(),
                 card_no: card.clone(),
                 after_declined_bank_ref: String::new(),
+                ..Default::default()
             })
             .await;
         if let Ok(r) = &result {
@@ -1473,6 +1477,7 @@ impl World {
                 bill_id: bill.into(),
                 card_no: card.clone(),
                 after_declined_bank_ref: String::new(),
+                ..Default::default()
             };
             race.spawn(refund_task(self.window.clone(), true, honest));
             for i in 0..12 {
@@ -1487,6 +1492,7 @@ impl World {
                         String::new()
                     },
                     after_declined_bank_ref: String::new(),
+                    ..Default::default()
                 };
                 race.spawn(refund_task(self.evil.window.clone(), false, attack));
             }
@@ -1609,6 +1615,7 @@ impl World {
                     bill_id: bill.clone(),
                     card_no: card.clone(),
                     after_declined_bank_ref: String::new(),
+                    ..Default::default()
                 };
                 refunds.spawn(refund_task(refunder.clone(), false, attack));
                 tokio::time::sleep(Duration::from_millis(10)).await;

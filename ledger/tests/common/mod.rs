@@ -9,11 +9,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use yinyi_ledger::{
-    AccountId, ApplyCtx, BankOp, BankPurpose, BankRef, Bill, BillId, BillKind, BillStatus, Card,
-    CardKind, CardNo, CardStatus, CardToken, Channel, Command, CommandBody, Effect, EntryKind,
-    External, Holder, JournalEntry, MemState, Money, OperatorId, Outcome, PersonKey, ReasonCode,
-    Report, ReportLine, RequestId, Rules, TerminalId, TerminalKind, TerminalStatus, Timestamp,
-    TxnId, add_to_lines, apply,
+    AccountId, AdjustDirection, ApplyCtx, BankOp, BankOpState, BankPurpose, BankRef, Bill, BillId,
+    BillKind, BillStatus, Card, CardKind, CardNo, CardStatus, CardToken, Channel, Command,
+    CommandBody, DifferenceRef, Effect, EntryKind, External, Holder, JournalEntry, MemState, Money,
+    OperatorId, Outcome, PersonKey, ReasonCode, RefundTo, Report, ReportLine, RequestId, Rules,
+    TerminalId, TerminalKind, TerminalStatus, Timestamp, TxnId, add_to_lines, apply,
 };
 
 // ---- the universe ----
@@ -27,6 +27,7 @@ pub const WINDOW: &str = "W-03";
 pub const MOBILE: &str = "M-WX";
 pub const CASHIER: &str = "CASHIER-01";
 pub const COLLECTOR: &str = "COLLECTOR-01";
+pub const FINANCE: &str = "FINANCE-01";
 
 pub fn tid(text: &str) -> TerminalId {
     TerminalId::parse(text).expect("valid terminal id")
@@ -108,6 +109,26 @@ pub fn expect_code(outcome: &Outcome, code: ReasonCode) {
         Some(code),
         "expected {code}, got {outcome:?}"
     );
+}
+
+/// The amount moved and the balance after, of a command that moved money.
+#[track_caller]
+pub fn balance_changed(outcome: Outcome) -> (Money, Money) {
+    match expect_done(outcome) {
+        Effect::BalanceChanged {
+            amount, balance, ..
+        } => (amount, balance),
+        other => panic!("expected BalanceChanged, got {other:?}"),
+    }
+}
+
+/// Every journal entry's kind and channel, in log order.
+pub fn journal_kinds(w: &World) -> Vec<(EntryKind, Channel)> {
+    w.state
+        .journal
+        .iter()
+        .map(|e| (e.kind, e.channel))
+        .collect()
 }
 
 /// The reference of a saga a `StartBankOp` started.
@@ -702,32 +723,60 @@ fn check_requests_and_bills(state: &MemState) -> Result<(), String> {
             .collect();
         let refunded: Vec<&&JournalEntry> = entries
             .iter()
-            .filter(|e| matches!(e.kind, EntryKind::Refund | EntryKind::ExternalRefund))
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    EntryKind::Refund | EntryKind::ExternalRefund | EntryKind::CashRefund
+                )
+            })
             .collect();
         if paid.len() > 1 {
             return Err(format!("invariant 4: bill {id} paid {} times", paid.len()));
         }
-        if refunded.len() > 1 {
-            return Err(format!(
-                "invariant 4: bill {id} refunded {} times",
-                refunded.len()
-            ));
-        }
         if entries.len() != paid.len() + refunded.len() {
             return Err(format!("bill {id} has entries of other kinds"));
         }
-        for e in &entries {
+        for e in &paid {
             if e.amount != bill.amount || e.account != bill.account {
                 return Err(format!("entry {} does not match bill {id}", e.txn));
             }
         }
-        let (want_paid, want_refunded) = match bill.status {
-            BillStatus::Unpaid => (false, false),
-            BillStatus::Paid => (true, false),
-            BillStatus::Cancelled => (bill.payment.is_some(), false),
-            BillStatus::Refunded => (true, true),
+        // Refunds, whole or in parts, add up to what the bill says was refunded, which is
+        // never more than HIS cancelled, which is never more than was paid.
+        let refunded_cents: i64 = refunded.iter().map(|e| e.amount.cents()).sum();
+        if refunded_cents != bill.refunded.cents()
+            || refunded.iter().any(|e| e.account != bill.account)
+        {
+            return Err(format!(
+                "invariant 4: bill {id} says {} refunded, its refund entries add up to {}",
+                bill.refunded,
+                Money::from_cents(refunded_cents)
+            ));
+        }
+        if bill.refunded > bill.cancelled || bill.cancelled > bill.amount {
+            return Err(format!(
+                "invariant 4: bill {id} of {} has {} cancelled and {} refunded",
+                bill.amount, bill.cancelled, bill.refunded
+            ));
+        }
+        if !refunded.is_empty() && paid.is_empty() {
+            return Err(format!("bill {id} refunded but never paid"));
+        }
+        let want_paid = match bill.status {
+            BillStatus::Unpaid => false,
+            BillStatus::Paid | BillStatus::Refunded => true,
+            BillStatus::Cancelled => bill.payment.is_some(),
         };
-        if (paid.len() == 1) != want_paid || (refunded.len() == 1) != want_refunded {
+        let fully_refunded = bill.refunded == bill.amount;
+        if (bill.status == BillStatus::Refunded) != fully_refunded
+            || (bill.status == BillStatus::Paid && bill.cancelled == bill.amount)
+        {
+            return Err(format!(
+                "bill {id} is {:?} with {} of {} cancelled and {} refunded",
+                bill.status, bill.cancelled, bill.amount, bill.refunded
+            ));
+        }
+        if (paid.len() == 1) != want_paid {
             return Err(format!(
                 "bill {id} is {:?} with {} payment and {} refund entries",
                 bill.status,
@@ -750,8 +799,8 @@ fn check_requests_and_bills(state: &MemState) -> Result<(), String> {
                 "bill {id} payment record disagrees with the journal"
             ));
         }
-        if let (Some(p), Some(r)) = (paid.first(), refunded.first())
-            && r.txn <= p.txn
+        if let Some(p) = paid.first()
+            && refunded.iter().any(|r| r.txn <= p.txn)
         {
             return Err(format!("bill {id} refunded before it was paid"));
         }
@@ -790,10 +839,14 @@ fn check_requests_and_bills(state: &MemState) -> Result<(), String> {
 
 /// Cash an entry puts into (+) or takes out of (−) its terminal's box.
 fn cash_cents(e: &JournalEntry) -> i64 {
-    if e.channel == Channel::Cash {
-        e.amount.cents() * i64::from(e.kind.balance_sign())
-    } else {
-        0
+    if e.channel != Channel::Cash {
+        return 0;
+    }
+    match e.kind {
+        EntryKind::CashDeposit => e.amount.cents(),
+        // Cash handed out: a withdrawal from the account, or a refund paid at the window.
+        EntryKind::Withdrawal | EntryKind::CashRefund => -e.amount.cents(),
+        other => panic!("a cash entry of kind {other:?}"),
     }
 }
 
@@ -1009,7 +1062,19 @@ fn check_cash_boxes_and_reports(state: &MemState) -> Result<(), String> {
         }
     }
     for e in &state.journal {
-        if !state.terminals.contains_key(&e.terminal) {
+        // Adjustments are made at admin consoles, which are never registered; every other
+        // movement happens at a registered terminal.
+        let adjustment = matches!(
+            e.kind,
+            EntryKind::AdjustmentCredit | EntryKind::AdjustmentDebit
+        );
+        if adjustment != (e.terminal.kind() == TerminalKind::Admin) {
+            return Err(format!(
+                "entry {} ({:?}) at terminal {}",
+                e.txn, e.kind, e.terminal
+            ));
+        }
+        if !adjustment && !state.terminals.contains_key(&e.terminal) {
             return Err(format!("entry {} at unregistered terminal", e.txn));
         }
     }
@@ -1091,6 +1156,32 @@ pub mod random {
             bill: u8,
             ext: u8,
             own: bool,
+            /// A part (eighths of what is refundable, 8 and above: more than that), or all.
+            part: Option<u8>,
+        },
+        /// HIS cancels part of a paid bill: eighths of it (more than what is left above 8).
+        CancelBillPart {
+            bill: u8,
+            part: u8,
+        },
+        MarkInvoiced {
+            bill: u8,
+        },
+        /// 调账 by finance: maybe without an operator, maybe naming a difference no report has.
+        Adjust {
+            card: u8,
+            debit: bool,
+            amount: Money,
+            with_operator: bool,
+            difference: bool,
+        },
+        /// A refund naming its destination, whole or a part, maybe after a declined online one.
+        RefundBill {
+            at: u8,
+            bill: u8,
+            part: Option<u8>,
+            cash: bool,
+            after_declined: bool,
         },
         WithdrawToCard {
             at: u8,
@@ -1207,8 +1298,14 @@ pub mod random {
                 .prop_map(|(at, card, ext, amount)| Step::TopUp { at, card, ext, amount }),
             5 => (u(), u(), u(), u(), own())
                 .prop_map(|(at, card, bill, ext, own)| Step::PayByCard { at, card, bill, ext, own }),
-            3 => (u(), u(), u(), u(), own())
-                .prop_map(|(at, card, bill, ext, own)| Step::RefundOnline { at, card, bill, ext, own }),
+            3 => (u(), u(), u(), u(), own(), prop::option::weighted(0.4, 1u8..10))
+                .prop_map(|(at, card, bill, ext, own, part)| Step::RefundOnline { at, card, bill, ext, own, part }),
+            2 => (u(), 1u8..10).prop_map(|(bill, part)| Step::CancelBillPart { bill, part }),
+            1 => u().prop_map(|bill| Step::MarkInvoiced { bill }),
+            2 => (u(), any::<bool>(), amount(), prop::bool::weighted(0.9), prop::bool::weighted(0.1))
+                .prop_map(|(card, debit, amount, with_operator, difference)| Step::Adjust { card, debit, amount, with_operator, difference }),
+            3 => (u(), u(), prop::option::weighted(0.5, 1u8..10), any::<bool>(), prop::bool::weighted(0.3))
+                .prop_map(|(at, bill, part, cash, after_declined)| Step::RefundBill { at, bill, part, cash, after_declined }),
             2 => (u(), u(), u(), prop::option::of(amount()))
                 .prop_map(|(at, card, ext, amount)| Step::WithdrawToCard { at, card, ext, amount }),
             12 => (any::<u16>(), prop::bool::weighted(0.8), 0u8..4)
@@ -1309,6 +1406,21 @@ pub mod random {
         from[usize::from(n) % from.len()].clone()
     }
 
+    /// `part` eighths of `of` (at least a fen); above 8, more than all of it.
+    fn eighths(of: Money, part: u8) -> Money {
+        Money::from_cents((of.cents() * i64::from(part) / 8).max(1))
+    }
+
+    /// `part` eighths of what is refundable of the bill (of 1 yuan if it is not posted).
+    fn part_of(world: &World, bill: &BillId, part: u8) -> Money {
+        let left = world
+            .state
+            .bills
+            .get(bill)
+            .map_or(Money::from_yuan(1), |b| b.refundable());
+        eighths(left, part)
+    }
+
     /// The card or channel that paid the bill, if it was paid through the bank.
     fn paying_external(world: &World, bill: &BillId) -> Option<External> {
         let b = world.state.bills.get(bill)?;
@@ -1401,11 +1513,13 @@ pub mod random {
                 bill,
                 ext,
                 own,
+                part,
             } => {
                 let bill = pick_bill(world, *bill, |b| {
-                    b.status == BillStatus::Cancelled
+                    !b.refundable().is_zero()
                         && b.payment.as_ref().is_some_and(|p| p.bank_ref.is_some())
                 });
+                let amount = part.map(|part| part_of(world, &bill, part));
                 let card = own_card(world, *own, &bill, *c);
                 let external = own
                     .then(|| paying_external(world, &bill))
@@ -1418,7 +1532,7 @@ pub mod random {
                         card,
                         external,
                         purpose: BankPurpose::Refund { bill },
-                        amount: None,
+                        amount,
                     },
                 )
             }
@@ -1498,6 +1612,87 @@ pub mod random {
                     },
                 )
             }
+            Step::CancelBillPart { bill, part } => {
+                let bill = pick_bill(world, *bill, |b| b.status == BillStatus::Paid);
+                let left = world
+                    .state
+                    .bills
+                    .get(&bill)
+                    .map_or(Money::from_yuan(1), |b| {
+                        Money::from_cents(b.amount.cents() - b.cancelled.cents())
+                    });
+                let amount = eighths(left, *part);
+                world.command(HIS, None, CommandBody::CancelBillPart { bill, amount })
+            }
+            Step::Adjust {
+                card: c,
+                debit,
+                amount,
+                with_operator,
+                difference,
+            } => {
+                let account = account_for(world, *c);
+                let body = CommandBody::Adjust {
+                    account,
+                    direction: if *debit {
+                        AdjustDirection::Debit
+                    } else {
+                        AdjustDirection::Credit
+                    },
+                    amount: *amount,
+                    reason: "bank statement line 17 booked late".into(),
+                    reference: "TICKET-0042".into(),
+                    difference: difference.then(|| DifferenceRef {
+                        date: "2025-10-09".into(),
+                        bank_ref: unknown_bank_ref(),
+                    }),
+                };
+                world.command(ADMIN, with_operator.then_some(FINANCE), body)
+            }
+            Step::MarkInvoiced { bill } => {
+                let bill = pick_bill(world, *bill, |b| b.payment.is_some());
+                world.command(HIS, None, CommandBody::MarkInvoiced { bill })
+            }
+            Step::RefundBill {
+                at,
+                bill,
+                part,
+                cash,
+                after_declined,
+            } => {
+                let bill = pick_bill(world, *bill, |b| !b.refundable().is_zero());
+                let amount = part.map(|part| part_of(world, &bill, part));
+                let declined = after_declined
+                    .then(|| {
+                        world.state.bank_ops.values().rev().find(|op| {
+                            op.purpose == (BankPurpose::Refund { bill: bill.clone() })
+                                && matches!(op.state, BankOpState::Declined | BankOpState::Reversed)
+                        })
+                    })
+                    .flatten()
+                    .map(|op| op.bank_ref.clone());
+                let to = if *cash {
+                    RefundTo::Cash
+                } else {
+                    RefundTo::Account
+                };
+                // Cash refunds come from a window, mostly.
+                let at = if *cash && at % 4 != 0 {
+                    WINDOW
+                } else {
+                    refund_terminal(*at)
+                };
+                body_at(
+                    world,
+                    at,
+                    CommandBody::RefundBill {
+                        bill,
+                        amount,
+                        to,
+                        declined,
+                    },
+                )
+            }
             Step::CancelBill { bill } => {
                 let bill = pick_bill(world, *bill, |b| b.status == BillStatus::Paid);
                 world.command(HIS, None, CommandBody::CancelBill { bill })
@@ -1514,7 +1709,7 @@ pub mod random {
             }
             Step::Refund { at, bill } => {
                 let bill = pick_bill(world, *bill, |b| {
-                    b.status == BillStatus::Cancelled && b.payment.is_some()
+                    !b.refundable().is_zero() && b.payment.is_some()
                 });
                 body_at(world, refund_terminal(*at), CommandBody::Refund { bill })
             }

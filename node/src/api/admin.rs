@@ -388,6 +388,52 @@ impl AdminService for Admin {
         .await
     }
 
+    async fn adjust(&self, request: Request<AdjustRequest>) -> Result<Response<Receipt>, Status> {
+        lead_or_forward!(self.gateway, request, AdminServiceClient, adjust);
+        let r = request.into_inner();
+        let g = &self.gateway;
+        let account = convert::account_id(&r.account_id)?;
+        let direction = match AdjustDirection::try_from(r.direction) {
+            Ok(AdjustDirection::Credit) => yinyi_ledger::AdjustDirection::Credit,
+            Ok(AdjustDirection::Debit) => yinyi_ledger::AdjustDirection::Debit,
+            _ => {
+                return Err(convert::invalid(
+                    reason::INVALID_ENUM,
+                    "direction: CREDIT or DEBIT",
+                ));
+            }
+        };
+        let amount = convert::amount("amount", &r.amount, g.limit())?;
+        let difference = match (r.recon_date.as_str(), r.bank_ref.as_str()) {
+            ("", "") => None,
+            (date, bank_ref) if !date.is_empty() && !bank_ref.is_empty() => {
+                business_day(date)?;
+                Some(yinyi_ledger::DifferenceRef {
+                    date: date.to_string(),
+                    bank_ref: yinyi_ledger::BankRef::parse(bank_ref).map_err(|e| {
+                        convert::invalid(reason::INVALID_ID, format!("bank_ref: {e}"))
+                    })?,
+                })
+            }
+            _ => {
+                return Err(convert::invalid(
+                    reason::INVALID_REQUEST,
+                    "a reconciliation difference is named by recon_date and bank_ref together",
+                ));
+            }
+        };
+        let body = CommandBody::Adjust {
+            account,
+            direction,
+            amount,
+            reason: r.reason,
+            reference: r.reference,
+            difference,
+        };
+        let command = g.command(&r.request_id, &r.terminal_id, &r.operator_id, body)?;
+        super::payment::receipt(g.submit(EntityKey::Account(account), command).await?)
+    }
+
     async fn set_overdraft(
         &self,
         request: Request<SetOverdraftRequest>,

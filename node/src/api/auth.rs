@@ -129,7 +129,7 @@ pub fn roles_for(service: &str, method: &str) -> Option<&'static [Role]> {
         ("PaymentService", "TopUpBankCard") => PAYERS,
         ("PaymentService", "TopUpThirdParty") => &[Mobile],
         ("PaymentService", "PayBill") => PAYERS,
-        ("PaymentService", "Refund") => &[Kiosk, Window, His],
+        ("PaymentService", "Refund" | "BatchRefund") => &[Kiosk, Window, His],
         ("PaymentService", "Withdraw") => &[Kiosk, Window],
         ("PaymentService", "ReportLoss") => &[Window],
         ("PaymentService", "CancelLoss") => &[Window],
@@ -138,7 +138,7 @@ pub fn roles_for(service: &str, method: &str) -> Option<&'static [Role]> {
         ("PaymentService", "ListTransactions") => READERS,
         ("PaymentService", "ThirdPartyNotify") => &[Bank],
         ("HisService", "PostBill") => &[His],
-        ("HisService", "CancelBill") => &[His],
+        ("HisService", "CancelBill" | "MarkInvoiced") => &[His],
         ("HisService", "GetBill") => EVERY_CHANNEL,
         ("TerminalService", "RegisterTerminal") => &[Admin],
         ("TerminalService", "Heartbeat") => &[Kiosk, Window, Mobile, His],
@@ -152,7 +152,7 @@ pub fn roles_for(service: &str, method: &str) -> Option<&'static [Role]> {
         ("AdminService", "GetShiftReport" | "DailyReport") => STAFF_VIEW,
         ("AdminService", "Reconcile") => &[Admin],
         ("AdminService", "AuditBalances" | "ListAudit" | "DormantAccounts") => STAFF_VIEW,
-        ("AdminService", "PutCredential" | "RevokeCredential" | "Backup") => &[Admin],
+        ("AdminService", "PutCredential" | "RevokeCredential" | "Backup" | "Adjust") => &[Admin],
         ("AdminService", "TriggerSnapshot" | "TransferLeader") => &[Admin],
         ("AdminService", "ListCredentials") => STAFF_VIEW,
         _ => return None,
@@ -455,7 +455,7 @@ mod tests {
     use super::*;
     use yinyi_ledger::{
         AccountId, BankPurpose, BillId, BillKind, CardKind, CardNo, CardToken, CommandBody,
-        External, Holder, Money, PersonKey, TerminalStatus, allowed_terminals,
+        External, Holder, Money, PersonKey, RefundTo, TerminalStatus, allowed_terminals,
     };
 
     /// The commands each writing method of the API may propose (every shape its handler
@@ -521,6 +521,27 @@ mod tests {
                 },
                 start(&bank, BankPurpose::Refund { bill: bill.clone() }, None),
                 start(&channel, BankPurpose::Refund { bill: bill.clone() }, None),
+                start(
+                    &bank,
+                    BankPurpose::Refund { bill: bill.clone() },
+                    Some(amount),
+                ),
+                CommandBody::RefundBill {
+                    bill: bill.clone(),
+                    amount: Some(amount),
+                    to: RefundTo::Account,
+                    declined: None,
+                },
+                CommandBody::RefundBill {
+                    bill: bill.clone(),
+                    amount: None,
+                    to: RefundTo::Cash,
+                    declined: None,
+                },
+            ],
+            ("PaymentService", "BatchRefund") => vec![
+                CommandBody::Refund { bill: bill.clone() },
+                start(&bank, BankPurpose::Refund { bill: bill.clone() }, None),
             ],
             ("PaymentService", "Withdraw") => vec![
                 CommandBody::WithdrawCash {
@@ -548,7 +569,16 @@ mod tests {
                 kind: BillKind::Outpatient,
                 amount,
             }],
-            ("HisService", "CancelBill") => vec![CommandBody::CancelBill { bill: bill.clone() }],
+            ("HisService", "CancelBill") => vec![
+                CommandBody::CancelBill { bill: bill.clone() },
+                CommandBody::CancelBillPart {
+                    bill: bill.clone(),
+                    amount,
+                },
+            ],
+            ("HisService", "MarkInvoiced") => {
+                vec![CommandBody::MarkInvoiced { bill: bill.clone() }]
+            }
             ("TerminalService", "RegisterTerminal") => {
                 vec![CommandBody::RegisterTerminal { terminal }]
             }
@@ -573,6 +603,14 @@ mod tests {
                 terminal: None,
                 secret_sha256: "0".repeat(64),
             }],
+            ("AdminService", "Adjust") => vec![CommandBody::Adjust {
+                account,
+                direction: yinyi_ledger::AdjustDirection::Credit,
+                amount,
+                reason: "r".into(),
+                reference: "x".into(),
+                difference: None,
+            }],
             ("AdminService", "RevokeCredential") => vec![
                 CommandBody::RevokeCredential { id: "x".into() },
                 CommandBody::RevokeBootstrapCredential { id: "x".into() },
@@ -595,12 +633,14 @@ mod tests {
             ("PaymentService", "TopUpThirdParty"),
             ("PaymentService", "PayBill"),
             ("PaymentService", "Refund"),
+            ("PaymentService", "BatchRefund"),
             ("PaymentService", "Withdraw"),
             ("PaymentService", "ReportLoss"),
             ("PaymentService", "CancelLoss"),
             ("PaymentService", "ReplaceCard"),
             ("HisService", "PostBill"),
             ("HisService", "CancelBill"),
+            ("HisService", "MarkInvoiced"),
             ("TerminalService", "RegisterTerminal"),
             ("TerminalService", "OpenShift"),
             ("TerminalService", "CloseShift"),
@@ -611,6 +651,7 @@ mod tests {
             ("AdminService", "SetTerminalStatus"),
             ("AdminService", "PutCredential"),
             ("AdminService", "RevokeCredential"),
+            ("AdminService", "Adjust"),
         ];
         for (service, method) in methods {
             let api: Vec<Role> = roles_for(service, method)

@@ -400,6 +400,9 @@ pub fn bill(b: &Bill) -> v1::Bill {
             .as_ref()
             .map_or(String::new(), |p| p.txn.to_string()),
         posted_at_ms: b.posted_at.0,
+        cancelled: money(b.cancelled),
+        refunded: money(b.refunded),
+        invoiced: b.invoiced,
     }
 }
 

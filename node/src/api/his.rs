@@ -60,18 +60,41 @@ impl HisService for His {
         let r = request.into_inner();
         let g = &self.gateway;
         let bill = convert::bill_id(&r.bill_id)?;
-        let command = g.command(
-            &r.request_id,
-            &r.terminal_id,
-            "",
-            CommandBody::CancelBill { bill: bill.clone() },
-        )?;
+        let body = match convert::optional_amount("amount", &r.amount, g.limit())? {
+            None => CommandBody::CancelBill { bill: bill.clone() },
+            Some(amount) => CommandBody::CancelBillPart {
+                bill: bill.clone(),
+                amount,
+            },
+        };
+        let command = g.command(&r.request_id, &r.terminal_id, "", body)?;
         let key = g.key_for_bill(&bill, &command.terminal);
         match g.submit(key, command).await? {
             Effect::BillCancelled { bill, refundable } => Ok(Response::new(CancelBillReply {
                 bill_id: bill.to_string(),
                 refundable,
             })),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn mark_invoiced(
+        &self,
+        request: Request<MarkInvoicedRequest>,
+    ) -> Result<Response<Bill>, Status> {
+        lead_or_forward!(self.gateway, request, HisServiceClient, mark_invoiced);
+        let r = request.into_inner();
+        let g = &self.gateway;
+        let bill = convert::bill_id(&r.bill_id)?;
+        let command = g.command(
+            &r.request_id,
+            &r.terminal_id,
+            "",
+            CommandBody::MarkInvoiced { bill: bill.clone() },
+        )?;
+        let key = g.key_for_bill(&bill, &command.terminal);
+        match g.submit(key, command).await? {
+            Effect::BillInvoiced { bill } => Ok(Response::new(self.bill(&bill)?)),
             other => Err(unexpected(&other)),
         }
     }

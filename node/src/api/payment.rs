@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
+
 use tonic::{Code, Request, Response, Status};
 use yinyi_actors::{Backend, EntityKey};
 use yinyi_api::error::status_with_reason;
@@ -20,12 +22,16 @@ const MAX_LIST: u32 = 1000;
 const DEFAULT_LIST: u32 = 50;
 /// The most cards one IssueCards call carries.
 const MAX_ISSUE_BATCH: usize = 1000;
+/// The most bills one BatchRefund call refunds, and how many of them are under way at once.
+const MAX_REFUND_BATCH: usize = 1000;
+const REFUND_BATCH_CONCURRENCY: usize = 16;
 
 pub struct Payments {
     pub gateway: Arc<Gateway>,
 }
 
-fn receipt(effect: Effect) -> Result<Response<Receipt>, Status> {
+/// The receipt of a command that moved an account's money.
+pub(super) fn receipt(effect: Effect) -> Result<Response<Receipt>, Status> {
     match effect {
         Effect::BalanceChanged {
             account,
@@ -41,6 +47,48 @@ fn receipt(effect: Effect) -> Result<Response<Receipt>, Status> {
             bank_state: String::new(),
         })),
         other => Err(unexpected(&other)),
+    }
+}
+
+/// One bill's line of a batch refund's reply.
+fn batch_result(
+    bill_id: String,
+    request_id: String,
+    refunded: Result<Response<Receipt>, Status>,
+) -> BatchRefundResult {
+    let line = BatchRefundResult {
+        bill_id,
+        request_id,
+        ..BatchRefundResult::default()
+    };
+    match refunded {
+        Ok(receipt) => {
+            let receipt = receipt.into_inner();
+            let outcome = match receipt.bank_state.as_str() {
+                "" | "COMPLETED" => "REFUNDED",
+                "PENDING" | "IN_DOUBT" => "PENDING",
+                // Declined or reversed: the card could not take it; the bill stays refundable.
+                _ => "REFUSED",
+            };
+            BatchRefundResult {
+                outcome: outcome.into(),
+                amount: receipt.amount,
+                reason: if outcome == "REFUSED" {
+                    format!("BANK_{}", receipt.bank_state)
+                } else {
+                    String::new()
+                },
+                bank_ref: receipt.bank_ref,
+                ..line
+            }
+        }
+        Err(status) => BatchRefundResult {
+            outcome: "REFUSED".into(),
+            reason: yinyi_api::error::reason_of(&status)
+                .unwrap_or_else(|| format!("{:?}", status.code()).to_uppercase()),
+            message: status.message().to_string(),
+            ..line
+        },
     }
 }
 
@@ -74,6 +122,66 @@ fn card_reply(effect: Effect) -> Result<Response<CardReply>, Status> {
 impl Payments {
     /// Runs a money movement: an account-only one answers at once; one through the bank
     /// starts its saga and answers its state after at most `wait`.
+    /// The command a refund request makes. Unspecified or ORIGINAL goes back the way the bill
+    /// was paid (online for a card or channel, to the account otherwise); ACCOUNT and CASH name
+    /// their destination, which the ledger allows for a bill paid from the account, or for one
+    /// paid by card or channel after its online refund was declined. A whole refund into the
+    /// account keeps the command it always made, so a retry sent across an upgrade is answered
+    /// from its record.
+    fn refund_body(
+        &self,
+        bill: &yinyi_ledger::BillId,
+        card_no: &str,
+        amount: Option<yinyi_ledger::Money>,
+        destination: RefundDestination,
+        declined: Option<yinyi_ledger::BankRef>,
+    ) -> Result<CommandBody, Status> {
+        use yinyi_ledger::RefundTo;
+        let bill = bill.clone();
+        let to = match destination {
+            RefundDestination::Cash => RefundTo::Cash,
+            RefundDestination::Account => RefundTo::Account,
+            RefundDestination::Original if declined.is_some() => {
+                return Err(convert::invalid(
+                    reason::INVALID_REQUEST,
+                    "after a declined online refund the money goes to the ACCOUNT or in CASH, not the ORIGINAL way",
+                ));
+            }
+            RefundDestination::Unspecified | RefundDestination::Original => {
+                let paid_with = self
+                    .gateway
+                    .backend()
+                    .bill(&bill)
+                    .and_then(|b| b.payment)
+                    .and_then(|p| p.bank_ref)
+                    .and_then(|bank_ref| self.gateway.backend().bank_op(&bank_ref));
+                match (paid_with, &declined) {
+                    (Some(op), None) => {
+                        return Ok(CommandBody::StartBankOp {
+                            card: convert::card_no("card_no", card_no)?,
+                            external: op.external,
+                            purpose: yinyi_ledger::BankPurpose::Refund { bill },
+                            amount,
+                        });
+                    }
+                    _ => RefundTo::Account,
+                }
+            }
+        };
+        Ok(match (amount, to, declined) {
+            (None, RefundTo::Account, None) => CommandBody::Refund { bill },
+            (None, RefundTo::Account, Some(declined)) => {
+                CommandBody::RefundToAccount { bill, declined }
+            }
+            (amount, to, declined) => CommandBody::RefundBill {
+                bill,
+                amount,
+                to,
+                declined,
+            },
+        })
+    }
+
     async fn settle(
         &self,
         key: EntityKey,
@@ -504,39 +612,104 @@ impl PaymentService for Payments {
         let r = request.into_inner();
         let g = &self.gateway;
         let bill = convert::bill_id(&r.bill_id)?;
-        // A bill paid by bank card is refunded online, to the card that paid; the way it was
-        // paid is read after a read barrier, so a payment just made is seen. (The ledger refuses
-        // the wrong way in any case: REFUND_CHANNEL_NOT_ALLOWED.)
-        g.read_barrier().await?;
-        let paid_with = g
-            .backend()
-            .bill(&bill)
-            .and_then(|b| b.payment)
-            .and_then(|p| p.bank_ref)
-            .and_then(|bank_ref| g.backend().bank_op(&bank_ref));
-        let body = match paid_with {
-            _ if !r.after_declined_bank_ref.is_empty() => CommandBody::RefundToAccount {
-                bill: bill.clone(),
-                declined: yinyi_ledger::BankRef::parse(&r.after_declined_bank_ref).map_err(
-                    |e| {
-                        convert::invalid(
-                            reason::INVALID_ID,
-                            format!("after_declined_bank_ref: {e}"),
-                        )
-                    },
-                )?,
-            },
-            None => CommandBody::Refund { bill: bill.clone() },
-            Some(op) => CommandBody::StartBankOp {
-                card: convert::card_no("card_no", &r.card_no)?,
-                external: op.external,
-                purpose: yinyi_ledger::BankPurpose::Refund { bill: bill.clone() },
-                amount: None,
-            },
+        let amount = convert::optional_amount("amount", &r.amount, g.limit())?;
+        let destination = RefundDestination::try_from(r.destination).map_err(|_| {
+            convert::invalid(
+                reason::INVALID_ENUM,
+                format!("destination: unknown value {}", r.destination),
+            )
+        })?;
+        let declined = match r.after_declined_bank_ref.as_str() {
+            "" => None,
+            text => Some(yinyi_ledger::BankRef::parse(text).map_err(|e| {
+                convert::invalid(reason::INVALID_ID, format!("after_declined_bank_ref: {e}"))
+            })?),
         };
+        // The way the bill was paid is read after a read barrier, so a payment just made is
+        // seen. (The ledger refuses the wrong way in any case: REFUND_CHANNEL_NOT_ALLOWED.)
+        g.read_barrier().await?;
+        let body = self.refund_body(&bill, &r.card_no, amount, destination, declined)?;
         let command = g.command(&r.request_id, &r.terminal_id, &r.operator_id, body)?;
         let key = g.key_for_bill(&bill, &command.terminal);
         self.settle(key, command, wait).await
+    }
+
+    async fn batch_refund(
+        &self,
+        request: Request<BatchRefundRequest>,
+    ) -> Result<Response<BatchRefundReply>, Status> {
+        lead_or_forward!(self.gateway, request, PaymentServiceClient, batch_refund);
+        let wait = saga_wait(request.metadata());
+        let r = request.into_inner();
+        let g = &self.gateway;
+        let batch = &r.batch_id;
+        if batch.is_empty()
+            || batch.len() > 40
+            || !batch
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(convert::invalid(
+                reason::INVALID_ID,
+                format!(
+                    "batch_id {:?}: 1 to 40 letters, digits, '-' or '_'",
+                    batch.chars().take(64).collect::<String>()
+                ),
+            ));
+        }
+        if r.items.is_empty() || r.items.len() > MAX_REFUND_BATCH {
+            return Err(convert::invalid(
+                reason::INVALID_REQUEST,
+                format!(
+                    "a batch refunds 1 to {MAX_REFUND_BATCH} bills, not {}",
+                    r.items.len()
+                ),
+            ));
+        }
+        // Every bill is checked before any is refunded: a malformed batch refunds nobody.
+        let mut bills = Vec::with_capacity(r.items.len());
+        for (i, item) in r.items.iter().enumerate() {
+            let bill = convert::bill_id(&item.bill_id).map_err(|e| {
+                convert::invalid(reason::INVALID_ID, format!("item {i}: {}", e.message()))
+            })?;
+            if !item.card_no.is_empty() {
+                convert::card_no("card_no", &item.card_no).map_err(|e| {
+                    convert::invalid(reason::INVALID_ID, format!("item {i}: {}", e.message()))
+                })?;
+            }
+            bills.push((format!("{batch}.{i:04}"), bill, item.card_no.clone()));
+        }
+        g.read_barrier().await?;
+        let results =
+            futures::stream::iter(bills.into_iter().map(|(request_id, bill, card_no)| {
+                let (terminal_id, operator_id) = (&r.terminal_id, &r.operator_id);
+                async move {
+                    let refunded = async {
+                        let body = self.refund_body(
+                            &bill,
+                            &card_no,
+                            None,
+                            RefundDestination::Unspecified,
+                            None,
+                        )?;
+                        let command = g.command(&request_id, terminal_id, operator_id, body)?;
+                        let key = g.key_for_bill(&bill, &command.terminal);
+                        self.settle(key, command, wait).await
+                    }
+                    .await;
+                    batch_result(bill.to_string(), request_id, refunded)
+                }
+            }))
+            .buffered(REFUND_BATCH_CONCURRENCY)
+            .collect::<Vec<BatchRefundResult>>()
+            .await;
+        let count = |outcome: &str| results.iter().filter(|r| r.outcome == outcome).count() as u64;
+        Ok(Response::new(BatchRefundReply {
+            refunded: count("REFUNDED"),
+            pending: count("PENDING"),
+            refused: count("REFUSED"),
+            results,
+        }))
     }
 
     async fn withdraw(
