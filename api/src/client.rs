@@ -328,6 +328,7 @@ rpcs! {
     HisServiceClient::cancel_bill(v1::CancelBillRequest) -> v1::CancelBillReply;
     HisServiceClient::get_bill(v1::GetBillRequest) -> v1::Bill;
     HisServiceClient::mark_invoiced(v1::MarkInvoicedRequest) -> v1::Bill;
+    HisServiceClient::bill_feed(v1::BillFeedRequest) -> v1::BillFeedReply;
     TerminalServiceClient::register_terminal(v1::RegisterTerminalRequest) -> v1::TerminalReply;
     TerminalServiceClient::heartbeat(v1::HeartbeatRequest) -> v1::TerminalReply;
     TerminalServiceClient::open_shift(v1::ShiftRequest) -> v1::OpenShiftReply;

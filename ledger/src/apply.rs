@@ -15,10 +15,10 @@ use crate::ids::{
     TxnId,
 };
 use crate::model::{
-    Account, AccountStatus, BankOp, BankOpKind, BankOpState, BankPurpose, Bill, BillKind,
-    BillStatus, Card, CardKind, CardStatus, Channel, CollectionReport, DifferenceKind, EntryKind,
-    External, Holder, JournalEntry, Payment, Report, Shift, ShiftReport, Terminal, TerminalDay,
-    TerminalDayReport, TerminalStatus, add_to_lines,
+    Account, AccountStatus, BankOp, BankOpKind, BankOpState, BankPurpose, Bill, BillEvent,
+    BillEventKind, BillKind, BillStatus, Card, CardKind, CardStatus, Channel, CollectionReport,
+    DifferenceKind, EntryKind, External, Holder, JournalEntry, Payment, Report, Shift, ShiftReport,
+    Terminal, TerminalDay, TerminalDayReport, TerminalStatus, add_to_lines,
 };
 use crate::money::Money;
 use crate::outcome::{Effect, Outcome, ReasonCode, Rejection};
@@ -138,6 +138,7 @@ struct Staged<'v, V: StateView> {
     reports: Vec<Report>,
     credentials: Vec<Credential>,
     forgotten: Vec<(TerminalId, RequestId)>,
+    bill_events: Vec<BillEvent>,
 }
 
 /// One movement of money to record in the journal.
@@ -168,6 +169,7 @@ impl<'v, V: StateView> Staged<'v, V> {
             reports: Vec::new(),
             credentials: Vec::new(),
             forgotten: Vec::new(),
+            bill_events: Vec::new(),
         }
     }
 
@@ -212,6 +214,25 @@ impl<'v, V: StateView> Staged<'v, V> {
             .or_else(|| self.base.report(key))
     }
 
+    /// Records what happened to `bill` for HIS's feed.
+    fn bill_event(
+        &mut self,
+        bill: &Bill,
+        kind: BillEventKind,
+        amount: Money,
+        channel: Option<Channel>,
+    ) {
+        self.bill_events.push(BillEvent {
+            txn: self.ctx.txn,
+            bill: bill.id.clone(),
+            account: bill.account,
+            kind,
+            amount,
+            channel,
+            at: self.cmd.at,
+        });
+    }
+
     fn put_account(&mut self, mut account: Account) {
         account.version += 1;
         account.last_activity_at = self.cmd.at;
@@ -248,6 +269,7 @@ impl<'v, V: StateView> Staged<'v, V> {
             reports,
             credentials,
             forgotten,
+            bill_events,
             ..
         } = self;
         for account in accounts.into_values() {
@@ -279,6 +301,9 @@ impl<'v, V: StateView> Staged<'v, V> {
         }
         for (terminal, id) in forgotten {
             base.forget_request(&terminal, &id);
+        }
+        for event in bill_events {
+            base.append_bill_event(event);
         }
     }
 
@@ -627,8 +652,9 @@ impl<'v, V: StateView> Staged<'v, V> {
             return;
         };
         if channel == Channel::Cash {
-            terminal.cash_box = match kind.balance_sign() {
-                1 => terminal.cash_box.checked_add(amount),
+            // Cash comes in only as a deposit; withdrawals and cash refunds hand it out.
+            terminal.cash_box = match kind {
+                EntryKind::CashDeposit => terminal.cash_box.checked_add(amount),
                 _ => terminal.cash_box.checked_sub(amount),
             }
             .expect("cash box within range");
@@ -749,8 +775,13 @@ impl<'v, V: StateView> Staged<'v, V> {
                 self.no_op_in_flight(&b)?;
                 self.still_open(&b)?;
                 let refundable = b.status == BillStatus::Paid;
+                let part = b
+                    .amount
+                    .checked_sub(b.cancelled)
+                    .expect("bill amounts within range");
                 b.status = BillStatus::Cancelled;
                 b.cancelled = b.amount;
+                self.bill_event(&b, BillEventKind::Cancelled, part, None);
                 self.bills.insert(b.id.clone(), b);
                 Ok(Effect::BillCancelled {
                     bill: bill.clone(),
@@ -761,6 +792,7 @@ impl<'v, V: StateView> Staged<'v, V> {
                 self.terminal_allowed()?;
                 let amount = self.amount(*amount)?;
                 let mut b = self.bill_exists(bill)?;
+                self.no_op_in_flight(&b)?;
                 self.still_open(&b)?;
                 if b.status == BillStatus::Unpaid {
                     return reject(
@@ -785,6 +817,7 @@ impl<'v, V: StateView> Staged<'v, V> {
                 if cancelled == b.amount {
                     b.status = BillStatus::Cancelled;
                 }
+                self.bill_event(&b, BillEventKind::Cancelled, amount, None);
                 self.bills.insert(b.id.clone(), b);
                 Ok(Effect::BillCancelled {
                     bill: bill.clone(),
@@ -794,6 +827,7 @@ impl<'v, V: StateView> Staged<'v, V> {
             CommandBody::MarkInvoiced { bill } => {
                 self.terminal_allowed()?;
                 let mut b = self.bill_exists(bill)?;
+                self.no_op_in_flight(&b)?;
                 match (b.status, &b.payment) {
                     (BillStatus::Refunded, _) => {
                         return reject(
@@ -839,6 +873,7 @@ impl<'v, V: StateView> Staged<'v, V> {
                     at: cmd.at,
                 });
                 let amount = b.amount;
+                self.bill_event(&b, BillEventKind::Paid, amount, Some(Channel::Account));
                 self.bills.insert(b.id.clone(), b);
                 Ok(Effect::BalanceChanged {
                     account: account.id,
@@ -1373,6 +1408,7 @@ impl<'v, V: StateView> Staged<'v, V> {
         self.require_shift_at_window(&terminal)?;
         let mut b = self.bill_exists(bill)?;
         let (payment, left) = self.refundable(&b)?;
+        let mut fallback = None;
         match (payment.channel, declined) {
             (Channel::Account, None) => {}
             (Channel::Account, Some(_)) => {
@@ -1392,21 +1428,45 @@ impl<'v, V: StateView> Staged<'v, V> {
                 );
             }
             (_, Some(bank_ref)) => {
-                let fell_through = self.bank_op(bank_ref).is_some_and(|op| {
+                let declined_op = self.bank_op(bank_ref).filter(|op| {
                     op.purpose == (BankPurpose::Refund { bill: bill.clone() })
                         && matches!(op.state, BankOpState::Declined | BankOpState::Reversed)
                 });
-                if !fell_through {
+                // What the declined refund still lets go another way: the bill's latest
+                // declined refund, up to its amount, once; or, for a bill declined before
+                // this release (it records none), the declined refund while nothing has been
+                // refunded yet.
+                let allowed = match declined_op {
+                    Some(_) if b.declined_refund.as_ref() == Some(bank_ref) => b.declined_left,
+                    Some(op) if b.declined_refund.is_none() && b.refunded.is_zero() => op.amount,
+                    _ => Money::ZERO,
+                };
+                if allowed.is_zero() {
                     return reject(
                         ReasonCode::RefundChannelNotAllowed,
                         format!(
-                            "{bank_ref} is not a declined online refund of bill {bill}; refund it to the card or channel that paid"
+                            "{bank_ref} is not the latest declined online refund of bill {bill}, or what it declined has gone another way already; refund it to the card or channel that paid"
                         ),
                     );
                 }
+                fallback = Some(allowed);
             }
         }
+        let left = match fallback {
+            Some(allowed) if allowed < left => allowed,
+            _ => left,
+        };
         let amount = self.refund_amount(&b, left, amount)?;
+        if fallback.is_some() {
+            b.declined_left = b
+                .declined_left
+                .checked_sub(amount)
+                .filter(|rest| !rest.is_negative())
+                .unwrap_or(Money::ZERO);
+            if b.declined_left.is_zero() {
+                b.declined_refund = None;
+            }
+        }
         let account = self.active(self.account_exists(b.account)?)?;
         let (kind, channel) = match to {
             RefundTo::Account => (EntryKind::Refund, Channel::Account),
@@ -1422,6 +1482,7 @@ impl<'v, V: StateView> Staged<'v, V> {
             terminal: self.cmd.terminal.clone(),
         });
         Self::mark_refunded(&mut b, amount);
+        self.bill_event(&b, BillEventKind::Refunded, amount, Some(channel));
         self.bills.insert(b.id.clone(), b);
         Ok(Effect::BalanceChanged {
             account: account.id,
@@ -1489,29 +1550,12 @@ impl<'v, V: StateView> Staged<'v, V> {
                         ),
                     );
                 }
-                let size = match d.kind {
-                    DifferenceKind::BankOnly => d.bank_amount,
-                    DifferenceKind::JournalOnly => d.journal_amount,
-                    DifferenceKind::AmountDiffers => d
-                        .bank_amount
-                        .zip(d.journal_amount)
-                        .map(|(bank, ours)| Money::from_cents((bank.cents() - ours.cents()).abs())),
-                }
-                .unwrap_or(Money::ZERO);
-                if amount != size {
-                    return reject(
-                        ReasonCode::AdjustmentMismatch,
-                        format!("the difference for {bank_ref} on {date} is {size}, not {amount}"),
-                    );
-                }
-                if let Some(op) = self.bank_op(bank_ref)
-                    && op.account != id
-                {
+                let (due, direction_due, account_due) = self.adjustment_due(d, date)?;
+                if amount != due || direction != direction_due || id != account_due {
                     return reject(
                         ReasonCode::AdjustmentMismatch,
                         format!(
-                            "{bank_ref} was an operation of account {}, not {id}",
-                            op.account
+                            "the difference for {bank_ref} on {date} calls for {direction_due:?} {due} on account {account_due}, not {direction:?} {amount} on {id}"
                         ),
                     );
                 }
@@ -1562,21 +1606,78 @@ impl<'v, V: StateView> Staged<'v, V> {
         })
     }
 
+    /// What a reconciliation difference calls for. Only one with no automatic path is
+    /// adjusted: the bank and a completed operation of ours disagree on the amount. The
+    /// adjustment gives the patient what the bank took from (or did not give to) the card
+    /// beyond our books, or takes back what we booked beyond the bank. Everything else has
+    /// another way out that an adjustment would double: an operation still in flight (its saga
+    /// settles it), one declined or reversed here (reconciliation reverses it at the bank), a
+    /// reference we never started (the bank returns it), one not on the statement (it may be
+    /// on the next day's).
+    fn adjustment_due(
+        &self,
+        d: &crate::model::ReconDifference,
+        date: &str,
+    ) -> Rule<(Money, AdjustDirection, AccountId)> {
+        let bank_ref = &d.bank_ref;
+        let op = self
+            .bank_op(bank_ref)
+            .filter(|op| op.state == BankOpState::Completed);
+        let (Some(op), DifferenceKind::AmountDiffers, Some(bank)) = (op, d.kind, d.bank_amount)
+        else {
+            return reject(
+                ReasonCode::AdjustmentMismatch,
+                format!(
+                    "the difference for {bank_ref} on {date} ({:?}, ours {:?}) is not settled by an adjustment: {}",
+                    d.kind, d.journal_state, d.resolution
+                ),
+            );
+        };
+        let more_at_bank = bank.cents() - op.amount.cents();
+        let due = Money::from_cents(more_at_bank.abs());
+        // A debit took money from the card: the bank taking more means the patient is owed it.
+        // A credit gave money to the card: the bank giving more means the patient owes it.
+        let credit = (op.kind == BankOpKind::Debit) == (more_at_bank > 0);
+        let direction = if credit {
+            AdjustDirection::Credit
+        } else {
+            AdjustDirection::Debit
+        };
+        Ok((due, direction, op.account))
+    }
+
     /// A reconciliation run again for a day keeps what people resolved by adjustment: the
-    /// same difference (reference and kind) in the new report shows the same resolution, so it
-    /// cannot be adjusted twice.
+    /// same reference in the new report shows the same resolution, so it cannot be adjusted
+    /// twice; one the new run no longer finds (the bank corrected its statement, say) stays in
+    /// the report, marked for review, since the adjustment now stands alone.
     fn keep_adjustments(&self, report: &mut crate::model::ReconciliationReport) {
         let Some(Report::Reconciliation(before)) = self.report(&format!("recon/{}", report.date))
         else {
             return;
         };
-        for d in &mut report.differences {
-            if let Some(old) = before.differences.iter().find(|old| {
-                old.bank_ref == d.bank_ref
-                    && old.kind == d.kind
-                    && old.resolution.starts_with("resolved by adjustment")
-            }) {
-                d.resolution = old.resolution.clone();
+        for old in before
+            .differences
+            .iter()
+            .filter(|old| old.resolution.starts_with("resolved by adjustment"))
+        {
+            match report
+                .differences
+                .iter_mut()
+                .find(|d| d.bank_ref == old.bank_ref)
+            {
+                Some(d) if d.kind == old.kind => d.resolution = old.resolution.clone(),
+                Some(d) => {
+                    d.resolution = format!(
+                        "review: now {:?}, was {:?} and {}",
+                        d.kind, old.kind, old.resolution
+                    )
+                }
+                None => {
+                    let mut gone = old.clone();
+                    gone.resolution =
+                        format!("review: no longer a difference, but {}", old.resolution);
+                    report.differences.push(gone);
+                }
             }
         }
     }
@@ -1612,6 +1713,8 @@ impl<'v, V: StateView> Staged<'v, V> {
                 cancelled: Money::ZERO,
                 refunded: Money::ZERO,
                 invoiced: false,
+                declined_refund: None,
+                declined_left: Money::ZERO,
             },
         );
         Ok(Effect::BillPosted {
@@ -1675,6 +1778,8 @@ impl<'v, V: StateView> Staged<'v, V> {
                 self.same_channel_as_payment(&payment, external, bill)?;
                 let amount = self.refund_amount(&b, left, amount)?;
                 b.pending_op = Some(bank_ref.clone());
+                b.declined_refund = None;
+                b.declined_left = Money::ZERO;
                 self.bills.insert(b.id.clone(), b);
                 (BankOpKind::Credit, amount)
             }
@@ -1807,6 +1912,7 @@ impl<'v, V: StateView> Staged<'v, V> {
                         terminal: op.terminal.clone(),
                         at: self.cmd.at,
                     });
+                    self.bill_event(&b, BillEventKind::Paid, op.amount, Some(channel));
                     self.bills.insert(b.id.clone(), b);
                     balance = self.post(movement(EntryKind::ExternalBillPayment));
                 }
@@ -1814,6 +1920,7 @@ impl<'v, V: StateView> Staged<'v, V> {
                     let mut b = self.bill_exists(bill)?;
                     Self::mark_refunded(&mut b, op.amount);
                     b.pending_op = None;
+                    self.bill_event(&b, BillEventKind::Refunded, op.amount, Some(channel));
                     self.bills.insert(b.id.clone(), b);
                     balance = self.post(movement(EntryKind::ExternalRefund));
                 }
@@ -1822,9 +1929,17 @@ impl<'v, V: StateView> Staged<'v, V> {
             },
             BankOpState::Declined | BankOpState::Reversed => match &op.purpose {
                 BankPurpose::TopUp => {}
-                BankPurpose::PayBill { bill } | BankPurpose::Refund { bill } => {
+                BankPurpose::PayBill { bill } => {
                     let mut b = self.bill_exists(bill)?;
                     b.pending_op = None;
+                    self.bills.insert(b.id.clone(), b);
+                }
+                // The card did not take it: this much may go into the account or out in cash.
+                BankPurpose::Refund { bill } => {
+                    let mut b = self.bill_exists(bill)?;
+                    b.pending_op = None;
+                    b.declined_refund = Some(bank_ref.clone());
+                    b.declined_left = op.amount;
                     self.bills.insert(b.id.clone(), b);
                 }
                 BankPurpose::Withdraw => {

@@ -226,6 +226,11 @@ pub struct Bill {
     /// HIS printed the invoice (发票已打印): refunds happen only at a window, where the invoice
     /// is taken back.
     pub invoiced: bool,
+    /// The bill's latest online refund, when the bank declined it (or it was reversed), and how
+    /// much of it may still go into the account or out in cash instead. A new online refund
+    /// clears it: the card takes money again.
+    pub declined_refund: Option<BankRef>,
+    pub declined_left: Money,
 }
 
 impl Bill {
@@ -236,7 +241,7 @@ impl Bill {
             .expect("bill amounts within range")
     }
 
-    /// Decodes a bill stored before partial refunds and invoices (the first seven fields),
+    /// Decodes a bill stored before partial refunds and invoices (the first eight fields),
     /// reading its refund state off its status: those bills were refunded whole or not at all.
     pub fn from_first_layout(old: BillFirstLayout) -> Bill {
         let (cancelled, refunded) = match old.status {
@@ -256,8 +261,34 @@ impl Bill {
             cancelled,
             refunded,
             invoiced: false,
+            declined_refund: None,
+            declined_left: Money::ZERO,
         }
     }
+}
+
+/// What happened to a bill, in log order: what HIS reads from its feed (`HisService.BillFeed`)
+/// instead of asking after every bill.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BillEvent {
+    /// The transaction that did it; the feed's cursor.
+    pub txn: TxnId,
+    pub bill: BillId,
+    pub account: AccountId,
+    pub kind: BillEventKind,
+    /// Paid: the bill's amount; refunded or cancelled: this part.
+    pub amount: Money,
+    /// How it was paid or where the refund went; `None` for a cancellation.
+    pub channel: Option<Channel>,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BillEventKind {
+    Paid,
+    Refunded,
+    /// HIS cancelled it (whole, or a part).
+    Cancelled,
 }
 
 /// A bill as stored before partial refunds: read by storage when a record of that layout is

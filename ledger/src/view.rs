@@ -10,7 +10,9 @@ use crate::credential::Credential;
 use crate::ids::{
     AccountId, BankRef, BillId, CardNo, OperatorId, PersonKey, RequestId, TerminalId,
 };
-use crate::model::{Account, BankOp, Bill, Card, JournalEntry, Report, Terminal, Timestamp};
+use crate::model::{
+    Account, BankOp, Bill, BillEvent, Card, JournalEntry, Report, Terminal, Timestamp,
+};
 use crate::outcome::Outcome;
 
 /// What is kept under a request id: enough to answer a retry and to recognise a reused id.
@@ -69,6 +71,8 @@ pub trait StateView {
     fn append_journal(&mut self, entry: JournalEntry);
     fn put_report(&mut self, report: Report);
     fn put_credential(&mut self, credential: Credential);
+    /// Adds an event to HIS's bill feed (keyed by its transaction and bill).
+    fn append_bill_event(&mut self, event: BillEvent);
 }
 
 /// The whole state in ordered maps: deterministic to iterate and to encode.
@@ -85,6 +89,8 @@ pub struct MemState {
     pub journal: Vec<JournalEntry>,
     pub reports: BTreeMap<String, Report>,
     pub credentials: BTreeMap<String, Credential>,
+    /// HIS's bill feed, in log order.
+    pub bill_events: Vec<BillEvent>,
 }
 
 impl MemState {
@@ -180,5 +186,8 @@ impl StateView for MemState {
     }
     fn put_credential(&mut self, credential: Credential) {
         self.credentials.insert(credential.id.clone(), credential);
+    }
+    fn append_bill_event(&mut self, event: BillEvent) {
+        self.bill_events.push(event);
     }
 }

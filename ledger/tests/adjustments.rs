@@ -208,9 +208,11 @@ fn a_reconciliation_difference_is_resolved_by_the_adjustment_it_calls_for_once()
     let mut w = World::standard();
     let account = w.patient("HC0001", 1, 100);
     let other = w.patient("HC0002", 2, 100);
-    // An operation of HC0001 still in flight, and a reference the bank shows that we never
-    // started.
+    // A top-up of HC0001 completed at 30.00 that the bank booked at 32.00; one still in flight;
+    // a reference the bank shows that we never started; one declined here and being reversed.
     let ours = started_ref(w.top_up(KIOSK, "HC0001", bank_card(1), yuan(30)));
+    expect_done(w.complete(&ours));
+    let in_flight = started_ref(w.top_up(KIOSK, "HC0002", bank_card(2), yuan(7)));
     let stranger = unknown_bank_ref();
     let reversing = BankRef::for_txn(yinyi_ledger::TxnId::new(9_999, 1));
     let mut found = the_day(&stranger, &ours);
@@ -221,8 +223,14 @@ fn a_reconciliation_difference_is_resolved_by_the_adjustment_it_calls_for_once()
         None,
         "to reverse: declined here",
     ));
+    found.push(difference(
+        &in_flight,
+        DifferenceKind::BankOnly,
+        Some(7),
+        None,
+        "open: still in flight",
+    ));
     record(&mut w, found);
-
     w.refused(ReasonCode::DifferenceNotFound, |w| {
         w.run_as(
             ADMIN,
@@ -230,24 +238,29 @@ fn a_reconciliation_difference_is_resolved_by_the_adjustment_it_calls_for_once()
             CommandBody::Adjust {
                 account,
                 direction: AdjustDirection::Credit,
-                amount: yuan(50),
+                amount: yuan(2),
                 reason: "x".into(),
                 reference: "y".into(),
                 difference: Some(DifferenceRef {
                     date: "2025-10-10".into(),
-                    bank_ref: stranger.clone(),
+                    bank_ref: ours.clone(),
                 }),
             },
         )
     });
+    // Differences with another way out are not adjusted: the bank returns what we never
+    // started, a saga settles what is in flight, a reversal what was declined here.
     w.refused(ReasonCode::AdjustmentMismatch, |w| {
         adjust(
             w,
             account,
             AdjustDirection::Credit,
-            yuan(49),
+            yuan(50),
             Some(&stranger),
         )
+    });
+    w.refused(ReasonCode::AdjustmentMismatch, |w| {
+        adjust(w, other, AdjustDirection::Credit, yuan(7), Some(&in_flight))
     });
     w.refused(ReasonCode::DifferenceAlreadyResolved, |w| {
         adjust(
@@ -258,13 +271,17 @@ fn a_reconciliation_difference_is_resolved_by_the_adjustment_it_calls_for_once()
             Some(&reversing),
         )
     });
-    // The amounts differ by 2.00; and the operation was HC0001's, not HC0002's.
-    w.refused(ReasonCode::AdjustmentMismatch, |w| {
-        adjust(w, account, AdjustDirection::Credit, yuan(32), Some(&ours))
-    });
-    w.refused(ReasonCode::AdjustmentMismatch, |w| {
-        adjust(w, other, AdjustDirection::Credit, yuan(2), Some(&ours))
-    });
+    // The bank took 2.00 more from the card than we credited: Credit 2.00 to HC0001, nothing
+    // else.
+    for (to, direction, amount) in [
+        (account, AdjustDirection::Credit, yuan(32)),
+        (account, AdjustDirection::Debit, yuan(2)),
+        (other, AdjustDirection::Credit, yuan(2)),
+    ] {
+        w.refused(ReasonCode::AdjustmentMismatch, |w| {
+            adjust(w, to, direction, amount, Some(&ours))
+        });
+    }
     let (_, balance) = balance_changed(adjust(
         &mut w,
         account,
@@ -272,7 +289,7 @@ fn a_reconciliation_difference_is_resolved_by_the_adjustment_it_calls_for_once()
         yuan(2),
         Some(&ours),
     ));
-    assert_eq!(balance, yuan(102));
+    assert_eq!(balance, yuan(132));
     let resolved = resolution(&w, &ours);
     assert!(
         resolved.starts_with("resolved by adjustment") && resolved.contains(FINANCE),
@@ -283,20 +300,20 @@ fn a_reconciliation_difference_is_resolved_by_the_adjustment_it_calls_for_once()
     });
     // Reconciliation run again for the day: the difference is found again, and stays resolved.
     record(&mut w, the_day(&stranger, &ours));
-
     assert_eq!(resolution(&w, &ours), resolved);
     w.refused(ReasonCode::DifferenceAlreadyResolved, |w| {
         adjust(w, account, AdjustDirection::Credit, yuan(2), Some(&ours))
     });
-    // The stranger's 50.00 goes to whoever finance finds it belongs to.
-    expect_done(adjust(
-        &mut w,
-        other,
-        AdjustDirection::Credit,
-        yuan(50),
-        Some(&stranger),
-    ));
-    assert!(resolution(&w, &stranger).starts_with("resolved by adjustment"));
-    assert_eq!(w.balance("HC0002"), yuan(150));
+    // The bank corrects its statement: the difference is gone, the adjustment stands alone,
+    // and the report keeps it for finance to review.
+    record(&mut w, vec![]);
+    let review = resolution(&w, &ours);
+    assert!(
+        review.starts_with("review: no longer a difference"),
+        "{review}"
+    );
+    w.refused(ReasonCode::DifferenceAlreadyResolved, |w| {
+        adjust(w, account, AdjustDirection::Debit, yuan(2), Some(&ours))
+    });
     w.check();
 }

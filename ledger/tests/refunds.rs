@@ -300,28 +300,92 @@ fn a_declined_online_refund_falls_back_to_cash_at_the_window() {
     }
     let r = started_ref(refund_online_part(&mut w, KIOSK, "OP-1", Some(yuan(60))));
     expect_done(w.decline(&r));
+    // What the card declined may go another way: 60.00, not more.
+    w.refused(ReasonCode::InvalidAmount, |w| {
+        refund_to(
+            w,
+            WINDOW,
+            "OP-1",
+            Some(yuan(61)),
+            RefundTo::Cash,
+            Some(r.clone()),
+        )
+    });
     let drawer = w.cash_box(WINDOW);
     let (amount, balance) = balance_changed(refund_to(
         &mut w,
         WINDOW,
         "OP-1",
-        Some(yuan(60)),
+        Some(yuan(45)),
         RefundTo::Cash,
         Some(r.clone()),
     ));
-    assert_eq!((amount, balance), (yuan(60), yuan(200)));
-    assert_eq!(w.cash_box(WINDOW), drawer.checked_sub(yuan(60)).unwrap());
-    // The rest into the account, after the same declined refund.
+    assert_eq!((amount, balance), (yuan(45), yuan(200)));
+    assert_eq!(w.cash_box(WINDOW), drawer.checked_sub(yuan(45)).unwrap());
+    // No amount: the rest of what was declined (15.00), into the account.
     let (amount, balance) = balance_changed(refund_to(
         &mut w,
         KIOSK,
         "OP-1",
         None,
         RefundTo::Account,
-        Some(r),
+        Some(r.clone()),
     ));
-    assert_eq!((amount, balance), (yuan(40), yuan(240)));
+    assert_eq!((amount, balance), (yuan(15), yuan(215)));
+    // Used up: the other 40.00 goes back to the card, not out as cash on the old decline.
+    w.refused(ReasonCode::RefundChannelNotAllowed, |w| {
+        refund_to(w, WINDOW, "OP-1", None, RefundTo::Cash, Some(r.clone()))
+    });
+    let again = started_ref(refund_online_part(&mut w, KIOSK, "OP-1", None));
+    assert_eq!(w.bank_op(&again).amount, yuan(40));
+    expect_done(w.complete(&again));
     assert_eq!(w.bill("OP-1").status, BillStatus::Refunded);
+    w.check();
+}
+
+#[test]
+fn a_new_online_refund_takes_back_what_an_earlier_decline_allowed() {
+    let mut w = paid_by_card();
+    expect_done(w.cancel_bill("OP-1"));
+    let declined = started_ref(refund_online_part(&mut w, KIOSK, "OP-1", Some(yuan(30))));
+    expect_done(w.decline(&declined));
+    // The card works again: a new online refund of 20.00 goes through.
+    let ok = started_ref(refund_online_part(&mut w, KIOSK, "OP-1", Some(yuan(20))));
+    expect_done(w.complete(&ok));
+    // The old decline no longer lets money out another way.
+    w.refused(ReasonCode::RefundChannelNotAllowed, |w| {
+        refund_to(
+            w,
+            WINDOW,
+            "OP-1",
+            None,
+            RefundTo::Cash,
+            Some(declined.clone()),
+        )
+    });
+    // A later decline does, for its own amount.
+    let later = started_ref(refund_online_part(&mut w, KIOSK, "OP-1", Some(yuan(10))));
+    expect_done(w.decline(&later));
+    w.refused(ReasonCode::RefundChannelNotAllowed, |w| {
+        refund_to(
+            w,
+            WINDOW,
+            "OP-1",
+            None,
+            RefundTo::Cash,
+            Some(declined.clone()),
+        )
+    });
+    let (amount, _) = balance_changed(refund_to(
+        &mut w,
+        WINDOW,
+        "OP-1",
+        None,
+        RefundTo::Cash,
+        Some(later),
+    ));
+    assert_eq!(amount, yuan(10));
+    assert_eq!(w.bill("OP-1").refunded, yuan(30));
     w.check();
 }
 

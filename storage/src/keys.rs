@@ -27,9 +27,12 @@ pub const CF_BANK_OPS_OPEN: &str = "bank_ops_open";
 /// Shift and collection reports by business day ([`report_day_key`]), so a day's report reads
 /// that day's reports only.
 pub const CF_REPORT_DAYS: &str = "report_days";
+/// HIS's bill feed: what happened to bills (paid, refunded, cancelled) by transaction
+/// ([`bill_event_key`]), so HIS reads from a cursor instead of asking after every bill.
+pub const CF_BILL_FEED: &str = "bill_feed";
 
 /// The families that hold the ledger's state: what a snapshot carries and the digest covers.
-pub const STATE_FAMILIES: [&str; 14] = [
+pub const STATE_FAMILIES: [&str; 15] = [
     CF_ACCOUNTS,
     CF_CARDS,
     CF_PERSONS,
@@ -44,6 +47,7 @@ pub const STATE_FAMILIES: [&str; 14] = [
     CF_REQUEST_EXPIRY,
     CF_BANK_OPS_OPEN,
     CF_REPORT_DAYS,
+    CF_BILL_FEED,
 ];
 
 /// `front` then `rest`, at compile time (`N` = `F + R`): the family lists below are each made
@@ -134,5 +138,13 @@ pub fn journal_key(account: AccountId, txn: TxnId) -> [u8; 16] {
     let mut key = [0u8; 16];
     key[..8].copy_from_slice(&account.0.to_be_bytes());
     key[8..].copy_from_slice(&txn.0.to_be_bytes());
+    key
+}
+
+/// `bill_feed` key: the transaction (big-endian, so keys sort in log order) then the bill.
+pub fn bill_event_key(txn: u64, bill: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + bill.len());
+    key.extend_from_slice(&txn.to_be_bytes());
+    key.extend_from_slice(bill.as_bytes());
     key
 }

@@ -452,6 +452,25 @@ impl Store {
         self.get_ungated(family, key)
     }
 
+    /// HIS's bill feed: the events after transaction `after` (from the start when `None`),
+    /// oldest first, at most `limit`.
+    pub fn bill_feed(&self, after: Option<l::TxnId>, limit: usize) -> Result<Vec<l::BillEvent>> {
+        let _reading = self.reading();
+        let from = after.map_or(0, |txn| txn.0.saturating_add(1));
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(
+            self.cf(CF_BILL_FEED),
+            IteratorMode::From(&from.to_be_bytes(), Direction::Forward),
+        ) {
+            if out.len() >= limit {
+                break;
+            }
+            let (_, value) = item?;
+            out.push(codec::decode(&value)?);
+        }
+        Ok(out)
+    }
+
     /// A bill, whichever layout it was stored in ([`decode_bill`]).
     pub fn bill(&self, id: &l::BillId) -> Result<Option<l::Bill>> {
         let _reading = self.reading();
@@ -958,6 +977,13 @@ impl l::StateView for RocksView<'_> {
             CF_CREDENTIALS,
             credential.id.as_bytes().to_vec(),
             &credential,
+        );
+    }
+    fn append_bill_event(&mut self, event: l::BillEvent) {
+        self.write(
+            CF_BILL_FEED,
+            bill_event_key(event.txn.0, event.bill.as_str()),
+            &event,
         );
     }
 }

@@ -581,6 +581,72 @@ async fn refunds_partial_in_cash_online_invoiced_and_in_a_batch_each_exactly_onc
         "DIFFERENCE_ALREADY_RESOLVED"
     );
 
+    // ---- HIS's feed: every payment, refund and cancellation, once, across the leader's death ----
+    let mut cursor = String::new();
+    let mut told: BTreeMap<(String, String), Money> = BTreeMap::new();
+    let mut pages = 0;
+    loop {
+        let page = desk
+            .client
+            .bill_feed(BillFeedRequest {
+                after_cursor: cursor.clone(),
+                limit: 7,
+            })
+            .await
+            .unwrap();
+        if page.events.is_empty() {
+            assert_eq!(page.next_cursor, cursor, "an empty page keeps the cursor");
+            break;
+        }
+        pages += 1;
+        for e in &page.events {
+            let sum = told
+                .entry((e.bill_id.clone(), e.kind.clone()))
+                .or_insert(Money::ZERO);
+            *sum = sum.checked_add(money(&e.amount)).unwrap();
+        }
+        cursor = page.next_cursor;
+    }
+    assert!(pages >= 10, "{pages} pages of at most 7");
+    let said = |bill: &str, kind: &str| {
+        told.get(&(bill.to_string(), kind.to_string()))
+            .map(|m| m.to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        (
+            said("RB-ACC", "PAID"),
+            said("RB-ACC", "CANCELLED"),
+            said("RB-ACC", "REFUNDED")
+        ),
+        ("100.00".into(), "30.00".into(), "30.00".into())
+    );
+    assert_eq!(said("RB-CARD", "REFUNDED"), "30.00");
+    assert_eq!(said("CL-KEPT", "REFUNDED"), "");
+    for i in 0..CLINIC {
+        let bill = format!("CL-{i:04}");
+        assert_eq!(
+            (
+                said(&bill, "PAID"),
+                said(&bill, "CANCELLED"),
+                said(&bill, "REFUNDED")
+            ),
+            ("20.00".into(), "20.00".into(), "20.00".into()),
+            "{bill}"
+        );
+    }
+    assert_eq!(
+        reason(
+            desk.client
+                .bill_feed(BillFeedRequest {
+                    after_cursor: "yesterday".into(),
+                    limit: 0,
+                })
+                .await
+        ),
+        "INVALID_ID"
+    );
+
     // The books balance on the nodes left.
     let audit = desk
         .client

@@ -9,11 +9,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use yinyi_ledger::{
-    AccountId, AdjustDirection, ApplyCtx, BankOp, BankOpState, BankPurpose, BankRef, Bill, BillId,
-    BillKind, BillStatus, Card, CardKind, CardNo, CardStatus, CardToken, Channel, Command,
-    CommandBody, DifferenceRef, Effect, EntryKind, External, Holder, JournalEntry, MemState, Money,
-    OperatorId, Outcome, PersonKey, ReasonCode, RefundTo, Report, ReportLine, RequestId, Rules,
-    TerminalId, TerminalKind, TerminalStatus, Timestamp, TxnId, add_to_lines, apply,
+    AccountId, AdjustDirection, ApplyCtx, BankOp, BankOpState, BankPurpose, BankRef, Bill,
+    BillEventKind, BillId, BillKind, BillStatus, Card, CardKind, CardNo, CardStatus, CardToken,
+    Channel, Command, CommandBody, DifferenceRef, Effect, EntryKind, External, Holder,
+    JournalEntry, MemState, Money, OperatorId, Outcome, PersonKey, ReasonCode, RefundTo, Report,
+    ReportLine, RequestId, Rules, TerminalId, TerminalKind, TerminalStatus, Timestamp, TxnId,
+    add_to_lines, apply,
 };
 
 // ---- the universe ----
@@ -814,6 +815,38 @@ fn check_requests_and_bills(state: &MemState) -> Result<(), String> {
                 return Err(format!("bill {id} waits on bank op {r} in {:?}", op.state));
             }
         }
+    }
+    // HIS's feed tells every payment, refund and cancellation of every bill, once, in log order.
+    let mut told: BTreeMap<&BillId, [i64; 3]> = BTreeMap::new();
+    for pair in state.bill_events.windows(2) {
+        if pair[0].txn >= pair[1].txn {
+            return Err(format!("bill feed out of order at {}", pair[1].txn));
+        }
+    }
+    for e in &state.bill_events {
+        let slot = match e.kind {
+            BillEventKind::Paid => 0,
+            BillEventKind::Refunded => 1,
+            BillEventKind::Cancelled => 2,
+        };
+        told.entry(&e.bill).or_default()[slot] += e.amount.cents();
+    }
+    for (id, bill) in &state.bills {
+        let paid = if bill.payment.is_some() {
+            bill.amount
+        } else {
+            Money::ZERO
+        };
+        let want = [paid.cents(), bill.refunded.cents(), bill.cancelled.cents()];
+        let got = told.remove(id).unwrap_or_default();
+        if got != want {
+            return Err(format!(
+                "bill feed tells {id} paid/refunded/cancelled {got:?} cents, the bill says {want:?}"
+            ));
+        }
+    }
+    if let Some(id) = told.keys().next() {
+        return Err(format!("bill feed names unknown bill {id}"));
     }
     for (r, op) in &state.bank_ops {
         if let BankPurpose::PayBill { bill } | BankPurpose::Refund { bill } = &op.purpose {

@@ -140,6 +140,7 @@ pub fn roles_for(service: &str, method: &str) -> Option<&'static [Role]> {
         ("HisService", "PostBill") => &[His],
         ("HisService", "CancelBill" | "MarkInvoiced") => &[His],
         ("HisService", "GetBill") => EVERY_CHANNEL,
+        ("HisService", "BillFeed") => &[His, Admin, Auditor],
         ("TerminalService", "RegisterTerminal") => &[Admin],
         ("TerminalService", "Heartbeat") => &[Kiosk, Window, Mobile, His],
         ("TerminalService", "OpenShift") => &[Window],

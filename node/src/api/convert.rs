@@ -406,6 +406,18 @@ pub fn bill(b: &Bill) -> v1::Bill {
     }
 }
 
+pub fn bill_event(e: &yinyi_ledger::BillEvent) -> v1::BillEvent {
+    v1::BillEvent {
+        txn_id: e.txn.to_string(),
+        bill_id: e.bill.to_string(),
+        account_id: e.account.to_string(),
+        kind: screaming(&e.kind),
+        amount: money(e.amount),
+        channel: e.channel.map_or(v1::Channel::Unspecified as i32, channel),
+        at_ms: e.at.0,
+    }
+}
+
 pub fn report_line(l: &ReportLine) -> v1::ReportLine {
     v1::ReportLine {
         kind: screaming(&l.kind),

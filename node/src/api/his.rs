@@ -99,6 +99,40 @@ impl HisService for His {
         }
     }
 
+    async fn bill_feed(
+        &self,
+        request: Request<BillFeedRequest>,
+    ) -> Result<Response<BillFeedReply>, Status> {
+        lead_or_forward!(self.gateway, request, HisServiceClient, bill_feed);
+        let r = request.into_inner();
+        let limit = match r.limit {
+            0 => 100,
+            n @ 1..=1000 => n as usize,
+            n => {
+                return Err(convert::invalid(
+                    convert::reason::INVALID_REQUEST,
+                    format!("limit {n}: at most 1000 events a page"),
+                ));
+            }
+        };
+        let after = match r.after_cursor.as_str() {
+            "" => None,
+            text => Some(convert::txn_id("after_cursor", text)?),
+        };
+        self.gateway.read_barrier().await?;
+        let events = self
+            .gateway
+            .backend()
+            .store()
+            .bill_feed(after, limit)
+            .map_err(|e| convert::internal(format!("the bill feed is unreadable: {e}")))?;
+        let next_cursor = events.last().map_or(r.after_cursor, |e| e.txn.to_string());
+        Ok(Response::new(BillFeedReply {
+            events: events.iter().map(convert::bill_event).collect(),
+            next_cursor,
+        }))
+    }
+
     async fn get_bill(&self, request: Request<GetBillRequest>) -> Result<Response<Bill>, Status> {
         lead_or_forward!(self.gateway, request, HisServiceClient, get_bill);
         let id = convert::bill_id(&request.into_inner().bill_id)?;

@@ -667,6 +667,11 @@ impl PaymentService for Payments {
             ));
         }
         // Every bill is checked before any is refunded: a malformed batch refunds nobody.
+        // The terminal and operator are the batch's: a bad one is one clear error, not a
+        // refused line per bill.
+        super::auth::check_terminal(&convert::terminal_id("terminal_id", &r.terminal_id)?)?;
+        convert::operator(&r.operator_id)?;
+        let mut seen = std::collections::BTreeSet::new();
         let mut bills = Vec::with_capacity(r.items.len());
         for (i, item) in r.items.iter().enumerate() {
             let bill = convert::bill_id(&item.bill_id).map_err(|e| {
@@ -676,6 +681,12 @@ impl PaymentService for Payments {
                 convert::card_no("card_no", &item.card_no).map_err(|e| {
                     convert::invalid(reason::INVALID_ID, format!("item {i}: {}", e.message()))
                 })?;
+            }
+            if !seen.insert(bill.clone()) {
+                return Err(convert::invalid(
+                    reason::INVALID_REQUEST,
+                    format!("item {i}: bill {bill} is in the batch twice"),
+                ));
             }
             bills.push((format!("{batch}.{i:04}"), bill, item.card_no.clone()));
         }
