@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use yinyi_ledger::{
-    BankOp, BankOpState, BankRef, DifferenceKind, Money, ReconDifference, ReconciliationReport,
+    BankOp, BankOpState, BankRef, Bill, BillEvent, BillId, DifferenceKind, HisDifference,
+    HisDifferenceKind, HisReconciliationReport, Money, ReconDifference, ReconciliationReport,
 };
 
 /// One line of the bank's statement: an operation the bank applied that day.
@@ -96,5 +97,241 @@ pub fn compare(
         matched,
         matched_total,
         differences,
+    }
+}
+
+/// One line of HIS's list of a day's charged bills.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HisLine {
+    pub bill: BillId,
+    pub amount: Money,
+}
+
+/// Compares HIS's charged bills of `date` (`his`) with the bills the ledger saw paid that day
+/// (`paid`, one event per bill), reading any other bill through `bill`. A bill the ledger has
+/// paid that HIS does not list, of the same patient and amount as one HIS does list, is a
+/// likely double collection (HIS charged twice, the patient paid twice): HIS confirms it and it
+/// is refunded the way it was paid. Differences come sorted by bill.
+pub fn compare_his(
+    date: &str,
+    his: &[HisLine],
+    paid: &[BillEvent],
+    bill: impl Fn(&BillId) -> Option<Bill>,
+) -> HisReconciliationReport {
+    let paid_by_bill: BTreeMap<&BillId, &BillEvent> = paid.iter().map(|e| (&e.bill, e)).collect();
+    let listed: BTreeSet<&BillId> = his.iter().map(|l| &l.bill).collect();
+    let mut seen = BTreeSet::new();
+    let mut matched = 0u64;
+    let mut matched_total = Money::ZERO;
+    let mut differences = Vec::new();
+    let difference =
+        |bill: &BillId, kind, his_amount, ledger_amount, resolution: String| HisDifference {
+            bill: bill.clone(),
+            kind,
+            his_amount,
+            ledger_amount,
+            resolution,
+        };
+    for line in his {
+        if !seen.insert(&line.bill) {
+            differences.push(difference(
+                &line.bill,
+                HisDifferenceKind::HisOnly,
+                Some(line.amount),
+                None,
+                "open: HIS lists this bill more than once; HIS corrects its list".into(),
+            ));
+            continue;
+        }
+        match paid_by_bill.get(&line.bill) {
+            Some(e) if e.amount == line.amount => {
+                matched += 1;
+                matched_total = matched_total.checked_add(e.amount).unwrap_or(matched_total);
+            }
+            Some(e) => differences.push(difference(
+                &line.bill,
+                HisDifferenceKind::AmountDiffers,
+                Some(line.amount),
+                Some(e.amount),
+                "open: HIS and the ledger disagree on the amount; HIS corrects its charge, or \
+                 the difference is refunded in part"
+                    .into(),
+            )),
+            None => {
+                let why = match bill(&line.bill) {
+                    None => "open: no such bill in the ledger; HIS posts it or drops the charge"
+                        .to_string(),
+                    Some(b) => match &b.payment {
+                        None => "open: not paid in the ledger; the patient still owes it".into(),
+                        Some(p) => format!(
+                            "open: paid on {} in the ledger, not on this day",
+                            yinyi_ledger::BusinessDay::of_ms(p.at.0)
+                        ),
+                    },
+                };
+                differences.push(difference(
+                    &line.bill,
+                    HisDifferenceKind::HisOnly,
+                    Some(line.amount),
+                    None,
+                    why,
+                ));
+            }
+        }
+    }
+    for e in paid.iter().filter(|e| !listed.contains(&e.bill)) {
+        let now = bill(&e.bill);
+        let refunded = now.as_ref().is_some_and(|b| b.refunded == b.amount);
+        let twin = paid.iter().find(|other| {
+            other.bill != e.bill
+                && other.account == e.account
+                && other.amount == e.amount
+                && listed.contains(&other.bill)
+        });
+        let resolution = match (refunded, twin) {
+            (true, Some(twin)) => {
+                format!("resolved: double collection with {}, refunded", twin.bill)
+            }
+            (true, None) => "resolved: refunded".into(),
+            (false, Some(twin)) => format!(
+                "open: likely double collection with {} (same patient and amount); HIS confirms \
+                 it (HisService.ConfirmDoubleCollection) and it is refunded the way it was paid",
+                twin.bill
+            ),
+            (false, None) => "open: paid in the ledger, not charged by HIS; HIS checks its \
+                              charges"
+                .into(),
+        };
+        differences.push(difference(
+            &e.bill,
+            HisDifferenceKind::LedgerOnly,
+            None,
+            Some(e.amount),
+            resolution,
+        ));
+    }
+    differences.sort_by(|a, b| a.bill.cmp(&b.bill));
+    HisReconciliationReport {
+        date: date.to_string(),
+        his_lines: his.len() as u64,
+        matched,
+        matched_total,
+        differences,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yinyi_ledger::{
+        AccountId, BillEventKind, BillKind, BillStatus, Channel, Payment, TerminalId, Timestamp,
+        TxnId,
+    };
+
+    fn id(text: &str) -> BillId {
+        BillId::parse(text).unwrap()
+    }
+
+    fn paid(bill: &str, account: u64, yuan: i64) -> BillEvent {
+        BillEvent {
+            txn: TxnId::new(1, 0),
+            bill: id(bill),
+            account: AccountId(account),
+            kind: BillEventKind::Paid,
+            amount: Money::from_yuan(yuan),
+            channel: Some(Channel::Account),
+            at: Timestamp(1_760_000_000_000),
+        }
+    }
+
+    fn bill(text: &str, yuan: i64, paid_at: Option<i64>, refunded: bool) -> Bill {
+        let amount = Money::from_yuan(yuan);
+        Bill {
+            id: id(text),
+            account: AccountId(1),
+            kind: BillKind::Outpatient,
+            amount,
+            status: if refunded {
+                BillStatus::Refunded
+            } else {
+                BillStatus::Paid
+            },
+            payment: paid_at.map(|at| Payment {
+                channel: Channel::Account,
+                txn: TxnId::new(1, 0),
+                bank_ref: None,
+                terminal: TerminalId::parse("K-0101").unwrap(),
+                at: Timestamp(at),
+            }),
+            pending_op: None,
+            posted_at: Timestamp(0),
+            cancelled: if refunded { amount } else { Money::ZERO },
+            refunded: if refunded { amount } else { Money::ZERO },
+            invoiced: false,
+            declined_refund: None,
+            declined_left: Money::ZERO,
+        }
+    }
+
+    #[test]
+    fn his_and_the_ledger_are_compared_bill_by_bill() {
+        let line = |b: &str, yuan| HisLine {
+            bill: id(b),
+            amount: Money::from_yuan(yuan),
+        };
+        let his = [
+            line("B1", 10),
+            line("B2", 20),
+            line("B3", 5),
+            line("B1", 10),
+            line("B6", 9),
+        ];
+        let ledger = [
+            paid("B1", 1, 10),
+            paid("B2", 1, 25),
+            paid("B4", 1, 10),
+            paid("B5", 2, 7),
+        ];
+        let lookup = |b: &BillId| match b.as_str() {
+            "B5" => Some(bill("B5", 7, Some(1_760_000_000_000), true)),
+            "B6" => Some(bill("B6", 9, Some(1_700_000_000_000), false)),
+            "B1" | "B2" | "B4" => Some(bill(b.as_str(), 10, Some(1_760_000_000_000), false)),
+            _ => None,
+        };
+        let report = compare_his("2025-10-09", &his, &ledger, lookup);
+        assert_eq!((report.his_lines, report.matched), (5, 1));
+        assert_eq!(report.matched_total, Money::from_yuan(10));
+        let found: Vec<(&str, HisDifferenceKind, &str)> = report
+            .differences
+            .iter()
+            .map(|d| {
+                (
+                    d.bill.as_str(),
+                    d.kind,
+                    d.resolution.split(':').next().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("B1", HisDifferenceKind::HisOnly, "open"),
+                ("B2", HisDifferenceKind::AmountDiffers, "open"),
+                ("B3", HisDifferenceKind::HisOnly, "open"),
+                ("B4", HisDifferenceKind::LedgerOnly, "open"),
+                ("B5", HisDifferenceKind::LedgerOnly, "resolved"),
+                ("B6", HisDifferenceKind::HisOnly, "open"),
+            ]
+        );
+        let b4 = &report.differences[3];
+        assert!(
+            b4.resolution.contains("double collection with B1"),
+            "{b4:?}"
+        );
+        assert!(
+            report.differences[5]
+                .resolution
+                .contains("paid on 2023-11-15")
+        );
     }
 }

@@ -329,6 +329,8 @@ rpcs! {
     HisServiceClient::get_bill(v1::GetBillRequest) -> v1::Bill;
     HisServiceClient::mark_invoiced(v1::MarkInvoicedRequest) -> v1::Bill;
     HisServiceClient::bill_feed(v1::BillFeedRequest) -> v1::BillFeedReply;
+    HisServiceClient::reconcile_his(v1::ReconcileHisRequest) -> v1::HisReconciliationReport;
+    HisServiceClient::confirm_double_collection(v1::ConfirmDoubleCollectionRequest) -> v1::Receipt;
     TerminalServiceClient::register_terminal(v1::RegisterTerminalRequest) -> v1::TerminalReply;
     TerminalServiceClient::heartbeat(v1::HeartbeatRequest) -> v1::TerminalReply;
     TerminalServiceClient::open_shift(v1::ShiftRequest) -> v1::OpenShiftReply;

@@ -560,8 +560,8 @@ impl<'v, V: StateView> Staged<'v, V> {
             return reject(
                 ReasonCode::InvalidAmount,
                 format!(
-                    "a refund of {amount} is more than the {left} refundable of bill {} (paid {}, cancelled {}, refunded {})",
-                    bill.id, bill.amount, bill.cancelled, bill.refunded
+                    "a refund of {amount} is more than the {left} that may go this way of bill {} (paid {}, cancelled {}, refunded {}, declined online and not yet refunded otherwise {})",
+                    bill.id, bill.amount, bill.cancelled, bill.refunded, bill.declined_left
                 ),
             );
         }
@@ -1299,6 +1299,14 @@ impl<'v, V: StateView> Staged<'v, V> {
                 self.reports.push(Report::Collection(report.clone()));
                 Ok(Effect::CashCollected(report))
             }
+            CommandBody::RecordHisReconciliation { report } => {
+                self.terminal_allowed()?;
+                self.reports.push(Report::HisReconciliation(report.clone()));
+                Ok(Effect::ReconciliationRecorded {
+                    date: report.date.clone(),
+                    differences: report.differences.len() as u64,
+                })
+            }
             CommandBody::RecordReconciliation { report } => {
                 self.terminal_allowed()?;
                 let mut report = report.clone();
@@ -1646,36 +1654,43 @@ impl<'v, V: StateView> Staged<'v, V> {
         Ok((due, direction, op.account))
     }
 
-    /// A reconciliation run again for a day keeps what people resolved by adjustment: the
-    /// same reference in the new report shows the same resolution, so it cannot be adjusted
-    /// twice; one the new run no longer finds (the bank corrected its statement, say) stays in
-    /// the report, marked for review, since the adjustment now stands alone.
+    /// A reconciliation run again for a day keeps what people resolved by adjustment, so a
+    /// difference is never adjusted twice: the same reference, kind and amounts in the new
+    /// report shows the same resolution; a reference found again with another kind or amounts,
+    /// or no longer found (the bank corrected its statement, say), is marked for review with
+    /// the adjustment named, since it now stands alone. Either way it is no longer "open".
     fn keep_adjustments(&self, report: &mut crate::model::ReconciliationReport) {
+        const ADJUSTED: &str = "resolved by adjustment";
         let Some(Report::Reconciliation(before)) = self.report(&format!("recon/{}", report.date))
         else {
             return;
         };
-        for old in before
-            .differences
-            .iter()
-            .filter(|old| old.resolution.starts_with("resolved by adjustment"))
-        {
+        for old in &before.differences {
+            let Some(at) = old.resolution.find(ADJUSTED) else {
+                continue;
+            };
+            let adjusted = &old.resolution[at..];
             match report
                 .differences
                 .iter_mut()
                 .find(|d| d.bank_ref == old.bank_ref)
             {
-                Some(d) if d.kind == old.kind => d.resolution = old.resolution.clone(),
+                Some(d)
+                    if d.kind == old.kind
+                        && d.bank_amount == old.bank_amount
+                        && d.journal_amount == old.journal_amount =>
+                {
+                    d.resolution = old.resolution.clone();
+                }
                 Some(d) => {
                     d.resolution = format!(
-                        "review: now {:?}, was {:?} and {}",
-                        d.kind, old.kind, old.resolution
-                    )
+                        "review: now {:?} (bank {:?}, ours {:?}), after {adjusted}",
+                        d.kind, d.bank_amount, d.journal_amount
+                    );
                 }
                 None => {
                     let mut gone = old.clone();
-                    gone.resolution =
-                        format!("review: no longer a difference, but {}", old.resolution);
+                    gone.resolution = format!("review: no longer a difference, after {adjusted}");
                     report.differences.push(gone);
                 }
             }

@@ -8,8 +8,8 @@ use crate::ids::{
     AccountId, BankRef, BillId, CardNo, OperatorId, PersonKey, RequestId, TerminalId,
 };
 use crate::model::{
-    BankPurpose, BillKind, CardKind, External, Holder, ReconciliationReport, TerminalStatus,
-    Timestamp,
+    BankPurpose, BillKind, CardKind, External, HisReconciliationReport, Holder,
+    ReconciliationReport, TerminalStatus, Timestamp,
 };
 use crate::money::Money;
 
@@ -222,6 +222,11 @@ pub enum CommandBody {
         reference: String,
         difference: Option<DifferenceRef>,
     },
+    /// Stores the day's reconciliation of HIS's charged bills with the ledger (made by the
+    /// cluster from HIS's list).
+    RecordHisReconciliation {
+        report: HisReconciliationReport,
+    },
 }
 
 /// Which way an adjustment moves the balance.
@@ -321,6 +326,7 @@ impl CommandBody {
             CommandBody::MarkInvoiced { .. } => "MarkInvoiced",
             CommandBody::RefundBill { .. } => "RefundBill",
             CommandBody::Adjust { .. } => "Adjust",
+            CommandBody::RecordHisReconciliation { .. } => "RecordHisReconciliation",
         }
     }
 }

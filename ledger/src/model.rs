@@ -643,6 +643,39 @@ pub struct ReconciliationReport {
     pub differences: Vec<ReconDifference>,
 }
 
+/// How HIS's list of charged bills and the ledger disagree about one bill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HisDifferenceKind {
+    /// HIS charged it; the ledger has no payment of it that day.
+    HisOnly,
+    /// Paid that day in the ledger; HIS does not list it (a double collection, say).
+    LedgerOnly,
+    /// On both with different amounts.
+    AmountDiffers,
+}
+
+/// One difference between HIS and the ledger, with what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HisDifference {
+    pub bill: BillId,
+    pub kind: HisDifferenceKind,
+    pub his_amount: Option<Money>,
+    pub ledger_amount: Option<Money>,
+    /// "resolved: …" or "open: …", with what to do.
+    pub resolution: String,
+}
+
+/// The day's reconciliation of HIS's charged bills with the bills paid in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HisReconciliationReport {
+    /// The business day, `YYYY-MM-DD` (Asia/Shanghai).
+    pub date: String,
+    pub his_lines: u64,
+    pub matched: u64,
+    pub matched_total: Money,
+    pub differences: Vec<HisDifference>,
+}
+
 /// A stored report, keyed by kind, terminal and sequence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Report {
@@ -651,6 +684,8 @@ pub enum Report {
     /// Stored again by a later run of the same day (the latest replaces it).
     Reconciliation(ReconciliationReport),
     TerminalDay(TerminalDayReport),
+    /// HIS's reconciliation of a day (the latest run replaces it).
+    HisReconciliation(HisReconciliationReport),
 }
 
 impl Report {
@@ -661,6 +696,7 @@ impl Report {
             Report::Collection(r) => format!("collection/{}/{:010}", r.terminal, r.seq),
             Report::Reconciliation(r) => format!("recon/{}", r.date),
             Report::TerminalDay(r) => format!("day/{}/{}", r.day.date, r.terminal),
+            Report::HisReconciliation(r) => format!("his-recon/{}", r.date),
         }
     }
 }

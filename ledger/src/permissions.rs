@@ -33,7 +33,8 @@ pub fn allowed_terminals(body: &CommandBody) -> &'static [TerminalKind] {
         | CommandBody::MarkBankOpInDoubt { .. }
         | CommandBody::ReverseBankOp { .. }
         | CommandBody::PruneRequests { .. }
-        | CommandBody::RecordAccess { .. } => &[System],
+        | CommandBody::RecordAccess { .. }
+        | CommandBody::RecordHisReconciliation { .. } => &[System],
         CommandBody::PostBill { .. }
         | CommandBody::CancelBill { .. }
         | CommandBody::CancelBillPart { .. }

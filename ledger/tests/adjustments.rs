@@ -315,5 +315,24 @@ fn a_reconciliation_difference_is_resolved_by_the_adjustment_it_calls_for_once()
     w.refused(ReasonCode::DifferenceAlreadyResolved, |w| {
         adjust(w, account, AdjustDirection::Debit, yuan(2), Some(&ours))
     });
+    // It comes back on a third run, the same or at another amount: never open again, so never
+    // adjusted twice.
+    record(&mut w, the_day(&stranger, &ours));
+    assert!(resolution(&w, &ours).contains("resolved by adjustment"));
+    w.refused(ReasonCode::DifferenceAlreadyResolved, |w| {
+        adjust(w, account, AdjustDirection::Credit, yuan(2), Some(&ours))
+    });
+    let mut changed = the_day(&stranger, &ours);
+    changed[1].bank_amount = Some(yuan(35));
+    record(&mut w, changed);
+    let review = resolution(&w, &ours);
+    assert!(
+        review.starts_with("review: now AmountDiffers")
+            && review.contains("resolved by adjustment"),
+        "{review}"
+    );
+    w.refused(ReasonCode::DifferenceAlreadyResolved, |w| {
+        adjust(w, account, AdjustDirection::Credit, yuan(5), Some(&ours))
+    });
     w.check();
 }

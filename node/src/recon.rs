@@ -205,6 +205,55 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// HIS's reconciliation of a day: its charged bills against the bills paid that day in the
+/// ledger (one day's index, not every bill), stored through Raft and returned.
+pub async fn reconcile_his(
+    gateway: &Gateway,
+    date: &str,
+    lines: &[yinyi_actors::recon::HisLine],
+) -> Result<yinyi_ledger::HisReconciliationReport, Status> {
+    let (start, _) = business_day(date)?;
+    gateway.read_barrier().await?;
+    let day = yinyi_ledger::BusinessDay::of_ms(start).compact();
+    let store = gateway.backend().store();
+    let paid = store
+        .paid_on_day(&day)
+        .map_err(|e| convert::internal(format!("the day's payments are unreadable: {e}")))?;
+    let report = yinyi_actors::recon::compare_his(date, lines, &paid, |bill| {
+        store.bill(bill).ok().flatten()
+    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    match gateway
+        .submit_system(
+            &format!("his-recon:{date}:{now}"),
+            RECON_TERMINAL,
+            CommandBody::RecordHisReconciliation {
+                report: report.clone(),
+            },
+        )
+        .await?
+    {
+        Effect::ReconciliationRecorded { .. } => {}
+        other => return Err(crate::api::unexpected(&other)),
+    }
+    metrics::gauge!("his_recon_open_differences").set(
+        report
+            .differences
+            .iter()
+            .filter(|d| d.resolution.starts_with("open"))
+            .count() as f64,
+    );
+    tracing::info!(
+        date,
+        differences = report.differences.len(),
+        matched = report.matched,
+        "reconciled with HIS"
+    );
+    Ok(report)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -227,17 +227,19 @@ pub async fn run(config: NodeConfig) -> Result<Stopped> {
             .tls_config(files.server().context("TLS for the API")?)
             .context("TLS for the API")?;
     }
+    let payments = Arc::new(Payments {
+        gateway: gateway.clone(),
+    });
     let server = builder
         .layer(crate::api::auth::AuthLayer::new(authenticator.clone()))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
         .add_service(consensus.grpc_service(tls.is_some()))
-        .add_service(PaymentServiceServer::new(Payments {
-            gateway: gateway.clone(),
-        }))
+        .add_service(PaymentServiceServer::from_arc(payments.clone()))
         .add_service(HisServiceServer::new(His {
             gateway: gateway.clone(),
+            payments,
         }))
         .add_service(TerminalServiceServer::new(Terminals {
             gateway: gateway.clone(),

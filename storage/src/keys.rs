@@ -30,9 +30,12 @@ pub const CF_REPORT_DAYS: &str = "report_days";
 /// HIS's bill feed: what happened to bills (paid, refunded, cancelled) by transaction
 /// ([`bill_event_key`]), so HIS reads from a cursor instead of asking after every bill.
 pub const CF_BILL_FEED: &str = "bill_feed";
+/// Bills paid, by business day ([`paid_by_day_key`]): HIS's daily reconciliation reads one
+/// day's, not every bill.
+pub const CF_PAID_BY_DAY: &str = "paid_by_day";
 
 /// The families that hold the ledger's state: what a snapshot carries and the digest covers.
-pub const STATE_FAMILIES: [&str; 15] = [
+pub const STATE_FAMILIES: [&str; 16] = [
     CF_ACCOUNTS,
     CF_CARDS,
     CF_PERSONS,
@@ -48,6 +51,7 @@ pub const STATE_FAMILIES: [&str; 15] = [
     CF_BANK_OPS_OPEN,
     CF_REPORT_DAYS,
     CF_BILL_FEED,
+    CF_PAID_BY_DAY,
 ];
 
 /// `front` then `rest`, at compile time (`N` = `F + R`): the family lists below are each made
@@ -147,4 +151,9 @@ pub fn bill_event_key(txn: u64, bill: &str) -> Vec<u8> {
     key.extend_from_slice(&txn.to_be_bytes());
     key.extend_from_slice(bill.as_bytes());
     key
+}
+
+/// `paid_by_day` key: the business day (`YYYYMMDD`), `/`, then the bill.
+pub fn paid_by_day_key(day: &str, bill: &str) -> Vec<u8> {
+    format!("{day}/{bill}").into_bytes()
 }

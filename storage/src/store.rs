@@ -471,6 +471,13 @@ impl Store {
         Ok(out)
     }
 
+    /// The bills paid on business day `day` (`YYYYMMDD`), by bill id: what HIS's
+    /// reconciliation compares its list with.
+    pub fn paid_on_day(&self, day: &str) -> Result<Vec<l::BillEvent>> {
+        let prefix = paid_by_day_key(day, "");
+        self.scan_prefix(CF_PAID_BY_DAY, &prefix, usize::MAX)
+    }
+
     /// A bill, whichever layout it was stored in ([`decode_bill`]).
     pub fn bill(&self, id: &l::BillId) -> Result<Option<l::Bill>> {
         let _reading = self.reading();
@@ -763,7 +770,9 @@ fn report_day(report: &l::Report) -> Option<String> {
     match report {
         l::Report::Shift(r) => Some(l::BusinessDay::of_ms(r.closed_at.0).to_string()),
         l::Report::Collection(r) => Some(l::BusinessDay::of_ms(r.at.0).to_string()),
-        l::Report::Reconciliation(_) | l::Report::TerminalDay(_) => None,
+        l::Report::Reconciliation(_)
+        | l::Report::TerminalDay(_)
+        | l::Report::HisReconciliation(_) => None,
     }
 }
 
@@ -815,7 +824,7 @@ impl RocksView<'_> {
 
 use yinyi_ledger as l;
 
-/// Decodes a stored bill. Bills written before partial refunds lack their last three fields
+/// Decodes a stored bill. Bills written before partial refunds lack their last five fields
 /// (`Bill::from_first_layout` reads those); a bill is rewritten in today's layout the next
 /// time a command changes it. Both layouts decode strictly (a value of one is never taken for
 /// the other: the shorter ends early, the longer leaves bytes over), so every node reads the
@@ -980,6 +989,14 @@ impl l::StateView for RocksView<'_> {
         );
     }
     fn append_bill_event(&mut self, event: l::BillEvent) {
+        if event.kind == l::BillEventKind::Paid {
+            let day = l::BusinessDay::of_ms(event.at.0).compact();
+            self.write(
+                CF_PAID_BY_DAY,
+                paid_by_day_key(&day, event.bill.as_str()),
+                &event,
+            );
+        }
         self.write(
             CF_BILL_FEED,
             bill_event_key(event.txn.0, event.bill.as_str()),

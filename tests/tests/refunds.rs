@@ -581,6 +581,84 @@ async fn refunds_partial_in_cash_online_invoiced_and_in_a_batch_each_exactly_onc
         "DIFFERENCE_ALREADY_RESOLVED"
     );
 
+    // ---- HIS对账: HIS's charges of the day against the ledger; a double collection refunded ----
+    desk.patient("RF0003", 3, "100.00").await;
+    for (bill, amount) in [("DC-1", "12.00"), ("DC-2", "12.00"), ("DC-3", "10.00")] {
+        desk.post_bill(bill, "RF0003", amount).await;
+        desk.pay_from_account(bill, "RF0003").await;
+    }
+    assert_eq!(desk.balance("RF0003").await, money("66.00"));
+    let charges: Vec<HisCharge> = [("DC-1", "12.00"), ("DC-3", "11.00"), ("DC-9", "5.00")]
+        .into_iter()
+        .map(|(bill_id, amount)| HisCharge {
+            bill_id: bill_id.into(),
+            amount: amount.into(),
+        })
+        .collect();
+    let his_reconcile = || async {
+        desk.client
+            .reconcile_his(ReconcileHisRequest {
+                terminal_id: HIS.into(),
+                date: today.clone(),
+                charges: charges.clone(),
+            })
+            .await
+            .unwrap()
+    };
+    let report = his_reconcile().await;
+    let found = |report: &HisReconciliationReport, bill: &str| {
+        report
+            .differences
+            .iter()
+            .find(|d| d.bill_id == bill)
+            .cloned()
+            .unwrap_or_else(|| panic!("no difference for {bill}: {report:?}"))
+    };
+    assert_eq!(report.matched, 1, "DC-1");
+    assert_eq!(found(&report, "DC-3").kind, "AMOUNT_DIFFERS");
+    assert_eq!(found(&report, "DC-9").kind, "HIS_ONLY");
+    let dc2 = found(&report, "DC-2");
+    assert_eq!(dc2.kind, "LEDGER_ONLY");
+    assert!(
+        dc2.resolution.contains("double collection with DC-1"),
+        "{dc2:?}"
+    );
+    let confirm = |bill: &str| ConfirmDoubleCollectionRequest {
+        request_id: format!("{HIS}:dc-{bill}"),
+        terminal_id: HIS.into(),
+        date: today.clone(),
+        bill_id: bill.into(),
+        card_no: "RF0003".into(),
+    };
+    assert_eq!(
+        reason(desk.client.confirm_double_collection(confirm("DC-3")).await),
+        "NOT_A_DOUBLE_COLLECTION"
+    );
+    let receipt = desk
+        .client
+        .confirm_double_collection(confirm("DC-2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (receipt.amount.as_str(), receipt.balance.as_str()),
+        ("12.00", "78.00")
+    );
+    // A retry answers the same and refunds nothing more.
+    let again = desk
+        .client
+        .confirm_double_collection(confirm("DC-2"))
+        .await
+        .unwrap();
+    assert_eq!(again.txn_id, receipt.txn_id);
+    assert_eq!(desk.balance("RF0003").await, money("78.00"));
+    let report = his_reconcile().await;
+    assert!(
+        found(&report, "DC-2")
+            .resolution
+            .starts_with("resolved: double collection"),
+        "{report:?}"
+    );
+
     // ---- HIS's feed: every payment, refund and cancellation, once, across the leader's death ----
     let mut cursor = String::new();
     let mut told: BTreeMap<(String, String), Money> = BTreeMap::new();

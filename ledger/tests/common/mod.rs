@@ -968,7 +968,9 @@ fn check_cash_boxes_and_reports(state: &MemState) -> Result<(), String> {
             Report::Shift(r) => &r.terminal,
             Report::Collection(r) => &r.terminal,
             // Not about cash boxes: reconciliation; days are checked by `check_day_reports`.
-            Report::Reconciliation(_) | Report::TerminalDay(_) => continue,
+            Report::Reconciliation(_) | Report::TerminalDay(_) | Report::HisReconciliation(_) => {
+                continue;
+            }
         };
         if !state.terminals.contains_key(terminal) {
             return Err(format!("report {key} names unknown terminal"));
@@ -992,7 +994,7 @@ fn check_cash_boxes_and_reports(state: &MemState) -> Result<(), String> {
         let reset_at = |r: &Report| match r {
             Report::Shift(s) => s.closed_at,
             Report::Collection(c) => c.at,
-            Report::Reconciliation(_) | Report::TerminalDay(_) => {
+            Report::Reconciliation(_) | Report::TerminalDay(_) | Report::HisReconciliation(_) => {
                 unreachable!("only shifts and collections are here")
             }
         };
@@ -1048,7 +1050,9 @@ fn check_cash_boxes_and_reports(state: &MemState) -> Result<(), String> {
                         ));
                     }
                 }
-                Report::Reconciliation(_) | Report::TerminalDay(_) => {
+                Report::Reconciliation(_)
+                | Report::TerminalDay(_)
+                | Report::HisReconciliation(_) => {
                     unreachable!("only shifts and collections are here")
                 }
             }

@@ -141,6 +141,7 @@ pub fn roles_for(service: &str, method: &str) -> Option<&'static [Role]> {
         ("HisService", "CancelBill" | "MarkInvoiced") => &[His],
         ("HisService", "GetBill") => EVERY_CHANNEL,
         ("HisService", "BillFeed") => &[His, Admin, Auditor],
+        ("HisService", "ReconcileHis" | "ConfirmDoubleCollection") => &[His],
         ("TerminalService", "RegisterTerminal") => &[Admin],
         ("TerminalService", "Heartbeat") => &[Kiosk, Window, Mobile, His],
         ("TerminalService", "OpenShift") => &[Window],
@@ -580,6 +581,11 @@ mod tests {
             ("HisService", "MarkInvoiced") => {
                 vec![CommandBody::MarkInvoiced { bill: bill.clone() }]
             }
+            // The cancellation only HIS makes; the refund that follows is one HIS's terminals
+            // may make too (`Refund` or an online refund, checked by the ledger).
+            ("HisService", "ConfirmDoubleCollection") => {
+                vec![CommandBody::CancelBill { bill: bill.clone() }]
+            }
             ("TerminalService", "RegisterTerminal") => {
                 vec![CommandBody::RegisterTerminal { terminal }]
             }
@@ -642,6 +648,7 @@ mod tests {
             ("HisService", "PostBill"),
             ("HisService", "CancelBill"),
             ("HisService", "MarkInvoiced"),
+            ("HisService", "ConfirmDoubleCollection"),
             ("TerminalService", "RegisterTerminal"),
             ("TerminalService", "OpenShift"),
             ("TerminalService", "CloseShift"),

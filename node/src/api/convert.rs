@@ -46,6 +46,9 @@ pub mod reason {
     /// DEADLINE_EXCEEDED: the leader this node forwarded to did not answer in time; the
     /// outcome is unknown, ask again with the same request id.
     pub const LEADER_TIMEOUT: &str = "LEADER_TIMEOUT";
+    /// FAILED_PRECONDITION: HIS confirmed a double collection the day's HIS reconciliation
+    /// does not show as one.
+    pub const NOT_A_DOUBLE_COLLECTION: &str = "NOT_A_DOUBLE_COLLECTION";
 }
 
 /// Every reason the API adds to the ledger's, with its status code and what a client does
@@ -150,6 +153,11 @@ pub const API_REASONS: &[(&str, Code, &str)] = &[
         reason::LEADER_TIMEOUT,
         Code::DeadlineExceeded,
         "the leader did not answer in time; the outcome is unknown: ask again with the same request id",
+    ),
+    (
+        reason::NOT_A_DOUBLE_COLLECTION,
+        Code::FailedPrecondition,
+        "the day's HIS reconciliation does not list the bill as a likely double collection; run HisService.ReconcileHis for the day first",
     ),
     (
         reason::BANK_LINK_NOT_CONFIGURED,
@@ -415,6 +423,27 @@ pub fn bill_event(e: &yinyi_ledger::BillEvent) -> v1::BillEvent {
         amount: money(e.amount),
         channel: e.channel.map_or(v1::Channel::Unspecified as i32, channel),
         at_ms: e.at.0,
+    }
+}
+
+pub fn his_report(r: &yinyi_ledger::HisReconciliationReport) -> v1::HisReconciliationReport {
+    let optional = |m: Option<Money>| m.map(money).unwrap_or_default();
+    v1::HisReconciliationReport {
+        date: r.date.clone(),
+        his_lines: r.his_lines,
+        matched: r.matched,
+        matched_total: money(r.matched_total),
+        differences: r
+            .differences
+            .iter()
+            .map(|d| v1::HisDifference {
+                bill_id: d.bill.to_string(),
+                kind: screaming(&d.kind),
+                his_amount: optional(d.his_amount),
+                ledger_amount: optional(d.ledger_amount),
+                resolution: d.resolution.clone(),
+            })
+            .collect(),
     }
 }
 

@@ -16,7 +16,12 @@ use crate::lead_or_forward;
 
 pub struct His {
     pub gateway: Arc<Gateway>,
+    /// For the refund that follows a confirmed double collection.
+    pub payments: Arc<super::payment::Payments>,
 }
+
+/// The most charges one HIS reconciliation carries (a day of the biggest hospital).
+const MAX_HIS_CHARGES: usize = 100_000;
 
 impl His {
     fn bill(&self, id: &yinyi_ledger::BillId) -> Result<Bill, Status> {
@@ -131,6 +136,114 @@ impl HisService for His {
             events: events.iter().map(convert::bill_event).collect(),
             next_cursor,
         }))
+    }
+
+    async fn reconcile_his(
+        &self,
+        request: Request<ReconcileHisRequest>,
+    ) -> Result<Response<HisReconciliationReport>, Status> {
+        lead_or_forward!(self.gateway, request, HisServiceClient, reconcile_his);
+        let r = request.into_inner();
+        let g = &self.gateway;
+        // HIS acts through its own terminal, as for every call.
+        super::auth::check_terminal(&convert::terminal_id("terminal_id", &r.terminal_id)?)?;
+        if r.charges.len() > MAX_HIS_CHARGES {
+            return Err(convert::invalid(
+                convert::reason::INVALID_REQUEST,
+                format!(
+                    "at most {MAX_HIS_CHARGES} charges a day, not {}",
+                    r.charges.len()
+                ),
+            ));
+        }
+        let mut lines = Vec::with_capacity(r.charges.len());
+        for (i, charge) in r.charges.iter().enumerate() {
+            let at = |e: Status| {
+                convert::invalid(
+                    convert::reason::INVALID_REQUEST,
+                    format!("charge {i}: {}", e.message()),
+                )
+            };
+            lines.push(yinyi_actors::recon::HisLine {
+                bill: convert::bill_id(&charge.bill_id).map_err(at)?,
+                amount: convert::amount("amount", &charge.amount, g.limit()).map_err(at)?,
+            });
+        }
+        let report = crate::recon::reconcile_his(g, &r.date, &lines).await?;
+        Ok(Response::new(convert::his_report(&report)))
+    }
+
+    async fn confirm_double_collection(
+        &self,
+        request: Request<ConfirmDoubleCollectionRequest>,
+    ) -> Result<Response<Receipt>, Status> {
+        lead_or_forward!(
+            self.gateway,
+            request,
+            HisServiceClient,
+            confirm_double_collection
+        );
+        let r = request.into_inner();
+        let g = &self.gateway;
+        if r.request_id.len() > 60 {
+            return Err(convert::invalid(
+                convert::reason::INVALID_ID,
+                "request_id: at most 60 characters here (.1 and .2 are added for the two steps)",
+            ));
+        }
+        let bill = convert::bill_id(&r.bill_id)?;
+        crate::api::admin::business_day(&r.date)?;
+        g.read_barrier().await?;
+        let key = format!("his-recon/{}", r.date);
+        let listed = match g
+            .backend()
+            .store()
+            .get::<yinyi_ledger::Report>(yinyi_storage::keys::CF_REPORTS, key.as_bytes())
+        {
+            Ok(Some(yinyi_ledger::Report::HisReconciliation(report))) => {
+                report.differences.into_iter().any(|d| {
+                    d.bill == bill
+                        && d.kind == yinyi_ledger::HisDifferenceKind::LedgerOnly
+                        && d.resolution.contains("double collection")
+                })
+            }
+            _ => false,
+        };
+        if !listed {
+            return Err(status_with_reason(
+                Code::FailedPrecondition,
+                convert::reason::NOT_A_DOUBLE_COLLECTION,
+                format!(
+                    "the HIS reconciliation of {} does not list bill {bill} as a likely double collection",
+                    r.date
+                ),
+            ));
+        }
+        // Cancelled by HIS (a retry, or HIS had cancelled it already, goes on), then refunded
+        // the way it was paid.
+        let cancel = g.command(
+            &format!("{}.1", r.request_id),
+            &r.terminal_id,
+            "",
+            CommandBody::CancelBill { bill: bill.clone() },
+        )?;
+        let key = g.key_for_bill(&bill, &cancel.terminal);
+        match g.submit(key, cancel).await {
+            Ok(Effect::BillCancelled { .. }) => {}
+            Ok(other) => return Err(unexpected(&other)),
+            Err(status)
+                if yinyi_api::error::reason_of(&status).as_deref() == Some("BILL_CANCELLED") => {}
+            Err(status) => return Err(status),
+        }
+        let refund = RefundRequest {
+            request_id: format!("{}.2", r.request_id),
+            terminal_id: r.terminal_id,
+            bill_id: r.bill_id,
+            card_no: r.card_no,
+            ..Default::default()
+        };
+        use yinyi_api::v1::payment_service_server::PaymentService;
+        self.payments.refund(Request::new(refund)).await
     }
 
     async fn get_bill(&self, request: Request<GetBillRequest>) -> Result<Response<Bill>, Status> {
