@@ -54,6 +54,10 @@ pub const STATE_FAMILIES: [&str; 16] = [
     CF_PAID_BY_DAY,
 ];
 
+/// State families written only in key order (appended) and read by range, never looked up by
+/// key while applying: they need no memtable bloom.
+pub const APPEND_ONLY_FAMILIES: [&str; 2] = [CF_BILL_FEED, CF_PAID_BY_DAY];
+
 /// `front` then `rest`, at compile time (`N` = `F + R`): the family lists below are each made
 /// from the one before, so a new state family is listed once and every list carries it.
 const fn prepend<const F: usize, const R: usize, const N: usize>(
