@@ -67,30 +67,19 @@ pub async fn reconcile(gateway: &Gateway, date: &str) -> Result<ReconciliationRe
             "open: reversal not acknowledged; reconciliation will send it again".into()
         };
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    match gateway
-        .submit_system(
-            &format!("recon:{date}:{now}"),
-            RECON_TERMINAL,
-            CommandBody::RecordReconciliation {
-                report: report.clone(),
-            },
-        )
-        .await?
-    {
-        Effect::ReconciliationRecorded { .. } => {}
-        other => return Err(crate::api::unexpected(&other)),
-    }
+    record(
+        gateway,
+        "recon",
+        date,
+        CommandBody::RecordReconciliation {
+            report: report.clone(),
+        },
+    )
+    .await?;
     // What was stored: differences people resolved by adjustment (调账) keep that resolution.
     let key = yinyi_ledger::Report::Reconciliation(report).key();
-    let report = match gateway
-        .backend()
-        .store()
-        .get::<yinyi_ledger::Report>(yinyi_storage::keys::CF_REPORTS, key.as_bytes())
-    {
-        Ok(Some(yinyi_ledger::Report::Reconciliation(stored))) => stored,
+    let report = match stored_report(gateway, &key)? {
+        Some(yinyi_ledger::Report::Reconciliation(stored)) => stored,
         other => {
             return Err(convert::internal(format!(
                 "the reconciliation report just stored is unreadable: {other:?}"
@@ -199,6 +188,31 @@ pub async fn run_daily(
     }
 }
 
+/// Stores a reconciliation report through Raft from the cluster's own terminal.
+async fn record(
+    gateway: &Gateway,
+    kind: &str,
+    date: &str,
+    body: CommandBody,
+) -> Result<(), Status> {
+    match gateway
+        .submit_system(&format!("{kind}:{date}:{}", now_ms()), RECON_TERMINAL, body)
+        .await?
+    {
+        Effect::ReconciliationRecorded { .. } => Ok(()),
+        other => Err(crate::api::unexpected(&other)),
+    }
+}
+
+/// A report as this node has applied it, by its key.
+pub fn stored_report(gateway: &Gateway, key: &str) -> Result<Option<yinyi_ledger::Report>, Status> {
+    gateway
+        .backend()
+        .store()
+        .get::<yinyi_ledger::Report>(yinyi_storage::keys::CF_REPORTS, key.as_bytes())
+        .map_err(|e| convert::internal(format!("report {key} is unreadable: {e}")))
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -222,22 +236,15 @@ pub async fn reconcile_his(
     let report = yinyi_actors::recon::compare_his(date, lines, &paid, |bill| {
         store.bill(bill).ok().flatten()
     });
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    match gateway
-        .submit_system(
-            &format!("his-recon:{date}:{now}"),
-            RECON_TERMINAL,
-            CommandBody::RecordHisReconciliation {
-                report: report.clone(),
-            },
-        )
-        .await?
-    {
-        Effect::ReconciliationRecorded { .. } => {}
-        other => return Err(crate::api::unexpected(&other)),
-    }
+    record(
+        gateway,
+        "his-recon",
+        date,
+        CommandBody::RecordHisReconciliation {
+            report: report.clone(),
+        },
+    )
+    .await?;
     metrics::gauge!("his_recon_open_differences").set(
         report
             .differences

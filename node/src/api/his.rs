@@ -195,12 +195,8 @@ impl HisService for His {
         crate::api::admin::business_day(&r.date)?;
         g.read_barrier().await?;
         let key = format!("his-recon/{}", r.date);
-        let listed = match g
-            .backend()
-            .store()
-            .get::<yinyi_ledger::Report>(yinyi_storage::keys::CF_REPORTS, key.as_bytes())
-        {
-            Ok(Some(yinyi_ledger::Report::HisReconciliation(report))) => {
+        let listed = match crate::recon::stored_report(g, &key)? {
+            Some(yinyi_ledger::Report::HisReconciliation(report)) => {
                 report.differences.into_iter().any(|d| {
                     d.bill == bill
                         && d.kind == yinyi_ledger::HisDifferenceKind::LedgerOnly
