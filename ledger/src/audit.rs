@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Account, AccountId, BankOp, BankOpState, BankPurpose, BankRef, Channel, EntryKind,
-    JournalEntry, Money,
+    Account, AccountId, BankOp, BankOpState, BankPurpose, BankRef, BillId, Channel, EntryKind,
+    Episode, EpisodeStatus, JournalEntry, Money,
 };
 
 /// Problems described in full in a report; the rest are only counted.
@@ -31,6 +31,9 @@ pub struct Flows {
     /// 调账 into and out of accounts.
     pub adjustments_in: Money,
     pub adjustments_out: Money,
+    /// Inpatient deposits taken from accounts, and discharge surpluses paid into them.
+    pub episode_deposits_from_accounts: Money,
+    pub episode_refunds_to_accounts: Money,
 }
 
 impl Flows {
@@ -44,7 +47,9 @@ impl Flows {
             .checked_sub(self.card_withdrawals)?
             .checked_add(self.withdrawals_returned)?
             .checked_add(self.adjustments_in)?
-            .checked_sub(self.adjustments_out)
+            .checked_sub(self.adjustments_out)?
+            .checked_sub(self.episode_deposits_from_accounts)?
+            .checked_add(self.episode_refunds_to_accounts)
     }
 }
 
@@ -58,6 +63,10 @@ pub struct AuditReport {
     pub unresolved_bank_ops: u64,
     pub total_balance: Money,
     pub flows: Flows,
+    /// Inpatient episodes audited, and the money they hold (deposits not yet settled or
+    /// paid back): each episode's must be what its journal entries leave.
+    pub episodes: u64,
+    pub episodes_held: Money,
     pub problem_count: u64,
     pub problems: Vec<String>,
 }
@@ -83,7 +92,12 @@ pub struct Audit {
     bank_ops: u64,
     unresolved: u64,
     total: i64,
-    flows: [i64; 9],
+    flows: [i64; 11],
+    episodes: u64,
+    episodes_held: i64,
+    /// What each episode's journal entries leave it holding, by admission id, until the
+    /// episode itself is seen.
+    episode_money: HashMap<BillId, i64>,
     /// Top-ups and card withdrawals/returns as the bank operations say they should be.
     by_ops: [i64; 3],
     by_ref: HashMap<BankRef, Vec<RefEntry>>,
@@ -100,6 +114,8 @@ const CARD_WITHDRAWALS: usize = 5;
 const RETURNED: usize = 6;
 const ADJUSTED_IN: usize = 7;
 const ADJUSTED_OUT: usize = 8;
+const EPISODE_FROM_ACCOUNTS: usize = 9;
+const EPISODE_TO_ACCOUNTS: usize = 10;
 
 fn external(channel: Channel) -> bool {
     matches!(channel, Channel::BankCard | Channel::ThirdParty)
@@ -230,7 +246,31 @@ impl Audit {
                 None,
                 external(e.channel) && e.bank_ref.is_some() && e.bill.is_some(),
             ),
+            EntryKind::EpisodeDeposit | EntryKind::EpisodeRefund => (
+                None,
+                e.bill.is_some()
+                    && ((e.channel == Channel::Cash && e.bank_ref.is_none())
+                        || (external(e.channel) && e.bank_ref.is_some())),
+            ),
+            EntryKind::EpisodeDepositFromAccount => (
+                Some(EPISODE_FROM_ACCOUNTS),
+                e.channel == Channel::Account && e.bank_ref.is_none() && e.bill.is_some(),
+            ),
+            EntryKind::EpisodeRefundToAccount => (
+                Some(EPISODE_TO_ACCOUNTS),
+                e.channel == Channel::Account && e.bank_ref.is_none() && e.bill.is_some(),
+            ),
         };
+        let into_episode = match e.kind {
+            EntryKind::EpisodeDeposit | EntryKind::EpisodeDepositFromAccount => 1,
+            EntryKind::EpisodeRefund | EntryKind::EpisodeRefundToAccount => -1,
+            _ => 0,
+        };
+        if into_episode != 0
+            && let Some(episode) = &e.bill
+        {
+            *self.episode_money.entry(episode.clone()).or_default() += into_episode * cents;
+        }
         if let Some(slot) = slot {
             self.flows[slot] += cents;
         }
@@ -267,6 +307,10 @@ impl Audit {
                 vec![EntryKind::Withdrawal, EntryKind::WithdrawalReturned]
             }
             BankPurpose::Withdraw => vec![EntryKind::Withdrawal],
+            BankPurpose::EpisodeDeposit { .. } if completed => vec![EntryKind::EpisodeDeposit],
+            // Declined or reversed, the money went into the account by an entry of its own
+            // (no bank reference): the episode's own audit covers it.
+            BankPurpose::EpisodeRefund { .. } if completed => vec![EntryKind::EpisodeRefund],
             _ => vec![],
         };
         expected.sort();
@@ -299,18 +343,75 @@ impl Audit {
         }
     }
 
+    /// One inpatient episode, after every account: what came in less what went back must be
+    /// what its journal entries say; what it holds (that, less the final amount once
+    /// discharged) is never below zero; before discharge nothing has left it, and after
+    /// discharge only online refunds still under way remain. (The settlement itself is no
+    /// journal entry: the final amount stays in the episode's record, and an account gets at
+    /// most one entry per transaction.)
+    pub fn episode(&mut self, ep: &Episode) {
+        self.episodes += 1;
+        let id = BillId::parse(ep.id.as_str()).expect("an admission id has a bill id's shape");
+        let journal = self.episode_money.remove(&id).unwrap_or(0);
+        let held = ep.held();
+        self.episodes_held += held.cents();
+        let kept = ep.deposited.cents() - ep.refunded.cents();
+        if kept != journal {
+            self.problem(format!(
+                "episode {} took in {} and paid back {}, but its journal leaves {}",
+                ep.id,
+                ep.deposited,
+                ep.refunded,
+                Money::from_cents(journal)
+            ));
+        }
+        let deposits: i64 = ep.deposits.iter().map(|d| d.amount.cents()).sum();
+        let settled_ok = match ep.status {
+            EpisodeStatus::Open | EpisodeStatus::Final => {
+                ep.refunded.is_zero() && ep.refunding.is_zero()
+            }
+            EpisodeStatus::Discharged => held == ep.refunding && ep.deposits_in_flight == 0,
+        };
+        if held.is_negative() || deposits != ep.deposited.cents() || !settled_ok {
+            self.problem(format!(
+                "episode {} ({:?}): deposited {} in {} deposits summing to {}, refunded {}, refunding {}, holds {held}",
+                ep.id,
+                ep.status,
+                ep.deposited,
+                ep.deposits.len(),
+                Money::from_cents(deposits),
+                ep.refunded,
+                ep.refunding
+            ));
+        }
+    }
+
     /// Invariant 2 and the bank operations' totals; the report.
     pub fn finish(mut self) -> AuditReport {
         let orphans: Vec<BankRef> = self.by_ref.keys().cloned().collect();
         for r in orphans {
             self.problem(format!("journal entries name unknown bank op {r}"));
         }
+        let mut strays: Vec<(BillId, i64)> = self
+            .episode_money
+            .drain()
+            .filter(|(_, cents)| *cents != 0)
+            .collect();
+        strays.sort();
+        for (episode, cents) in strays {
+            self.problem(format!(
+                "journal entries leave {} in episode {episode}, which is not stored",
+                Money::from_cents(cents)
+            ));
+        }
         let f = self.flows;
         let expected = f[CASH_IN] - f[CASH_OUT] + f[TOP_UPS] - f[PAYMENTS] + f[REFUNDS]
             - f[CARD_WITHDRAWALS]
             + f[RETURNED]
             + f[ADJUSTED_IN]
-            - f[ADJUSTED_OUT];
+            - f[ADJUSTED_OUT]
+            - f[EPISODE_FROM_ACCOUNTS]
+            + f[EPISODE_TO_ACCOUNTS];
         if self.total != expected {
             self.problem(format!(
                 "invariant 2: Σ balances {} but the flows give {}",
@@ -335,6 +436,8 @@ impl Audit {
             bank_ops: self.bank_ops,
             unresolved_bank_ops: self.unresolved,
             total_balance: Money::from_cents(self.total),
+            episodes: self.episodes,
+            episodes_held: Money::from_cents(self.episodes_held),
             flows: Flows {
                 cash_in: Money::from_cents(f[CASH_IN]),
                 cash_out: Money::from_cents(f[CASH_OUT]),
@@ -345,6 +448,8 @@ impl Audit {
                 withdrawals_returned: Money::from_cents(f[RETURNED]),
                 adjustments_in: Money::from_cents(f[ADJUSTED_IN]),
                 adjustments_out: Money::from_cents(f[ADJUSTED_OUT]),
+                episode_deposits_from_accounts: Money::from_cents(f[EPISODE_FROM_ACCOUNTS]),
+                episode_refunds_to_accounts: Money::from_cents(f[EPISODE_TO_ACCOUNTS]),
             },
             problem_count: self.problem_count,
             problems: self.problems,
@@ -368,6 +473,9 @@ impl Audit {
         }
         for op in state.bank_ops.values() {
             audit.bank_op(op);
+        }
+        for episode in state.episodes.values() {
+            audit.episode(episode);
         }
         audit.finish()
     }

@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::credential::Role;
 use crate::ids::{
-    AccountId, BankRef, BillId, CardNo, OperatorId, PersonKey, RequestId, TerminalId,
+    AccountId, AdmissionId, BankRef, BillId, CardNo, OperatorId, PersonKey, RequestId, TerminalId,
+    WardId,
 };
 use crate::model::{
     BankPurpose, BillKind, CardKind, External, HisReconciliationReport, Holder,
@@ -227,6 +228,52 @@ pub enum CommandBody {
     RecordHisReconciliation {
         report: HisReconciliationReport,
     },
+    /// HIS admits a patient (住院登记): opens inpatient episode `episode` on the account of
+    /// `card`, in `ward`. Below `reminder_below` of unused deposit the patient is on the
+    /// reminder list (催缴): the ward's threshold, which HIS keeps with its ward records.
+    OpenEpisode {
+        episode: AdmissionId,
+        card: CardNo,
+        ward: WardId,
+        reminder_below: Money,
+    },
+    /// 住院预交金 into an episode, in cash or from a prepaid account (the patient's, or a
+    /// relative's: the card presented names the payer). By card or channel it is a bank
+    /// operation (`StartBankOp`, purpose `EpisodeDeposit`).
+    DepositToEpisode {
+        episode: AdmissionId,
+        amount: Money,
+        from: EpisodeFunds,
+    },
+    /// HIS's daily charges (日清单) against an open episode.
+    PostEpisodeCharges {
+        episode: AdmissionId,
+        amount: Money,
+    },
+    /// HIS's final amount at discharge (出院): no more charges.
+    FinalizeEpisode {
+        episode: AdmissionId,
+        final_amount: Money,
+    },
+    /// 出院结算 of a finalized episode. A shortfall is taken from the patient's account when
+    /// `shortfall_from_account` (else it must be deposited first, by any way a deposit goes).
+    /// A surplus goes back to the cards and channels that paid, oldest deposit first (each a
+    /// bank operation this command starts), and the rest into the account or in cash at a
+    /// window, as `rest_to` says.
+    SettleEpisode {
+        episode: AdmissionId,
+        rest_to: RefundTo,
+        shortfall_from_account: bool,
+    },
+}
+
+/// Where an inpatient deposit that is not a bank operation comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EpisodeFunds {
+    /// Notes at a kiosk, or cash at a window with an open shift.
+    Cash,
+    /// The prepaid account of this card: the patient's or a relative's.
+    Account { card: CardNo },
 }
 
 /// Which way an adjustment moves the balance.
@@ -280,7 +327,8 @@ impl CommandBody {
             | CommandBody::RevokeCredential { .. }
             | CommandBody::RevokeBootstrapCredential { .. }
             | CommandBody::RecordMembership { .. }
-            | CommandBody::RecordAccess { .. } => true,
+            | CommandBody::RecordAccess { .. }
+            | CommandBody::SettleEpisode { .. } => true,
             CommandBody::StartBankOp { purpose, .. } => matches!(
                 purpose,
                 crate::BankPurpose::Withdraw | crate::BankPurpose::Refund { .. }
@@ -327,6 +375,11 @@ impl CommandBody {
             CommandBody::RefundBill { .. } => "RefundBill",
             CommandBody::Adjust { .. } => "Adjust",
             CommandBody::RecordHisReconciliation { .. } => "RecordHisReconciliation",
+            CommandBody::OpenEpisode { .. } => "OpenEpisode",
+            CommandBody::DepositToEpisode { .. } => "DepositToEpisode",
+            CommandBody::PostEpisodeCharges { .. } => "PostEpisodeCharges",
+            CommandBody::FinalizeEpisode { .. } => "FinalizeEpisode",
+            CommandBody::SettleEpisode { .. } => "SettleEpisode",
         }
     }
 }

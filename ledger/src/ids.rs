@@ -157,6 +157,15 @@ text_id!(
     BillId, "bill id", 1, 40, is_id_char, "1 to 40 letters, digits, '-' or '_'"
 );
 text_id!(
+    /// An inpatient admission (住院号) from HIS, naming one episode: 1 to 40 letters, digits,
+    /// `-` or `_` (the shape of a bill id).
+    AdmissionId, "admission id", 1, 40, is_id_char, "1 to 40 letters, digits, '-' or '_'"
+);
+text_id!(
+    /// A ward (病区) as HIS names it: 1 to 32 letters, digits, `-` or `_`.
+    WardId, "ward id", 1, 32, is_id_char, "1 to 32 letters, digits, '-' or '_'"
+);
+text_id!(
     /// An operator (cashier, supervisor) id: 1 to 32 letters, digits, `-` or `_`.
     OperatorId, "operator id", 1, 32, is_id_char, "1 to 32 letters, digits, '-' or '_'"
 );
@@ -183,11 +192,28 @@ impl BankRef {
         BankRef(format!("Y{:019}", txn.0))
     }
 
+    /// The reference of the `part`-th of several operations one command starts (a discharge
+    /// refunds each online deposit by its own): `Z`, the transaction in 16 hex digits, the
+    /// part in 3 digits. Never equal to a `for_txn` reference, nor to another part's.
+    pub fn for_txn_part(txn: TxnId, part: u16) -> BankRef {
+        assert!(part < 1000, "at most 1000 parts");
+        BankRef(format!("Z{:016X}{part:03}", txn.0))
+    }
+
     pub fn parse(text: &str) -> Result<BankRef, IdError> {
-        let rule = "'Y' and 19 digits";
+        let rule = "'Y' and 19 digits, or 'Z', 16 hex digits and 3 digits";
+        let b = text.as_bytes();
         let valid = text.len() == 20
-            && text.starts_with('Y')
-            && text.bytes().skip(1).all(|b| b.is_ascii_digit());
+            && match b[0] {
+                b'Y' => b[1..].iter().all(u8::is_ascii_digit),
+                b'Z' => {
+                    b[1..17]
+                        .iter()
+                        .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c))
+                        && b[17..].iter().all(u8::is_ascii_digit)
+                }
+                _ => false,
+            };
         if !valid {
             return Err(IdError {
                 kind: "bank reference",
@@ -358,6 +384,12 @@ mod tests {
         assert_eq!(t.to_string(), "77.5");
         let r = BankRef::for_txn(t);
         assert_eq!(BankRef::parse(r.as_str()).unwrap(), r);
+        let part = BankRef::for_txn_part(TxnId(u64::MAX), 999);
+        assert_eq!(part.as_str(), "ZFFFFFFFFFFFFFFFF999");
+        assert_eq!(BankRef::parse(part.as_str()).unwrap(), part);
+        assert_ne!(BankRef::for_txn_part(t, 1), BankRef::for_txn_part(t, 2));
+        assert!(BankRef::parse("Zfffffffffffffff0001").is_err());
+        assert!(BankRef::parse("Z000000000000000A00B").is_err());
         assert!(BankRef::parse("Y123").is_err());
     }
 

@@ -20,11 +20,11 @@ pub mod view;
 pub use apply::{ApplyCtx, MAX_PRUNED_PER_COMMAND, Rules, apply, refusal};
 pub use audit::{Audit, AuditReport};
 pub use calendar::BusinessDay;
-pub use command::{AdjustDirection, Command, CommandBody, DifferenceRef, RefundTo};
+pub use command::{AdjustDirection, Command, CommandBody, DifferenceRef, EpisodeFunds, RefundTo};
 pub use credential::{Credential, Role};
 pub use ids::{
-    AccountId, BankRef, BillId, CardNo, CardToken, IdError, MAX_COMMANDS_PER_ENTRY, OperatorId,
-    PersonKey, RequestId, TerminalId, TerminalKind, TxnId,
+    AccountId, AdmissionId, BankRef, BillId, CardNo, CardToken, IdError, MAX_COMMANDS_PER_ENTRY,
+    OperatorId, PersonKey, RequestId, TerminalId, TerminalKind, TxnId, WardId,
 };
 pub use model::*;
 pub use money::{AmountError, Money};

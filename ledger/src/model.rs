@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{
-    AccountId, BankRef, BillId, CardNo, CardToken, OperatorId, PersonKey, RequestId, TerminalId,
-    TerminalKind, TxnId,
+    AccountId, AdmissionId, BankRef, BillId, CardNo, CardToken, OperatorId, PersonKey, RequestId,
+    TerminalId, TerminalKind, TxnId, WardId,
 };
 use crate::money::Money;
 
@@ -306,6 +306,97 @@ pub struct BillFirstLayout {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EpisodeStatus {
+    /// Admitted: deposits and daily charges go in.
+    Open,
+    /// HIS sent the final amount (出院): no more charges; waiting for the settlement.
+    Final,
+    /// Settled: the shortfall collected or the surplus refunded. Online refunds may still be
+    /// under way (`refunding`).
+    Discharged,
+}
+
+/// One deposit into an inpatient episode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpisodeDeposit {
+    /// Its place among the episode's deposits, from 1.
+    pub seq: u32,
+    pub txn: TxnId,
+    pub amount: Money,
+    pub channel: Channel,
+    /// The bank operation of a deposit by card or channel: a surplus goes back the same way.
+    pub bank_ref: Option<BankRef>,
+    /// The prepaid account it came from, when it came from one (the patient's or a relative's).
+    pub from_account: Option<AccountId>,
+    /// How much of it went back online at discharge (in flight included).
+    pub refunded_online: Money,
+    pub terminal: TerminalId,
+    pub at: Timestamp,
+}
+
+/// 住院: one inpatient episode, opened by HIS at admission and closed by the discharge
+/// settlement (出院结算). Its money is the deposits; charges are HIS's running total, and
+/// only the final amount is taken at discharge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Episode {
+    pub id: AdmissionId,
+    /// The patient's account.
+    pub account: AccountId,
+    pub ward: WardId,
+    /// Below this much unused deposit the patient is on the reminder list (催缴).
+    pub reminder_below: Money,
+    pub status: EpisodeStatus,
+    pub deposits: Vec<EpisodeDeposit>,
+    /// The sum of the deposits.
+    pub deposited: Money,
+    /// HIS's daily charges (日清单) so far.
+    pub charges: Money,
+    pub charge_posts: u32,
+    /// The final amount HIS sent at discharge.
+    pub final_amount: Option<Money>,
+    /// Surplus paid back and done with (into the account, in cash, or online once the bank
+    /// approved).
+    pub refunded: Money,
+    /// Surplus on its way back online, waiting for the bank.
+    pub refunding: Money,
+    /// Deposits by card or channel started and not yet answered: a discharge waits for them.
+    pub deposits_in_flight: u32,
+    pub opened_at: Timestamp,
+    pub discharged_at: Option<Timestamp>,
+}
+
+impl Episode {
+    /// The most deposits one episode takes (each may need its own refund at discharge).
+    pub const MAX_DEPOSITS: usize = 100;
+
+    /// Deposits not yet used by the charges: what the reminder list compares (may be below 0).
+    pub fn unused(&self) -> Money {
+        self.deposited
+            .checked_sub(self.final_amount.unwrap_or(self.charges))
+            .expect("episode amounts within range")
+    }
+
+    /// The money the hospital holds for this episode: the deposits, less what was paid back and
+    /// — once discharged — the final amount. Only online refunds under way remain after
+    /// discharge.
+    pub fn held(&self) -> Money {
+        let taken = match self.status {
+            EpisodeStatus::Discharged => self.final_amount.unwrap_or(Money::ZERO),
+            EpisodeStatus::Open | EpisodeStatus::Final => Money::ZERO,
+        };
+        self.deposited
+            .checked_sub(self.refunded)
+            .and_then(|m| m.checked_sub(taken))
+            .expect("episode amounts within range")
+    }
+
+    /// On the reminder list (催缴): open and below its ward's threshold.
+    pub fn needs_reminder(&self) -> bool {
+        self.status == EpisodeStatus::Open && self.unused() < self.reminder_below
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TerminalStatus {
     InService,
     OutOfService,
@@ -391,6 +482,13 @@ pub enum BankPurpose {
     Refund { bill: BillId },
     /// 退预交金 to a card: the account is debited first and credited back if the bank declines.
     Withdraw,
+    /// 住院预交金 by card or channel into an inpatient episode, once the bank approves; the
+    /// account is untouched.
+    EpisodeDeposit { episode: AdmissionId },
+    /// A discharge's surplus back online to the card or channel of deposit `deposit` (its
+    /// sequence number in the episode); started by the discharge itself. Declined or
+    /// reversed, the money goes into the patient's account instead.
+    EpisodeRefund { episode: AdmissionId, deposit: u32 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -461,11 +559,22 @@ pub enum EntryKind {
     AdjustmentCredit,
     /// 调账 out of the account, by a person with a reason and a reference
     AdjustmentDebit,
+    /// 住院预交金 into an inpatient episode in cash or by card or channel; the balance is
+    /// untouched. The entry's `bill` is the admission id.
+    EpisodeDeposit,
+    /// 住院预交金 into an inpatient episode from a prepaid account (the patient's or a
+    /// relative's: the entry's account is the payer's).
+    EpisodeDepositFromAccount,
+    /// A discharge's surplus paid back online or in cash at a window; the balance is untouched.
+    EpisodeRefund,
+    /// A discharge's surplus paid into the patient's account (also an online refund of it the
+    /// bank declined).
+    EpisodeRefundToAccount,
 }
 
 impl EntryKind {
     /// Every kind, in the order the API guide lists them.
-    pub const ALL: [EntryKind; 11] = [
+    pub const ALL: [EntryKind; 15] = [
         EntryKind::CashDeposit,
         EntryKind::TopUp,
         EntryKind::BillPayment,
@@ -477,6 +586,10 @@ impl EntryKind {
         EntryKind::CashRefund,
         EntryKind::AdjustmentCredit,
         EntryKind::AdjustmentDebit,
+        EntryKind::EpisodeDeposit,
+        EntryKind::EpisodeDepositFromAccount,
+        EntryKind::EpisodeRefund,
+        EntryKind::EpisodeRefundToAccount,
     ];
 
     /// What an entry of this kind records (the API guide's words).
@@ -511,7 +624,30 @@ impl EntryKind {
             EntryKind::AdjustmentDebit => {
                 "an adjustment (调账) out of the account by finance, with a reason and a reference"
             }
+            EntryKind::EpisodeDeposit => {
+                "an inpatient deposit (住院预交金) in cash or by card or channel; the balance is untouched; `bill` is the admission id"
+            }
+            EntryKind::EpisodeDepositFromAccount => {
+                "an inpatient deposit from a prepaid account (the payer's); `bill` is the admission id"
+            }
+            EntryKind::EpisodeRefund => {
+                "a discharge's surplus paid back online or in cash; the balance is untouched"
+            }
+            EntryKind::EpisodeRefundToAccount => {
+                "a discharge's surplus paid into the patient's account"
+            }
         }
+    }
+
+    /// Whether the entry belongs to an inpatient episode (its `bill` is then the admission id).
+    pub fn is_episode(self) -> bool {
+        matches!(
+            self,
+            EntryKind::EpisodeDeposit
+                | EntryKind::EpisodeDepositFromAccount
+                | EntryKind::EpisodeRefund
+                | EntryKind::EpisodeRefundToAccount
+        )
     }
 
     /// The signed effect of an entry of this kind on the balance: +1 credit, −1 debit, 0 none.
@@ -521,9 +657,17 @@ impl EntryKind {
             | EntryKind::TopUp
             | EntryKind::Refund
             | EntryKind::WithdrawalReturned
-            | EntryKind::AdjustmentCredit => 1,
-            EntryKind::BillPayment | EntryKind::Withdrawal | EntryKind::AdjustmentDebit => -1,
-            EntryKind::ExternalBillPayment | EntryKind::ExternalRefund | EntryKind::CashRefund => 0,
+            | EntryKind::AdjustmentCredit
+            | EntryKind::EpisodeRefundToAccount => 1,
+            EntryKind::BillPayment
+            | EntryKind::Withdrawal
+            | EntryKind::AdjustmentDebit
+            | EntryKind::EpisodeDepositFromAccount => -1,
+            EntryKind::ExternalBillPayment
+            | EntryKind::ExternalRefund
+            | EntryKind::CashRefund
+            | EntryKind::EpisodeDeposit
+            | EntryKind::EpisodeRefund => 0,
         }
     }
 }

@@ -4,10 +4,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{AccountId, BankRef, BillId, CardNo, TerminalId, TxnId};
+use crate::command::RefundTo;
+use crate::ids::{AccountId, AdmissionId, BankRef, BillId, CardNo, TerminalId, TxnId};
 use crate::model::{
-    AccountStatus, BankOpKind, BankOpState, CardStatus, CollectionReport, ShiftReport,
-    TerminalStatus,
+    AccountStatus, BankOpKind, BankOpState, CardStatus, CollectionReport, EpisodeStatus,
+    ShiftReport, TerminalStatus,
 };
 use crate::money::Money;
 
@@ -65,10 +66,21 @@ pub enum ReasonCode {
     DifferenceAlreadyResolved,
     /// The adjustment is not the one the difference calls for (amount or account).
     AdjustmentMismatch,
+    /// No inpatient episode under that admission id.
+    EpisodeNotFound,
+    /// An episode under that admission id exists already.
+    EpisodeExists,
+    /// The episode is not in a state that takes this (charges after the final amount, a
+    /// deposit after discharge, a settlement before the final amount).
+    EpisodeNotOpen,
+    /// The deposits do not cover the final amount: collect the rest first.
+    EpisodeShortfall,
+    /// A deposit by card or channel is still waiting for the bank.
+    EpisodeOperationInProgress,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 44] = [
+    pub const ALL: [ReasonCode; 49] = [
         ReasonCode::InvalidAmount,
         ReasonCode::InvalidDenomination,
         ReasonCode::BelowMinimumDeposit,
@@ -113,6 +125,11 @@ impl ReasonCode {
         ReasonCode::DifferenceNotFound,
         ReasonCode::DifferenceAlreadyResolved,
         ReasonCode::AdjustmentMismatch,
+        ReasonCode::EpisodeNotFound,
+        ReasonCode::EpisodeExists,
+        ReasonCode::EpisodeNotOpen,
+        ReasonCode::EpisodeShortfall,
+        ReasonCode::EpisodeOperationInProgress,
     ];
 
     /// The code as clients see it, e.g. `INSUFFICIENT_FUNDS`.
@@ -162,6 +179,11 @@ impl ReasonCode {
             ReasonCode::DifferenceNotFound => "DIFFERENCE_NOT_FOUND",
             ReasonCode::DifferenceAlreadyResolved => "DIFFERENCE_ALREADY_RESOLVED",
             ReasonCode::AdjustmentMismatch => "ADJUSTMENT_MISMATCH",
+            ReasonCode::EpisodeNotFound => "EPISODE_NOT_FOUND",
+            ReasonCode::EpisodeExists => "EPISODE_EXISTS",
+            ReasonCode::EpisodeNotOpen => "EPISODE_NOT_OPEN",
+            ReasonCode::EpisodeShortfall => "EPISODE_SHORTFALL",
+            ReasonCode::EpisodeOperationInProgress => "EPISODE_OPERATION_IN_PROGRESS",
         }
     }
 
@@ -183,12 +205,14 @@ impl ReasonCode {
             | BankOpNotFound
             | TerminalNotRegistered
             | CredentialNotFound
-            | DifferenceNotFound => ReasonClass::NotFound,
+            | DifferenceNotFound
+            | EpisodeNotFound => ReasonClass::NotFound,
             CardAlreadyExists
             | BillAlreadyExists
             | TerminalAlreadyRegistered
             | RequestIdReused
-            | CredentialExists => ReasonClass::AlreadyExists,
+            | CredentialExists
+            | EpisodeExists => ReasonClass::AlreadyExists,
             TerminalNotAllowed | IdentityMismatch => ReasonClass::PermissionDenied,
             InvariantViolation => ReasonClass::Internal,
             _ => ReasonClass::FailedPrecondition,
@@ -319,6 +343,34 @@ pub enum Effect {
     /// HIS marked the bill invoiced (`MarkInvoiced`).
     BillInvoiced {
         bill: BillId,
+    },
+    /// HIS admitted the patient: the episode is open.
+    EpisodeOpened {
+        episode: AdmissionId,
+        account: AccountId,
+    },
+    /// A deposit, charges or the final amount went into the episode: where it stands.
+    /// `balance` is the payer's account balance after a deposit from it.
+    EpisodeChanged {
+        episode: AdmissionId,
+        txn: TxnId,
+        status: EpisodeStatus,
+        deposited: Money,
+        unused: Money,
+        balance: Option<Money>,
+    },
+    /// 出院结算: `collected` taken from the account for a shortfall; `online` the refunds
+    /// started back to cards and channels (each settles by its bank operation); `rest` into
+    /// the account or in cash at the window; `balance` the patient's account after it.
+    EpisodeSettled {
+        episode: AdmissionId,
+        txn: TxnId,
+        final_amount: Money,
+        collected: Money,
+        online: Vec<(BankRef, Money)>,
+        rest: Money,
+        rest_to: RefundTo,
+        balance: Money,
     },
 }
 

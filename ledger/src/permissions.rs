@@ -4,7 +4,7 @@
 //! terminals of its role's kind ([`Role::terminal_kind`]), with its method table tested against
 //! this one, so a method a role may call is one the ledger lets that role's terminals do.
 
-use crate::command::{CommandBody, RefundTo};
+use crate::command::{CommandBody, EpisodeFunds, RefundTo};
 use crate::credential::Role;
 use crate::ids::TerminalKind;
 use crate::model::{BankPurpose, External};
@@ -25,6 +25,12 @@ pub fn allowed_terminals(body: &CommandBody) -> &'static [TerminalKind] {
             }
             (BankPurpose::Refund { .. }, _) => &[Window, Kiosk, His],
             (BankPurpose::Withdraw, _) => &[Window, Kiosk],
+            (BankPurpose::EpisodeDeposit { .. }, External::BankCard { .. }) => {
+                &[Kiosk, Window, Mobile]
+            }
+            (BankPurpose::EpisodeDeposit { .. }, External::ThirdParty { .. }) => &[Mobile],
+            // Started only by the discharge settlement itself, never asked for.
+            (BankPurpose::EpisodeRefund { .. }, _) => &[],
         },
         // Only the cluster's own sagas settle a bank operation, on the bank's answer: no
         // person and no console can complete a top-up the bank did not approve.
@@ -38,7 +44,26 @@ pub fn allowed_terminals(body: &CommandBody) -> &'static [TerminalKind] {
         CommandBody::PostBill { .. }
         | CommandBody::CancelBill { .. }
         | CommandBody::CancelBillPart { .. }
-        | CommandBody::MarkInvoiced { .. } => &[His],
+        | CommandBody::MarkInvoiced { .. }
+        | CommandBody::OpenEpisode { .. }
+        | CommandBody::PostEpisodeCharges { .. }
+        | CommandBody::FinalizeEpisode { .. } => &[His],
+        CommandBody::DepositToEpisode {
+            from: EpisodeFunds::Cash,
+            ..
+        } => &[Kiosk, Window],
+        CommandBody::DepositToEpisode {
+            from: EpisodeFunds::Account { .. },
+            ..
+        } => &[Kiosk, Window, Mobile],
+        CommandBody::SettleEpisode {
+            rest_to: RefundTo::Account,
+            ..
+        } => &[Window, Kiosk],
+        CommandBody::SettleEpisode {
+            rest_to: RefundTo::Cash,
+            ..
+        } => &[Window],
         CommandBody::PayBill { .. } => &[Kiosk, Window, Mobile],
         CommandBody::Refund { .. }
         | CommandBody::RefundToAccount { .. }

@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use crate::command::CommandBody;
 use crate::credential::Credential;
 use crate::ids::{
-    AccountId, BankRef, BillId, CardNo, OperatorId, PersonKey, RequestId, TerminalId,
+    AccountId, AdmissionId, BankRef, BillId, CardNo, OperatorId, PersonKey, RequestId, TerminalId,
 };
 use crate::model::{
-    Account, BankOp, Bill, BillEvent, Card, JournalEntry, Report, Terminal, Timestamp,
+    Account, BankOp, Bill, BillEvent, Card, Episode, JournalEntry, Report, Terminal, Timestamp,
 };
 use crate::outcome::Outcome;
 
@@ -53,6 +53,7 @@ pub trait StateView {
     fn credential(&self, id: &str) -> Option<Credential>;
     /// A stored report by its key ([`Report::key`]).
     fn report(&self, key: &str) -> Option<Report>;
+    fn episode(&self, id: &AdmissionId) -> Option<Episode>;
     /// Request records a prune may let go: those made before `before` that are not in the
     /// audit trail (sensitive requests stay), oldest first (by time, then terminal and id), at
     /// most `limit`.
@@ -73,6 +74,7 @@ pub trait StateView {
     fn put_credential(&mut self, credential: Credential);
     /// Adds an event to HIS's bill feed (keyed by its transaction and bill).
     fn append_bill_event(&mut self, event: BillEvent);
+    fn put_episode(&mut self, episode: Episode);
 }
 
 /// The whole state in ordered maps: deterministic to iterate and to encode.
@@ -91,6 +93,7 @@ pub struct MemState {
     pub credentials: BTreeMap<String, Credential>,
     /// HIS's bill feed, in log order.
     pub bill_events: Vec<BillEvent>,
+    pub episodes: BTreeMap<AdmissionId, Episode>,
 }
 
 impl MemState {
@@ -131,6 +134,9 @@ impl StateView for MemState {
     }
     fn report(&self, key: &str) -> Option<Report> {
         self.reports.get(key).cloned()
+    }
+    fn episode(&self, id: &AdmissionId) -> Option<Episode> {
+        self.episodes.get(id).cloned()
     }
     fn expired_requests(&self, before: Timestamp, limit: usize) -> Vec<(TerminalId, RequestId)> {
         let mut expired: Vec<(Timestamp, String, &TerminalId, &RequestId)> = self
@@ -189,5 +195,8 @@ impl StateView for MemState {
     }
     fn append_bill_event(&mut self, event: BillEvent) {
         self.bill_events.push(event);
+    }
+    fn put_episode(&mut self, episode: Episode) {
+        self.episodes.insert(episode.id.clone(), episode);
     }
 }

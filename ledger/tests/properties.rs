@@ -177,6 +177,11 @@ fn random_days_cover_the_transactions_and_the_refusals() {
         "OpenShift",
         "CloseShift",
         "CollectCash",
+        "OpenEpisode",
+        "DepositToEpisode",
+        "PostEpisodeCharges",
+        "FinalizeEpisode",
+        "SettleEpisode",
     ] {
         assert!(
             done.contains(name),

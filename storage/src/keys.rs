@@ -34,8 +34,14 @@ pub const CF_BILL_FEED: &str = "bill_feed";
 /// day's, not every bill.
 pub const CF_PAID_BY_DAY: &str = "paid_by_day";
 
+/// Inpatient episodes (`e/` + admission id), with two indexes in the same family: the episodes
+/// not yet discharged by ward (`w/` ward `/` id: the reminder list and the deposits held per
+/// ward read one ward's open episodes), and the discharged by business day (`d/` YYYYMMDD `/`
+/// id). See [`episode_key`].
+pub const CF_EPISODES: &str = "episodes";
+
 /// The families that hold the ledger's state: what a snapshot carries and the digest covers.
-pub const STATE_FAMILIES: [&str; 16] = [
+pub const STATE_FAMILIES: [&str; 17] = [
     CF_ACCOUNTS,
     CF_CARDS,
     CF_PERSONS,
@@ -52,6 +58,7 @@ pub const STATE_FAMILIES: [&str; 16] = [
     CF_REPORT_DAYS,
     CF_BILL_FEED,
     CF_PAID_BY_DAY,
+    CF_EPISODES,
 ];
 
 /// State families written only in key order (appended) and read by range, never looked up by
@@ -160,4 +167,23 @@ pub fn bill_event_key(txn: u64, bill: &str) -> Vec<u8> {
 /// `paid_by_day` key: the business day (`YYYYMMDD`), `/`, then the bill.
 pub fn paid_by_day_key(day: &str, bill: &str) -> Vec<u8> {
     format!("{day}/{bill}").into_bytes()
+}
+
+/// `episodes` key of an episode's record.
+pub fn episode_key(id: &str) -> Vec<u8> {
+    format!("e/{id}").into_bytes()
+}
+
+/// `episodes` key of a not yet discharged episode in its ward (the prefix of a ward's with an
+/// empty id, of every ward's with an empty ward and id).
+pub fn open_episode_key(ward: &str, id: &str) -> Vec<u8> {
+    if ward.is_empty() {
+        return b"w/".to_vec();
+    }
+    format!("w/{ward}/{id}").into_bytes()
+}
+
+/// `episodes` key of an episode discharged on business day `day` (`YYYYMMDD`).
+pub fn discharged_episode_key(day: &str, id: &str) -> Vec<u8> {
+    format!("d/{day}/{id}").into_bytes()
 }

@@ -485,6 +485,45 @@ impl Store {
         self.scan_prefix(CF_PAID_BY_DAY, &prefix, usize::MAX)
     }
 
+    /// An inpatient episode by its admission id.
+    pub fn episode(&self, id: &l::AdmissionId) -> Result<Option<l::Episode>> {
+        self.get(CF_EPISODES, &episode_key(id.as_str()))
+    }
+
+    /// The episodes not yet discharged, of one ward or of every ward, by ward and admission id:
+    /// the reminder list and the deposits held per ward read these, not every episode ever.
+    pub fn open_episodes(&self, ward: Option<&l::WardId>) -> Result<Vec<l::Episode>> {
+        let prefix = open_episode_key(ward.map_or("", |w| w.as_str()), "");
+        self.episodes_under(&prefix)
+    }
+
+    /// The episodes discharged on business day `day` (`YYYYMMDD`), by admission id.
+    pub fn discharged_on(&self, day: &str) -> Result<Vec<l::Episode>> {
+        self.episodes_under(&discharged_episode_key(day, ""))
+    }
+
+    /// The episodes an index of the `episodes` family names under `prefix` (the id is the
+    /// key's last part).
+    fn episodes_under(&self, prefix: &[u8]) -> Result<Vec<l::Episode>> {
+        let _reading = self.reading();
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(
+            self.cf(CF_EPISODES),
+            IteratorMode::From(prefix, Direction::Forward),
+        ) {
+            let (key, _) = item?;
+            if !key.starts_with(prefix) {
+                break;
+            }
+            let id = key.rsplit(|b| *b == b'/').next().unwrap_or_default();
+            let id = std::str::from_utf8(id).unwrap_or_default();
+            if let Some(episode) = self.get_ungated(CF_EPISODES, &episode_key(id))? {
+                out.push(episode);
+            }
+        }
+        Ok(out)
+    }
+
     /// A bill, whichever layout it was stored in ([`decode_bill`]).
     pub fn bill(&self, id: &l::BillId) -> Result<Option<l::Bill>> {
         let _reading = self.reading();
@@ -728,6 +767,17 @@ impl Store {
             let (_, value) = item?;
             audit.bank_op(&codec::decode(&value)?);
         }
+        let records = episode_key("");
+        for item in snapshot.iterator_cf(
+            self.cf(CF_EPISODES),
+            IteratorMode::From(&records, Direction::Forward),
+        ) {
+            let (key, value) = item?;
+            if !key.starts_with(&records) {
+                break;
+            }
+            audit.episode(&codec::decode(&value)?);
+        }
         Ok(audit.finish())
     }
 
@@ -868,6 +918,9 @@ impl l::StateView for RocksView<'_> {
     fn report(&self, key: &str) -> Option<l::Report> {
         self.read(CF_REPORTS, key.as_bytes())
     }
+    fn episode(&self, id: &l::AdmissionId) -> Option<l::Episode> {
+        self.read(CF_EPISODES, &episode_key(id.as_str()))
+    }
     fn request(&self, terminal: &l::TerminalId, id: &l::RequestId) -> Option<l::RequestRecord> {
         self.read(CF_REQUESTS, &request_key(terminal.as_str(), id.as_str()))
     }
@@ -994,6 +1047,19 @@ impl l::StateView for RocksView<'_> {
             credential.id.as_bytes().to_vec(),
             &credential,
         );
+    }
+    fn put_episode(&mut self, episode: l::Episode) {
+        let id = episode.id.as_str();
+        let open = open_episode_key(episode.ward.as_str(), id);
+        match (episode.status, episode.discharged_at) {
+            (l::EpisodeStatus::Discharged, Some(at)) => {
+                self.delete(CF_EPISODES, open);
+                let day = l::BusinessDay::of_ms(at.0).compact();
+                self.write(CF_EPISODES, discharged_episode_key(&day, id), &());
+            }
+            _ => self.write(CF_EPISODES, open, &()),
+        }
+        self.write(CF_EPISODES, episode_key(id), &episode);
     }
     fn append_bill_event(&mut self, event: l::BillEvent) {
         if event.kind == l::BillEventKind::Paid {

@@ -82,6 +82,29 @@ impl<V: StateView> Staged<'_, V> {
                 self.bills.insert(b.id.clone(), b);
                 (BankOpKind::Credit, amount)
             }
+            BankPurpose::EpisodeDeposit { episode } => {
+                let Some(a) = amount else {
+                    return reject(ReasonCode::InvalidAmount, "a deposit needs an amount");
+                };
+                let amount = self.amount(a)?;
+                let mut ep = self.episode_takes_deposit(episode)?;
+                if ep.account != account.id {
+                    return reject(
+                        ReasonCode::EpisodeNotFound,
+                        format!("no inpatient episode {episode} for the patient of card {card}"),
+                    );
+                }
+                ep.deposits_in_flight += 1;
+                self.episodes.insert(ep.id.clone(), ep);
+                (BankOpKind::Debit, amount)
+            }
+            // Only a discharge starts these (`SettleEpisode`); `terminal_allowed` refused it.
+            BankPurpose::EpisodeRefund { .. } => {
+                return reject(
+                    ReasonCode::TerminalNotAllowed,
+                    "an inpatient refund is started by the discharge settlement only",
+                );
+            }
             BankPurpose::Withdraw => {
                 let amount = self.withdrawal_amount(&account, amount)?;
                 self.post(Movement {
@@ -225,6 +248,22 @@ impl<V: StateView> Staged<'_, V> {
                 }
                 // The money left the account when the withdrawal started.
                 BankPurpose::Withdraw => {}
+                BankPurpose::EpisodeDeposit { episode } => {
+                    let mut ep = self.episode_exists(episode)?;
+                    ep.deposits_in_flight = ep.deposits_in_flight.saturating_sub(1);
+                    balance = self.add_episode_deposit(
+                        &mut ep,
+                        op.amount,
+                        channel,
+                        Some(bank_ref.clone()),
+                        None,
+                        op.terminal.clone(),
+                    );
+                    self.episodes.insert(ep.id.clone(), ep);
+                }
+                BankPurpose::EpisodeRefund { episode, deposit } => {
+                    balance = self.settle_episode_refund(&op, episode, *deposit, true)?;
+                }
             },
             BankOpState::Declined | BankOpState::Reversed => match &op.purpose {
                 BankPurpose::TopUp => {}
@@ -243,6 +282,14 @@ impl<V: StateView> Staged<'_, V> {
                 }
                 BankPurpose::Withdraw => {
                     balance = self.post(movement(EntryKind::WithdrawalReturned));
+                }
+                BankPurpose::EpisodeDeposit { episode } => {
+                    let mut ep = self.episode_exists(episode)?;
+                    ep.deposits_in_flight = ep.deposits_in_flight.saturating_sub(1);
+                    self.episodes.insert(ep.id.clone(), ep);
+                }
+                BankPurpose::EpisodeRefund { episode, deposit } => {
+                    balance = self.settle_episode_refund(&op, episode, *deposit, false)?;
                 }
             },
             BankOpState::InDoubt | BankOpState::Pending => {}

@@ -10,17 +10,20 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::command::{AdjustDirection, Command, CommandBody, DifferenceRef, RefundTo};
+use crate::command::{
+    AdjustDirection, Command, CommandBody, DifferenceRef, EpisodeFunds, RefundTo,
+};
 use crate::credential::Credential;
 use crate::ids::{
-    AccountId, BankRef, BillId, CardNo, OperatorId, PersonKey, RequestId, TerminalId, TerminalKind,
-    TxnId,
+    AccountId, AdmissionId, BankRef, BillId, CardNo, OperatorId, PersonKey, RequestId, TerminalId,
+    TerminalKind, TxnId, WardId,
 };
 use crate::model::{
     Account, AccountStatus, BankOp, BankOpKind, BankOpState, BankPurpose, Bill, BillEvent,
     BillEventKind, BillKind, BillStatus, Card, CardKind, CardStatus, Channel, CollectionReport,
-    DifferenceKind, EntryKind, External, Holder, JournalEntry, Payment, Report, Shift, ShiftReport,
-    Terminal, TerminalDay, TerminalDayReport, TerminalStatus, add_to_lines,
+    DifferenceKind, EntryKind, Episode, EpisodeDeposit, EpisodeStatus, External, Holder,
+    JournalEntry, Payment, Report, Shift, ShiftReport, Terminal, TerminalDay, TerminalDayReport,
+    TerminalStatus, add_to_lines,
 };
 use crate::money::Money;
 use crate::outcome::{Effect, Outcome, ReasonCode, Rejection};
@@ -33,6 +36,7 @@ mod bank;
 mod bills;
 mod cards;
 mod cash;
+mod episodes;
 mod reconciliation;
 mod terminals;
 
@@ -150,6 +154,7 @@ struct Staged<'v, V: StateView> {
     credentials: Vec<Credential>,
     forgotten: Vec<(TerminalId, RequestId)>,
     bill_events: Vec<BillEvent>,
+    episodes: BTreeMap<AdmissionId, Episode>,
 }
 
 /// One movement of money to record in the journal.
@@ -181,6 +186,7 @@ impl<'v, V: StateView> Staged<'v, V> {
             credentials: Vec::new(),
             forgotten: Vec::new(),
             bill_events: Vec::new(),
+            episodes: BTreeMap::new(),
         }
     }
 
@@ -215,6 +221,12 @@ impl<'v, V: StateView> Staged<'v, V> {
             .get(id)
             .cloned()
             .or_else(|| self.base.terminal(id))
+    }
+    fn episode(&self, id: &AdmissionId) -> Option<Episode> {
+        self.episodes
+            .get(id)
+            .cloned()
+            .or_else(|| self.base.episode(id))
     }
     fn report(&self, key: &str) -> Option<Report> {
         self.reports
@@ -253,6 +265,20 @@ impl<'v, V: StateView> Staged<'v, V> {
     /// Every account this command touched must stay within its overdraft; money code that
     /// breaks this stops here, loudly, instead of writing a wrong balance.
     fn check_invariants(&self) -> Rule<()> {
+        // The journal is keyed by account and transaction: a second entry of one command on
+        // one account would overwrite the first in storage.
+        for (i, entry) in self.journal.iter().enumerate() {
+            if self.journal[..i].iter().any(|e| e.account == entry.account) {
+                return reject(
+                    ReasonCode::InvariantViolation,
+                    format!(
+                        "{} would post two journal entries on account {}",
+                        self.cmd.body.name(),
+                        entry.account
+                    ),
+                );
+            }
+        }
         for account in self.accounts.values() {
             if account.balance < account.overdraft_limit.negated() {
                 return reject(
@@ -281,6 +307,7 @@ impl<'v, V: StateView> Staged<'v, V> {
             credentials,
             forgotten,
             bill_events,
+            episodes,
             ..
         } = self;
         for account in accounts.into_values() {
@@ -315,6 +342,9 @@ impl<'v, V: StateView> Staged<'v, V> {
         }
         for event in bill_events {
             base.append_bill_event(event);
+        }
+        for episode in episodes.into_values() {
+            base.put_episode(episode);
         }
     }
 
@@ -506,7 +536,9 @@ impl<'v, V: StateView> Staged<'v, V> {
         if channel == Channel::Cash {
             // Cash comes in only as a deposit; withdrawals and cash refunds hand it out.
             terminal.cash_box = match kind {
-                EntryKind::CashDeposit => terminal.cash_box.checked_add(amount),
+                EntryKind::CashDeposit | EntryKind::EpisodeDeposit => {
+                    terminal.cash_box.checked_add(amount)
+                }
                 _ => terminal.cash_box.checked_sub(amount),
             }
             .expect("cash box within range");
@@ -594,6 +626,11 @@ impl<'v, V: StateView> Staged<'v, V> {
             | CommandBody::PruneRequests { .. }
             | CommandBody::RecordAccess { .. }
             | CommandBody::RecordMembership { .. } => self.execute_admin(),
+            CommandBody::OpenEpisode { .. }
+            | CommandBody::DepositToEpisode { .. }
+            | CommandBody::PostEpisodeCharges { .. }
+            | CommandBody::FinalizeEpisode { .. }
+            | CommandBody::SettleEpisode { .. } => self.execute_episodes(),
             CommandBody::Adjust { .. }
             | CommandBody::RecordReconciliation { .. }
             | CommandBody::RecordHisReconciliation { .. } => self.execute_reconciliation(),

@@ -9,12 +9,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use yinyi_ledger::{
-    AccountId, AdjustDirection, ApplyCtx, BankOp, BankOpState, BankPurpose, BankRef, Bill,
-    BillEventKind, BillId, BillKind, BillStatus, Card, CardKind, CardNo, CardStatus, CardToken,
-    Channel, Command, CommandBody, DifferenceRef, Effect, EntryKind, External, Holder,
-    JournalEntry, MemState, Money, OperatorId, Outcome, PersonKey, ReasonCode, RefundTo, Report,
-    ReportLine, RequestId, Rules, TerminalId, TerminalKind, TerminalStatus, Timestamp, TxnId,
-    add_to_lines, apply,
+    AccountId, AdjustDirection, AdmissionId, ApplyCtx, BankOp, BankOpState, BankPurpose, BankRef,
+    Bill, BillEventKind, BillId, BillKind, BillStatus, Card, CardKind, CardNo, CardStatus,
+    CardToken, Channel, Command, CommandBody, DifferenceRef, Effect, EntryKind, EpisodeFunds,
+    EpisodeStatus, External, Holder, JournalEntry, MemState, Money, OperatorId, Outcome, PersonKey,
+    ReasonCode, RefundTo, Report, ReportLine, RequestId, Rules, TerminalId, TerminalKind,
+    TerminalStatus, Timestamp, TxnId, WardId, add_to_lines, apply,
 };
 
 // ---- the universe ----
@@ -40,6 +40,14 @@ pub fn card(text: &str) -> CardNo {
 
 pub fn bill_id(text: &str) -> BillId {
     BillId::parse(text).expect("valid bill id")
+}
+
+pub fn admission(text: &str) -> AdmissionId {
+    AdmissionId::parse(text).unwrap()
+}
+
+pub fn ward(text: &str) -> WardId {
+    WardId::parse(text).unwrap()
 }
 
 pub fn operator(text: &str) -> OperatorId {
@@ -441,6 +449,113 @@ impl World {
         )
     }
 
+    // ---- inpatient episodes ----
+
+    /// HIS admits the holder of `card_no` into `ward` with a reminder threshold of 1,000 yuan.
+    pub fn admit(&mut self, episode: &str, card_no: &str, ward_id: &str) -> Outcome {
+        self.run(
+            HIS,
+            CommandBody::OpenEpisode {
+                episode: admission(episode),
+                card: card(card_no),
+                ward: ward(ward_id),
+                reminder_below: yuan(1_000),
+            },
+        )
+    }
+
+    pub fn episode_cash(&mut self, terminal: &str, episode: &str, amount: Money) -> Outcome {
+        self.run(
+            terminal,
+            CommandBody::DepositToEpisode {
+                episode: admission(episode),
+                amount,
+                from: EpisodeFunds::Cash,
+            },
+        )
+    }
+
+    pub fn episode_from_account(
+        &mut self,
+        terminal: &str,
+        episode: &str,
+        payer_card: &str,
+        amount: Money,
+    ) -> Outcome {
+        self.run(
+            terminal,
+            CommandBody::DepositToEpisode {
+                episode: admission(episode),
+                amount,
+                from: EpisodeFunds::Account {
+                    card: card(payer_card),
+                },
+            },
+        )
+    }
+
+    /// A deposit by card or channel into the episode of the patient of `card_no`: started
+    /// Pending; the saga completes or declines it.
+    pub fn episode_by_card(
+        &mut self,
+        terminal: &str,
+        episode: &str,
+        card_no: &str,
+        external: External,
+        amount: Money,
+    ) -> Outcome {
+        self.start_bank_op(
+            terminal,
+            card_no,
+            external,
+            BankPurpose::EpisodeDeposit {
+                episode: admission(episode),
+            },
+            Some(amount),
+        )
+    }
+
+    pub fn charge(&mut self, episode: &str, amount: Money) -> Outcome {
+        self.run(
+            HIS,
+            CommandBody::PostEpisodeCharges {
+                episode: admission(episode),
+                amount,
+            },
+        )
+    }
+
+    pub fn finalize(&mut self, episode: &str, final_amount: Money) -> Outcome {
+        self.run(
+            HIS,
+            CommandBody::FinalizeEpisode {
+                episode: admission(episode),
+                final_amount,
+            },
+        )
+    }
+
+    pub fn settle(
+        &mut self,
+        terminal: &str,
+        episode: &str,
+        rest_to: RefundTo,
+        shortfall_from_account: bool,
+    ) -> Outcome {
+        self.run(
+            terminal,
+            CommandBody::SettleEpisode {
+                episode: admission(episode),
+                rest_to,
+                shortfall_from_account,
+            },
+        )
+    }
+
+    pub fn episode(&self, episode: &str) -> yinyi_ledger::Episode {
+        self.state.episodes[&admission(episode)].clone()
+    }
+
     // ---- the bank saga ----
 
     pub fn start_bank_op(
@@ -650,6 +765,109 @@ pub fn check_invariants(state: &MemState) -> Result<(), String> {
     }
     check_requests_and_bills(state)?;
     check_cash_boxes_and_reports(state)?;
+    check_episodes(state)?;
+    Ok(())
+}
+
+/// Inpatient episodes, beyond the audit's money check: each deposit is in the journal once, as
+/// the deposit it says; the deposits by card waiting for the bank and the refunds on their way
+/// back are exactly the episode's open bank operations; nothing goes back online beyond what a
+/// deposit brought; a discharged episode took its final amount once, and before discharge
+/// nothing left.
+fn check_episodes(state: &MemState) -> Result<(), String> {
+    let mut entries: BTreeMap<&str, Vec<&JournalEntry>> = BTreeMap::new();
+    for e in state.journal.iter().filter(|e| e.kind.is_episode()) {
+        let Some(id) = &e.bill else {
+            return Err(format!("episode entry {} names no admission", e.txn));
+        };
+        entries.entry(id.as_str()).or_default().push(e);
+    }
+    for (id, ep) in &state.episodes {
+        if ep.id != *id {
+            return Err(format!("episode {id} stored under the wrong key"));
+        }
+        let mine = entries.remove(id.as_str()).unwrap_or_default();
+        for d in &ep.deposits {
+            let kind = if d.from_account.is_some() {
+                EntryKind::EpisodeDepositFromAccount
+            } else {
+                EntryKind::EpisodeDeposit
+            };
+            let found = mine
+                .iter()
+                .filter(|e| e.txn == d.txn && e.kind == kind && e.amount == d.amount)
+                .count();
+            if found != 1 {
+                return Err(format!(
+                    "episode {id} deposit {} has {found} journal entries",
+                    d.seq
+                ));
+            }
+            if d.refunded_online > d.amount
+                || (d.bank_ref.is_none() && !d.refunded_online.is_zero())
+            {
+                return Err(format!(
+                    "episode {id} deposit {} of {} went back online {}",
+                    d.seq, d.amount, d.refunded_online
+                ));
+            }
+        }
+        let deposits = mine
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    EntryKind::EpisodeDeposit | EntryKind::EpisodeDepositFromAccount
+                )
+            })
+            .count();
+        if deposits != ep.deposits.len() {
+            return Err(format!(
+                "episode {id} lists {} deposits, the journal {deposits}",
+                ep.deposits.len()
+            ));
+        }
+        let settled_ok = match ep.status {
+            EpisodeStatus::Discharged => ep.final_amount.is_some() && ep.discharged_at.is_some(),
+            EpisodeStatus::Final => ep.final_amount.is_some() && ep.discharged_at.is_none(),
+            EpisodeStatus::Open => ep.final_amount.is_none() && ep.discharged_at.is_none(),
+        };
+        if !settled_ok {
+            return Err(format!("episode {id} is {:?}: {ep:?}", ep.status));
+        }
+        let (mut in_flight, mut refunding) = (0u32, 0i64);
+        for op in state.bank_ops.values() {
+            match &op.purpose {
+                BankPurpose::EpisodeDeposit { episode } if episode == id => {
+                    in_flight += u32::from(!op.state.is_final());
+                }
+                BankPurpose::EpisodeRefund { episode, deposit } if episode == id => {
+                    if !op.state.is_final() {
+                        refunding += op.amount.cents();
+                    }
+                    let of = ep.deposits.iter().find(|d| d.seq == *deposit);
+                    if of.and_then(|d| d.bank_ref.as_ref()).is_none() {
+                        return Err(format!(
+                            "bank op {} refunds deposit {deposit} of {id}, not one by card",
+                            op.bank_ref
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if in_flight != ep.deposits_in_flight || refunding != ep.refunding.cents() {
+            return Err(format!(
+                "episode {id}: {in_flight} deposits and {} refunds in flight at the bank, the episode says {} and {}",
+                Money::from_cents(refunding),
+                ep.deposits_in_flight,
+                ep.refunding
+            ));
+        }
+    }
+    if let Some(id) = entries.keys().next() {
+        return Err(format!("journal entries name unknown episode {id}"));
+    }
     Ok(())
 }
 
@@ -701,7 +919,9 @@ fn check_requests_and_bills(state: &MemState) -> Result<(), String> {
 
     let mut by_bill: BTreeMap<&BillId, Vec<&JournalEntry>> = BTreeMap::new();
     for e in &state.journal {
-        if let Some(b) = &e.bill {
+        if let Some(b) = &e.bill
+            && !e.kind.is_episode()
+        {
             if !state.bills.contains_key(b) {
                 return Err(format!("entry {} names unknown bill {b}", e.txn));
             }
@@ -876,9 +1096,11 @@ fn cash_cents(e: &JournalEntry) -> i64 {
         return 0;
     }
     match e.kind {
-        EntryKind::CashDeposit => e.amount.cents(),
+        EntryKind::CashDeposit | EntryKind::EpisodeDeposit => e.amount.cents(),
         // Cash handed out: a withdrawal from the account, or a refund paid at the window.
-        EntryKind::Withdrawal | EntryKind::CashRefund => -e.amount.cents(),
+        EntryKind::Withdrawal | EntryKind::CashRefund | EntryKind::EpisodeRefund => {
+            -e.amount.cents()
+        }
         other => panic!("a cash entry of kind {other:?}"),
     }
 }
@@ -1288,6 +1510,36 @@ pub mod random {
             counted: Money,
             with_operator: bool,
         },
+        /// HIS admits the holder of a card (episode ids `ZY-0` … `ZY-5`).
+        Admit {
+            episode: u8,
+            card: u8,
+            ward: u8,
+        },
+        /// An inpatient deposit: `how` 0 cash, 1 the patient's account, 2 another card's
+        /// account, 3 by card or channel `ext` (through the patient's card, or card `card`).
+        EpisodeDeposit {
+            at: u8,
+            episode: u8,
+            how: u8,
+            card: u8,
+            ext: u8,
+            amount: Money,
+        },
+        Charge {
+            episode: u8,
+            amount: Money,
+        },
+        Finalize {
+            episode: u8,
+            amount: Money,
+        },
+        Settle {
+            at: u8,
+            episode: u8,
+            cash: bool,
+            from_account: bool,
+        },
         /// The same command again (maybe stamped later): must return the first outcome.
         Retry {
             pick: u16,
@@ -1370,6 +1622,13 @@ pub mod random {
             1 => (u(), prop_oneof![3 => (0i64..200_000).prop_map(Money::from_cents),
                                    1 => Just(Money::from_yuan(-5))], prop::bool::weighted(0.9))
                 .prop_map(|(kiosk, counted, with_operator)| Step::Collect { kiosk, counted, with_operator }),
+            2 => (u(), u(), u()).prop_map(|(episode, card, ward)| Step::Admit { episode, card, ward }),
+            4 => (u(), u(), 0u8..4, u(), u(), amount())
+                .prop_map(|(at, episode, how, card, ext, amount)| Step::EpisodeDeposit { at, episode, how, card, ext, amount }),
+            2 => (u(), amount()).prop_map(|(episode, amount)| Step::Charge { episode, amount }),
+            2 => (u(), amount()).prop_map(|(episode, amount)| Step::Finalize { episode, amount }),
+            3 => (u(), u(), any::<bool>(), prop::bool::weighted(0.3))
+                .prop_map(|(at, episode, cash, from_account)| Step::Settle { at, episode, cash, from_account }),
             4 => (any::<u16>(), any::<bool>())
                 .prop_map(|(pick, restamp)| Step::Retry { pick, restamp }),
             2 => (any::<u16>(), 0u8..3).prop_map(|(pick, how)| Step::Reuse { pick, how }),
@@ -1396,19 +1655,7 @@ pub mod random {
         let of_bill = own
             .then(|| world.state.bills.get(bill))
             .flatten()
-            .and_then(|b| {
-                let cards: Vec<&Card> = world
-                    .state
-                    .cards
-                    .values()
-                    .filter(|c| c.account == b.account)
-                    .collect();
-                cards
-                    .iter()
-                    .find(|c| c.status == CardStatus::Active)
-                    .or(cards.first())
-                    .map(|c| c.no.clone())
-            });
+            .and_then(|b| card_of_account(world, b.account));
         of_bill.unwrap_or_else(|| card(&card_no(n)))
     }
 
@@ -1473,6 +1720,47 @@ pub mod random {
             .and_then(|c| world.state.accounts.get(&c.account))
             .map(|a| a.holder.person.clone())
             .unwrap_or_else(|| person(u64::from(n) + 1))
+    }
+
+    /// Mostly an admitted episode (one of those not discharged when there are); sometimes
+    /// any episode id of the universe.
+    fn pick_episode(world: &World, n: u8) -> AdmissionId {
+        let open: Vec<&AdmissionId> = world
+            .state
+            .episodes
+            .values()
+            .filter(|e| e.status != EpisodeStatus::Discharged)
+            .map(|e| &e.id)
+            .collect();
+        if n >= 220 || open.is_empty() {
+            return admission(&format!("ZY-{}", n % 6));
+        }
+        open[usize::from(n) % open.len()].clone()
+    }
+
+    /// The card of the episode's patient (any of the account's, an active one first).
+    fn patient_card(world: &World, episode: &AdmissionId, n: u8) -> CardNo {
+        world
+            .state
+            .episodes
+            .get(episode)
+            .and_then(|ep| card_of_account(world, ep.account))
+            .unwrap_or_else(|| card(&card_no(n)))
+    }
+
+    /// A card of the account, an active one if there is one.
+    fn card_of_account(world: &World, account: AccountId) -> Option<CardNo> {
+        let cards: Vec<&Card> = world
+            .state
+            .cards
+            .values()
+            .filter(|c| c.account == account)
+            .collect();
+        cards
+            .iter()
+            .find(|c| c.status == CardStatus::Active)
+            .or(cards.first())
+            .map(|c| c.no.clone())
     }
 
     /// The command a step makes in this world, without applying it.
@@ -1852,6 +2140,116 @@ pub mod random {
                     at,
                     with_operator.then_some(COLLECTOR),
                     CommandBody::CollectCash { counted: *counted },
+                )
+            }
+            Step::Admit {
+                episode,
+                card: c,
+                ward: wd,
+            } => world.command(
+                HIS,
+                None,
+                CommandBody::OpenEpisode {
+                    episode: admission(&format!("ZY-{}", episode % 6)),
+                    card: issued_card(world, *c),
+                    ward: ward(&format!("W{}", wd % 3)),
+                    reminder_below: Money::from_yuan(i64::from(*wd) * 10),
+                },
+            ),
+            Step::EpisodeDeposit {
+                at,
+                episode,
+                how,
+                card: c,
+                ext,
+                amount,
+            } => {
+                let episode = pick_episode(world, *episode);
+                let body = match how {
+                    0 => CommandBody::DepositToEpisode {
+                        episode,
+                        amount: *amount,
+                        from: EpisodeFunds::Cash,
+                    },
+                    1 | 2 => {
+                        let payer = if *how == 1 {
+                            patient_card(world, &episode, *c)
+                        } else {
+                            issued_card(world, *c)
+                        };
+                        CommandBody::DepositToEpisode {
+                            episode,
+                            amount: *amount,
+                            from: EpisodeFunds::Account { card: payer },
+                        }
+                    }
+                    _ => {
+                        let card = if c.is_multiple_of(5) {
+                            issued_card(world, *c)
+                        } else {
+                            patient_card(world, &episode, *c)
+                        };
+                        CommandBody::StartBankOp {
+                            card,
+                            external: external(*ext),
+                            purpose: BankPurpose::EpisodeDeposit { episode },
+                            amount: Some(*amount),
+                        }
+                    }
+                };
+                body_at(world, terminal(*at), body)
+            }
+            Step::Charge { episode, amount } => {
+                let episode = pick_episode(world, *episode);
+                world.command(
+                    HIS,
+                    None,
+                    CommandBody::PostEpisodeCharges {
+                        episode,
+                        amount: *amount,
+                    },
+                )
+            }
+            Step::Finalize { episode, amount } => {
+                let episode = pick_episode(world, *episode);
+                // Mostly near what was deposited, so both surpluses and shortfalls come up.
+                let near = world.state.episodes.get(&episode).map(|e| e.deposited);
+                let final_amount = match near {
+                    Some(d) if !amount.is_negative() && amount.cents() % 3 != 0 => {
+                        Money::from_cents((d.cents() + amount.cents() % 40_000 - 20_000).max(0))
+                    }
+                    _ => *amount,
+                };
+                world.command(
+                    HIS,
+                    None,
+                    CommandBody::FinalizeEpisode {
+                        episode,
+                        final_amount,
+                    },
+                )
+            }
+            Step::Settle {
+                at,
+                episode,
+                cash,
+                from_account,
+            } => {
+                let episode = pick_episode(world, *episode);
+                // Mostly the window, where a discharge is settled.
+                let here = [WINDOW, WINDOW, KIOSK, terminal(*at)][usize::from(*at) % 4];
+                body_at(
+                    world,
+                    here,
+                    CommandBody::SettleEpisode {
+                        episode,
+                        rest_to: if *cash {
+                            RefundTo::Cash
+                        } else {
+                            RefundTo::Account
+                        },
+                        shortfall_from_account: *from_account,
+                    },
                 )
             }
             Step::Retry { pick, restamp } => {
