@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/yinyi/v1/common.proto",
         "proto/yinyi/v1/payment.proto",
         "proto/yinyi/v1/his.proto",
+        "proto/yinyi/v1/inpatient.proto",
         "proto/yinyi/v1/terminal.proto",
         "proto/yinyi/v1/admin.proto",
     ];

@@ -1,5 +1,5 @@
 //! yinyi-api: the public gRPC API of yinyi. The `.proto` files under `api/proto/yinyi/v1/`
-//! (PaymentService, HisService, TerminalService, AdminService), the tonic code generated from
+//! (PaymentService, HisService, InpatientService, TerminalService, AdminService), the tonic code generated from
 //! them, the error convention (a gRPC code plus the ledger's reason code in a
 //! `google.rpc.ErrorInfo` detail of domain [`ERROR_DOMAIN`]), and [`client::Client`], the client
 //! library: it talks to a list of nodes, retries `UNAVAILABLE` and timeouts with the same

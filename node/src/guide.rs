@@ -227,7 +227,17 @@ pub fn render() -> String {
          whole the way it was paid under request id `BATCH_ID.NNNN` (its position); sending the \
          same batch again refunds nobody twice and finishes what was left, and a reply line \
          per bill says REFUNDED, PENDING (an online refund under way: send again) or REFUSED \
-         with the reason.\n\n",
+         with the reason.\n\
+         - Inpatients (`InpatientService`): HIS opens an episode (`OpenEpisode`, \
+         `EPISODE_EXISTS` for an admission id seen before), posts daily charges and the final \
+         amount (`EPISODE_NOT_OPEN` once final or discharged). Deposits go in until discharge, \
+         in cash, from a prepaid account (the patient's or a relative's; never the overdraft, \
+         `INSUFFICIENT_FUNDS`), by card or channel (through the patient's card; \
+         `EPISODE_NOT_FOUND` for another patient's). `Settle` needs the final amount and no \
+         deposit waiting for the bank (`EPISODE_OPERATION_IN_PROGRESS`); a shortfall comes \
+         from the account only when asked (`EPISODE_SHORTFALL` otherwise); a surplus goes \
+         back online first, oldest deposit first (references `Z…`), the rest into the \
+         account or in cash at a window. Charges and final amounts may reach 10,000,000.00.\n\n",
         rules.single_txn_limit, rules.min_first_deposit, rules.max_overdraft
     );
 

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use yinyi_actors::{Actors, BankGateway, SagaConfig};
 use yinyi_api::v1::admin_service_server::AdminServiceServer;
 use yinyi_api::v1::his_service_server::HisServiceServer;
+use yinyi_api::v1::inpatient_service_server::InpatientServiceServer;
 use yinyi_api::v1::payment_service_server::PaymentServiceServer;
 use yinyi_api::v1::terminal_service_server::TerminalServiceServer;
 use yinyi_consensus::{Consensus, MembershipChange};
@@ -168,6 +169,9 @@ pub async fn run(config: NodeConfig) -> Result<Stopped> {
         .await;
     health_reporter.set_serving::<HisServiceServer<His>>().await;
     health_reporter
+        .set_serving::<InpatientServiceServer<crate::api::inpatient::Inpatients>>()
+        .await;
+    health_reporter
         .set_serving::<TerminalServiceServer<Terminals>>()
         .await;
     health_reporter
@@ -241,6 +245,11 @@ pub async fn run(config: NodeConfig) -> Result<Stopped> {
             gateway: gateway.clone(),
             payments,
         }))
+        .add_service(InpatientServiceServer::new(
+            crate::api::inpatient::Inpatients {
+                gateway: gateway.clone(),
+            },
+        ))
         .add_service(TerminalServiceServer::new(Terminals {
             gateway: gateway.clone(),
         }))

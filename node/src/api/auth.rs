@@ -142,6 +142,13 @@ pub fn roles_for(service: &str, method: &str) -> Option<&'static [Role]> {
         ("HisService", "GetBill") => EVERY_CHANNEL,
         ("HisService", "BillFeed") => &[His, Admin, Auditor],
         ("HisService", "ReconcileHis" | "ConfirmDoubleCollection") => &[His],
+        ("InpatientService", "OpenEpisode" | "PostCharges" | "Finalize") => &[His],
+        ("InpatientService", "Deposit") => PAYERS,
+        ("InpatientService", "Settle") => &[Kiosk, Window],
+        ("InpatientService", "GetEpisode") => EVERY_CHANNEL,
+        ("InpatientService", "ReminderList" | "WardReport" | "Discharges") => {
+            &[His, Admin, Auditor]
+        }
         ("TerminalService", "RegisterTerminal") => &[Admin],
         ("TerminalService", "Heartbeat") => &[Kiosk, Window, Mobile, His],
         ("TerminalService", "OpenShift") => &[Window],
@@ -485,6 +492,7 @@ mod tests {
             }
         };
         let terminal = TerminalId::parse("K-0001").unwrap();
+        let episode = yinyi_ledger::AdmissionId::parse("ZY-1").unwrap();
         Some(match (service, method) {
             ("PaymentService", "IssueCard" | "IssueCards") => vec![CommandBody::IssueCard {
                 card: card.clone(),
@@ -586,6 +594,58 @@ mod tests {
             ("HisService", "ConfirmDoubleCollection") => {
                 vec![CommandBody::CancelBill { bill: bill.clone() }]
             }
+            ("InpatientService", "OpenEpisode") => vec![CommandBody::OpenEpisode {
+                episode: episode.clone(),
+                card: card.clone(),
+                ward: yinyi_ledger::WardId::parse("W1").unwrap(),
+                reminder_below: amount,
+            }],
+            ("InpatientService", "PostCharges") => vec![CommandBody::PostEpisodeCharges {
+                episode: episode.clone(),
+                amount,
+            }],
+            ("InpatientService", "Finalize") => vec![CommandBody::FinalizeEpisode {
+                episode: episode.clone(),
+                final_amount: amount,
+            }],
+            ("InpatientService", "Deposit") => vec![
+                CommandBody::DepositToEpisode {
+                    episode: episode.clone(),
+                    amount,
+                    from: yinyi_ledger::EpisodeFunds::Cash,
+                },
+                CommandBody::DepositToEpisode {
+                    episode: episode.clone(),
+                    amount,
+                    from: yinyi_ledger::EpisodeFunds::Account { card: card.clone() },
+                },
+                start(
+                    &bank,
+                    BankPurpose::EpisodeDeposit {
+                        episode: episode.clone(),
+                    },
+                    Some(amount),
+                ),
+                start(
+                    &channel,
+                    BankPurpose::EpisodeDeposit {
+                        episode: episode.clone(),
+                    },
+                    Some(amount),
+                ),
+            ],
+            ("InpatientService", "Settle") => vec![
+                CommandBody::SettleEpisode {
+                    episode: episode.clone(),
+                    rest_to: RefundTo::Account,
+                    shortfall_from_account: false,
+                },
+                CommandBody::SettleEpisode {
+                    episode: episode.clone(),
+                    rest_to: RefundTo::Cash,
+                    shortfall_from_account: true,
+                },
+            ],
             ("TerminalService", "RegisterTerminal") => {
                 vec![CommandBody::RegisterTerminal { terminal }]
             }
@@ -649,6 +709,11 @@ mod tests {
             ("HisService", "CancelBill"),
             ("HisService", "MarkInvoiced"),
             ("HisService", "ConfirmDoubleCollection"),
+            ("InpatientService", "OpenEpisode"),
+            ("InpatientService", "PostCharges"),
+            ("InpatientService", "Finalize"),
+            ("InpatientService", "Deposit"),
+            ("InpatientService", "Settle"),
             ("TerminalService", "RegisterTerminal"),
             ("TerminalService", "OpenShift"),
             ("TerminalService", "CloseShift"),

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod auth;
 pub mod convert;
 pub mod his;
+pub mod inpatient;
 pub mod payment;
 pub mod terminal;
 

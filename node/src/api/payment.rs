@@ -880,7 +880,7 @@ impl PaymentService for Payments {
 
 /// How long a call waits for its saga: what is left of its deadline less a margin for the
 /// answer, at most 10 s; the saga goes on after it.
-fn saga_wait(metadata: &tonic::metadata::MetadataMap) -> std::time::Duration {
+pub(super) fn saga_wait(metadata: &tonic::metadata::MetadataMap) -> std::time::Duration {
     use std::time::Duration;
     let deadline = super::grpc_timeout(metadata).unwrap_or(Duration::from_secs(5));
     deadline
@@ -889,7 +889,7 @@ fn saga_wait(metadata: &tonic::metadata::MetadataMap) -> std::time::Duration {
 }
 
 /// The third-party payer a request names, when it names one (provider and payer together).
-fn third_party(provider: &str, payer: &str) -> Result<Option<yinyi_ledger::External>, Status> {
+pub(super) fn third_party(provider: &str, payer: &str) -> Result<Option<yinyi_ledger::External>, Status> {
     if provider.is_empty() && payer.is_empty() {
         return Ok(None);
     }
@@ -910,7 +910,7 @@ fn third_party(provider: &str, payer: &str) -> Result<Option<yinyi_ledger::Exter
 }
 
 /// The bank card a request names, when it names one (token and masked form together).
-fn bank_card(token: &str, masked: &str) -> Result<Option<yinyi_ledger::External>, Status> {
+pub(super) fn bank_card(token: &str, masked: &str) -> Result<Option<yinyi_ledger::External>, Status> {
     if token.is_empty() && masked.is_empty() {
         return Ok(None);
     }
@@ -936,7 +936,7 @@ fn masked_card(text: &str) -> Result<String, Status> {
     Ok(text.to_string())
 }
 
-fn bank_link_missing() -> Status {
+pub(super) fn bank_link_missing() -> Status {
     status_with_reason(
         Code::Unimplemented,
         reason::BANK_LINK_NOT_CONFIGURED,
