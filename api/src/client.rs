@@ -16,6 +16,7 @@ use crate::error::{ApiError, LEADER_HINT};
 use crate::v1;
 use crate::v1::admin_service_client::AdminServiceClient;
 use crate::v1::his_service_client::HisServiceClient;
+use crate::v1::inpatient_service_client::InpatientServiceClient;
 use crate::v1::payment_service_client::PaymentServiceClient;
 use crate::v1::terminal_service_client::TerminalServiceClient;
 
@@ -331,6 +332,15 @@ rpcs! {
     HisServiceClient::bill_feed(v1::BillFeedRequest) -> v1::BillFeedReply;
     HisServiceClient::reconcile_his(v1::ReconcileHisRequest) -> v1::HisReconciliationReport;
     HisServiceClient::confirm_double_collection(v1::ConfirmDoubleCollectionRequest) -> v1::Receipt;
+    InpatientServiceClient::open_episode(v1::OpenEpisodeRequest) -> v1::Episode;
+    InpatientServiceClient::deposit(v1::EpisodeDepositRequest) -> v1::EpisodeReply;
+    InpatientServiceClient::post_charges(v1::EpisodeChargesRequest) -> v1::Episode;
+    InpatientServiceClient::finalize(v1::FinalizeEpisodeRequest) -> v1::Episode;
+    InpatientServiceClient::settle(v1::SettleEpisodeRequest) -> v1::SettleEpisodeReply;
+    InpatientServiceClient::get_episode(v1::GetEpisodeRequest) -> v1::Episode;
+    InpatientServiceClient::reminder_list(v1::WardRequest) -> v1::EpisodeList;
+    InpatientServiceClient::ward_report(v1::WardRequest) -> v1::WardReportReply;
+    InpatientServiceClient::discharges(v1::DischargesRequest) -> v1::EpisodeList;
     TerminalServiceClient::register_terminal(v1::RegisterTerminalRequest) -> v1::TerminalReply;
     TerminalServiceClient::heartbeat(v1::HeartbeatRequest) -> v1::TerminalReply;
     TerminalServiceClient::open_shift(v1::ShiftRequest) -> v1::OpenShiftReply;

@@ -5,6 +5,7 @@
 //! checker then holds the healed cluster to every invariant. `tests/nemeses.rs` runs a short
 //! form of each nemesis in `make test`; `yinyi-chaos` (`make chaos`) runs the long random mix.
 
+pub mod bank_cluster;
 pub mod harness;
 pub mod nemesis;
 pub mod powerfs;

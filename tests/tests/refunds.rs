@@ -5,17 +5,13 @@
 //! and sent again whole: every patient refunded exactly once.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
 use yinyi_api::v1::*;
 use yinyi_api::{ApiError, Client};
-use yinyi_bank::{BankSim, Faults};
 use yinyi_ledger::{CardToken, Money};
-use yinyi_node::local::LocalCluster;
-use yinyi_tests::harness::yinyi_exe;
+use yinyi_tests::bank_cluster::BankCluster;
 
 const T: Duration = Duration::from_secs(30);
 const ADMIN: &str = "A-ADMIN";
@@ -201,50 +197,22 @@ async fn refunded_count(desk: &Desk, card: impl Fn(usize) -> String) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refunds_partial_in_cash_online_invoiced_and_in_a_batch_each_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = Arc::new(
-        BankSim::open(
-            &dir.path().join("bank.journal"),
-            Money::from_yuan(10_000),
-            Faults::default(),
-        )
-        .unwrap(),
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let bank_addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(sim.clone().serve(listener));
-    let cluster = LocalCluster::start(
-        &yinyi_exe().unwrap(),
+    let started = BankCluster::start(
         dir.path(),
-        3,
-        vec!["--bank-addr".into(), bank_addr],
+        Money::from_yuan(10_000),
+        &[KIOSK, WINDOW, HIS],
+        T,
     )
+    .await
     .unwrap();
-    cluster.wait_for_leader(T).await.unwrap();
-    let mut config = cluster.api_config();
-    config.deadline = T;
-    let desk = Desk {
-        client: Client::new(config).unwrap(),
-    };
-    for terminal in [KIOSK, WINDOW, HIS] {
-        desk.client
-            .register_terminal(RegisterTerminalRequest {
-                request_id: rid(ADMIN),
-                terminal_id: ADMIN.into(),
-                operator_id: "SEC".into(),
-                new_terminal_id: terminal.into(),
-            })
-            .await
-            .unwrap();
-    }
-    desk.client
-        .open_shift(ShiftRequest {
-            request_id: rid(WINDOW),
-            terminal_id: WINDOW.into(),
-            operator_id: CASHIER.into(),
-        })
+    started
+        .open_shift(rid(WINDOW), WINDOW, CASHIER)
         .await
         .unwrap();
-    let mut cluster = cluster;
+    let (sim, mut cluster) = (started.sim, started.cluster);
+    let desk = Desk {
+        client: started.client,
+    };
 
     // ---- a partial refund, repeated, into the account and in cash ----
     desk.patient("RF0001", 1, "200.00").await;

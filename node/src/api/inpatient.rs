@@ -68,7 +68,10 @@ pub fn episode(e: &yinyi_ledger::Episode) -> Episode {
                 txn_id: d.txn.to_string(),
                 amount: convert::money(d.amount),
                 channel: convert::channel(d.channel),
-                bank_ref: d.bank_ref.as_ref().map_or_else(String::new, |r| r.to_string()),
+                bank_ref: d
+                    .bank_ref
+                    .as_ref()
+                    .map_or_else(String::new, |r| r.to_string()),
                 from_account_id: d.from_account.map_or_else(String::new, |a| a.to_string()),
                 refunded_online: convert::money(d.refunded_online),
                 terminal_id: d.terminal.to_string(),
@@ -117,7 +120,8 @@ impl Inpatients {
         let command = g.command(request_id, terminal_id, "", body)?;
         let key = self.key_for_episode(id, &command.terminal);
         match g.submit(key, command).await? {
-            Effect::EpisodeOpened { episode: e, .. } | Effect::EpisodeChanged { episode: e, .. } => {
+            Effect::EpisodeOpened { episode: e, .. }
+            | Effect::EpisodeChanged { episode: e, .. } => {
                 Ok(Response::new(episode(&self.stored(&e)?)))
             }
             other => Err(unexpected(&other)),
@@ -222,8 +226,7 @@ impl InpatientService for Inpatients {
                 (Some(card), body)
             }
             Some(DepositFrom::Channel(c)) => {
-                let (card, body) =
-                    through_bank(&c.card_no, third_party(&c.provider, &c.payer)?)?;
+                let (card, body) = through_bank(&c.card_no, third_party(&c.provider, &c.payer)?)?;
                 (Some(card), body)
             }
         };
@@ -331,7 +334,9 @@ impl InpatientService for Inpatients {
         if !online.is_empty() {
             let bank = g.bank().ok_or_else(bank_link_missing)?;
             let driven = futures::future::join_all(
-                online.iter().map(|(bank_ref, _)| bank.drive(bank_ref, wait)),
+                online
+                    .iter()
+                    .map(|(bank_ref, _)| bank.drive(bank_ref, wait)),
             )
             .await;
             for ((bank_ref, amount), op) in online.iter().zip(driven) {
@@ -392,12 +397,9 @@ impl InpatientService for Inpatients {
         let mut wards: BTreeMap<String, (u64, Money, Money, u64)> = BTreeMap::new();
         let (mut deposited, mut unused) = (Money::ZERO, Money::ZERO);
         for e in &episodes {
-            let line = wards.entry(e.ward.to_string()).or_insert((
-                0,
-                Money::ZERO,
-                Money::ZERO,
-                0,
-            ));
+            let line = wards
+                .entry(e.ward.to_string())
+                .or_insert((0, Money::ZERO, Money::ZERO, 0));
             line.0 += 1;
             line.1 = line.1.checked_add(e.deposited).ok_or_else(overflow)?;
             line.2 = line.2.checked_add(e.unused()).ok_or_else(overflow)?;

@@ -889,7 +889,10 @@ pub(super) fn saga_wait(metadata: &tonic::metadata::MetadataMap) -> std::time::D
 }
 
 /// The third-party payer a request names, when it names one (provider and payer together).
-pub(super) fn third_party(provider: &str, payer: &str) -> Result<Option<yinyi_ledger::External>, Status> {
+pub(super) fn third_party(
+    provider: &str,
+    payer: &str,
+) -> Result<Option<yinyi_ledger::External>, Status> {
     if provider.is_empty() && payer.is_empty() {
         return Ok(None);
     }
@@ -910,7 +913,10 @@ pub(super) fn third_party(provider: &str, payer: &str) -> Result<Option<yinyi_le
 }
 
 /// The bank card a request names, when it names one (token and masked form together).
-pub(super) fn bank_card(token: &str, masked: &str) -> Result<Option<yinyi_ledger::External>, Status> {
+pub(super) fn bank_card(
+    token: &str,
+    masked: &str,
+) -> Result<Option<yinyi_ledger::External>, Status> {
     if token.is_empty() && masked.is_empty() {
         return Ok(None);
     }
