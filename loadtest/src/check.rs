@@ -24,6 +24,63 @@ use yinyi_api::{Client, ClientConfig};
 
 use crate::workload::{Ack, PRELOAD_DEPOSIT_CENTS, Patient, Run, cents};
 
+/// The most lines one HIS reconciliation takes.
+const MAX_HIS_LINES: usize = 100_000;
+
+/// HIS对账 at the end of the day: HIS's list is every bill the run was told was paid; the
+/// cluster (holding nothing but this run's bills) must find each paid, at its amount, and no
+/// other. Returns the lines sent and matched.
+async fn reconcile_his(run: &Run, violations: &mut Vec<String>) -> Result<(u64, u64), String> {
+    let today = crate::workload::business_day_now();
+    if today != run.day {
+        return Err(format!(
+            "not run: the run crossed midnight ({} to {today})",
+            run.day
+        ));
+    }
+    let paid = run
+        .paid_bills
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if paid.len() > MAX_HIS_LINES {
+        return Err(format!(
+            "not run: {} bills paid, more than one reconciliation takes",
+            paid.len()
+        ));
+    }
+    let charges = paid
+        .iter()
+        .map(|(bill, c)| HisCharge {
+            bill_id: bill.clone(),
+            amount: crate::workload::yuan(*c),
+        })
+        .collect();
+    match run
+        .client
+        .reconcile_his(ReconcileHisRequest {
+            terminal_id: run.his(),
+            date: today,
+            charges,
+        })
+        .await
+    {
+        Ok(report) => {
+            for d in report.differences.iter().take(20) {
+                violations.push(format!(
+                    "HIS reconciliation: {} {} (HIS {:?}, ledger {:?}): {}",
+                    d.kind, d.bill_id, d.his_amount, d.ledger_amount, d.resolution
+                ));
+            }
+            Ok((report.his_lines, report.matched))
+        }
+        Err(e) => {
+            violations.push(format!("HIS reconciliation failed: {e}"));
+            Err(format!("failed: {e}"))
+        }
+    }
+}
+
 /// Untouched preloaded accounts read back at the end.
 const PRELOAD_SAMPLE: u64 = 1000;
 /// Balance reads in flight at once.
@@ -44,6 +101,9 @@ pub struct Checked {
     pub duplicated: u64,
     pub unknown_left: usize,
     pub nodes: Vec<NodeAudit>,
+    /// HIS's reconciliation of the bills paid during the run: lines sent and matched, or why
+    /// it was not run.
+    pub his_recon: Result<(u64, u64), String>,
     pub violations: Vec<String>,
 }
 
@@ -139,7 +199,13 @@ pub async fn run(
             }
         }
     }
+    let his_recon = if only_ours {
+        reconcile_his(run, &mut violations).await
+    } else {
+        Err("not run: the cluster holds bills of others".into())
+    };
     Ok(Checked {
+        his_recon,
         accounts_checked,
         acknowledged: journals.acknowledged,
         lost: journals.lost,

@@ -54,7 +54,15 @@ pub struct Summary {
     pub checked: Checked,
 }
 
-const NOT_MONEY: [&str; 4] = ["PostBill", "CancelBill", "QueryBalance", "Visit"];
+const NOT_MONEY: [&str; 7] = [
+    "PostBill",
+    "CancelBill",
+    "QueryBalance",
+    "OpenEpisode",
+    "PostEpisodeCharges",
+    "FinalizeEpisode",
+    "Visit",
+];
 
 impl Summary {
     pub fn new(
@@ -157,6 +165,12 @@ impl Summary {
                     if r.ok { "ok" } else { "PROBLEMS" }
                 );
             }
+        }
+        match &self.checked.his_recon {
+            Ok((lines, matched)) => {
+                println!("HIS reconciliation: {lines} bills paid, {matched} matched")
+            }
+            Err(why) => println!("HIS reconciliation: {why}"),
         }
         println!(
             "invariants: {} accounts checked against the book, {} acknowledged transactions sought in the journals ({} lost, {} duplicated), {} violations",

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 /// Request kinds, in the order the summary lists them ("Visit" is a whole visit, not a request).
-pub const KINDS: [&str; 14] = [
+pub const KINDS: [&str; 20] = [
     "IssueCard",
     "DepositCash",
     "TopUpBankCard",
@@ -22,6 +22,12 @@ pub const KINDS: [&str; 14] = [
     "ReportLoss",
     "ReplaceCard",
     "QueryBalance",
+    "OpenEpisode",
+    "EpisodeDeposit",
+    "EpisodeDepositByCard",
+    "PostEpisodeCharges",
+    "FinalizeEpisode",
+    "SettleEpisode",
     "Visit",
 ];
 

@@ -81,6 +81,15 @@ pub enum Op {
     Withdraw(WithdrawRequest),
     ReportLoss(CardRequest),
     Replace(ReplaceCardRequest),
+    /// HIS admits the patient; no money moves.
+    Admit(OpenEpisodeRequest),
+    /// 住院预交金: booked on the payer's account when it comes from one, else on the patient's
+    /// (whose balance it leaves alone).
+    EpisodeDeposit(EpisodeDepositRequest),
+    Charges(EpisodeChargesRequest),
+    Finalize(FinalizeEpisodeRequest),
+    /// 出院结算: known once every online refund of it is final.
+    Settle(SettleEpisodeRequest),
 }
 
 impl Op {
@@ -96,6 +105,14 @@ impl Op {
             Op::Withdraw(_) => "Withdraw",
             Op::ReportLoss(_) => "ReportLoss",
             Op::Replace(_) => "ReplaceCard",
+            Op::Admit(_) => "OpenEpisode",
+            Op::EpisodeDeposit(r) => match r.from {
+                Some(episode_deposit_request::From::Card(_)) => "EpisodeDepositByCard",
+                _ => "EpisodeDeposit",
+            },
+            Op::Charges(_) => "PostEpisodeCharges",
+            Op::Finalize(_) => "FinalizeEpisode",
+            Op::Settle(_) => "SettleEpisode",
         }
     }
 }
@@ -110,8 +127,11 @@ struct Effect {
     card: Option<String>,
     /// The final state of a bank operation.
     bank_state: Option<String>,
-    /// The journal entry it made, if any.
+    /// The journal entries it made on the booked account.
     ack: Option<Ack>,
+    more_acks: Vec<Ack>,
+    /// A bill paid (its id and cents), for HIS's reconciliation at the end.
+    paid_bill: Option<(String, i64)>,
 }
 
 enum Failure {
@@ -139,7 +159,24 @@ pub struct Run {
     cash: Mutex<BTreeMap<String, i64>>,
     /// Final states of the bank operations we started.
     pub bank_states: Mutex<BTreeMap<String, u64>>,
+    /// Every bill we were told was paid, with its cents: HIS's list for the day's HIS
+    /// reconciliation.
+    pub paid_bills: Mutex<Vec<(String, i64)>>,
+    /// Inpatient stays admitted and discharged (settled).
+    pub stays: AtomicU64,
+    pub discharges: AtomicU64,
+    /// The business day (China Standard Time) the run began on: HIS's reconciliation covers
+    /// one day.
+    pub day: String,
     pub stats: Stats,
+}
+
+/// Today's business day, `YYYY-MM-DD`, China Standard Time.
+pub fn business_day_now() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    yinyi_ledger::BusinessDay::of_ms(ms).to_string()
 }
 
 impl Run {
@@ -157,6 +194,10 @@ impl Run {
             unsettled: Mutex::new(Vec::new()),
             cash: Mutex::new(BTreeMap::new()),
             bank_states: Mutex::new(BTreeMap::new()),
+            paid_bills: Mutex::new(Vec::new()),
+            stays: AtomicU64::new(0),
+            discharges: AtomicU64::new(0),
+            day: business_day_now(),
             stats: Stats::new(),
         }
     }
@@ -266,6 +307,7 @@ impl Run {
             let patient = shard.entry(n).or_insert(default);
             patient.cents += effect.cents;
             patient.acked.extend(effect.ack);
+            patient.acked.extend(effect.more_acks);
             if let Some(card) = effect.card {
                 patient.card = card;
             }
@@ -277,6 +319,12 @@ impl Run {
                 .unwrap_or_else(|e| e.into_inner())
                 .entry(terminal)
                 .or_default() += delta;
+        }
+        if let Some(paid) = effect.paid_bill {
+            self.paid_bills
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(paid);
         }
         if let Some(state) = effect.bank_state {
             *self
@@ -378,15 +426,19 @@ impl Run {
             }
             Op::Pay { request, cents } => {
                 let receipt = self.timed(kind, c.pay_bill(request.clone())).await?;
-                if request.bank_card_token.is_empty() {
-                    Ok(Effect {
+                let mut effect = if request.bank_card_token.is_empty() {
+                    Effect {
                         cents: -cents,
                         ack: ack(&request.request_id),
                         ..Effect::default()
-                    })
+                    }
                 } else {
-                    bank(&receipt.bank_state, &receipt.bank_ref, 0)
+                    bank(&receipt.bank_state, &receipt.bank_ref, 0)?
+                };
+                if effect.ack.is_some() {
+                    effect.paid_bill = Some((request.bill_id.clone(), *cents));
                 }
+                Ok(effect)
             }
             Op::Refund {
                 request,
@@ -424,6 +476,41 @@ impl Run {
                     card: Some(reply.new_card_no),
                     ..Effect::default()
                 })
+            }
+            Op::Admit(r) => {
+                self.timed(kind, c.open_episode(r.clone())).await?;
+                Ok(Effect::default())
+            }
+            Op::EpisodeDeposit(r) => {
+                let reply = self.timed(kind, c.deposit(r.clone())).await?;
+                let amount = cents(&r.amount).unwrap_or(0);
+                match &r.from {
+                    Some(episode_deposit_request::From::Card(_)) => {
+                        bank(&reply.bank_state, &reply.bank_ref, 0)
+                    }
+                    Some(episode_deposit_request::From::PayerCardNo(_)) => Ok(Effect {
+                        cents: -amount,
+                        ack: ack(&r.request_id),
+                        ..Effect::default()
+                    }),
+                    _ => Ok(Effect {
+                        cash: Some((r.terminal_id.clone(), amount)),
+                        ack: ack(&r.request_id),
+                        ..Effect::default()
+                    }),
+                }
+            }
+            Op::Charges(r) => {
+                self.timed(kind, c.post_charges(r.clone())).await?;
+                Ok(Effect::default())
+            }
+            Op::Finalize(r) => {
+                self.timed(kind, c.finalize(r.clone())).await?;
+                Ok(Effect::default())
+            }
+            Op::Settle(r) => {
+                let reply = self.timed(kind, c.settle(r.clone())).await?;
+                settle_effect(r, &reply)
             }
         }
     }
@@ -624,10 +711,217 @@ impl Run {
     pub async fn one_visit(self: std::sync::Arc<Self>) {
         let began = Instant::now();
         let (n, new) = self.next_visitor();
-        if self.visit(n, new).await.is_ok() {
+        let done = if rand::rng().random_bool(STAY_SHARE) {
+            self.stay(n, new).await
+        } else {
+            self.visit(n, new).await
+        };
+        if done.is_ok() {
             self.done_with(n);
         }
         self.stats.visit(began);
+    }
+
+    /// An idle patient other than `n` (a relative), taken out of the idle list while used.
+    fn relative(&self, n: u64) -> Option<u64> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let i = idle.iter().position(|&r| r != n)?;
+        Some(idle.swap_remove(i))
+    }
+
+    /// 住院: an inpatient stay of patient `n`, compressed into one run of requests
+    /// (WORKLOAD.md's inpatients): admission, 1–2 deposits (30% by a relative — from their
+    /// account when it holds enough, else in cash — 40% by bank card, 30% cash at a window),
+    /// the daily charges, one more deposit for 40% of stays, the final amount (a surplus for
+    /// 60%, a shortfall for 40%), and the settlement at a window: the rest into the account
+    /// or in cash; a shortfall from the account when it holds enough, else deposited in cash
+    /// first.
+    async fn stay(&self, n: u64, new: bool) -> Result<(), ()> {
+        let plan = StayPlan::draw(&mut rand::rng());
+        let window = self.window(n);
+        let operator = self.operator(n);
+        if new {
+            let request = self.issue_request(n, self.kiosk(n), 100 * 100);
+            if !self.perform(n, Op::Issue(request)).await? {
+                return Err(());
+            }
+        }
+        let Some(patient) = self.patient(n) else {
+            return Err(());
+        };
+        let admission = format!("{}Z{}", self.prefix, self.id().replace(':', "x"));
+        let admitted = self
+            .perform(
+                n,
+                Op::Admit(OpenEpisodeRequest {
+                    request_id: self.id(),
+                    terminal_id: self.his(),
+                    admission_id: admission.clone(),
+                    card_no: patient.card.clone(),
+                    ward_id: format!("W{:02}", n % 40),
+                    reminder_below: "1000.00".into(),
+                }),
+            )
+            .await?;
+        if !admitted {
+            return Ok(());
+        }
+        self.stays.fetch_add(1, Ordering::Relaxed);
+        let deposit = |amount: i64, from| EpisodeDepositRequest {
+            request_id: self.id(),
+            terminal_id: String::new(),
+            operator_id: String::new(),
+            admission_id: admission.clone(),
+            amount: yuan(amount),
+            from: Some(from),
+        };
+        let mut deposited = 0;
+        for (i, &(amount, way)) in plan.deposits.iter().enumerate() {
+            if i == plan.deposits.len() - 1 && plan.deposits.len() > 1 {
+                // The mid-stay deposit comes after some charges, as the reminder list asks.
+                for &charge in &plan.charges[..plan.charges.len() / 2] {
+                    self.charge(n, &admission, charge).await?;
+                }
+            }
+            // A relative pays what their account holds, in whole hundreds, up to the amount.
+            let relative = (way == Paid::Relative)
+                .then(|| self.relative(n))
+                .flatten()
+                .map(|r| {
+                    let holds = self.patient(r).map_or(0, |p| p.cents / 10_000 * 10_000);
+                    (r, holds.min(amount))
+                });
+            let amount = relative.map_or(amount, |(_, pays)| if pays > 0 { pays } else { amount });
+            let done = match way {
+                Paid::Relative => match relative {
+                    Some((r, pays)) if pays > 0 => {
+                        let card = self.patient(r).map(|p| p.card).unwrap_or_default();
+                        let mut request =
+                            deposit(pays, episode_deposit_request::From::PayerCardNo(card));
+                        request.terminal_id = self.kiosk(n);
+                        let done = self.perform(r, Op::EpisodeDeposit(request)).await;
+                        if done.is_ok() {
+                            self.done_with(r);
+                        }
+                        done?
+                    }
+                    other => {
+                        if let Some((r, _)) = other {
+                            self.done_with(r);
+                        }
+                        self.cash_deposit(
+                            n,
+                            &window,
+                            &operator,
+                            deposit(amount, episode_deposit_request::From::Cash(true)),
+                        )
+                        .await?
+                    }
+                },
+                Paid::Card => {
+                    let mut request = deposit(
+                        amount,
+                        episode_deposit_request::From::Card(CardPayment {
+                            card_no: patient.card.clone(),
+                            bank_card_token: self.token(n),
+                            bank_card_masked: "6222****0000".into(),
+                        }),
+                    );
+                    request.terminal_id = self.kiosk(n);
+                    self.perform(n, Op::EpisodeDeposit(request)).await?
+                }
+                Paid::Cash => {
+                    self.cash_deposit(
+                        n,
+                        &window,
+                        &operator,
+                        deposit(amount, episode_deposit_request::From::Cash(true)),
+                    )
+                    .await?
+                }
+            };
+            if done {
+                deposited += amount;
+            }
+        }
+        let already = if plan.deposits.len() > 1 {
+            plan.charges.len() / 2
+        } else {
+            0
+        };
+        for &charge in &plan.charges[already..] {
+            self.charge(n, &admission, charge).await?;
+        }
+        // The final amount: a share of what was deposited (more than all of it: a shortfall).
+        let final_cents = deposited * plan.final_percent / 100;
+        self.perform(
+            n,
+            Op::Finalize(FinalizeEpisodeRequest {
+                request_id: self.id(),
+                terminal_id: self.his(),
+                admission_id: admission.clone(),
+                final_amount: yuan(final_cents),
+            }),
+        )
+        .await?;
+        let short = final_cents - deposited;
+        let from_account = short > 0 && self.patient(n).is_some_and(|p| p.cents >= short);
+        if short > 0 && !from_account {
+            self.cash_deposit(
+                n,
+                &window,
+                &operator,
+                deposit(short, episode_deposit_request::From::Cash(true)),
+            )
+            .await?;
+        }
+        let settled = self
+            .perform(
+                n,
+                Op::Settle(SettleEpisodeRequest {
+                    request_id: self.id(),
+                    terminal_id: window,
+                    operator_id: operator,
+                    admission_id: admission,
+                    rest_to: if plan.rest_in_cash {
+                        RefundDestination::Cash
+                    } else {
+                        RefundDestination::Account
+                    } as i32,
+                    shortfall_from_account: from_account,
+                }),
+            )
+            .await?;
+        if settled {
+            self.discharges.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// A deposit in cash at the patient's window (its shift open, its cashier named).
+    async fn cash_deposit(
+        &self,
+        n: u64,
+        window: &str,
+        operator: &str,
+        mut request: EpisodeDepositRequest,
+    ) -> Result<bool, ()> {
+        request.terminal_id = window.to_string();
+        request.operator_id = operator.to_string();
+        self.perform(n, Op::EpisodeDeposit(request)).await
+    }
+
+    async fn charge(&self, n: u64, admission: &str, amount: i64) -> Result<bool, ()> {
+        self.perform(
+            n,
+            Op::Charges(EpisodeChargesRequest {
+                request_id: self.id(),
+                terminal_id: self.his(),
+                admission_id: admission.to_string(),
+                amount: yuan(amount),
+            }),
+        )
+        .await
     }
 
     /// One visit of patient `n` (a first visit when `new`). Err when an outcome is unknown:
@@ -833,11 +1127,96 @@ impl Run {
     }
 }
 
+/// What a discharge settlement did to the patient's account and the window's cash, once every
+/// online refund of it is final: the shortfall taken, the rest paid into the account or in
+/// cash, and each online refund the bank would not take paid into the account instead.
+fn settle_effect(r: &SettleEpisodeRequest, reply: &SettleEpisodeReply) -> Result<Effect, Failure> {
+    if !reply.online.iter().all(|o| is_final(&o.state)) {
+        return Err(Failure::Unknown);
+    }
+    let collected = cents(&reply.collected).unwrap_or(0);
+    let rest = cents(&reply.rest).unwrap_or(0);
+    let in_cash = r.rest_to == RefundDestination::Cash as i32;
+    let returned: i64 = reply
+        .online
+        .iter()
+        .filter(|o| o.state != "COMPLETED")
+        .map(|o| cents(&o.amount).unwrap_or(0))
+        .sum();
+    let mut effect = Effect {
+        cents: -collected + if in_cash { 0 } else { rest } + returned,
+        cash: (in_cash && rest > 0).then(|| (r.terminal_id.clone(), -rest)),
+        // One entry of the settlement's own on the account: the shortfall or the rest.
+        ack: (collected > 0 || rest > 0).then(|| Ack::Request(r.request_id.clone())),
+        ..Effect::default()
+    };
+    effect.more_acks = reply
+        .online
+        .iter()
+        .filter(|o| o.state == "COMPLETED")
+        .map(|o| Ack::BankRef(o.bank_ref.clone()))
+        .collect();
+    Ok(effect)
+}
+
 #[derive(Debug, Clone, Copy)]
 enum TopUp {
     Cash,
     BankCard,
     ThirdParty,
+}
+
+/// The share of visits that are inpatient stays: WORKLOAD.md's 300 admissions a day against
+/// 20,000 outpatient visits.
+const STAY_SHARE: f64 = 0.015;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Paid {
+    Relative,
+    Card,
+    Cash,
+}
+
+/// What one inpatient stay will do, in cents.
+struct StayPlan {
+    /// 1–2 at admission (2,000–10,000 yuan in hundreds), and one more mid-stay for 40%.
+    deposits: Vec<(i64, Paid)>,
+    /// HIS's daily charges (200–2,000 yuan a day, 3–12 days).
+    charges: Vec<i64>,
+    /// The final amount as a share of the deposits: 50–95 (a surplus, 60%) or 105–130.
+    final_percent: i64,
+    rest_in_cash: bool,
+}
+
+impl StayPlan {
+    fn draw(rng: &mut impl Rng) -> StayPlan {
+        let way = |rng: &mut dyn rand::RngCore| match rng.random_range(0..10) {
+            0..3 => Paid::Relative,
+            3..7 => Paid::Card,
+            _ => Paid::Cash,
+        };
+        let at_admission = rng.random_range(1..=2);
+        let mut deposits: Vec<(i64, Paid)> = (0..at_admission)
+            .map(|_| (rng.random_range(20..=100) * 10_000, way(rng)))
+            .collect();
+        if rng.random_bool(0.4) {
+            deposits.push((rng.random_range(20..=100) * 10_000, way(rng)));
+        }
+        let charges = (0..rng.random_range(3..=12))
+            .map(|_| rng.random_range(200..=2_000) * 100)
+            .collect();
+        let final_percent = if rng.random_bool(0.6) {
+            rng.random_range(50..=95)
+        } else {
+            rng.random_range(105..=130)
+        };
+        StayPlan {
+            deposits,
+            charges,
+            final_percent,
+            rest_in_cash: rng.random_bool(0.5),
+        }
+    }
 }
 
 /// What one visit will do, drawn by WORKLOAD.md's shares.
