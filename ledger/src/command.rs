@@ -262,6 +262,8 @@ pub enum CommandBody {
     /// window, as `rest_to` says.
     SettleEpisode {
         episode: AdmissionId,
+        /// The patient's card, presented: in use, and of the episode's account.
+        card: CardNo,
         rest_to: RefundTo,
         shortfall_from_account: bool,
     },
@@ -272,7 +274,8 @@ pub enum CommandBody {
 pub enum EpisodeFunds {
     /// Notes at a kiosk, or cash at a window with an open shift.
     Cash,
-    /// The prepaid account of this card: the patient's or a relative's.
+    /// The prepaid account of this card: the patient's, or a relative's at a window (where a
+    /// cashier sees who pays).
     Account { card: CardNo },
 }
 

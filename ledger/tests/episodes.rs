@@ -44,8 +44,11 @@ fn settled(outcome: Outcome) -> (Money, Vec<(yinyi_ledger::BankRef, Money)>, Mon
 fn deposits_by_every_way_then_a_surplus_goes_back_online_first_and_the_rest_in_cash() {
     let mut w = admitted();
     expect_done(w.episode_cash(WINDOW, "ZY-1", yuan(3_000)));
-    // A relative pays from their own prepaid account.
-    expect_done(w.episode_from_account(KIOSK, "ZY-1", "HC0002", yuan(2_000)));
+    // A relative pays from their own prepaid account, at a window where a cashier sees them.
+    w.refused(ReasonCode::TerminalNotAllowed, |w| {
+        w.episode_from_account(KIOSK, "ZY-1", "HC0002", yuan(2_000))
+    });
+    expect_done(w.episode_from_account(WINDOW, "ZY-1", "HC0002", yuan(2_000)));
     assert_eq!(w.balance("HC0002"), yuan(1_000));
     let card_deposit =
         started_ref(w.episode_by_card(KIOSK, "ZY-1", "HC0001", bank_card(7), yuan(5_000)));
@@ -328,6 +331,7 @@ fn a_retried_settlement_is_answered_from_its_record_and_settles_once() {
         Some(CASHIER),
         yinyi_ledger::CommandBody::SettleEpisode {
             episode: admission("ZY-1"),
+            card: card("HC0001"),
             rest_to: RefundTo::Cash,
             shortfall_from_account: false,
         },
@@ -385,4 +389,41 @@ fn the_checks_notice_a_broken_episode() {
             "check_invariants missed: {what}"
         );
     }
+}
+
+#[test]
+fn a_settlement_needs_the_patients_card_in_use_and_pays_little_cash() {
+    let mut w = admitted();
+    expect_done(w.episode_cash(WINDOW, "ZY-1", yuan(40_000)));
+    expect_done(w.episode_cash(WINDOW, "ZY-1", yuan(30_000)));
+    expect_done(w.finalize("ZY-1", yuan(5_000)));
+    let settle_with = |w: &mut World, card_no: &str, rest_to| {
+        w.run(
+            WINDOW,
+            yinyi_ledger::CommandBody::SettleEpisode {
+                episode: admission("ZY-1"),
+                card: card(card_no),
+                rest_to,
+                shortfall_from_account: false,
+            },
+        )
+    };
+    // Another patient's card settles nothing.
+    w.refused(ReasonCode::EpisodeNotFound, |w| {
+        settle_with(w, "HC0002", RefundTo::Account)
+    });
+    // 65,000 in cash is more than a window pays out.
+    w.refused(ReasonCode::InvalidAmount, |w| {
+        settle_with(w, "HC0001", RefundTo::Cash)
+    });
+    // A lost card settles nothing either; found again, it does.
+    expect_done(w.report_loss("HC0001", 1));
+    w.refused(ReasonCode::CardLost, |w| {
+        settle_with(w, "HC0001", RefundTo::Account)
+    });
+    expect_done(w.cancel_loss("HC0001", 1));
+    let (_, _, rest) = settled(settle_with(&mut w, "HC0001", RefundTo::Account));
+    assert_eq!(rest, yuan(65_000));
+    assert_eq!(w.balance("HC0001"), yuan(65_500));
+    w.check();
 }

@@ -2060,6 +2060,24 @@ fn tour() -> (BTreeSet<&'static str>, BTreeSet<ReasonCode>) {
         )
     });
     go(&mut w, &|w| finance(w, adjust(yuan(4), "r", "2025-10-09"))); // AdjustmentMismatch
+    // Inpatients: admitted once, a card deposit in flight holds the discharge, a shortfall.
+    w.patient("HCEP01", 77, 500);
+    if w.state.terminals[&tid(WINDOW)].shift.is_none() {
+        expect_done(w.open_shift(WINDOW));
+    }
+    go(&mut w, &|w| w.admit("EP-1", "HCEP01", "W1"));
+    go(&mut w, &|w| w.admit("EP-1", "HCEP01", "W1")); // EpisodeExists
+    go(&mut w, &|w| w.charge("EP-9", yuan(1))); // EpisodeNotFound
+    let pending = started_ref(w.episode_by_card(KIOSK, "EP-1", "HCEP01", bank_card(9), yuan(100)));
+    go(&mut w, &|w| w.finalize("EP-1", yuan(500)));
+    go(&mut w, &|w| {
+        w.settle(WINDOW, "EP-1", yinyi_ledger::RefundTo::Account, false)
+    }); // EpisodeOperationInProgress
+    expect_done(w.decline(&pending));
+    go(&mut w, &|w| {
+        w.settle(WINDOW, "EP-1", yinyi_ledger::RefundTo::Account, false)
+    }); // EpisodeShortfall
+    go(&mut w, &|w| w.charge("EP-1", yuan(1))); // EpisodeNotOpen
     let cmd = w.log.last().expect("applied").cmd.clone();
     let mut reused = cmd;
     reused.body = CommandBody::OpenShift;
@@ -2098,6 +2116,8 @@ fn every_command_kind_succeeds_somewhere() {
         "PutCredential",
         "RevokeCredential",
         "RecordMembership",
+        "OpenEpisode",
+        "FinalizeEpisode",
     ];
     let missing: Vec<_> = all.iter().filter(|n| !done.contains(*n)).collect();
     assert!(missing.is_empty(), "never succeeded: {missing:?}");

@@ -796,9 +796,11 @@ impl Run {
                 Paid::Relative => match relative {
                     Some((r, pays)) if pays > 0 => {
                         let card = self.patient(r).map(|p| p.card).unwrap_or_default();
+                        // At the window, where a cashier sees who pays.
                         let mut request =
                             deposit(pays, episode_deposit_request::From::PayerCardNo(card));
-                        request.terminal_id = self.kiosk(n);
+                        request.terminal_id = window.clone();
+                        request.operator_id = operator.clone();
                         let done = self.perform(r, Op::EpisodeDeposit(request)).await;
                         if done.is_ok() {
                             self.done_with(r);
@@ -883,6 +885,7 @@ impl Run {
                     terminal_id: window,
                     operator_id: operator,
                     admission_id: admission,
+                    card_no: self.patient(n).map(|p| p.card).unwrap_or_default(),
                     rest_to: if plan.rest_in_cash {
                         RefundDestination::Cash
                     } else {

@@ -494,7 +494,10 @@ impl Store {
     /// the reminder list and the deposits held per ward read these, not every episode ever.
     pub fn open_episodes(&self, ward: Option<&l::WardId>) -> Result<Vec<l::Episode>> {
         let prefix = open_episode_key(ward.map_or("", |w| w.as_str()), "");
-        self.episodes_under(&prefix)
+        let mut episodes = self.episodes_under(&prefix)?;
+        // One discharged between reading the index and its record is no longer open.
+        episodes.retain(|e| e.status != l::EpisodeStatus::Discharged);
+        Ok(episodes)
     }
 
     /// The episodes discharged on business day `day` (`YYYYMMDD`), by admission id.
@@ -1135,6 +1138,60 @@ mod tests {
             .put_cf(store.cf(CF_BILLS), b"OP-1", codec::encode(&7u8).unwrap())
             .unwrap();
         assert!(store.bill(id).is_err());
+    }
+
+    /// The episodes' indexes follow each episode: open ones by ward until discharge, then by
+    /// the day of discharge only.
+    #[test]
+    fn episode_indexes_follow_admission_and_discharge() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let episode = |id: &str, ward: &str| l::Episode {
+            id: l::AdmissionId::parse(id).unwrap(),
+            account: l::AccountId(7),
+            ward: l::WardId::parse(ward).unwrap(),
+            reminder_below: l::Money::from_yuan(1_000),
+            status: l::EpisodeStatus::Open,
+            deposits: Vec::new(),
+            deposited: l::Money::ZERO,
+            charges: l::Money::ZERO,
+            charge_posts: 0,
+            final_amount: None,
+            refunded: l::Money::ZERO,
+            refunding: l::Money::ZERO,
+            deposits_in_flight: 0,
+            opened_at: l::Timestamp(1),
+            discharged_at: None,
+        };
+        let write = |e: l::Episode| {
+            let mut view = store.view();
+            view.put_episode(e);
+            store.commit_view(view, &[]).unwrap();
+        };
+        write(episode("ZY-1", "W5"));
+        write(episode("ZY-2", "W5"));
+        write(episode("ZY-3", "W50"));
+        let ids = |v: Vec<l::Episode>| v.into_iter().map(|e| e.id.to_string()).collect::<Vec<_>>();
+        let w5 = l::WardId::parse("W5").unwrap();
+        assert_eq!(
+            ids(store.open_episodes(Some(&w5)).unwrap()),
+            ["ZY-1", "ZY-2"]
+        );
+        assert_eq!(
+            ids(store.open_episodes(None).unwrap()),
+            ["ZY-1", "ZY-2", "ZY-3"]
+        );
+        // 2026-11-26 12:00 China Standard Time.
+        let noon = 1_795_665_600_000;
+        let mut done = episode("ZY-2", "W5");
+        done.status = l::EpisodeStatus::Discharged;
+        done.final_amount = Some(l::Money::ZERO);
+        done.discharged_at = Some(l::Timestamp(noon));
+        write(done.clone());
+        assert_eq!(ids(store.open_episodes(Some(&w5)).unwrap()), ["ZY-1"]);
+        assert_eq!(ids(store.discharged_on("20261126").unwrap()), ["ZY-2"]);
+        assert!(store.discharged_on("20261125").unwrap().is_empty());
+        assert_eq!(store.episode(&done.id).unwrap(), Some(done));
     }
 
     /// A database of the layout before request ids became each terminal's own: on its first

@@ -182,6 +182,7 @@ impl Ward {
 
     fn settle_request(
         id: &str,
+        card: &str,
         rest_to: RefundDestination,
         from_account: bool,
     ) -> SettleEpisodeRequest {
@@ -192,6 +193,7 @@ impl Ward {
             admission_id: id.into(),
             rest_to: rest_to as i32,
             shortfall_from_account: from_account,
+            card_no: card.into(),
         }
     }
 }
@@ -232,9 +234,22 @@ async fn an_inpatient_stay_from_admission_to_a_discharge_whose_leader_dies_mid_r
     ward.deposit(WINDOW, "ZY-0001", "2000.00", From::Cash(true))
         .await
         .unwrap();
+    assert_eq!(
+        reason(
+            ward.deposit(
+                KIOSK,
+                "ZY-0001",
+                "3000.00",
+                From::PayerCardNo("IP0002".into())
+            )
+            .await
+        ),
+        "TERMINAL_NOT_ALLOWED",
+        "a relative's account pays in only at a window"
+    );
     let relative = ward
         .deposit(
-            KIOSK,
+            WINDOW,
             "ZY-0001",
             "3000.00",
             From::PayerCardNo("IP0002".into()),
@@ -245,7 +260,7 @@ async fn an_inpatient_stay_from_admission_to_a_discharge_whose_leader_dies_mid_r
     assert_eq!(
         reason(
             ward.deposit(
-                KIOSK,
+                WINDOW,
                 "ZY-0001",
                 "9000.00",
                 From::PayerCardNo("IP0002".into())
@@ -322,6 +337,7 @@ async fn an_inpatient_stay_from_admission_to_a_discharge_whose_leader_dies_mid_r
             ward.client
                 .settle(Ward::settle_request(
                     "ZY-0002",
+                    "IP0003",
                     RefundDestination::Cash,
                     false
                 ))
@@ -333,6 +349,7 @@ async fn an_inpatient_stay_from_admission_to_a_discharge_whose_leader_dies_mid_r
         .client
         .settle(Ward::settle_request(
             "ZY-0002",
+            "IP0003",
             RefundDestination::Cash,
             true,
         ))
@@ -352,7 +369,7 @@ async fn an_inpatient_stay_from_admission_to_a_discharge_whose_leader_dies_mid_r
     ward.finalize("ZY-0001", "7900.00").await;
     sim.set_faults("latency=2000ms").unwrap();
     let seen = sim.requests_seen();
-    let request = Ward::settle_request("ZY-0001", RefundDestination::Cash, false);
+    let request = Ward::settle_request("ZY-0001", "IP0001", RefundDestination::Cash, false);
     let call = {
         let client = ward.client.clone();
         let request = request.clone();

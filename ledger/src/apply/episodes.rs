@@ -67,9 +67,10 @@ impl<V: StateView> Staged<'_, V> {
             }
             CommandBody::SettleEpisode {
                 episode,
+                card,
                 rest_to,
                 shortfall_from_account,
-            } => self.settle_episode(episode, *rest_to, *shortfall_from_account),
+            } => self.settle_episode(episode, card, *rest_to, *shortfall_from_account),
             other => unreachable!("{} is not one of the episode commands", other.name()),
         }
     }
@@ -234,6 +235,15 @@ impl<V: StateView> Staged<'_, V> {
             }
             EpisodeFunds::Account { card } => {
                 let (_, payer) = self.card_in_use(card)?;
+                // Another person's money goes in only where a cashier sees who pays.
+                if payer.id != ep.account && self.cmd.terminal.kind() != TerminalKind::Window {
+                    return reject(
+                        ReasonCode::TerminalNotAllowed,
+                        format!(
+                            "card {card} is not the patient's: a relative's account pays into episode {episode} only at a window"
+                        ),
+                    );
+                }
                 // A deposit is the payer's own money: never the overdraft (绿色通道).
                 if amount > payer.balance {
                     return reject(
@@ -276,12 +286,22 @@ impl<V: StateView> Staged<'_, V> {
     fn settle_episode(
         &mut self,
         episode: &AdmissionId,
+        card: &CardNo,
         rest_to: RefundTo,
         shortfall_from_account: bool,
     ) -> Rule<Effect> {
         let terminal = self.terminal_allowed()?;
         self.require_shift_at_window(&terminal)?;
         let mut ep = self.episode_exists(episode)?;
+        // The patient presents their card: in use (not lost, the account not frozen) and the
+        // episode's.
+        let (_, patient) = self.card_in_use(card)?;
+        if patient.id != ep.account {
+            return reject(
+                ReasonCode::EpisodeNotFound,
+                format!("no inpatient episode {episode} for the patient of card {card}"),
+            );
+        }
         self.episode_in(&ep, &[EpisodeStatus::Final], "be settled")?;
         if ep.deposits_in_flight > 0 {
             return reject(
@@ -368,9 +388,17 @@ impl<V: StateView> Staged<'_, V> {
         }
         if left.is_positive() {
             let (kind, channel) = match rest_to {
-                RefundTo::Account => {
-                    self.active(self.account_exists(ep.account)?)?;
-                    (EntryKind::EpisodeRefundToAccount, Channel::Account)
+                RefundTo::Account => (EntryKind::EpisodeRefundToAccount, Channel::Account),
+                // A window pays out at most a transaction's limit in cash; more goes into the
+                // account (and out by withdrawal or to a card).
+                RefundTo::Cash if left > self.ctx.rules.single_txn_limit => {
+                    return reject(
+                        ReasonCode::InvalidAmount,
+                        format!(
+                            "{left} is more than a window pays out in cash ({}): settle into the account",
+                            self.ctx.rules.single_txn_limit
+                        ),
+                    );
                 }
                 RefundTo::Cash => (EntryKind::EpisodeRefund, Channel::Cash),
             };

@@ -542,10 +542,23 @@ impl World {
         rest_to: RefundTo,
         shortfall_from_account: bool,
     ) -> Outcome {
+        // The patient's card, as they present it.
+        let account = self
+            .state
+            .episodes
+            .get(&admission(episode))
+            .map(|e| e.account);
+        let card = self
+            .state
+            .cards
+            .values()
+            .find(|c| Some(c.account) == account && c.status == CardStatus::Active)
+            .map_or_else(|| card("HC9999"), |c| c.no.clone());
         self.run(
             terminal,
             CommandBody::SettleEpisode {
                 episode: admission(episode),
+                card,
                 rest_to,
                 shortfall_from_account,
             },
@@ -2236,6 +2249,7 @@ pub mod random {
                 from_account,
             } => {
                 let episode = pick_episode(world, *episode);
+                let card = patient_card(world, &episode, *at);
                 // Mostly the window, where a discharge is settled.
                 let here = [WINDOW, WINDOW, KIOSK, terminal(*at)][usize::from(*at) % 4];
                 body_at(
@@ -2243,6 +2257,7 @@ pub mod random {
                     here,
                     CommandBody::SettleEpisode {
                         episode,
+                        card,
                         rest_to: if *cash {
                             RefundTo::Cash
                         } else {

@@ -145,7 +145,9 @@ pub fn roles_for(service: &str, method: &str) -> Option<&'static [Role]> {
         ("InpatientService", "OpenEpisode" | "PostCharges" | "Finalize") => &[His],
         ("InpatientService", "Deposit") => PAYERS,
         ("InpatientService", "Settle") => &[Kiosk, Window],
-        ("InpatientService", "GetEpisode") => EVERY_CHANNEL,
+        // Staff only: admission ids are HIS's running numbers, and a kiosk or channel must not
+        // walk every inpatient (a deposit's reply carries the episode to whoever pays).
+        ("InpatientService", "GetEpisode") => &[Window, His, Admin, Auditor],
         ("InpatientService", "ReminderList" | "WardReport" | "Discharges") => {
             &[His, Admin, Auditor]
         }
@@ -637,11 +639,13 @@ mod tests {
             ("InpatientService", "Settle") => vec![
                 CommandBody::SettleEpisode {
                     episode: episode.clone(),
+                    card: card.clone(),
                     rest_to: RefundTo::Account,
                     shortfall_from_account: false,
                 },
                 CommandBody::SettleEpisode {
                     episode: episode.clone(),
+                    card: card.clone(),
                     rest_to: RefundTo::Cash,
                     shortfall_from_account: true,
                 },

@@ -34,10 +34,26 @@ fn ward_id(value: &str) -> Result<WardId, Status> {
         .map_err(|e| convert::invalid(reason::INVALID_ID, format!("ward_id: {e}")))
 }
 
-/// An amount an episode carries: positive, up to the episode limit (a stay's charges run far
-/// above a payment's single-transaction limit; the ledger checks the same bound).
+/// The most an episode's charges, final amount or reminder threshold may be (a stay's charges
+/// run far above a payment's single-transaction limit; the ledger checks the same bound).
+fn episode_limit() -> Money {
+    Money::from_yuan(10_000_000)
+}
+
 fn episode_amount(field: &str, value: &str) -> Result<Money, Status> {
-    convert::amount(field, value, Money::from_yuan(10_000_000))
+    convert::amount(field, value, episode_limit())
+}
+
+/// An amount that may be zero, up to the episode limit.
+fn episode_total(field: &str, value: &str) -> Result<Money, Status> {
+    let money = convert::non_negative(field, value)?;
+    if money > episode_limit() {
+        return Err(convert::invalid(
+            reason::INVALID_AMOUNT,
+            format!("{field}: {money} is above {}", episode_limit()),
+        ));
+    }
+    Ok(money)
 }
 
 fn episode_status(s: yinyi_ledger::EpisodeStatus) -> String {
@@ -154,7 +170,7 @@ impl InpatientService for Inpatients {
         let id = admission_id(&r.admission_id)?;
         let reminder_below = match r.reminder_below.as_str() {
             "" => Money::from_yuan(DEFAULT_REMINDER_BELOW),
-            text => convert::non_negative("reminder_below", text)?,
+            text => episode_total("reminder_below", text)?,
         };
         let body = CommandBody::OpenEpisode {
             episode: id.clone(),
@@ -199,7 +215,13 @@ impl InpatientService for Inpatients {
                     "say where the deposit comes from: cash, payer_card_no, card or channel",
                 ));
             }
-            Some(DepositFrom::Cash(_)) => (
+            Some(DepositFrom::Cash(false)) => {
+                return Err(convert::invalid(
+                    reason::INVALID_REQUEST,
+                    "cash: true for a deposit in cash",
+                ));
+            }
+            Some(DepositFrom::Cash(true)) => (
                 None,
                 CommandBody::DepositToEpisode {
                     episode: id.clone(),
@@ -284,7 +306,7 @@ impl InpatientService for Inpatients {
         let id = admission_id(&r.admission_id)?;
         let body = CommandBody::FinalizeEpisode {
             episode: id.clone(),
-            final_amount: convert::non_negative("final_amount", &r.final_amount)?,
+            final_amount: episode_total("final_amount", &r.final_amount)?,
         };
         self.episode_command(&r.request_id, &r.terminal_id, &id, body)
             .await
@@ -313,6 +335,7 @@ impl InpatientService for Inpatients {
         };
         let body = CommandBody::SettleEpisode {
             episode: id.clone(),
+            card: convert::card_no("card_no", &r.card_no)?,
             rest_to,
             shortfall_from_account: r.shortfall_from_account,
         };
@@ -329,24 +352,32 @@ impl InpatientService for Inpatients {
             return Err(convert::internal("the settlement answered something else"));
         };
         // Each refund is driven now, side by side; whatever is not final when the wait ends
-        // goes on in the background (and after a crash, by the new leader's recovery).
-        let mut refunds = Vec::with_capacity(online.len());
-        if !online.is_empty() {
-            let bank = g.bank().ok_or_else(bank_link_missing)?;
-            let driven = futures::future::join_all(
-                online
-                    .iter()
-                    .map(|(bank_ref, _)| bank.drive(bank_ref, wait)),
-            )
-            .await;
-            for ((bank_ref, amount), op) in online.iter().zip(driven) {
-                refunds.push(OnlineRefund {
-                    bank_ref: bank_ref.to_string(),
-                    amount: convert::money(*amount),
-                    state: op.map_or_else(String::new, |op| convert::screaming(&op.state)),
-                });
+        // goes on in the background (and after a crash, by the new leader's recovery). The
+        // settlement is done whatever happens here: without a bank link the refunds are
+        // shown as they stand.
+        let driven = match g.bank() {
+            Some(bank) => {
+                futures::future::join_all(
+                    online
+                        .iter()
+                        .map(|(bank_ref, _)| bank.drive(bank_ref, wait)),
+                )
+                .await
             }
-        }
+            None => online
+                .iter()
+                .map(|(bank_ref, _)| g.backend().bank_op(bank_ref))
+                .collect(),
+        };
+        let refunds = online
+            .iter()
+            .zip(driven)
+            .map(|((bank_ref, amount), op)| OnlineRefund {
+                bank_ref: bank_ref.to_string(),
+                amount: convert::money(*amount),
+                state: op.map_or_else(String::new, |op| convert::screaming(&op.state)),
+            })
+            .collect();
         let ep = self.stored(&id)?;
         let balance = g
             .backend()
