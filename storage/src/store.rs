@@ -82,10 +82,10 @@ impl Store {
                 cf.set_block_based_table_factory(&table);
                 // A memtable bloom costs a tenth of the write buffer (6.4 MiB) in every active
                 // memtable, counted against the one cap on write memory above. Families that
-                // are only appended to and read by range need none: with it, the two HIS
-                // indexes pushed the cap over and RocksDB flushed tiny memtables all the time
-                // (anchor mix 3,054 → 1,450–1,904 requests/s).
-                if !APPEND_ONLY_FAMILIES.contains(name) {
+                // are only appended to and read by range, or rarely read, go without: with
+                // one, the two HIS indexes pushed the cap over and RocksDB flushed tiny
+                // memtables all the time (anchor mix 3,054 → 1,450–1,904 requests/s).
+                if !NO_MEMTABLE_BLOOM_FAMILIES.contains(name) {
                     cf.set_memtable_whole_key_filtering(true);
                     cf.set_memtable_prefix_bloom_ratio(0.1);
                 }
