@@ -367,4 +367,6 @@ rpcs! {
     AdminServiceClient::trigger_snapshot(v1::NodeActionRequest) -> v1::NodeActionReply;
     AdminServiceClient::transfer_leader(v1::NodeActionRequest) -> v1::NodeActionReply;
     AdminServiceClient::adjust(v1::AdjustRequest) -> v1::Receipt;
+    AdminServiceClient::set_rules(v1::SetRulesRequest) -> v1::BusinessRules;
+    AdminServiceClient::get_rules(v1::GetRulesRequest) -> v1::BusinessRules;
 }

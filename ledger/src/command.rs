@@ -267,6 +267,11 @@ pub enum CommandBody {
         rest_to: RefundTo,
         shortfall_from_account: bool,
     },
+    /// Sets the cluster's business rules (by an admin console, with an operator): from this
+    /// entry on every node applies them. Overdrafts already given above a lower maximum stay.
+    SetRules {
+        rules: crate::apply::Rules,
+    },
 }
 
 /// Where an inpatient deposit that is not a bank operation comes from.
@@ -331,7 +336,8 @@ impl CommandBody {
             | CommandBody::RevokeBootstrapCredential { .. }
             | CommandBody::RecordMembership { .. }
             | CommandBody::RecordAccess { .. }
-            | CommandBody::SettleEpisode { .. } => true,
+            | CommandBody::SettleEpisode { .. }
+            | CommandBody::SetRules { .. } => true,
             CommandBody::StartBankOp { purpose, .. } => matches!(
                 purpose,
                 crate::BankPurpose::Withdraw | crate::BankPurpose::Refund { .. }
@@ -383,6 +389,7 @@ impl CommandBody {
             CommandBody::PostEpisodeCharges { .. } => "PostEpisodeCharges",
             CommandBody::FinalizeEpisode { .. } => "FinalizeEpisode",
             CommandBody::SettleEpisode { .. } => "SettleEpisode",
+            CommandBody::SetRules { .. } => "SetRules",
         }
     }
 }

@@ -372,6 +372,10 @@ pub enum Effect {
         rest_to: RefundTo,
         balance: Money,
     },
+    /// The cluster's business rules from this entry on.
+    RulesSet {
+        rules: crate::apply::Rules,
+    },
 }
 
 /// The result of applying a command, stored under its request id.

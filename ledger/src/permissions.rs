@@ -91,7 +91,8 @@ pub fn allowed_terminals(body: &CommandBody) -> &'static [TerminalKind] {
         CommandBody::PutCredential { .. }
         | CommandBody::RevokeCredential { .. }
         | CommandBody::RevokeBootstrapCredential { .. }
-        | CommandBody::Adjust { .. } => &[Admin],
+        | CommandBody::Adjust { .. }
+        | CommandBody::SetRules { .. } => &[Admin],
     }
 }
 

@@ -54,6 +54,8 @@ pub trait StateView {
     /// A stored report by its key ([`Report::key`]).
     fn report(&self, key: &str) -> Option<Report>;
     fn episode(&self, id: &AdmissionId) -> Option<Episode>;
+    /// The business rules an admin set, if any.
+    fn rules(&self) -> Option<crate::apply::Rules>;
     /// Request records a prune may let go: those made before `before` that are not in the
     /// audit trail (sensitive requests stay), oldest first (by time, then terminal and id), at
     /// most `limit`.
@@ -75,6 +77,7 @@ pub trait StateView {
     /// Adds an event to HIS's bill feed (keyed by its transaction and bill).
     fn append_bill_event(&mut self, event: BillEvent);
     fn put_episode(&mut self, episode: Episode);
+    fn put_rules(&mut self, rules: crate::apply::Rules);
 }
 
 /// The whole state in ordered maps: deterministic to iterate and to encode.
@@ -94,6 +97,7 @@ pub struct MemState {
     /// HIS's bill feed, in log order.
     pub bill_events: Vec<BillEvent>,
     pub episodes: BTreeMap<AdmissionId, Episode>,
+    pub rules: Option<crate::apply::Rules>,
 }
 
 impl MemState {
@@ -137,6 +141,9 @@ impl StateView for MemState {
     }
     fn episode(&self, id: &AdmissionId) -> Option<Episode> {
         self.episodes.get(id).cloned()
+    }
+    fn rules(&self) -> Option<crate::apply::Rules> {
+        self.rules
     }
     fn expired_requests(&self, before: Timestamp, limit: usize) -> Vec<(TerminalId, RequestId)> {
         let mut expired: Vec<(Timestamp, String, &TerminalId, &RequestId)> = self
@@ -198,5 +205,8 @@ impl StateView for MemState {
     }
     fn put_episode(&mut self, episode: Episode) {
         self.episodes.insert(episode.id.clone(), episode);
+    }
+    fn put_rules(&mut self, rules: crate::apply::Rules) {
+        self.rules = Some(rules);
     }
 }

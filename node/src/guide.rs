@@ -204,6 +204,8 @@ pub fn render() -> String {
     let _ = write!(
         out,
         "## Rules the ledger enforces\n\n\
+         The limits below are the defaults; an admin changes them for the whole cluster with \
+         `AdminService.SetRules` (`GetRules` shows those in force).\n\n\
          - One account per person (`person_key`); a card belongs to one account.\n\
          - No single transaction above {} (`INVALID_AMOUNT`).\n\
          - A first deposit at card issue of at least {} (`BELOW_MINIMUM_DEPOSIT`).\n\

@@ -810,6 +810,85 @@ async fn cards_in_bulk_are_issued_once_and_every_node_audits_clean() {
     assert_eq!(digests.len(), 1);
 }
 
+/// The business rules are replicated state: an admin sets them once, every node (a follower
+/// asked directly too, and a new leader after the old one dies) applies them, and `GetRules`
+/// shows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_set_by_an_admin_hold_on_every_node_and_across_a_leader_change() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let (_dir, mut c) = cluster(&[]);
+    c.wait_for_leader(T).await.unwrap();
+    let client = client_of(&c, c.addrs());
+    let mut ids = Ids::new("rules");
+    hospital(&client, &mut ids).await;
+    client.issue_card(issue(&mut ids, 1, "")).await.unwrap();
+    let defaults = client.get_rules(GetRulesRequest {}).await.unwrap();
+    assert_eq!(
+        (defaults.single_txn_limit.as_str(), defaults.set),
+        ("50000.00", false)
+    );
+    client
+        .deposit_cash(deposit(&mut ids, 1, "2000"))
+        .await
+        .unwrap();
+    let stricter = BusinessRules {
+        single_txn_limit: "1000.00".into(),
+        min_first_deposit: "50.00".into(),
+        max_overdraft: "500.00".into(),
+        set: false,
+    };
+    let set = |ids: &mut Ids, operator: &str, rules: BusinessRules| SetRulesRequest {
+        request_id: ids.next(),
+        terminal_id: ADMIN.into(),
+        operator_id: operator.into(),
+        rules: Some(rules),
+    };
+    refused(
+        client.set_rules(set(&mut ids, "", stricter.clone())).await,
+        Code::InvalidArgument,
+        "OPERATOR_REQUIRED",
+    );
+    let mut bad = stricter.clone();
+    bad.min_first_deposit = "5000.00".into();
+    refused(
+        client.set_rules(set(&mut ids, "fin-1", bad)).await,
+        Code::InvalidArgument,
+        "INVALID_AMOUNT",
+    );
+    let now = client
+        .set_rules(set(&mut ids, "fin-1", stricter.clone()))
+        .await
+        .unwrap();
+    assert_eq!((now.single_txn_limit.as_str(), now.set), ("1000.00", true));
+    // Every node refuses what the new rules refuse, the followers too.
+    for id in c.running() {
+        let one = client_of(&c, vec![c.addr(id)]);
+        refused(
+            one.deposit_cash(deposit(&mut ids, 1, "2000")).await,
+            Code::InvalidArgument,
+            "INVALID_AMOUNT",
+        );
+    }
+    let leader = c.wait_for_leader(T).await.unwrap();
+    c.kill(leader).unwrap();
+    c.wait_for_leader(T).await.unwrap();
+    refused(
+        client.issue_card(issue(&mut ids, 2, "20")).await,
+        Code::InvalidArgument,
+        "BELOW_MINIMUM_DEPOSIT",
+    );
+    client
+        .deposit_cash(deposit(&mut ids, 1, "1000"))
+        .await
+        .unwrap();
+    assert_eq!(balance(&client, 1).await, "3000.00");
+    let shown = client.get_rules(GetRulesRequest {}).await.unwrap();
+    assert_eq!(
+        (shown.min_first_deposit.as_str(), shown.set),
+        ("50.00", true)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_request_to_two_nodes_applies_once_and_answers_the_same() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;

@@ -40,8 +40,13 @@ pub const CF_PAID_BY_DAY: &str = "paid_by_day";
 /// id). See [`episode_key`].
 pub const CF_EPISODES: &str = "episodes";
 
+/// The cluster's settings an admin changes through the log: the business rules (key `rules`).
+pub const CF_SETTINGS: &str = "settings";
+/// The key of the business rules in [`CF_SETTINGS`].
+pub const SETTINGS_RULES: &[u8] = b"rules";
+
 /// The families that hold the ledger's state: what a snapshot carries and the digest covers.
-pub const STATE_FAMILIES: [&str; 17] = [
+pub const STATE_FAMILIES: [&str; 18] = [
     CF_ACCOUNTS,
     CF_CARDS,
     CF_PERSONS,
@@ -59,13 +64,15 @@ pub const STATE_FAMILIES: [&str; 17] = [
     CF_BILL_FEED,
     CF_PAID_BY_DAY,
     CF_EPISODES,
+    CF_SETTINGS,
 ];
 
 /// State families that go without a memtable bloom: those written only in key order
-/// (appended) and read by range, never looked up by key while applying, and `episodes`, whose
+/// (appended) and read by range, never looked up by key while applying; `episodes`, whose
 /// few lookups (inpatient commands only, a few thousand a day) do not pay for a bloom's share of
-/// the write-memory cap in every memtable.
-pub const NO_MEMTABLE_BLOOM_FAMILIES: [&str; 3] = [CF_BILL_FEED, CF_PAID_BY_DAY, CF_EPISODES];
+/// the write-memory cap in every memtable; and `settings`, one key.
+pub const NO_MEMTABLE_BLOOM_FAMILIES: [&str; 4] =
+    [CF_BILL_FEED, CF_PAID_BY_DAY, CF_EPISODES, CF_SETTINGS];
 
 /// `front` then `rest`, at compile time (`N` = `F + R`): the family lists below are each made
 /// from the one before, so a new state family is listed once and every list carries it.

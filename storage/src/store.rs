@@ -485,6 +485,11 @@ impl Store {
         self.scan_prefix(CF_PAID_BY_DAY, &prefix, usize::MAX)
     }
 
+    /// The business rules an admin set, if any (the defaults apply until then).
+    pub fn rules(&self) -> Result<Option<l::Rules>> {
+        self.get(CF_SETTINGS, SETTINGS_RULES)
+    }
+
     /// An inpatient episode by its admission id.
     pub fn episode(&self, id: &l::AdmissionId) -> Result<Option<l::Episode>> {
         self.get(CF_EPISODES, &episode_key(id.as_str()))
@@ -924,6 +929,9 @@ impl l::StateView for RocksView<'_> {
     fn episode(&self, id: &l::AdmissionId) -> Option<l::Episode> {
         self.read(CF_EPISODES, &episode_key(id.as_str()))
     }
+    fn rules(&self) -> Option<l::Rules> {
+        self.read(CF_SETTINGS, SETTINGS_RULES)
+    }
     fn request(&self, terminal: &l::TerminalId, id: &l::RequestId) -> Option<l::RequestRecord> {
         self.read(CF_REQUESTS, &request_key(terminal.as_str(), id.as_str()))
     }
@@ -1050,6 +1058,9 @@ impl l::StateView for RocksView<'_> {
             credential.id.as_bytes().to_vec(),
             &credential,
         );
+    }
+    fn put_rules(&mut self, rules: l::Rules) {
+        self.write(CF_SETTINGS, SETTINGS_RULES.to_vec(), &rules);
     }
     fn put_episode(&mut self, episode: l::Episode) {
         let id = episode.id.as_str();

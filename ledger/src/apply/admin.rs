@@ -125,6 +125,15 @@ impl<V: StateView> Staged<'_, V> {
                 self.terminal_allowed()?;
                 Ok(Effect::Recorded)
             }
+            CommandBody::SetRules { rules } => {
+                self.terminal_allowed()?;
+                self.operator()?;
+                rules
+                    .check()
+                    .or_else(|e| reject(ReasonCode::InvalidAmount, e))?;
+                self.rules = Some(*rules);
+                Ok(Effect::RulesSet { rules: *rules })
+            }
             other => unreachable!("{} is not one of the admin commands", other.name()),
         }
     }

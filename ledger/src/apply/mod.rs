@@ -40,8 +40,9 @@ mod episodes;
 mod reconciliation;
 mod terminals;
 
-/// The cluster-wide business limits. Every node must apply with the same `Rules`, so they are
-/// part of the cluster's configuration, not of one node's.
+/// The cluster-wide business limits. Every node must apply with the same `Rules`: they are
+/// replicated state, set by an admin (`SetRules`, in the audit trail); until the first is set
+/// every node applies the defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rules {
     /// No single transaction moves more than this.
@@ -50,6 +51,37 @@ pub struct Rules {
     pub min_first_deposit: Money,
     /// The largest overdraft (绿色通道) an account may be given.
     pub max_overdraft: Money,
+}
+
+impl Rules {
+    /// The highest single-transaction limit an admin may set.
+    pub fn highest_limit() -> Money {
+        Money::from_yuan(1_000_000)
+    }
+
+    /// Rules an admin may set: a positive limit up to [`Rules::highest_limit`], a minimum
+    /// first deposit from 0 to the limit, an overdraft maximum from 0 to the limit.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.single_txn_limit.is_positive() || self.single_txn_limit > Rules::highest_limit() {
+            return Err(format!(
+                "single_txn_limit {}: above 0 and at most {}",
+                self.single_txn_limit,
+                Rules::highest_limit()
+            ));
+        }
+        for (name, value) in [
+            ("min_first_deposit", self.min_first_deposit),
+            ("max_overdraft", self.max_overdraft),
+        ] {
+            if value.is_negative() || value > self.single_txn_limit {
+                return Err(format!(
+                    "{name} {value}: from 0 to the single-transaction limit {}",
+                    self.single_txn_limit
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for Rules {
@@ -70,12 +102,24 @@ pub const MAX_PRUNED_PER_COMMAND: u32 = 10_000;
 pub struct ApplyCtx {
     /// The command's transaction id: its log index and position in the entry.
     pub txn: TxnId,
+    /// The rules until an admin has set some (then the state's apply).
     pub rules: Rules,
+}
+
+impl ApplyCtx {
+    /// This context with the rules the state holds, when an admin has set them.
+    fn with_rules_of<V: StateView>(&self, view: &V) -> ApplyCtx {
+        ApplyCtx {
+            rules: view.rules().unwrap_or(self.rules),
+            ..*self
+        }
+    }
 }
 
 /// Applies one command. Deterministic: the same commands in the same order on the same state
 /// give the same outcomes and the same writes on every node.
 pub fn apply<V: StateView>(cmd: &Command, view: &mut V, ctx: &ApplyCtx) -> Outcome {
+    let ctx = &ctx.with_rules_of(view);
     if let Some(record) = view.request(&cmd.terminal, &cmd.request) {
         if record.answers(cmd) {
             return record.outcome;
@@ -125,6 +169,7 @@ pub fn refusal<V: StateView>(cmd: &Command, view: &mut V, ctx: &ApplyCtx) -> Opt
     if view.request(&cmd.terminal, &cmd.request).is_some() {
         return None;
     }
+    let ctx = &ctx.with_rules_of(view);
     let mut staged = Staged::new(view, cmd, ctx);
     staged
         .execute()
@@ -155,6 +200,7 @@ struct Staged<'v, V: StateView> {
     forgotten: Vec<(TerminalId, RequestId)>,
     bill_events: Vec<BillEvent>,
     episodes: BTreeMap<AdmissionId, Episode>,
+    rules: Option<Rules>,
 }
 
 /// One movement of money to record in the journal.
@@ -187,6 +233,7 @@ impl<'v, V: StateView> Staged<'v, V> {
             forgotten: Vec::new(),
             bill_events: Vec::new(),
             episodes: BTreeMap::new(),
+            rules: None,
         }
     }
 
@@ -308,6 +355,7 @@ impl<'v, V: StateView> Staged<'v, V> {
             forgotten,
             bill_events,
             episodes,
+            rules,
             ..
         } = self;
         for account in accounts.into_values() {
@@ -345,6 +393,9 @@ impl<'v, V: StateView> Staged<'v, V> {
         }
         for episode in episodes.into_values() {
             base.put_episode(episode);
+        }
+        if let Some(rules) = rules {
+            base.put_rules(rules);
         }
     }
 
@@ -625,7 +676,8 @@ impl<'v, V: StateView> Staged<'v, V> {
             | CommandBody::RevokeBootstrapCredential { .. }
             | CommandBody::PruneRequests { .. }
             | CommandBody::RecordAccess { .. }
-            | CommandBody::RecordMembership { .. } => self.execute_admin(),
+            | CommandBody::RecordMembership { .. }
+            | CommandBody::SetRules { .. } => self.execute_admin(),
             CommandBody::OpenEpisode { .. }
             | CommandBody::DepositToEpisode { .. }
             | CommandBody::PostEpisodeCharges { .. }

@@ -38,6 +38,15 @@ pub fn business_day(date: &str) -> Result<(i64, i64), Status> {
         })
 }
 
+fn business_rules(rules: yinyi_ledger::Rules, set: bool) -> BusinessRules {
+    BusinessRules {
+        single_txn_limit: convert::money(rules.single_txn_limit),
+        min_first_deposit: convert::money(rules.min_first_deposit),
+        max_overdraft: convert::money(rules.max_overdraft),
+        set,
+    }
+}
+
 /// Adds a report line into lines kept by (kind, channel).
 fn add_line(
     lines: &mut Vec<yinyi_ledger::ReportLine>,
@@ -432,6 +441,58 @@ impl AdminService for Admin {
         };
         let command = g.command(&r.request_id, &r.terminal_id, &r.operator_id, body)?;
         super::payment::receipt(g.submit(EntityKey::Account(account), command).await?)
+    }
+
+    async fn set_rules(
+        &self,
+        request: Request<SetRulesRequest>,
+    ) -> Result<Response<BusinessRules>, Status> {
+        lead_or_forward!(self.gateway, request, AdminServiceClient, set_rules);
+        let r = request.into_inner();
+        let g = &self.gateway;
+        let given = r
+            .rules
+            .ok_or_else(|| convert::invalid(reason::MISSING_FIELD, "rules are required"))?;
+        let money = |field: &str, text: &str| convert::non_negative(field, text);
+        let rules = yinyi_ledger::Rules {
+            single_txn_limit: money("single_txn_limit", &given.single_txn_limit)?,
+            min_first_deposit: money("min_first_deposit", &given.min_first_deposit)?,
+            max_overdraft: money("max_overdraft", &given.max_overdraft)?,
+        };
+        rules
+            .check()
+            .map_err(|e| convert::invalid(reason::INVALID_AMOUNT, e))?;
+        let command = g.command(
+            &r.request_id,
+            &r.terminal_id,
+            &r.operator_id,
+            CommandBody::SetRules { rules },
+        )?;
+        match g
+            .submit(EntityKey::Terminal(command.terminal.clone()), command)
+            .await?
+        {
+            Effect::RulesSet { rules } => Ok(Response::new(business_rules(rules, true))),
+            other => Err(super::unexpected(&other)),
+        }
+    }
+
+    async fn get_rules(
+        &self,
+        request: Request<GetRulesRequest>,
+    ) -> Result<Response<BusinessRules>, Status> {
+        lead_or_forward!(self.gateway, request, AdminServiceClient, get_rules);
+        let g = &self.gateway;
+        g.read_barrier().await?;
+        let stored = g
+            .backend()
+            .store()
+            .rules()
+            .map_err(|e| convert::internal(format!("the rules are unreadable: {e}")))?;
+        Ok(Response::new(match stored {
+            Some(rules) => business_rules(rules, true),
+            None => business_rules(g.consensus().rules(), false),
+        }))
     }
 
     async fn set_overdraft(

@@ -164,6 +164,8 @@ pub fn roles_for(service: &str, method: &str) -> Option<&'static [Role]> {
         ("AdminService", "Reconcile") => &[Admin],
         ("AdminService", "AuditBalances" | "ListAudit" | "DormantAccounts") => STAFF_VIEW,
         ("AdminService", "PutCredential" | "RevokeCredential" | "Backup" | "Adjust") => &[Admin],
+        ("AdminService", "SetRules") => &[Admin],
+        ("AdminService", "GetRules") => EVERY_CHANNEL,
         ("AdminService", "TriggerSnapshot" | "TransferLeader") => &[Admin],
         ("AdminService", "ListCredentials") => STAFF_VIEW,
         _ => return None,
@@ -682,6 +684,9 @@ mod tests {
                 reference: "x".into(),
                 difference: None,
             }],
+            ("AdminService", "SetRules") => vec![CommandBody::SetRules {
+                rules: yinyi_ledger::Rules::default(),
+            }],
             ("AdminService", "RevokeCredential") => vec![
                 CommandBody::RevokeCredential { id: "x".into() },
                 CommandBody::RevokeBootstrapCredential { id: "x".into() },
@@ -729,6 +734,7 @@ mod tests {
             ("AdminService", "PutCredential"),
             ("AdminService", "RevokeCredential"),
             ("AdminService", "Adjust"),
+            ("AdminService", "SetRules"),
         ];
         for (service, method) in methods {
             let api: Vec<Role> = roles_for(service, method)

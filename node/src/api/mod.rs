@@ -41,7 +41,8 @@ pub struct Gateway {
     consensus: Consensus,
     backend: NodeBackend,
     actors: Actors<NodeBackend>,
-    /// The single-transaction limit, for validating amounts before anything is proposed.
+    /// The single-transaction limit until an admin sets the rules, for validating amounts
+    /// before anything is proposed.
     limit: Money,
     channels: Mutex<HashMap<String, Channel>>,
     bank: Option<Arc<Bank>>,
@@ -91,8 +92,14 @@ impl Gateway {
         self.bank.as_ref()
     }
 
+    /// The single-transaction limit in force: the replicated rules' once an admin set them.
     pub fn limit(&self) -> Money {
-        self.limit
+        self.backend
+            .store()
+            .rules()
+            .ok()
+            .flatten()
+            .map_or(self.limit, |r| r.single_txn_limit)
     }
 
     pub fn consensus(&self) -> &Consensus {
