@@ -58,6 +58,16 @@ fn only_an_admin_with_an_operator_sets_sensible_rules() {
             ..good
         },
         Rules {
+            single_txn_limit: Money::from_cents(9_999),
+            min_first_deposit: Money::ZERO,
+            max_overdraft: Money::ZERO,
+        },
+        Rules {
+            single_txn_limit: yuan(1_000_000),
+            max_overdraft: yuan(200_001),
+            ..good
+        },
+        Rules {
             single_txn_limit: yuan(1_000_001),
             ..good
         },
@@ -76,5 +86,27 @@ fn only_an_admin_with_an_operator_sets_sensible_rules() {
         });
     }
     assert_eq!(w.state.rules, None);
+    // The bounds themselves are allowed; the same request again is answered from its record.
+    let widest = Rules {
+        single_txn_limit: yuan(1_000_000),
+        min_first_deposit: yuan(1_000_000),
+        max_overdraft: yuan(200_000),
+    };
+    let cmd = w.command(
+        ADMIN,
+        Some(FINANCE),
+        CommandBody::SetRules { rules: widest },
+    );
+    let first = w.submit(&cmd);
+    expect_done(first.clone());
+    assert_eq!(w.submit(&cmd), first);
+    let mut reused = cmd.clone();
+    reused.body = CommandBody::SetRules { rules: good };
+    expect_code(&w.submit(&reused), ReasonCode::RequestIdReused);
+    assert_eq!(w.state.rules, Some(widest));
+    // Raised above the default, a deposit of 60,000 goes through (the first deposit at
+    // issue must now be the whole limit, so the card is issued with none).
+    w.issue(KIOSK, "HC0001", 1, None);
+    expect_done(w.deposit(KIOSK, "HC0001", yuan(60_000)));
     w.check();
 }

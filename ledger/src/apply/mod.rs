@@ -59,14 +59,35 @@ impl Rules {
         Money::from_yuan(1_000_000)
     }
 
-    /// Rules an admin may set: a positive limit up to [`Rules::highest_limit`], a minimum
-    /// first deposit from 0 to the limit, an overdraft maximum from 0 to the limit.
+    /// The lowest single-transaction limit an admin may set: below it the hospital would stop.
+    pub fn lowest_limit() -> Money {
+        Money::from_yuan(100)
+    }
+
+    /// The highest overdraft maximum an admin may set (绿色通道 is for emergencies).
+    pub fn highest_overdraft() -> Money {
+        Money::from_yuan(200_000)
+    }
+
+    /// Rules an admin may set: a limit from [`Rules::lowest_limit`] to
+    /// [`Rules::highest_limit`], a minimum first deposit from 0 to the limit, an overdraft
+    /// maximum from 0 to the limit and at most [`Rules::highest_overdraft`].
     pub fn check(&self) -> Result<(), String> {
-        if !self.single_txn_limit.is_positive() || self.single_txn_limit > Rules::highest_limit() {
+        if self.single_txn_limit < Rules::lowest_limit()
+            || self.single_txn_limit > Rules::highest_limit()
+        {
             return Err(format!(
-                "single_txn_limit {}: above 0 and at most {}",
+                "single_txn_limit {}: from {} to {}",
                 self.single_txn_limit,
+                Rules::lowest_limit(),
                 Rules::highest_limit()
+            ));
+        }
+        if self.max_overdraft > Rules::highest_overdraft() {
+            return Err(format!(
+                "max_overdraft {}: at most {}",
+                self.max_overdraft,
+                Rules::highest_overdraft()
             ));
         }
         for (name, value) in [

@@ -60,7 +60,14 @@ impl<V: StateView> Staged<'_, V> {
     ) -> Rule<Effect> {
         self.terminal_allowed()?;
         let operator = self.operator()?;
-        let amount = self.amount(amount)?;
+        // A difference is resolved by exactly its amount, whatever the limit is now (it may
+        // have been lowered since the day it was found).
+        let amount = match difference {
+            Some(_) => amount
+                .check_positive(Rules::highest_limit())
+                .map_err(|e| Rejection::new(ReasonCode::InvalidAmount, e.to_string()))?,
+            None => self.amount(amount)?,
+        };
         for (field, text, max) in [("reason", reason, 200), ("reference", reference, 64)] {
             if text.trim().is_empty()
                 || text.chars().count() > max
