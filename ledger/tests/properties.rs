@@ -182,6 +182,7 @@ fn random_days_cover_the_transactions_and_the_refusals() {
         "PostEpisodeCharges",
         "FinalizeEpisode",
         "SettleEpisode",
+        "SetRules",
     ] {
         assert!(
             done.contains(name),

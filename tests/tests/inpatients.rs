@@ -476,4 +476,10 @@ async fn an_inpatient_stay_from_admission_to_a_discharge_whose_leader_dies_mid_r
         .unwrap();
     assert!(audit.ok, "{audit:?}");
     assert_eq!(audit.unresolved_bank_ops, 0, "{audit:?}");
+    // Both episodes audited; discharged and refunded, they hold nothing.
+    assert_eq!(
+        (audit.episodes, audit.episodes_held.as_str()),
+        (2, "0.00"),
+        "{audit:?}"
+    );
 }

@@ -166,6 +166,10 @@ pub fn same_but_requests(a: &MemState, b: &MemState) -> bool {
         && a.terminals == b.terminals
         && a.journal == b.journal
         && a.reports == b.reports
+        && a.credentials == b.credentials
+        && a.bill_events == b.bill_events
+        && a.episodes == b.episodes
+        && a.rules == b.rules
 }
 
 // ---- the world ----
@@ -1553,6 +1557,13 @@ pub mod random {
             cash: bool,
             from_account: bool,
         },
+        /// An admin sets the business rules (tighter or looser than the defaults, or bad ones).
+        SetRules {
+            limit_yuan: u32,
+            min_first_yuan: u16,
+            max_overdraft_yuan: u32,
+            with_operator: bool,
+        },
         /// The same command again (maybe stamped later): must return the first outcome.
         Retry {
             pick: u16,
@@ -1627,6 +1638,8 @@ pub mod random {
             1 => (u(), prop::bool::weighted(0.5))
                 .prop_map(|(card, freeze)| Step::Freeze { card, freeze }),
             1 => (u(), overdraft()).prop_map(|(card, limit)| Step::Overdraft { card, limit }),
+            1 => (prop_oneof![Just(50u32), 50..=1_100_000u32], 0u16..=200, 0u32..=250_000, prop::bool::weighted(0.9))
+                .prop_map(|(limit_yuan, min_first_yuan, max_overdraft_yuan, with_operator)| Step::SetRules { limit_yuan, min_first_yuan, max_overdraft_yuan, with_operator }),
             1 => (u(), 0u8..10)
                 .prop_map(|(which, status)| Step::TerminalStatus { which, status }),
             2 => prop::bool::weighted(0.9)
@@ -2116,6 +2129,22 @@ pub mod random {
                     },
                 )
             }
+            Step::SetRules {
+                limit_yuan,
+                min_first_yuan,
+                max_overdraft_yuan,
+                with_operator,
+            } => world.command(
+                ADMIN,
+                with_operator.then_some(FINANCE),
+                CommandBody::SetRules {
+                    rules: yinyi_ledger::Rules {
+                        single_txn_limit: Money::from_yuan(i64::from(*limit_yuan)),
+                        min_first_deposit: Money::from_yuan(i64::from(*min_first_yuan)),
+                        max_overdraft: Money::from_yuan(i64::from(*max_overdraft_yuan)),
+                    },
+                },
+            ),
             Step::TerminalStatus { which, status } => {
                 // Only the second kiosk may be retired, so the rest of the universe stays usable.
                 let terminal = [KIOSK, WINDOW, KIOSK2][usize::from(*which % 3)];

@@ -322,6 +322,8 @@ impl AdminService for Admin {
             ok: report.ok(),
             problem_count: report.problem_count,
             problems: report.problems,
+            episodes: report.episodes,
+            episodes_held: convert::money(report.episodes_held),
         }))
     }
 
