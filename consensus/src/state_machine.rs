@@ -404,7 +404,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let dir = self.snapshots.dir.clone();
         let store = self.store.clone();
         let slot = self.snapshots.clone();
-        tokio::task::spawn_blocking(move || {
+        // At a lower priority, like a build: the install reads and writes the whole state.
+        in_background("snapshot-install", move || {
             if let Some(pause) = slow_install() {
                 std::thread::sleep(pause);
             }
@@ -435,10 +436,11 @@ pub struct SnapshotBuilder {
     snapshots: SnapshotSlot,
 }
 
-/// How much lower than the node's other threads a snapshot build runs (a nice value): a build
-/// reads the whole state (minutes of a core on a big one) and must not starve the threads that
-/// answer requests and heartbeats (a follower that misses heartbeats campaigns and, without
-/// pre-vote in openraft 0.9, deposes the leader).
+/// How much lower than the node's other threads a snapshot build or install runs (a nice
+/// value): either goes through the whole state (a minute of a core on a big one) and must not
+/// starve the threads that answer requests and heartbeats (a follower that misses heartbeats
+/// campaigns and, without pre-vote in openraft 0.9, deposes the leader), nor, on a shared
+/// machine, the other nodes.
 const BUILD_NICENESS: libc::c_int = 10;
 
 /// Runs `work` on a thread of its own at [`BUILD_NICENESS`] and waits for it.

@@ -20,6 +20,12 @@ fn peak_rss_mib() -> f64 {
 
 use yinyi_measure::dir_bytes;
 
+/// CPU time (user and system) of this process so far, in seconds.
+fn cpu_seconds() -> f64 {
+    yinyi_measure::cpu_times(std::process::id())
+        .map_or(0.0, |t| (t.user_us + t.system_us) as f64 / 1e6)
+}
+
 fn command(serial: u64, terminal: &TerminalId, at: i64, body: CommandBody) -> Result<Command> {
     Ok(Command {
         request: RequestId::parse(&format!("probe-{serial}"))?,
@@ -142,12 +148,22 @@ pub fn install(snapshot: &Path, dir: &Path) -> Result<()> {
     let store = Store::open(dir)?;
     let before = peak_rss_mib();
     let began = Instant::now();
+    let cpu_before = cpu_seconds();
     let records = store.install_snapshot_file(snapshot, b"probe")?;
     let took = began.elapsed();
+    let cpu_install = cpu_seconds() - cpu_before;
+    // RocksDB's flushes and compactions after the install are part of its cost.
+    let deadline = Instant::now() + std::time::Duration::from_secs(600);
+    while store.background_work_pending() && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     println!(
-        "install: {records} records in {:.2} s (verify + write); installing process peak RSS \
-         {:.0} MiB (at start {before:.0} MiB)",
+        "install: {records} records in {:.2} s (verify + write), {cpu_install:.2} s of CPU; \
+         {:.2} s of CPU with RocksDB's flushes and compactions after it ({:.1} s); installing \
+         process peak RSS {:.0} MiB (at start {before:.0} MiB)",
         took.as_secs_f64(),
+        cpu_seconds() - cpu_before,
+        began.elapsed().as_secs_f64(),
         peak_rss_mib()
     );
     Ok(())

@@ -1,29 +1,37 @@
 //! Snapshots as a stream of frames, so that neither building, sending nor installing one holds
 //! the state in memory, whatever its size.
 //!
-//! A snapshot file is a sequence of frames, each `u32` big-endian length then one encoded
-//! [`Frame`]: records of the state families in key order, at most [`FRAME_BYTES`] of them per
-//! frame, and one `End` frame last with the number of records and a SHA-256 over every records
-//! frame. A file that is cut short, altered or padded fails [`Store::verify_snapshot_file`]
-//! before anything of the current state is touched.
+//! A snapshot file is [`PACKED_MAGIC`] and then a sequence of frames, each the `u32` big-endian
+//! length of its compressed bytes, the `u32` big-endian length of the encoded [`Frame`], and the
+//! encoded frame compressed with LZ4 (files of earlier releases have no magic and frames of a
+//! length and the encoded frame; they are still read). The frames are records of the state
+//! families in key order, at most [`FRAME_BYTES`] of them per frame, and one `End` frame last
+//! with the number of records and a SHA-256 over every encoded records frame. A file that is
+//! cut short, altered, padded or out of key order is refused by [`Store::install_snapshot_file`]
+//! before anything of the current state is touched: it reads the file once into RocksDB table
+//! files beside the database, and only a whole, checked file gets further.
 //!
 //! Installing is atomic across a crash: a marker goes into the Raft meta family (synced), the
-//! state families are replaced frame by frame, and the marker is removed in the last, synced
-//! batch. A node that restarts with the marker still there finishes the install from the same
-//! file ([`Store::unfinished_install`]) before it serves anything. Readers of the store wait
-//! while an install runs (`Store::reading`), so they see the old state or the new, never a mix.
+//! state families are cleared and the table files ingested into them, and the marker is removed
+//! in a synced write. A node that restarts with the marker still there finishes the install
+//! from the same file ([`Store::unfinished_install`]) before it serves anything. Readers of the
+//! store wait while the tables are ingested (`Store::reading`), so they see the old state or
+//! the new, never a mix.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::Path;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
 
-use rocksdb::{IteratorMode, WriteBatch};
+use rocksdb::{IngestExternalFileOptions, IteratorMode, Options, SstFileWriter, WriteBatch};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::codec;
 use crate::keys::*;
 use crate::store::{Result, StorageError, Store};
+
+/// Raw bytes of records per table file a snapshot install writes (RocksDB compresses them).
+const TABLE_FILE_BYTES: u64 = 128 * 1024 * 1024;
 
 /// Records are gathered into frames of about this many bytes (memory per frame, both ways).
 pub const FRAME_BYTES: usize = 1024 * 1024;
@@ -61,55 +69,151 @@ pub struct ExportedSnapshot {
     pub bytes: u64,
 }
 
+/// The first bytes of a snapshot file whose frames are LZ4-compressed. A file without them is
+/// of an earlier release (frames as they are): still read, never written.
+const PACKED_MAGIC: &[u8; 8] = b"YSNAPLZ4";
+
+/// Writes `frame` packed: `u32` big-endian length of the compressed bytes, `u32` big-endian
+/// length of the encoded frame, then the encoded frame compressed with LZ4 (a snapshot shrinks
+/// about four times: less to write, send and keep). The digest is over the encoded frame.
 fn write_frame(out: &mut impl Write, frame: &Frame, hasher: Option<&mut Sha256>) -> Result<u64> {
     let bytes = codec::encode(frame)?;
-    let len = u32::try_from(bytes.len())
+    let too_long = || StorageError::Corrupt(format!("frame of {} bytes", bytes.len()));
+    let raw = u32::try_from(bytes.len())
         .ok()
         .filter(|&len| len <= MAX_FRAME_BYTES)
-        .ok_or_else(|| StorageError::Corrupt(format!("frame of {} bytes", bytes.len())))?;
+        .ok_or_else(too_long)?;
+    let packed = lz4_flex::block::compress(&bytes);
+    let len = u32::try_from(packed.len()).map_err(|_| too_long())?;
     out.write_all(&len.to_be_bytes())?;
-    out.write_all(&bytes)?;
+    out.write_all(&raw.to_be_bytes())?;
+    out.write_all(&packed)?;
     if let Some(hasher) = hasher {
         hasher.update(&bytes);
     }
-    Ok(4 + bytes.len() as u64)
+    Ok(8 + packed.len() as u64)
+}
+
+/// The table files a snapshot file was written into, by family position, in a directory of
+/// their own that goes when this does.
+struct Staged {
+    dir: PathBuf,
+    files: Vec<Vec<PathBuf>>,
+    records: u64,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The table file being written: one family's records in key order.
+struct Table<'a> {
+    family: usize,
+    path: PathBuf,
+    writer: SstFileWriter<'a>,
+    bytes: u64,
+}
+
+impl<'a> Table<'a> {
+    fn open(options: &'a [Options], family: usize, staged: &mut Staged) -> Result<Table<'a>> {
+        let path = staged.dir.join(format!("{:06}.sst", staged.files.iter().flatten().count()));
+        let writer = SstFileWriter::create(&options[family]);
+        writer.open(&path)?;
+        Ok(Table {
+            family,
+            path,
+            writer,
+            bytes: 0,
+        })
+    }
+
+    fn finish(mut self, staged: &mut Staged) -> Result<()> {
+        self.writer.finish()?;
+        staged.files[self.family].push(self.path);
+        Ok(())
+    }
 }
 
 /// Reads the frames of a snapshot file one at a time.
 struct FrameReader {
     input: BufReader<File>,
+    /// Frames are LZ4-compressed (the file starts with [`PACKED_MAGIC`]).
+    packed: bool,
+    /// The last frame's encoded bytes, and its compressed bytes.
     buf: Vec<u8>,
+    packed_buf: Vec<u8>,
 }
 
 impl FrameReader {
     fn open(path: &Path) -> Result<FrameReader> {
+        let mut input = BufReader::with_capacity(256 * 1024, File::open(path)?);
+        let packed = input.fill_buf()?.starts_with(PACKED_MAGIC);
+        if packed {
+            input.consume(PACKED_MAGIC.len());
+        }
         Ok(FrameReader {
-            input: BufReader::with_capacity(256 * 1024, File::open(path)?),
+            input,
+            packed,
             buf: Vec::new(),
+            packed_buf: Vec::new(),
         })
     }
 
-    /// The next frame and its encoded bytes, or `None` at the end of the file.
-    fn next(&mut self) -> Result<Option<Frame>> {
+    /// A frame's length field, or `None` at the end of the file.
+    fn length(&mut self) -> Result<Option<u32>> {
         let mut len = [0u8; 4];
         match self.input.read_exact(&mut len) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(e.into()),
+            Ok(()) => Ok(Some(u32::from_be_bytes(len))),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(e.into()),
         }
-        let len = u32::from_be_bytes(len);
+    }
+
+    /// Reads `len` bytes into `buf` (a frame is never longer than [`MAX_FRAME_BYTES`]).
+    fn read_into(input: &mut BufReader<File>, buf: &mut Vec<u8>, len: u32) -> Result<()> {
         if len > MAX_FRAME_BYTES {
             return Err(StorageError::Corrupt(format!(
                 "snapshot frame of {len} bytes"
             )));
         }
-        self.buf.resize(len as usize, 0);
-        self.input.read_exact(&mut self.buf).map_err(|e| {
+        buf.resize(len as usize, 0);
+        input.read_exact(buf).map_err(|e| {
             StorageError::Corrupt(format!("snapshot file cut short in a frame: {e}"))
-        })?;
+        })
+    }
+
+    /// The next frame, or `None` at the end of the file.
+    fn next(&mut self) -> Result<Option<Frame>> {
+        let Some(len) = self.length()? else {
+            return Ok(None);
+        };
+        if self.packed {
+            let raw = self.length()?.ok_or_else(|| {
+                StorageError::Corrupt("snapshot file cut short in a frame".into())
+            })?;
+            if raw > MAX_FRAME_BYTES {
+                return Err(StorageError::Corrupt(format!(
+                    "snapshot frame of {raw} bytes"
+                )));
+            }
+            Self::read_into(&mut self.input, &mut self.packed_buf, len)?;
+            self.buf.resize(raw as usize, 0);
+            let unpacked = lz4_flex::block::decompress_into(&self.packed_buf, &mut self.buf)
+                .map_err(|e| StorageError::Corrupt(format!("snapshot frame: {e}")))?;
+            if unpacked != raw as usize {
+                return Err(StorageError::Corrupt(format!(
+                    "snapshot frame of {unpacked} bytes, {raw} announced"
+                )));
+            }
+        } else {
+            Self::read_into(&mut self.input, &mut self.buf, len)?;
+        }
         Ok(Some(codec::decode(&self.buf)?))
     }
 
+    /// The encoded bytes of the frame [`FrameReader::next`] returned last.
     fn last_bytes(&self) -> &[u8] {
         &self.buf
     }
@@ -132,11 +236,12 @@ impl Store {
         let _reading = self.reading();
         let snapshot = self.db.snapshot();
         let mut out = BufWriter::with_capacity(256 * 1024, out);
+        out.write_all(PACKED_MAGIC)?;
         let mut hasher = Sha256::new();
         let mut frame = Vec::new();
         let mut frame_bytes = 0usize;
         let mut records = 0u64;
-        let mut bytes = 0u64;
+        let mut bytes = PACKED_MAGIC.len() as u64;
         for (family_index, family) in SNAPSHOT_FAMILIES.iter().enumerate() {
             for item in snapshot.iterator_cf(self.cf(family), IteratorMode::Start) {
                 let (key, value) = item?;
@@ -172,38 +277,137 @@ impl Store {
         })
     }
 
-    /// Checks a snapshot file end to end (every frame decodes, the `End` frame is last and its
-    /// count and digest match) without touching the store; returns its record count.
-    pub fn verify_snapshot_file(path: &Path) -> Result<u64> {
+    /// Replaces the state with the snapshot file at `path`. The file is read once, checked end
+    /// to end (every frame decodes, records in key order, the `End` frame last with the right
+    /// count and digest) while it is written into table files beside the database; nothing of
+    /// the current state is touched until it all checks out. Then, under a crash marker
+    /// holding `marker` (what the caller needs to finish the install after a restart, see
+    /// [`Store::unfinished_install`]), the state families are cleared and the table files
+    /// ingested into them, and the marker is removed in a synced write. Readers wait only
+    /// while the files are ingested. Returns the number of records.
+    ///
+    /// Ingesting table files skips what writing records costs RocksDB (the WAL, the memtable,
+    /// its flush and the compactions after): on a new node the files go straight to the last
+    /// level.
+    pub fn install_snapshot_file(&self, path: &Path, marker: &[u8]) -> Result<u64> {
+        self.install_tables(path, marker, None)
+    }
+
+    /// Installs the table files of the first `families` families of the file and stops there,
+    /// as a crash would (for tests of the crash marker).
+    #[doc(hidden)]
+    pub fn install_snapshot_file_cut_after(
+        &self,
+        path: &Path,
+        marker: &[u8],
+        families: usize,
+    ) -> Result<u64> {
+        self.install_tables(path, marker, Some(families))
+    }
+
+    fn install_tables(&self, path: &Path, marker: &[u8], cut_after: Option<usize>) -> Result<u64> {
+        let staged = self.stage(path, TABLE_FILE_BYTES)?;
+        let _installing = self.installing();
+        self.put_raft_meta(META_INSTALLING, marker.to_vec(), true)?;
+        let mut clear = WriteBatch::default();
+        for family in SNAPSHOT_FAMILIES {
+            let cf = self.cf(family);
+            // A family with nothing in it (a new node's) gets no range delete: the files
+            // ingested into it then go to the last level instead of over the tombstone.
+            if self.db.iterator_cf(cf, IteratorMode::Start).next().is_some() {
+                clear.delete_range_cf(cf, &[][..], &KEY_CEILING[..]);
+            }
+        }
+        self.write(clear, false)?;
+        let mut ingest = IngestExternalFileOptions::default();
+        ingest.set_move_files(true);
+        for (position, files) in staged.files.iter().enumerate() {
+            if cut_after == Some(position) {
+                return Err(StorageError::Corrupt("install cut short (test)".into()));
+            }
+            if !files.is_empty() {
+                let cf = self.cf(SNAPSHOT_FAMILIES[position]);
+                self.db
+                    .ingest_external_file_cf_opts(cf, &ingest, files.clone())?;
+            }
+        }
+        let mut done = WriteBatch::default();
+        done.delete_cf(self.cf(CF_RAFT_META), META_INSTALLING);
+        self.write(done, true)?;
+        Ok(staged.records)
+    }
+
+    /// Reads the snapshot file at `path` once, checking it as it goes, into table files of
+    /// about `table_bytes` each (of records before compression) in a directory beside the database (removed when the
+    /// returned value is dropped). A file cut short, altered, padded or out of key order is
+    /// refused with nothing left behind.
+    fn stage(&self, path: &Path, table_bytes: u64) -> Result<Staged> {
+        let mut dir = self.path().as_os_str().to_owned();
+        dir.push(".installing");
+        let dir = PathBuf::from(dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut staged = Staged {
+            dir,
+            files: vec![Vec::new(); SNAPSHOT_FAMILIES.len()],
+            records: 0,
+        };
+        let options: Vec<Options> = SNAPSHOT_FAMILIES
+            .iter()
+            .map(|family| self.options_of(family))
+            .collect();
+        let mut table: Option<Table> = None;
+        let mut last: Option<(usize, Vec<u8>)> = None;
         let mut reader = FrameReader::open(path)?;
         let mut hasher = Sha256::new();
-        let mut seen = 0u64;
         while let Some(frame) = reader.next()? {
-            match frame {
-                Frame::Records(records) => {
-                    hasher.update(reader.last_bytes());
-                    for record in &records {
-                        if record.family as usize >= SNAPSHOT_FAMILIES.len() {
-                            return Err(StorageError::Corrupt(format!(
-                                "snapshot record of family {}",
-                                record.family
-                            )));
-                        }
-                    }
-                    seen += records.len() as u64;
-                }
+            let records = match frame {
+                Frame::Records(records) => records,
                 Frame::End { records, sha256 } => {
                     if reader.next()?.is_some() {
                         return Err(StorageError::Corrupt("frames after the end".into()));
                     }
-                    if records != seen || sha256 != hasher.finalize().as_slice() {
+                    if records != staged.records || sha256 != hasher.finalize().as_slice() {
                         return Err(StorageError::Corrupt(format!(
-                            "snapshot file does not match its end frame ({seen} records read, \
-                             {records} announced, or its digest differs)"
+                            "snapshot file does not match its end frame ({} records read, \
+                             {records} announced, or its digest differs)",
+                            staged.records
                         )));
                     }
-                    return Ok(seen);
+                    if let Some(table) = table.take() {
+                        table.finish(&mut staged)?;
+                    }
+                    return Ok(staged);
                 }
+            };
+            hasher.update(reader.last_bytes());
+            for record in records {
+                let family = record.family as usize;
+                if family >= SNAPSHOT_FAMILIES.len() {
+                    return Err(StorageError::Corrupt(format!(
+                        "snapshot record of family {family}"
+                    )));
+                }
+                if let Some((last_family, last_key)) = &last {
+                    if (*last_family, last_key.as_slice()) >= (family, record.key.as_slice()) {
+                        return Err(StorageError::Corrupt(
+                            "snapshot records out of key order".into(),
+                        ));
+                    }
+                }
+                if let Some(full) =
+                    table.take_if(|t| t.family != family || t.bytes >= table_bytes)
+                {
+                    full.finish(&mut staged)?;
+                }
+                let open = match table.as_mut() {
+                    Some(open) => open,
+                    None => table.insert(Table::open(&options, family, &mut staged)?),
+                };
+                open.writer.put(&record.key, &record.value)?;
+                open.bytes += (record.key.len() + record.value.len()) as u64;
+                staged.records += 1;
+                last = Some((family, record.key));
             }
         }
         Err(StorageError::Corrupt(
@@ -211,62 +415,146 @@ impl Store {
         ))
     }
 
-    /// Replaces the state with the snapshot file at `path`: verified first, then installed
-    /// frame by frame under a crash marker holding `marker` (what the caller needs to finish
-    /// the install after a restart, see [`Store::unfinished_install`]). Readers wait until it is
-    /// done; the last batch, which removes the marker, is synced.
-    pub fn install_snapshot_file(&self, path: &Path, marker: &[u8]) -> Result<u64> {
-        self.install_frames(path, marker, None)
-    }
-
-    /// Installs the first `frames` frames of the file and stops there, as a crash would (for
-    /// tests of the crash marker).
-    #[doc(hidden)]
-    pub fn install_snapshot_file_cut_after(
-        &self,
-        path: &Path,
-        marker: &[u8],
-        frames: usize,
-    ) -> Result<u64> {
-        self.install_frames(path, marker, Some(frames))
-    }
-
-    fn install_frames(&self, path: &Path, marker: &[u8], cut_after: Option<usize>) -> Result<u64> {
-        let records = Store::verify_snapshot_file(path)?;
-        let _installing = self.installing();
-        self.put_raft_meta(META_INSTALLING, marker.to_vec(), true)?;
-        let mut batch = WriteBatch::default();
-        for family in SNAPSHOT_FAMILIES {
-            batch.delete_range_cf(self.cf(family), &[][..], &KEY_CEILING[..]);
-        }
-        self.write(batch, false)?;
-        let mut reader = FrameReader::open(path)?;
-        let mut installed = 0usize;
-        while let Some(frame) = reader.next()? {
-            let Frame::Records(frame) = frame else { break };
-            if cut_after == Some(installed) {
-                return Err(StorageError::Corrupt("install cut short (test)".into()));
-            }
-            installed += 1;
-            let mut batch = WriteBatch::default();
-            for record in frame {
-                batch.put_cf(
-                    self.cf(SNAPSHOT_FAMILIES[record.family as usize]),
-                    record.key,
-                    record.value,
-                );
-            }
-            self.write(batch, false)?;
-        }
-        let mut done = WriteBatch::default();
-        done.delete_cf(self.cf(CF_RAFT_META), META_INSTALLING);
-        self.write(done, true)?;
-        Ok(records)
-    }
-
     /// The marker of an install a crash interrupted, if any: the state is half replaced and
     /// must not be served until the install is run again.
     pub fn unfinished_install(&self) -> Result<Option<Vec<u8>>> {
         self.raft_meta(META_INSTALLING)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store with `n` raw records in each of three state families.
+    fn filled(dir: &Path, n: u32) -> Store {
+        let store = Store::open(dir).unwrap();
+        let mut batch = WriteBatch::default();
+        for family in [CF_ACCOUNTS, CF_JOURNAL, CF_REQUESTS] {
+            for i in 0..n {
+                batch.put_cf(store.cf(family), i.to_be_bytes(), vec![7u8; 100]);
+            }
+        }
+        store.write(batch, true).unwrap();
+        store
+    }
+
+    /// A snapshot file of `records` in this order, with a correct end frame; its frames
+    /// compressed, or as an earlier release wrote them.
+    fn file_of(path: &Path, records: Vec<SnapshotRecord>, packed: bool) {
+        let mut out = File::create(path).unwrap();
+        if packed {
+            out.write_all(PACKED_MAGIC).unwrap();
+        }
+        let mut hasher = Sha256::new();
+        let count = records.len() as u64;
+        let mut write = |frame: &Frame, hasher: Option<&mut Sha256>| {
+            if packed {
+                write_frame(&mut out, frame, hasher).unwrap();
+            } else {
+                let bytes = codec::encode(frame).unwrap();
+                out.write_all(&(bytes.len() as u32).to_be_bytes()).unwrap();
+                out.write_all(&bytes).unwrap();
+                if let Some(hasher) = hasher {
+                    hasher.update(&bytes);
+                }
+            }
+        };
+        write(&Frame::Records(records), Some(&mut hasher));
+        let end = Frame::End {
+            records: count,
+            sha256: hasher.finalize().to_vec(),
+        };
+        write(&end, None);
+    }
+
+    #[test]
+    fn a_snapshot_file_of_an_earlier_release_uncompressed_still_installs() {
+        let a = tempfile::tempdir().unwrap();
+        let target = filled(&a.path().join("db"), 10);
+        let accounts = SNAPSHOT_FAMILIES.iter().position(|f| *f == CF_ACCOUNTS);
+        let records = (0..50u32)
+            .map(|i| SnapshotRecord {
+                family: accounts.unwrap() as u8,
+                key: i.to_be_bytes().to_vec(),
+                value: vec![3; 40],
+            })
+            .collect();
+        let file = a.path().join("old");
+        file_of(&file, records, false);
+        assert!(!std::fs::read(&file).unwrap().starts_with(PACKED_MAGIC));
+        assert_eq!(target.install_snapshot_file(&file, b"m").unwrap(), 50);
+        let accounts = target.db.iterator_cf(target.cf(CF_ACCOUNTS), IteratorMode::Start);
+        assert_eq!(accounts.count(), 50);
+        let journal = target.db.iterator_cf(target.cf(CF_JOURNAL), IteratorMode::Start);
+        assert_eq!(journal.count(), 0, "the old state stays beside the snapshot");
+    }
+
+    #[test]
+    fn an_export_is_compressed() {
+        let a = tempfile::tempdir().unwrap();
+        let source = filled(&a.path().join("db"), 5_000);
+        let file = a.path().join("snap");
+        let exported = source
+            .export_snapshot(&mut File::create(&file).unwrap())
+            .unwrap();
+        let raw: u64 = 3 * 5_000 * (4 + 100);
+        assert!(std::fs::read(&file).unwrap().starts_with(PACKED_MAGIC));
+        assert!(exported.bytes * 4 < raw, "{} bytes for {raw} of records", exported.bytes);
+    }
+
+    #[test]
+    fn a_family_larger_than_a_table_file_is_staged_in_several_and_installs_whole() {
+        let a = tempfile::tempdir().unwrap();
+        let source = filled(&a.path().join("db"), 2_000);
+        let file = a.path().join("snap");
+        source
+            .export_snapshot_in_frames(&mut File::create(&file).unwrap(), 4096)
+            .unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let target = Store::open(&b.path().join("db")).unwrap();
+        let staged = target.stage(&file, 50_000).unwrap();
+        let journal = SNAPSHOT_FAMILIES.iter().position(|f| *f == CF_JOURNAL);
+        assert!(
+            staged.files[journal.unwrap()].len() >= 4,
+            "{:?}",
+            staged.files
+        );
+        let dir = staged.dir.clone();
+        drop(staged);
+        assert!(!dir.exists(), "the staging directory stays");
+        target.install_snapshot_file(&file, b"m").unwrap();
+        assert_eq!(target.digest().unwrap(), source.digest().unwrap());
+    }
+
+    #[test]
+    fn records_out_of_key_order_are_refused_with_the_state_untouched() {
+        let a = tempfile::tempdir().unwrap();
+        let target = filled(&a.path().join("db"), 10);
+        let before = target.digest().unwrap();
+        let record = |family: usize, key: &[u8]| SnapshotRecord {
+            family: family as u8,
+            key: key.to_vec(),
+            value: vec![1],
+        };
+        let accounts = SNAPSHOT_FAMILIES.iter().position(|f| *f == CF_ACCOUNTS);
+        let journal = SNAPSHOT_FAMILIES.iter().position(|f| *f == CF_JOURNAL);
+        let (accounts, journal) = (accounts.unwrap(), journal.unwrap());
+        for (what, records) in [
+            ("keys backwards", vec![record(accounts, b"b"), record(accounts, b"a")]),
+            ("a key twice", vec![record(accounts, b"a"), record(accounts, b"a")]),
+            (
+                "a family again",
+                vec![record(accounts, b"a"), record(journal, b"a"), record(accounts, b"b")],
+            ),
+        ] {
+            let file = a.path().join("bad");
+            file_of(&file, records, true);
+            let refused = target.install_snapshot_file(&file, b"m").unwrap_err();
+            assert!(refused.to_string().contains("out of key order"), "{what}: {refused}");
+            assert_eq!(target.digest().unwrap(), before, "{what}");
+            assert_eq!(target.unfinished_install().unwrap(), None, "{what}");
+            assert!(!a.path().join("db.installing").exists(), "{what}");
+        }
     }
 }

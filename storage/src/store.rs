@@ -46,6 +46,36 @@ pub struct Store {
     /// Readers hold it shared; a snapshot install holds it alone, so nobody reads a state that
     /// is half replaced.
     gate: RwLock<()>,
+    /// The state families' block cache (their options name it).
+    cache: rocksdb::Cache,
+}
+
+/// The options of family `name`: what it is opened with, and what the table files a snapshot
+/// install writes for it are built with (so they have the same compression and filters).
+fn family_options(name: &str, cache: &rocksdb::Cache) -> Options {
+    let mut cf = Options::default();
+    cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    if STATE_FAMILIES.contains(&name) {
+        // Most state reads are point lookups, many of them for keys that are not there (a
+        // request id seen for the first time): bloom filters in the memtable and in every
+        // table file answer those without walking the skip list or reading blocks. Profiling
+        // the leader showed the memtable skip list as its top cost.
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_block_cache(cache);
+        cf.set_block_based_table_factory(&table);
+        // A memtable bloom costs a tenth of the write buffer (6.4 MiB) in every active
+        // memtable, counted against the one cap on write memory (`DB_WRITE_BUFFER_BYTES`).
+        // Families that are only appended to and read by range, or rarely read, go without:
+        // with one, the two HIS indexes pushed the cap over and RocksDB flushed tiny memtables
+        // all the time (anchor mix 3,054 → 1,450–1,904 requests/s).
+        if !NO_MEMTABLE_BLOOM_FAMILIES.contains(&name) {
+            cf.set_memtable_whole_key_filtering(true);
+            cf.set_memtable_prefix_bloom_ratio(0.1);
+        }
+    }
+    cf
 }
 
 impl Store {
@@ -67,36 +97,15 @@ impl Store {
         // of writes is bounded whatever the state's size (`yinyi snapshot-probe`).
         options.set_db_write_buffer_size(DB_WRITE_BUFFER_BYTES);
         let cache = rocksdb::Cache::new_lru_cache(block_cache_bytes as usize);
-        let families = ALL_FAMILIES.iter().map(|name| {
-            let mut cf = Options::default();
-            cf.set_compression_type(rocksdb::DBCompressionType::Lz4);
-            if STATE_FAMILIES.contains(name) {
-                // Most state reads are point lookups, many of them for keys that are not there
-                // (a request id seen for the first time): bloom filters in the memtable and in
-                // every table file answer those without walking the skip list or reading
-                // blocks. Profiling the leader showed the memtable skip list as its top cost.
-                let mut table = rocksdb::BlockBasedOptions::default();
-                table.set_bloom_filter(10.0, false);
-                table.set_cache_index_and_filter_blocks(true);
-                table.set_block_cache(&cache);
-                cf.set_block_based_table_factory(&table);
-                // A memtable bloom costs a tenth of the write buffer (6.4 MiB) in every active
-                // memtable, counted against the one cap on write memory above. Families that
-                // are only appended to and read by range, or rarely read, go without: with
-                // one, the two HIS indexes pushed the cap over and RocksDB flushed tiny
-                // memtables all the time (anchor mix 3,054 → 1,450–1,904 requests/s).
-                if !NO_MEMTABLE_BLOOM_FAMILIES.contains(name) {
-                    cf.set_memtable_whole_key_filtering(true);
-                    cf.set_memtable_prefix_bloom_ratio(0.1);
-                }
-            }
-            ColumnFamilyDescriptor::new(*name, cf)
-        });
+        let families = ALL_FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, family_options(name, &cache)));
         let db = DB::open_cf_descriptors(&options, path, families)?;
         let store = Store {
             db,
             path: path.to_path_buf(),
             gate: RwLock::new(()),
+            cache,
         };
         store.key_requests_by_terminal()?;
         store.build_indexes()?;
@@ -311,6 +320,11 @@ impl Store {
     /// Held while the state is replaced by a snapshot.
     pub(crate) fn installing(&self) -> RwLockWriteGuard<'_, ()> {
         self.gate.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The options of family `name` (see [`family_options`]).
+    pub(crate) fn options_of(&self, name: &str) -> Options {
+        family_options(name, &self.cache)
     }
 
     pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
@@ -689,6 +703,26 @@ impl Store {
             }
         }
         Ok((count, total, listed))
+    }
+
+    /// Whether RocksDB has flushes or compactions running or pending (work a big write leaves
+    /// behind it: `yinyi snapshot-probe` waits for it to count an install's whole cost).
+    pub fn background_work_pending(&self) -> bool {
+        let db_wide = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+        db_wide("rocksdb.num-running-compactions") > 0
+            || db_wide("rocksdb.num-running-flushes") > 0
+            || ALL_FAMILIES.iter().any(|family| {
+                ["rocksdb.compaction-pending", "rocksdb.mem-table-flush-pending"]
+                    .iter()
+                    .any(|name| {
+                        self.db
+                            .property_int_value_cf(self.cf(family), *name)
+                            .ok()
+                            .flatten()
+                            .unwrap_or(0)
+                            > 0
+                    })
+            })
     }
 
     /// Bytes of SST files and of memtables, by column family (RocksDB's own estimates).
