@@ -115,9 +115,9 @@ impl ConsensusConfig {
 
     fn raft_config(&self) -> Result<Config, String> {
         let chunk_limit = network::MAX_MESSAGE_BYTES as u64 / 2;
-        if !(4096..=chunk_limit).contains(&self.snapshot_chunk_bytes) {
+        if !(1024..=chunk_limit).contains(&self.snapshot_chunk_bytes) {
             return Err(format!(
-                "snapshot chunk of {} bytes: it must be 4096 to {chunk_limit}",
+                "snapshot chunk of {} bytes: it must be 1024 to {chunk_limit}",
                 self.snapshot_chunk_bytes
             ));
         }

@@ -15,7 +15,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
 use yinyi_ledger::{ApplyCtx, MAX_COMMANDS_PER_ENTRY, Rules, TxnId, apply};
 use yinyi_storage::keys::{SM_CLOCK, SM_LAST_APPLIED, SM_MEMBERSHIP};
-use yinyi_storage::{Store, codec};
+use yinyi_storage::{StagedSnapshot, Store, codec};
 
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
@@ -162,14 +162,19 @@ impl SnapshotSlot {
     }
 }
 
-/// Replaces the state with the snapshot file `current` names (verified first; atomic across a
-/// crash, see `Store::install_snapshot_file`), then makes it the current snapshot.
-fn install(store: &Store, slot: &SnapshotSlot, current: Current) -> Result<(), StorageError> {
-    let started = std::time::Instant::now();
-    let path = slot.dir.join(&current.file);
+/// Replaces the state with the snapshot file `current` names, staged already (checked and
+/// written into table files: `Store::stage_snapshot_file`); atomic across a crash (see
+/// `Store::install_staged`). Then makes it the current snapshot.
+fn install(
+    store: &Store,
+    slot: &SnapshotSlot,
+    current: Current,
+    staged: StagedSnapshot,
+    started: std::time::Instant,
+) -> Result<(), StorageError> {
     let marker = codec::encode(&current).map_err(snapshot_err)?;
     let records = store
-        .install_snapshot_file(&path, &marker)
+        .install_staged(staged, &marker)
         .map_err(snapshot_err)?;
     let took = started.elapsed();
     metrics::histogram!("consensus_snapshot_install_seconds").record(took.as_secs_f64());
@@ -207,7 +212,11 @@ impl StateMachine {
             let current: Current = codec::decode(&marker).map_err(sm_read_err)?;
             tracing::warn!(snapshot = %current.meta.snapshot_id,
                 "a snapshot install was cut short: finishing it before serving");
-            install(&store, &snapshots, current)?;
+            let started = std::time::Instant::now();
+            let staged = store
+                .stage_snapshot_file(&snapshots.dir.join(&current.file))
+                .map_err(snapshot_err)?;
+            install(&store, &snapshots, current, staged, started)?;
         }
         snapshots.clean();
         let clock = match store.sm_meta(SM_CLOCK) {
@@ -404,17 +413,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let dir = self.snapshots.dir.clone();
         let store = self.store.clone();
         let slot = self.snapshots.clone();
-        // At a lower priority, like a build: the install reads and writes the whole state.
-        in_background("snapshot-install", move || {
+        // Checking the file and writing it into table files reads and writes the whole state:
+        // at a lower priority, like a build. Replacing the state with them, while readers wait,
+        // at the usual one.
+        let started = std::time::Instant::now();
+        let staging = self.store.clone();
+        let file = dir.join(&current.file);
+        let staged = in_background("snapshot-stage", move || {
             if let Some(pause) = slow_install() {
                 std::thread::sleep(pause);
             }
-            std::fs::rename(&part, dir.join(&current.file)).map_err(snapshot_err)?;
+            std::fs::rename(&part, &file).map_err(snapshot_err)?;
             sync_dir(&dir).map_err(snapshot_err)?;
-            install(&store, &slot, current)
+            staging.stage_snapshot_file(&file).map_err(snapshot_err)
         })
         .await
-        .map_err(snapshot_err)?
+        .map_err(snapshot_err)??;
+        tokio::task::spawn_blocking(move || install(&store, &slot, current, staged, started))
+            .await
+            .map_err(snapshot_err)?
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {

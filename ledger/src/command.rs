@@ -272,6 +272,14 @@ pub enum CommandBody {
     SetRules {
         rules: crate::apply::Rules,
     },
+    /// HIS posts an insured bill: the patient owes the self-pay part; the split is kept for
+    /// 医保对账.
+    PostInsuredBill {
+        bill: BillId,
+        card: CardNo,
+        kind: BillKind,
+        split: crate::InsuranceSplit,
+    },
 }
 
 /// Where an inpatient deposit that is not a bank operation comes from.
@@ -390,6 +398,7 @@ impl CommandBody {
             CommandBody::FinalizeEpisode { .. } => "FinalizeEpisode",
             CommandBody::SettleEpisode { .. } => "SettleEpisode",
             CommandBody::SetRules { .. } => "SetRules",
+            CommandBody::PostInsuredBill { .. } => "PostInsuredBill",
         }
     }
 }

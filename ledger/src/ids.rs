@@ -162,6 +162,11 @@ text_id!(
     AdmissionId, "admission id", 1, 40, is_id_char, "1 to 40 letters, digits, '-' or '_'"
 );
 text_id!(
+    /// The medical-insurance settlement (医保结算号) of an insured bill, as the insurance
+    /// system gave it to HIS: 1 to 40 letters, digits, `-` or `_`.
+    InsuranceSettlementId, "insurance settlement id", 1, 40, is_id_char, "1 to 40 letters, digits, '-' or '_'"
+);
+text_id!(
     /// A ward (病区) as HIS names it: 1 to 32 letters, digits, `-` or `_`.
     WardId, "ward id", 1, 32, is_id_char, "1 to 32 letters, digits, '-' or '_'"
 );

@@ -23,8 +23,8 @@ pub use calendar::BusinessDay;
 pub use command::{AdjustDirection, Command, CommandBody, DifferenceRef, EpisodeFunds, RefundTo};
 pub use credential::{Credential, Role};
 pub use ids::{
-    AccountId, AdmissionId, BankRef, BillId, CardNo, CardToken, IdError, MAX_COMMANDS_PER_ENTRY,
-    OperatorId, PersonKey, RequestId, TerminalId, TerminalKind, TxnId, WardId,
+    AccountId, AdmissionId, BankRef, BillId, CardNo, CardToken, IdError, InsuranceSettlementId,
+    MAX_COMMANDS_PER_ENTRY, OperatorId, PersonKey, RequestId, TerminalId, TerminalKind, TxnId, WardId,
 };
 pub use model::*;
 pub use money::{AmountError, Money};

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{
-    AccountId, AdmissionId, BankRef, BillId, CardNo, CardToken, OperatorId, PersonKey, RequestId,
-    TerminalId, TerminalKind, TxnId, WardId,
+    AccountId, AdmissionId, BankRef, BillId, CardNo, CardToken, InsuranceSettlementId, OperatorId,
+    PersonKey, RequestId, TerminalId, TerminalKind, TxnId, WardId,
 };
 use crate::money::Money;
 
@@ -843,4 +843,40 @@ impl Report {
             Report::HisReconciliation(r) => format!("his-recon/{}", r.date),
         }
     }
+}
+
+/// How medical insurance (医保) split an insured bill, as HIS settled it with the insurance
+/// system: the pooled fund (统筹), the patient's personal insurance account (个账), what the
+/// patient pays (自付) and reductions (减免). Only the self-pay part moves money in yinyi (it
+/// is the bill's amount); every part is kept for the reconciliation with the insurance bureau
+/// (医保对账).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InsuranceSplit {
+    pub settlement: InsuranceSettlementId,
+    pub pooled: Money,
+    pub personal_account: Money,
+    pub self_pay: Money,
+    pub reductions: Money,
+}
+
+impl InsuranceSplit {
+    /// The bill's whole amount before the split (every part together).
+    pub fn total(&self) -> Money {
+        [self.personal_account, self.self_pay, self.reductions]
+            .into_iter()
+            .fold(self.pooled, |sum, part| {
+                sum.checked_add(part).expect("insurance parts within range")
+            })
+    }
+}
+
+/// An insured bill's split, kept beside the bill from posting on, and its reversal when HIS
+/// cancels the bill (an insurance settlement is reversed whole, 整单冲销).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InsuredBill {
+    pub bill: BillId,
+    pub account: AccountId,
+    pub split: InsuranceSplit,
+    pub posted_at: Timestamp,
+    pub reversed_at: Option<Timestamp>,
 }

@@ -77,10 +77,14 @@ pub enum ReasonCode {
     EpisodeShortfall,
     /// A deposit by card or channel is still waiting for the bank.
     EpisodeOperationInProgress,
+    /// A bill under that insurance settlement id is posted already.
+    InsuranceSettlementExists,
+    /// An insured bill is cancelled whole (its insurance settlement is reversed with it).
+    InsuredBillWholeOnly,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 49] = [
+    pub const ALL: [ReasonCode; 51] = [
         ReasonCode::InvalidAmount,
         ReasonCode::InvalidDenomination,
         ReasonCode::BelowMinimumDeposit,
@@ -130,6 +134,8 @@ impl ReasonCode {
         ReasonCode::EpisodeNotOpen,
         ReasonCode::EpisodeShortfall,
         ReasonCode::EpisodeOperationInProgress,
+        ReasonCode::InsuranceSettlementExists,
+        ReasonCode::InsuredBillWholeOnly,
     ];
 
     /// The code as clients see it, e.g. `INSUFFICIENT_FUNDS`.
@@ -184,6 +190,8 @@ impl ReasonCode {
             ReasonCode::EpisodeNotOpen => "EPISODE_NOT_OPEN",
             ReasonCode::EpisodeShortfall => "EPISODE_SHORTFALL",
             ReasonCode::EpisodeOperationInProgress => "EPISODE_OPERATION_IN_PROGRESS",
+            ReasonCode::InsuranceSettlementExists => "INSURANCE_SETTLEMENT_EXISTS",
+            ReasonCode::InsuredBillWholeOnly => "INSURED_BILL_WHOLE_ONLY",
         }
     }
 
@@ -212,7 +220,8 @@ impl ReasonCode {
             | TerminalAlreadyRegistered
             | RequestIdReused
             | CredentialExists
-            | EpisodeExists => ReasonClass::AlreadyExists,
+            | EpisodeExists
+            | InsuranceSettlementExists => ReasonClass::AlreadyExists,
             TerminalNotAllowed | IdentityMismatch => ReasonClass::PermissionDenied,
             InvariantViolation => ReasonClass::Internal,
             _ => ReasonClass::FailedPrecondition,

@@ -42,6 +42,7 @@ pub fn allowed_terminals(body: &CommandBody) -> &'static [TerminalKind] {
         | CommandBody::RecordAccess { .. }
         | CommandBody::RecordHisReconciliation { .. } => &[System],
         CommandBody::PostBill { .. }
+        | CommandBody::PostInsuredBill { .. }
         | CommandBody::CancelBill { .. }
         | CommandBody::CancelBillPart { .. }
         | CommandBody::MarkInvoiced { .. }

@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use crate::command::CommandBody;
 use crate::credential::Credential;
 use crate::ids::{
-    AccountId, AdmissionId, BankRef, BillId, CardNo, OperatorId, PersonKey, RequestId, TerminalId,
+    AccountId, AdmissionId, BankRef, BillId, CardNo, InsuranceSettlementId, OperatorId, PersonKey, RequestId, TerminalId,
 };
 use crate::model::{
-    Account, BankOp, Bill, BillEvent, Card, Episode, JournalEntry, Report, Terminal, Timestamp,
+    Account, BankOp, Bill, BillEvent, Card, Episode, InsuredBill, JournalEntry, Report, Terminal, Timestamp,
 };
 use crate::outcome::Outcome;
 
@@ -54,6 +54,10 @@ pub trait StateView {
     /// A stored report by its key ([`Report::key`]).
     fn report(&self, key: &str) -> Option<Report>;
     fn episode(&self, id: &AdmissionId) -> Option<Episode>;
+    /// The insurance split of an insured bill.
+    fn insured_bill(&self, bill: &BillId) -> Option<InsuredBill>;
+    /// The bill posted under an insurance settlement id.
+    fn bill_of_settlement(&self, settlement: &InsuranceSettlementId) -> Option<BillId>;
     /// The business rules an admin set, if any.
     fn rules(&self) -> Option<crate::apply::Rules>;
     /// Request records a prune may let go: those made before `before` that are not in the
@@ -77,6 +81,7 @@ pub trait StateView {
     /// Adds an event to HIS's bill feed (keyed by its transaction and bill).
     fn append_bill_event(&mut self, event: BillEvent);
     fn put_episode(&mut self, episode: Episode);
+    fn put_insured_bill(&mut self, insured: InsuredBill);
     fn put_rules(&mut self, rules: crate::apply::Rules);
 }
 
@@ -97,6 +102,7 @@ pub struct MemState {
     /// HIS's bill feed, in log order.
     pub bill_events: Vec<BillEvent>,
     pub episodes: BTreeMap<AdmissionId, Episode>,
+    pub insured_bills: BTreeMap<BillId, InsuredBill>,
     pub rules: Option<crate::apply::Rules>,
 }
 
@@ -141,6 +147,15 @@ impl StateView for MemState {
     }
     fn episode(&self, id: &AdmissionId) -> Option<Episode> {
         self.episodes.get(id).cloned()
+    }
+    fn insured_bill(&self, bill: &BillId) -> Option<InsuredBill> {
+        self.insured_bills.get(bill).cloned()
+    }
+    fn bill_of_settlement(&self, settlement: &InsuranceSettlementId) -> Option<BillId> {
+        self.insured_bills
+            .values()
+            .find(|i| &i.split.settlement == settlement)
+            .map(|i| i.bill.clone())
     }
     fn rules(&self) -> Option<crate::apply::Rules> {
         self.rules
@@ -205,6 +220,9 @@ impl StateView for MemState {
     }
     fn put_episode(&mut self, episode: Episode) {
         self.episodes.insert(episode.id.clone(), episode);
+    }
+    fn put_insured_bill(&mut self, insured: InsuredBill) {
+        self.insured_bills.insert(insured.bill.clone(), insured);
     }
     fn put_rules(&mut self, rules: crate::apply::Rules) {
         self.rules = Some(rules);

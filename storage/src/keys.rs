@@ -45,8 +45,14 @@ pub const CF_SETTINGS: &str = "settings";
 /// The key of the business rules in [`CF_SETTINGS`].
 pub const SETTINGS_RULES: &[u8] = b"rules";
 
+/// Insured bills' splits (`b/` + bill id), with three indexes in the same family: the bill of
+/// each insurance settlement (`s/` settlement id, so one settlement is one bill), and the
+/// settlements posted and reversed by business day (`d/` and `r/` YYYYMMDD `/` bill), which the
+/// daily list for 医保对账 reads. See [`insured_bill_key`].
+pub const CF_INSURANCE: &str = "insurance";
+
 /// The families that hold the ledger's state: what a snapshot carries and the digest covers.
-pub const STATE_FAMILIES: [&str; 18] = [
+pub const STATE_FAMILIES: [&str; 19] = [
     CF_ACCOUNTS,
     CF_CARDS,
     CF_PERSONS,
@@ -65,14 +71,16 @@ pub const STATE_FAMILIES: [&str; 18] = [
     CF_PAID_BY_DAY,
     CF_EPISODES,
     CF_SETTINGS,
+    CF_INSURANCE,
 ];
 
 /// State families that go without a memtable bloom: those written only in key order
 /// (appended) and read by range, never looked up by key while applying; `episodes`, whose
 /// few lookups (inpatient commands only, a few thousand a day) do not pay for a bloom's share of
-/// the write-memory cap in every memtable; and `settings`, one key.
-pub const NO_MEMTABLE_BLOOM_FAMILIES: [&str; 4] =
-    [CF_BILL_FEED, CF_PAID_BY_DAY, CF_EPISODES, CF_SETTINGS];
+/// the write-memory cap in every memtable; `settings`, one key; and `insurance`, read by key
+/// only when HIS posts or cancels an insured bill.
+pub const NO_MEMTABLE_BLOOM_FAMILIES: [&str; 5] =
+    [CF_BILL_FEED, CF_PAID_BY_DAY, CF_EPISODES, CF_SETTINGS, CF_INSURANCE];
 
 /// `front` then `rest`, at compile time (`N` = `F + R`): the family lists below are each made
 /// from the one before, so a new state family is listed once and every list carries it.
@@ -195,4 +203,21 @@ pub fn open_episode_key(ward: &str, id: &str) -> Vec<u8> {
 /// `episodes` key of an episode discharged on business day `day` (`YYYYMMDD`).
 pub fn discharged_episode_key(day: &str, id: &str) -> Vec<u8> {
     format!("d/{day}/{id}").into_bytes()
+}
+
+/// `insurance` key of an insured bill's split.
+pub fn insured_bill_key(bill: &str) -> Vec<u8> {
+    format!("b/{bill}").into_bytes()
+}
+
+/// `insurance` key of the bill posted under an insurance settlement.
+pub fn settlement_key(settlement: &str) -> Vec<u8> {
+    format!("s/{settlement}").into_bytes()
+}
+
+/// `insurance` key of an insured bill posted (`reversed` false) or reversed on business day
+/// `day` (`YYYYMMDD`); with an empty bill, the prefix of the day's.
+pub fn insurance_day_key(day: &str, reversed: bool, bill: &str) -> Vec<u8> {
+    let kind = if reversed { 'r' } else { 'd' };
+    format!("{kind}/{day}/{bill}").into_bytes()
 }

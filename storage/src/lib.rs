@@ -11,5 +11,5 @@ pub mod snapshot;
 pub mod store;
 
 pub use codec::{CodecError, decode, encode};
-pub use snapshot::ExportedSnapshot;
+pub use snapshot::{ExportedSnapshot, StagedSnapshot};
 pub use store::{DEFAULT_BLOCK_CACHE_BYTES, RocksView, StorageError, Store, decode_bill};

@@ -22,7 +22,8 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use rocksdb::{IngestExternalFileOptions, IteratorMode, Options, SstFileWriter, WriteBatch};
+use rocksdb::{ColumnFamily, FlushOptions, IngestExternalFileOptions, IteratorMode, Options};
+use rocksdb::{SstFileWriter, WriteBatch};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -84,7 +85,10 @@ fn write_frame(out: &mut impl Write, frame: &Frame, hasher: Option<&mut Sha256>)
         .filter(|&len| len <= MAX_FRAME_BYTES)
         .ok_or_else(too_long)?;
     let packed = lz4_flex::block::compress(&bytes);
-    let len = u32::try_from(packed.len()).map_err(|_| too_long())?;
+    let len = u32::try_from(packed.len())
+        .ok()
+        .filter(|&len| len <= MAX_FRAME_BYTES)
+        .ok_or_else(too_long)?;
     out.write_all(&len.to_be_bytes())?;
     out.write_all(&raw.to_be_bytes())?;
     out.write_all(&packed)?;
@@ -94,15 +98,24 @@ fn write_frame(out: &mut impl Write, frame: &Frame, hasher: Option<&mut Sha256>)
     Ok(8 + packed.len() as u64)
 }
 
-/// The table files a snapshot file was written into, by family position, in a directory of
-/// their own that goes when this does.
-struct Staged {
+/// The table files a snapshot file was written into ([`Store::stage_snapshot_file`]), by
+/// family position, in a directory of their own that goes when this does.
+pub struct StagedSnapshot {
     dir: PathBuf,
     files: Vec<Vec<PathBuf>>,
     records: u64,
 }
 
-impl Drop for Staged {
+/// Where the table files of an install are written: beside the database directory (same
+/// filesystem, so ingesting them is a link). A crash while staging leaves it; the next open
+/// removes it.
+pub(crate) fn staging_dir(db: &Path) -> PathBuf {
+    let mut name = db.file_name().unwrap_or_default().to_owned();
+    name.push(".installing");
+    db.with_file_name(name)
+}
+
+impl Drop for StagedSnapshot {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -117,7 +130,7 @@ struct Table<'a> {
 }
 
 impl<'a> Table<'a> {
-    fn open(options: &'a [Options], family: usize, staged: &mut Staged) -> Result<Table<'a>> {
+    fn open(options: &'a [Options], family: usize, staged: &mut StagedSnapshot) -> Result<Table<'a>> {
         let path = staged.dir.join(format!("{:06}.sst", staged.files.iter().flatten().count()));
         let writer = SstFileWriter::create(&options[family]);
         writer.open(&path)?;
@@ -129,7 +142,7 @@ impl<'a> Table<'a> {
         })
     }
 
-    fn finish(mut self, staged: &mut Staged) -> Result<()> {
+    fn finish(mut self, staged: &mut StagedSnapshot) -> Result<()> {
         self.writer.finish()?;
         staged.files[self.family].push(self.path);
         Ok(())
@@ -161,14 +174,24 @@ impl FrameReader {
         })
     }
 
-    /// A frame's length field, or `None` at the end of the file.
+    /// A frame's length field, or `None` at the end of the file (a part of one is an error).
     fn length(&mut self) -> Result<Option<u32>> {
         let mut len = [0u8; 4];
-        match self.input.read_exact(&mut len) {
-            Ok(()) => Ok(Some(u32::from_be_bytes(len))),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
-            Err(e) => Err(e.into()),
+        let mut got = 0;
+        while got < len.len() {
+            match self.input.read(&mut len[got..]) {
+                Ok(0) if got == 0 => return Ok(None),
+                Ok(0) => {
+                    return Err(StorageError::Corrupt(
+                        "snapshot file cut short in a frame's length".into(),
+                    ));
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
         }
+        Ok(Some(u32::from_be_bytes(len)))
     }
 
     /// Reads `len` bytes into `buf` (a frame is never longer than [`MAX_FRAME_BYTES`]).
@@ -277,20 +300,32 @@ impl Store {
         })
     }
 
-    /// Replaces the state with the snapshot file at `path`. The file is read once, checked end
-    /// to end (every frame decodes, records in key order, the `End` frame last with the right
-    /// count and digest) while it is written into table files beside the database; nothing of
-    /// the current state is touched until it all checks out. Then, under a crash marker
-    /// holding `marker` (what the caller needs to finish the install after a restart, see
-    /// [`Store::unfinished_install`]), the state families are cleared and the table files
-    /// ingested into them, and the marker is removed in a synced write. Readers wait only
-    /// while the files are ingested. Returns the number of records.
-    ///
-    /// Ingesting table files skips what writing records costs RocksDB (the WAL, the memtable,
-    /// its flush and the compactions after): on a new node the files go straight to the last
-    /// level.
+    /// Replaces the state with the snapshot file at `path`: [`Store::stage_snapshot_file`],
+    /// then [`Store::install_staged`]. Returns the number of records.
     pub fn install_snapshot_file(&self, path: &Path, marker: &[u8]) -> Result<u64> {
-        self.install_tables(path, marker, None)
+        let staged = self.stage_snapshot_file(path)?;
+        self.install_tables(staged, marker, None)
+    }
+
+    /// Reads the snapshot file at `path` once, checked end to end (every frame decodes, records
+    /// in key order, the `End` frame last with the right count and digest) while it is written
+    /// into RocksDB table files in a directory beside the database. Nothing of the current
+    /// state is touched: a file that does not check out is refused with nothing left behind.
+    /// This is the long part of an install (it reads, decompresses and writes the whole state);
+    /// it may run at a low priority.
+    pub fn stage_snapshot_file(&self, path: &Path) -> Result<StagedSnapshot> {
+        self.stage(path, TABLE_FILE_BYTES)
+    }
+
+    /// Replaces the state with a staged snapshot, under a crash marker holding `marker` (what
+    /// the caller needs to finish the install after a restart, see
+    /// [`Store::unfinished_install`]): the state families are cleared and the table files
+    /// ingested into them (no WAL, memtable or flush of the records; on a new node they go
+    /// straight to the last level), and the marker is removed in a synced write. Readers wait
+    /// only meanwhile. Should it fail half way, readers wait until the process ends: the state
+    /// is half replaced, and the next start finishes the install from the file.
+    pub fn install_staged(&self, staged: StagedSnapshot, marker: &[u8]) -> Result<u64> {
+        self.install_tables(staged, marker, None)
     }
 
     /// Installs the table files of the first `families` families of the file and stops there,
@@ -302,23 +337,57 @@ impl Store {
         marker: &[u8],
         families: usize,
     ) -> Result<u64> {
-        self.install_tables(path, marker, Some(families))
+        let staged = self.stage_snapshot_file(path)?;
+        self.install_tables(staged, marker, Some(families))
     }
 
-    fn install_tables(&self, path: &Path, marker: &[u8], cut_after: Option<usize>) -> Result<u64> {
-        let staged = self.stage(path, TABLE_FILE_BYTES)?;
-        let _installing = self.installing();
-        self.put_raft_meta(META_INSTALLING, marker.to_vec(), true)?;
-        let mut clear = WriteBatch::default();
-        for family in SNAPSHOT_FAMILIES {
-            let cf = self.cf(family);
-            // A family with nothing in it (a new node's) gets no range delete: the files
-            // ingested into it then go to the last level instead of over the tombstone.
-            if self.db.iterator_cf(cf, IteratorMode::Start).next().is_some() {
-                clear.delete_range_cf(cf, &[][..], &KEY_CEILING[..]);
-            }
+    fn install_tables(
+        &self,
+        staged: StagedSnapshot,
+        marker: &[u8],
+        cut_after: Option<usize>,
+    ) -> Result<u64> {
+        // Looked at before readers are held off: nothing applies while a snapshot installs.
+        // A family with nothing in it (a new node's) gets no range delete, so the files
+        // ingested into it go to the last level instead of over a tombstone; the others are
+        // flushed now, so that the flush an ingest needs over a range delete is of the
+        // tombstones alone.
+        let occupied: Vec<&str> = SNAPSHOT_FAMILIES
+            .into_iter()
+            .filter(|family| {
+                let cf = self.cf(family);
+                self.db.iterator_cf(cf, IteratorMode::Start).next().is_some()
+            })
+            .collect();
+        let cfs: Vec<&ColumnFamily> = occupied.iter().map(|family| self.cf(family)).collect();
+        if !cfs.is_empty() {
+            self.db.flush_cfs_opt(&cfs, &FlushOptions::default())?;
         }
-        self.write(clear, false)?;
+        let gate = self.installing();
+        let replaced = self.replace_state(&staged, &cfs, marker, cut_after);
+        if replaced.is_err() {
+            // Half replaced: nobody reads it, and the next start finishes the install.
+            std::mem::forget(gate);
+        }
+        replaced.map(|()| staged.records)
+    }
+
+    fn replace_state(
+        &self,
+        staged: &StagedSnapshot,
+        occupied: &[&ColumnFamily],
+        marker: &[u8],
+        cut_after: Option<usize>,
+    ) -> Result<()> {
+        self.put_raft_meta(META_INSTALLING, marker.to_vec(), true)?;
+        if !occupied.is_empty() {
+            let mut clear = WriteBatch::default();
+            for cf in occupied {
+                clear.delete_range_cf(*cf, &[][..], &KEY_CEILING[..]);
+            }
+            self.write(clear, false)?;
+            self.db.flush_cfs_opt(occupied, &FlushOptions::default())?;
+        }
         let mut ingest = IngestExternalFileOptions::default();
         ingest.set_move_files(true);
         for (position, files) in staged.files.iter().enumerate() {
@@ -333,21 +402,16 @@ impl Store {
         }
         let mut done = WriteBatch::default();
         done.delete_cf(self.cf(CF_RAFT_META), META_INSTALLING);
-        self.write(done, true)?;
-        Ok(staged.records)
+        self.write(done, true)
     }
 
-    /// Reads the snapshot file at `path` once, checking it as it goes, into table files of
-    /// about `table_bytes` each (of records before compression) in a directory beside the database (removed when the
-    /// returned value is dropped). A file cut short, altered, padded or out of key order is
-    /// refused with nothing left behind.
-    fn stage(&self, path: &Path, table_bytes: u64) -> Result<Staged> {
-        let mut dir = self.path().as_os_str().to_owned();
-        dir.push(".installing");
-        let dir = PathBuf::from(dir);
+    /// [`Store::stage_snapshot_file`] with table files of about `table_bytes` (of records
+    /// before compression) each.
+    fn stage(&self, path: &Path, table_bytes: u64) -> Result<StagedSnapshot> {
+        let dir = staging_dir(self.path());
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        let mut staged = Staged {
+        let mut staged = StagedSnapshot {
             dir,
             files: vec![Vec::new(); SNAPSHOT_FAMILIES.len()],
             records: 0,
@@ -488,6 +552,39 @@ mod tests {
         assert_eq!(accounts.count(), 50);
         let journal = target.db.iterator_cf(target.cf(CF_JOURNAL), IteratorMode::Start);
         assert_eq!(journal.count(), 0, "the old state stays beside the snapshot");
+    }
+
+    #[test]
+    fn a_few_bytes_after_the_end_frame_are_refused() {
+        let a = tempfile::tempdir().unwrap();
+        let target = filled(&a.path().join("db"), 10);
+        let before = target.digest().unwrap();
+        let file = a.path().join("snap");
+        target
+            .export_snapshot(&mut File::create(&file).unwrap())
+            .unwrap();
+        let good = std::fs::read(&file).unwrap();
+        for extra in 1..4 {
+            let mut padded = good.clone();
+            padded.extend(std::iter::repeat_n(0u8, extra));
+            std::fs::write(&file, &padded).unwrap();
+            let refused = target.install_snapshot_file(&file, b"m").unwrap_err();
+            assert!(refused.to_string().contains("cut short"), "{extra}: {refused}");
+            assert_eq!(target.digest().unwrap(), before);
+        }
+    }
+
+    #[test]
+    fn table_files_a_crash_left_while_staging_are_removed_at_open() {
+        let a = tempfile::tempdir().unwrap();
+        let db = a.path().join("db");
+        let staging = staging_dir(&db);
+        assert_eq!(staging, a.path().join("db.installing"));
+        std::fs::create_dir_all(&staging).unwrap();
+        std::fs::write(staging.join("000000.sst"), b"half a table").unwrap();
+        let _store = Store::open(&db).unwrap();
+        assert!(!staging.exists());
+        assert_eq!(staging_dir(&a.path().join("db/")), staging);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The rules of bills from HIS: posting, cancelling (whole or in part), invoices, paying from the account, and refunds (退费) to the account or in cash.
 
+use super::episodes::max_episode_amount;
 use super::*;
 
 impl<V: StateView> Staged<'_, V> {
@@ -13,11 +14,22 @@ impl<V: StateView> Staged<'_, V> {
                 kind,
                 amount,
             } => self.post_bill(bill, card, *kind, *amount),
+            CommandBody::PostInsuredBill {
+                bill,
+                card,
+                kind,
+                split,
+            } => self.post_insured_bill(bill, card, *kind, split),
             CommandBody::CancelBill { bill } => {
                 self.terminal_allowed()?;
                 let mut b = self.bill_exists(bill)?;
                 self.no_op_in_flight(&b)?;
                 self.still_open(&b)?;
+                // The insurance settlement is reversed with the bill (整单冲销).
+                if let Some(mut insured) = self.insured_bill(bill) {
+                    insured.reversed_at = Some(cmd.at);
+                    self.insured_bills.insert(bill.clone(), insured);
+                }
                 let refundable = b.status == BillStatus::Paid;
                 let part = b
                     .amount
@@ -38,6 +50,16 @@ impl<V: StateView> Staged<'_, V> {
                 let mut b = self.bill_exists(bill)?;
                 self.no_op_in_flight(&b)?;
                 self.still_open(&b)?;
+                if let Some(insured) = self.insured_bill(bill) {
+                    return reject(
+                        ReasonCode::InsuredBillWholeOnly,
+                        format!(
+                            "bill {bill} is insured (settlement {}): cancel it whole, which \
+                             reverses its insurance settlement, and post what remains as a new bill",
+                            insured.split.settlement
+                        ),
+                    );
+                }
                 if b.status == BillStatus::Unpaid {
                     return reject(
                         ReasonCode::BillNotPaid,
@@ -417,4 +439,64 @@ impl<V: StateView> Staged<'_, V> {
             account: account.id,
         })
     }
+
+    /// An insured bill: the self-pay part is the bill (what the patient pays, by every way a
+    /// bill is paid); the split is kept beside it for 医保对账. No part is negative; the self-pay
+    /// part is a bill's amount (above zero, within the
+    /// single-transaction limit: a bill insurance covers whole is settled in HIS alone), and
+    /// the whole at most what an inpatient episode may carry.
+    fn post_insured_bill(
+        &mut self,
+        bill: &BillId,
+        card: &CardNo,
+        kind: BillKind,
+        split: &InsuranceSplit,
+    ) -> Rule<Effect> {
+        for (part, amount) in [
+            ("pooled fund (统筹)", split.pooled),
+            ("personal insurance account (个账)", split.personal_account),
+            ("reductions (减免)", split.reductions),
+        ] {
+            if amount.is_negative() {
+                return reject(
+                    ReasonCode::InvalidAmount,
+                    format!("the {part} part {amount} is negative"),
+                );
+            }
+        }
+        let whole = [split.pooled, split.personal_account, split.reductions]
+            .into_iter()
+            .try_fold(split.self_pay, |sum, part| sum.checked_add(part))
+            .filter(|whole| *whole <= max_episode_amount())
+            .ok_or_else(|| {
+                Rejection::new(
+                    ReasonCode::InvalidAmount,
+                    format!("an insured bill's parts together pass {}", max_episode_amount()),
+                )
+            })?;
+        if let Some(other) = self.base.bill_of_settlement(&split.settlement) {
+            return reject(
+                ReasonCode::InsuranceSettlementExists,
+                format!(
+                    "insurance settlement {} is bill {other}'s already",
+                    split.settlement
+                ),
+            );
+        }
+        let effect = self.post_bill(bill, card, kind, split.self_pay)?;
+        let account = self.bill_exists(bill)?.account;
+        debug_assert_eq!(split.total(), whole);
+        self.insured_bills.insert(
+            bill.clone(),
+            InsuredBill {
+                bill: bill.clone(),
+                account,
+                split: split.clone(),
+                posted_at: self.cmd.at,
+                reversed_at: None,
+            },
+        );
+        Ok(effect)
+    }
 }
+

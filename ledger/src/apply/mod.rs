@@ -22,7 +22,7 @@ use crate::model::{
     Account, AccountStatus, BankOp, BankOpKind, BankOpState, BankPurpose, Bill, BillEvent,
     BillEventKind, BillKind, BillStatus, Card, CardKind, CardStatus, Channel, CollectionReport,
     DifferenceKind, EntryKind, Episode, EpisodeDeposit, EpisodeStatus, External, Holder,
-    JournalEntry, Payment, Report, Shift, ShiftReport, Terminal, TerminalDay, TerminalDayReport,
+    InsuranceSplit, InsuredBill, JournalEntry, Payment, Report, Shift, ShiftReport, Terminal, TerminalDay, TerminalDayReport,
     TerminalStatus, add_to_lines,
 };
 use crate::money::Money;
@@ -221,6 +221,7 @@ struct Staged<'v, V: StateView> {
     forgotten: Vec<(TerminalId, RequestId)>,
     bill_events: Vec<BillEvent>,
     episodes: BTreeMap<AdmissionId, Episode>,
+    insured_bills: BTreeMap<BillId, InsuredBill>,
     rules: Option<Rules>,
 }
 
@@ -254,6 +255,7 @@ impl<'v, V: StateView> Staged<'v, V> {
             forgotten: Vec::new(),
             bill_events: Vec::new(),
             episodes: BTreeMap::new(),
+            insured_bills: BTreeMap::new(),
             rules: None,
         }
     }
@@ -295,6 +297,12 @@ impl<'v, V: StateView> Staged<'v, V> {
             .get(id)
             .cloned()
             .or_else(|| self.base.episode(id))
+    }
+    fn insured_bill(&self, bill: &BillId) -> Option<InsuredBill> {
+        self.insured_bills
+            .get(bill)
+            .cloned()
+            .or_else(|| self.base.insured_bill(bill))
     }
     fn report(&self, key: &str) -> Option<Report> {
         self.reports
@@ -376,6 +384,7 @@ impl<'v, V: StateView> Staged<'v, V> {
             forgotten,
             bill_events,
             episodes,
+            insured_bills,
             rules,
             ..
         } = self;
@@ -414,6 +423,9 @@ impl<'v, V: StateView> Staged<'v, V> {
         }
         for episode in episodes.into_values() {
             base.put_episode(episode);
+        }
+        for insured in insured_bills.into_values() {
+            base.put_insured_bill(insured);
         }
         if let Some(rules) = rules {
             base.put_rules(rules);
@@ -677,6 +689,7 @@ impl<'v, V: StateView> Staged<'v, V> {
             | CommandBody::CloseShift
             | CommandBody::CollectCash { .. } => self.execute_terminals(),
             CommandBody::PostBill { .. }
+            | CommandBody::PostInsuredBill { .. }
             | CommandBody::CancelBill { .. }
             | CommandBody::CancelBillPart { .. }
             | CommandBody::MarkInvoiced { .. }
