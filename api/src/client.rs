@@ -332,6 +332,7 @@ rpcs! {
     HisServiceClient::bill_feed(v1::BillFeedRequest) -> v1::BillFeedReply;
     HisServiceClient::reconcile_his(v1::ReconcileHisRequest) -> v1::HisReconciliationReport;
     HisServiceClient::confirm_double_collection(v1::ConfirmDoubleCollectionRequest) -> v1::Receipt;
+    HisServiceClient::insurance_report(v1::InsuranceReportRequest) -> v1::InsuranceDayReport;
     InpatientServiceClient::open_episode(v1::OpenEpisodeRequest) -> v1::Episode;
     InpatientServiceClient::deposit(v1::EpisodeDepositRequest) -> v1::EpisodeReply;
     InpatientServiceClient::post_charges(v1::EpisodeChargesRequest) -> v1::Episode;

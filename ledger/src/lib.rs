@@ -24,7 +24,8 @@ pub use command::{AdjustDirection, Command, CommandBody, DifferenceRef, EpisodeF
 pub use credential::{Credential, Role};
 pub use ids::{
     AccountId, AdmissionId, BankRef, BillId, CardNo, CardToken, IdError, InsuranceSettlementId,
-    MAX_COMMANDS_PER_ENTRY, OperatorId, PersonKey, RequestId, TerminalId, TerminalKind, TxnId, WardId,
+    MAX_COMMANDS_PER_ENTRY, OperatorId, PersonKey, RequestId, TerminalId, TerminalKind, TxnId,
+    WardId,
 };
 pub use model::*;
 pub use money::{AmountError, Money};

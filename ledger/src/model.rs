@@ -860,6 +860,40 @@ pub struct InsuranceSplit {
 }
 
 impl InsuranceSplit {
+    /// The most an insured bill's parts may come to together (the size of an inpatient
+    /// settlement).
+    pub fn max_total() -> Money {
+        Money::from_yuan(10_000_000)
+    }
+
+    /// The split is one a bill may carry: no part negative, the self-pay part above zero and
+    /// within `limit` (a bill insurance covers whole is settled in HIS alone), the parts
+    /// together at most [`InsuranceSplit::max_total`]. Says what is wrong otherwise.
+    pub fn check(&self, limit: Money) -> Result<(), String> {
+        for (part, amount) in [
+            ("pooled fund (统筹)", self.pooled),
+            ("personal insurance account (个账)", self.personal_account),
+            ("reductions (减免)", self.reductions),
+        ] {
+            if amount.is_negative() {
+                return Err(format!("the {part} part {amount} is negative"));
+            }
+        }
+        if !self.self_pay.is_positive() || self.self_pay > limit {
+            return Err(format!(
+                "the self-pay part (自付) {} is not above zero and at most {limit}: a bill \
+                 insurance covers whole is settled in HIS alone",
+                self.self_pay
+            ));
+        }
+        [self.pooled, self.personal_account, self.reductions]
+            .into_iter()
+            .try_fold(self.self_pay, |sum, part| sum.checked_add(part))
+            .filter(|total| *total <= Self::max_total())
+            .map(|_| ())
+            .ok_or_else(|| format!("the parts of the split together pass {}", Self::max_total()))
+    }
+
     /// The bill's whole amount before the split (every part together).
     pub fn total(&self) -> Money {
         [self.personal_account, self.self_pay, self.reductions]

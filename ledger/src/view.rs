@@ -8,10 +8,12 @@ use serde::{Deserialize, Serialize};
 use crate::command::CommandBody;
 use crate::credential::Credential;
 use crate::ids::{
-    AccountId, AdmissionId, BankRef, BillId, CardNo, InsuranceSettlementId, OperatorId, PersonKey, RequestId, TerminalId,
+    AccountId, AdmissionId, BankRef, BillId, CardNo, InsuranceSettlementId, OperatorId, PersonKey,
+    RequestId, TerminalId,
 };
 use crate::model::{
-    Account, BankOp, Bill, BillEvent, Card, Episode, InsuredBill, JournalEntry, Report, Terminal, Timestamp,
+    Account, BankOp, Bill, BillEvent, Card, Episode, InsuredBill, JournalEntry, Report, Terminal,
+    Timestamp,
 };
 use crate::outcome::Outcome;
 

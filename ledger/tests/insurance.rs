@@ -9,7 +9,13 @@ use yinyi_ledger::{
     BillKind, CommandBody, InsuranceSettlementId, InsuranceSplit, Money, Outcome, ReasonCode,
 };
 
-fn split(settlement: &str, pooled: i64, personal: i64, self_pay: i64, reductions: i64) -> InsuranceSplit {
+fn split(
+    settlement: &str,
+    pooled: i64,
+    personal: i64,
+    self_pay: i64,
+    reductions: i64,
+) -> InsuranceSplit {
     InsuranceSplit {
         settlement: InsuranceSettlementId::parse(settlement).unwrap(),
         pooled: yuan(pooled),
@@ -35,7 +41,12 @@ fn post_insured(w: &mut World, bill: &str, card_no: &str, split: InsuranceSplit)
 fn only_the_self_pay_part_of_an_insured_bill_is_taken_and_every_part_is_kept() {
     let mut w = World::standard();
     w.patient("HC0001", 1, 100);
-    expect_done(post_insured(&mut w, "B1", "HC0001", split("YB-1", 80, 12, 6, 2)));
+    expect_done(post_insured(
+        &mut w,
+        "B1",
+        "HC0001",
+        split("YB-1", 80, 12, 6, 2),
+    ));
     let bill = &w.state.bills[&bill_id("B1")];
     assert_eq!(bill.amount, yuan(6), "the bill is what the patient pays");
     let insured = &w.state.insured_bills[&bill_id("B1")];
@@ -53,7 +64,9 @@ fn a_split_that_does_not_hold_is_refused_and_nothing_is_written() {
     w.patient("HC0001", 1, 100);
     let mut negative = split("YB-1", 80, 12, 6, 2);
     negative.reductions = Money::from_cents(-1);
-    w.refused(ReasonCode::InvalidAmount, |w| post_insured(w, "B1", "HC0001", negative));
+    w.refused(ReasonCode::InvalidAmount, |w| {
+        post_insured(w, "B1", "HC0001", negative)
+    });
     // Nothing for the patient to pay: HIS settles that bill without yinyi.
     w.refused(ReasonCode::InvalidAmount, |w| {
         post_insured(w, "B1", "HC0001", split("YB-1", 90, 10, 0, 0))
@@ -70,7 +83,12 @@ fn a_split_that_does_not_hold_is_refused_and_nothing_is_written() {
         post_insured(w, "B1", "HC9999", split("YB-1", 1, 1, 1, 1))
     });
     assert!(w.state.insured_bills.is_empty());
-    expect_done(post_insured(&mut w, "B1", "HC0001", split("YB-1", 1, 1, 1, 1)));
+    expect_done(post_insured(
+        &mut w,
+        "B1",
+        "HC0001",
+        split("YB-1", 1, 1, 1, 1),
+    ));
     // One settlement, one bill; one bill id, one bill.
     w.refused(ReasonCode::InsuranceSettlementExists, |w| {
         post_insured(w, "B2", "HC0001", split("YB-1", 1, 1, 1, 1))
@@ -85,7 +103,12 @@ fn a_split_that_does_not_hold_is_refused_and_nothing_is_written() {
 fn an_insured_bill_is_cancelled_whole_with_its_settlement_reversed_then_refunded() {
     let mut w = World::standard();
     w.patient("HC0001", 1, 100);
-    expect_done(post_insured(&mut w, "B1", "HC0001", split("YB-1", 80, 12, 6, 2)));
+    expect_done(post_insured(
+        &mut w,
+        "B1",
+        "HC0001",
+        split("YB-1", 80, 12, 6, 2),
+    ));
     balance_changed(w.pay_bill(KIOSK, "B1", "HC0001"));
     w.refused(ReasonCode::InsuredBillWholeOnly, |w| {
         w.run(
@@ -98,9 +121,16 @@ fn an_insured_bill_is_cancelled_whole_with_its_settlement_reversed_then_refunded
     });
     expect_done(w.cancel_bill("B1"));
     let reversed = w.state.insured_bills[&bill_id("B1")].reversed_at;
-    assert!(reversed.is_some(), "the reversal is recorded with the cancellation");
+    assert!(
+        reversed.is_some(),
+        "the reversal is recorded with the cancellation"
+    );
     let (amount, balance) = balance_changed(w.refund(KIOSK, "B1"));
-    assert_eq!((amount, balance), (yuan(6), yuan(100)), "the self-pay part comes back");
+    assert_eq!(
+        (amount, balance),
+        (yuan(6), yuan(100)),
+        "the self-pay part comes back"
+    );
     // A bill that is not insured is still cancelled in part.
     w.post_bill("B2", "HC0001", yuan(10));
     balance_changed(w.pay_bill(KIOSK, "B2", "HC0001"));

@@ -159,6 +159,7 @@ fn random_days_cover_the_transactions_and_the_refusals() {
         "MarkBankOpInDoubt",
         "ReverseBankOp",
         "PostBill",
+        "PostInsuredBill",
         "CancelBill",
         "CancelBillPart",
         "MarkInvoiced",

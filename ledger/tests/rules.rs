@@ -2078,6 +2078,30 @@ fn tour() -> (BTreeSet<&'static str>, BTreeSet<ReasonCode>) {
         w.settle(WINDOW, "EP-1", yinyi_ledger::RefundTo::Account, false)
     }); // EpisodeShortfall
     go(&mut w, &|w| w.charge("EP-1", yuan(1))); // EpisodeNotOpen
+    // Insured bills: one bill per settlement, cancelled whole only.
+    let insured = |bill: &str, settlement: &str| CommandBody::PostInsuredBill {
+        bill: bill_id(bill),
+        card: card("HCEP01"),
+        kind: yinyi_ledger::BillKind::Outpatient,
+        split: yinyi_ledger::InsuranceSplit {
+            settlement: yinyi_ledger::InsuranceSettlementId::parse(settlement).unwrap(),
+            pooled: yuan(80),
+            personal_account: yuan(12),
+            self_pay: yuan(6),
+            reductions: yuan(2),
+        },
+    };
+    go(&mut w, &|w| w.run(HIS, insured("YB-B1", "YB-S1")));
+    go(&mut w, &|w| w.run(HIS, insured("YB-B2", "YB-S1"))); // InsuranceSettlementExists
+    go(&mut w, &|w| {
+        w.run(
+            HIS,
+            CommandBody::CancelBillPart {
+                bill: bill_id("YB-B1"),
+                amount: yuan(1),
+            },
+        )
+    }); // InsuredBillWholeOnly
     let cmd = w.log.last().expect("applied").cmd.clone();
     let mut reused = cmd;
     reused.body = CommandBody::OpenShift;
@@ -2118,6 +2142,7 @@ fn every_command_kind_succeeds_somewhere() {
         "RecordMembership",
         "OpenEpisode",
         "FinalizeEpisode",
+        "PostInsuredBill",
     ];
     let missing: Vec<_> = all.iter().filter(|n| !done.contains(*n)).collect();
     assert!(missing.is_empty(), "never succeeded: {missing:?}");

@@ -84,6 +84,7 @@ impl Anchor {
                             card_no: patient.card,
                             kind: BillKind::Outpatient as i32,
                             amount: crate::workload::yuan(bill_cents(n)),
+                            insurance: None,
                         })
                         .await
                         .map_err(|e| anyhow::anyhow!("post the anchor's bill {n}: {e}"))?;

@@ -81,6 +81,88 @@ async fn reconcile_his(run: &Run, violations: &mut Vec<String>) -> Result<(u64, 
     }
 }
 
+/// 医保对账 at the end of the day: the day's insurance list must hold every insured bill the
+/// run was told was posted, with its self-pay part, and nothing beyond those and the ones whose
+/// posting is unknown. Returns the bills listed and matched.
+async fn reconcile_insurance(
+    run: &Run,
+    violations: &mut Vec<String>,
+) -> Result<(u64, u64), String> {
+    let today = crate::workload::business_day_now();
+    if today != run.day {
+        return Err(format!(
+            "not run: the run crossed midnight ({} to {today})",
+            run.day
+        ));
+    }
+    let mut settled = Vec::new();
+    let mut reversed;
+    let mut after = String::new();
+    loop {
+        let page = match run
+            .client
+            .insurance_report(InsuranceReportRequest {
+                date: today.clone(),
+                settled_after: after.clone(),
+                ..Default::default()
+            })
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                violations.push(format!("insurance list failed: {e}"));
+                return Err(format!("failed: {e}"));
+            }
+        };
+        reversed = page.reversed.len();
+        settled.extend(page.settled);
+        if page.settled_next.is_empty() {
+            break;
+        }
+        after = page.settled_next;
+    }
+    // The run refunds no insured bill: no settlement is reversed.
+    if reversed > 0 {
+        violations.push(format!("insurance list: {reversed} settlements reversed"));
+    }
+    let posted = run
+        .insured_posted
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let unknown = run
+        .insured_unknown
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut matched = 0u64;
+    let mut listed = std::collections::BTreeSet::new();
+    for line in &settled {
+        listed.insert(line.bill_id.clone());
+        let split = line.split.clone().unwrap_or_default();
+        match posted.get(&line.bill_id) {
+            Some(expected) if expected == &split => matched += 1,
+            Some(expected) => violations.push(format!(
+                "insurance list: bill {} with {split:?}, posted with {expected:?}",
+                line.bill_id
+            )),
+            None if unknown.contains(&line.bill_id) => {}
+            None => violations.push(format!(
+                "insurance list: bill {} was never posted",
+                line.bill_id
+            )),
+        }
+    }
+    for bill in posted
+        .keys()
+        .filter(|bill| !listed.contains(*bill))
+        .take(20)
+    {
+        violations.push(format!("insurance list: posted bill {bill} is missing"));
+    }
+    Ok((settled.len() as u64, matched))
+}
+
 /// Untouched preloaded accounts read back at the end.
 const PRELOAD_SAMPLE: u64 = 1000;
 /// Balance reads in flight at once.
@@ -104,6 +186,9 @@ pub struct Checked {
     /// HIS's reconciliation of the bills paid during the run: lines sent and matched, or why
     /// it was not run.
     pub his_recon: Result<(u64, u64), String>,
+    /// The day's insurance list (医保对账) against the insured bills posted: bills listed and
+    /// matched, or why it was not run.
+    pub insurance_recon: Result<(u64, u64), String>,
     pub violations: Vec<String>,
 }
 
@@ -199,13 +284,18 @@ pub async fn run(
             }
         }
     }
-    let his_recon = if only_ours {
-        reconcile_his(run, &mut violations).await
+    let (his_recon, insurance_recon) = if only_ours {
+        (
+            reconcile_his(run, &mut violations).await,
+            reconcile_insurance(run, &mut violations).await,
+        )
     } else {
-        Err("not run: the cluster holds bills of others".into())
+        let why = || Err("not run: the cluster holds bills of others".into());
+        (why(), why())
     };
     Ok(Checked {
         his_recon,
+        insurance_recon,
         accounts_checked,
         acknowledged: journals.acknowledged,
         lost: journals.lost,

@@ -172,6 +172,13 @@ impl Summary {
             }
             Err(why) => println!("HIS reconciliation: {why}"),
         }
+        match &self.checked.insurance_recon {
+            Ok((listed, matched)) => println!(
+                "insurance list (医保对账): {listed} insured bills settled, {matched} matched the \
+                 bills posted"
+            ),
+            Err(why) => println!("insurance list (医保对账): {why}"),
+        }
         println!(
             "invariants: {} accounts checked against the book, {} acknowledged transactions sought in the journals ({} lost, {} duplicated), {} violations",
             self.checked.accounts_checked,

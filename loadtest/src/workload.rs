@@ -3,7 +3,7 @@
 //! is unknown (no answer within the deadline, or a bank operation not yet final) is kept to be
 //! asked again, with the same request id, at the end.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -162,6 +162,11 @@ pub struct Run {
     /// Every bill we were told was paid, with its cents: HIS's list for the day's HIS
     /// reconciliation.
     pub paid_bills: Mutex<Vec<(String, i64)>>,
+    /// Insured bills (医保): those we were told were posted, with their self-pay cents, and
+    /// those whose posting is unknown (it may have happened): the day's insurance list must
+    /// hold every one of the first and nothing beyond both.
+    pub insured_posted: Mutex<BTreeMap<String, InsuranceSplit>>,
+    pub insured_unknown: Mutex<BTreeSet<String>>,
     /// Inpatient stays admitted and discharged (settled).
     pub stays: AtomicU64,
     pub discharges: AtomicU64,
@@ -195,6 +200,8 @@ impl Run {
             cash: Mutex::new(BTreeMap::new()),
             bank_states: Mutex::new(BTreeMap::new()),
             paid_bills: Mutex::new(Vec::new()),
+            insured_posted: Mutex::new(BTreeMap::new()),
+            insured_unknown: Mutex::new(BTreeSet::new()),
             stays: AtomicU64::new(0),
             discharges: AtomicU64::new(0),
             day: business_day_now(),
@@ -944,6 +951,16 @@ impl Run {
                 return Err(());
             };
             let bill = format!("{}B{}", self.prefix, self.id().replace(':', "x"));
+            // Half the outpatient bills not to be refunded are insured (医保): the patient pays
+            // the self-pay part, the fund three times it, the personal account half of it.
+            let insured = i > 0 && !refund && (n + i as u64).is_multiple_of(2);
+            let insurance = insured.then(|| InsuranceSplit {
+                settlement_id: bill.clone(),
+                pooled: yuan(amount * 300),
+                personal_account: yuan(amount * 50),
+                self_pay: yuan(amount * 100),
+                reductions: yuan(amount % 3 * 100),
+            });
             let posted = self
                 .timed(
                     "PostBill",
@@ -958,9 +975,23 @@ impl Run {
                             BillKind::Outpatient
                         } as i32,
                         amount: amount.to_string(),
+                        insurance: insurance.clone(),
                     }),
                 )
                 .await;
+            if insured {
+                if let (Ok(_), Some(split)) = (&posted, insurance) {
+                    self.insured_posted
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(bill.clone(), split);
+                } else {
+                    self.insured_unknown
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(bill.clone());
+                }
+            }
             if posted.is_err() {
                 continue;
             }

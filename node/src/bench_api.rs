@@ -228,6 +228,7 @@ pub(crate) async fn kiosk_round(
             card_no: card_no.clone(),
             kind: BillKind::Outpatient as i32,
             amount: "18.50".into(),
+            insurance: None,
         })
         .await?;
     let t = Instant::now();

@@ -10,8 +10,8 @@ use std::fmt::Write as _;
 use prost::Message as _;
 use tonic::Code;
 use yinyi_ledger::{
-    BillId, CardNo, CardToken, EntryKind, OperatorId, PersonKey, ReasonCode, Rejection, RequestId,
-    Role, Rules, TerminalId,
+    AdmissionId, BillId, CardNo, CardToken, EntryKind, InsuranceSettlementId, OperatorId,
+    PersonKey, ReasonCode, Rejection, RequestId, Role, Rules, TerminalId, WardId,
 };
 
 use crate::api::auth::roles_for;
@@ -186,6 +186,12 @@ pub fn render() -> String {
             ("request ids (`request_id`)", RequestId::RULE),
             ("card numbers (`card_no`)", CardNo::RULE),
             ("bill ids (`bill_id`)", BillId::RULE),
+            ("admission ids (`admission_id`)", AdmissionId::RULE),
+            ("ward ids (`ward_id`)", WardId::RULE),
+            (
+                "insurance settlement ids (`settlement_id`)",
+                InsuranceSettlementId::RULE,
+            ),
             ("operator ids (`operator_id`)", OperatorId::RULE),
             ("`person_key`", PersonKey::RULE),
             ("bank card tokens", CardToken::RULE),

@@ -140,6 +140,7 @@ fn post(ids: &mut Ids, n: u64, bill: &str, amount: &str) -> PostBillRequest {
         card_no: card(n),
         kind: BillKind::Outpatient as i32,
         amount: amount.into(),
+        insurance: None,
     }
 }
 

@@ -297,6 +297,7 @@ async fn a_bill_paid_by_card_is_refunded_to_it_and_withdrawals_reach_the_card() 
             card_no: "HC00000001".into(),
             kind: BillKind::Outpatient as i32,
             amount: "50".into(),
+            insurance: None,
         })
         .await
         .unwrap();
@@ -556,6 +557,7 @@ async fn third_party_top_ups_end_on_the_notification_a_status_query_or_expiry() 
             card_no: "HC00000001".into(),
             kind: BillKind::Registration as i32,
             amount: "25.50".into(),
+            insurance: None,
         })
         .await
         .unwrap();

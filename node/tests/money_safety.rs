@@ -227,6 +227,7 @@ async fn early_answers_are_the_ledgers_own() {
             card_no: card(1),
             kind: BillKind::Outpatient as i32,
             amount: "50".into(),
+            insurance: None,
         })
         .await
         .unwrap();

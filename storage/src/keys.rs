@@ -79,8 +79,13 @@ pub const STATE_FAMILIES: [&str; 19] = [
 /// few lookups (inpatient commands only, a few thousand a day) do not pay for a bloom's share of
 /// the write-memory cap in every memtable; `settings`, one key; and `insurance`, read by key
 /// only when HIS posts or cancels an insured bill.
-pub const NO_MEMTABLE_BLOOM_FAMILIES: [&str; 5] =
-    [CF_BILL_FEED, CF_PAID_BY_DAY, CF_EPISODES, CF_SETTINGS, CF_INSURANCE];
+pub const NO_MEMTABLE_BLOOM_FAMILIES: [&str; 5] = [
+    CF_BILL_FEED,
+    CF_PAID_BY_DAY,
+    CF_EPISODES,
+    CF_SETTINGS,
+    CF_INSURANCE,
+];
 
 /// `front` then `rest`, at compile time (`N` = `F + R`): the family lists below are each made
 /// from the one before, so a new state family is listed once and every list carries it.

@@ -12,4 +12,7 @@ pub mod store;
 
 pub use codec::{CodecError, decode, encode};
 pub use snapshot::{ExportedSnapshot, StagedSnapshot};
-pub use store::{DEFAULT_BLOCK_CACHE_BYTES, RocksView, StorageError, Store, decode_bill};
+pub use store::{
+    DEFAULT_BLOCK_CACHE_BYTES, InsuranceDay, InsuranceList, RocksView, StorageError, Store,
+    decode_bill,
+};

@@ -130,8 +130,14 @@ struct Table<'a> {
 }
 
 impl<'a> Table<'a> {
-    fn open(options: &'a [Options], family: usize, staged: &mut StagedSnapshot) -> Result<Table<'a>> {
-        let path = staged.dir.join(format!("{:06}.sst", staged.files.iter().flatten().count()));
+    fn open(
+        options: &'a [Options],
+        family: usize,
+        staged: &mut StagedSnapshot,
+    ) -> Result<Table<'a>> {
+        let path = staged
+            .dir
+            .join(format!("{:06}.sst", staged.files.iter().flatten().count()));
         let writer = SstFileWriter::create(&options[family]);
         writer.open(&path)?;
         Ok(Table {
@@ -202,9 +208,9 @@ impl FrameReader {
             )));
         }
         buf.resize(len as usize, 0);
-        input.read_exact(buf).map_err(|e| {
-            StorageError::Corrupt(format!("snapshot file cut short in a frame: {e}"))
-        })
+        input
+            .read_exact(buf)
+            .map_err(|e| StorageError::Corrupt(format!("snapshot file cut short in a frame: {e}")))
     }
 
     /// The next frame, or `None` at the end of the file.
@@ -356,7 +362,10 @@ impl Store {
             .into_iter()
             .filter(|family| {
                 let cf = self.cf(family);
-                self.db.iterator_cf(cf, IteratorMode::Start).next().is_some()
+                self.db
+                    .iterator_cf(cf, IteratorMode::Start)
+                    .next()
+                    .is_some()
             })
             .collect();
         let cfs: Vec<&ColumnFamily> = occupied.iter().map(|family| self.cf(family)).collect();
@@ -452,15 +461,14 @@ impl Store {
                         "snapshot record of family {family}"
                     )));
                 }
-                if let Some((last_family, last_key)) = &last {
-                    if (*last_family, last_key.as_slice()) >= (family, record.key.as_slice()) {
-                        return Err(StorageError::Corrupt(
-                            "snapshot records out of key order".into(),
-                        ));
-                    }
+                if let Some((last_family, last_key)) = &last
+                    && (*last_family, last_key.as_slice()) >= (family, record.key.as_slice())
+                {
+                    return Err(StorageError::Corrupt(
+                        "snapshot records out of key order".into(),
+                    ));
                 }
-                if let Some(full) =
-                    table.take_if(|t| t.family != family || t.bytes >= table_bytes)
+                if let Some(full) = table.take_if(|t| t.family != family || t.bytes >= table_bytes)
                 {
                     full.finish(&mut staged)?;
                 }
@@ -548,10 +556,18 @@ mod tests {
         file_of(&file, records, false);
         assert!(!std::fs::read(&file).unwrap().starts_with(PACKED_MAGIC));
         assert_eq!(target.install_snapshot_file(&file, b"m").unwrap(), 50);
-        let accounts = target.db.iterator_cf(target.cf(CF_ACCOUNTS), IteratorMode::Start);
+        let accounts = target
+            .db
+            .iterator_cf(target.cf(CF_ACCOUNTS), IteratorMode::Start);
         assert_eq!(accounts.count(), 50);
-        let journal = target.db.iterator_cf(target.cf(CF_JOURNAL), IteratorMode::Start);
-        assert_eq!(journal.count(), 0, "the old state stays beside the snapshot");
+        let journal = target
+            .db
+            .iterator_cf(target.cf(CF_JOURNAL), IteratorMode::Start);
+        assert_eq!(
+            journal.count(),
+            0,
+            "the old state stays beside the snapshot"
+        );
     }
 
     #[test]
@@ -569,7 +585,10 @@ mod tests {
             padded.extend(std::iter::repeat_n(0u8, extra));
             std::fs::write(&file, &padded).unwrap();
             let refused = target.install_snapshot_file(&file, b"m").unwrap_err();
-            assert!(refused.to_string().contains("cut short"), "{extra}: {refused}");
+            assert!(
+                refused.to_string().contains("cut short"),
+                "{extra}: {refused}"
+            );
             assert_eq!(target.digest().unwrap(), before);
         }
     }
@@ -597,7 +616,11 @@ mod tests {
             .unwrap();
         let raw: u64 = 3 * 5_000 * (4 + 100);
         assert!(std::fs::read(&file).unwrap().starts_with(PACKED_MAGIC));
-        assert!(exported.bytes * 4 < raw, "{} bytes for {raw} of records", exported.bytes);
+        assert!(
+            exported.bytes * 4 < raw,
+            "{} bytes for {raw} of records",
+            exported.bytes
+        );
     }
 
     #[test]
@@ -638,17 +661,30 @@ mod tests {
         let journal = SNAPSHOT_FAMILIES.iter().position(|f| *f == CF_JOURNAL);
         let (accounts, journal) = (accounts.unwrap(), journal.unwrap());
         for (what, records) in [
-            ("keys backwards", vec![record(accounts, b"b"), record(accounts, b"a")]),
-            ("a key twice", vec![record(accounts, b"a"), record(accounts, b"a")]),
+            (
+                "keys backwards",
+                vec![record(accounts, b"b"), record(accounts, b"a")],
+            ),
+            (
+                "a key twice",
+                vec![record(accounts, b"a"), record(accounts, b"a")],
+            ),
             (
                 "a family again",
-                vec![record(accounts, b"a"), record(journal, b"a"), record(accounts, b"b")],
+                vec![
+                    record(accounts, b"a"),
+                    record(journal, b"a"),
+                    record(accounts, b"b"),
+                ],
             ),
         ] {
             let file = a.path().join("bad");
             file_of(&file, records, true);
             let refused = target.install_snapshot_file(&file, b"m").unwrap_err();
-            assert!(refused.to_string().contains("out of key order"), "{what}: {refused}");
+            assert!(
+                refused.to_string().contains("out of key order"),
+                "{what}: {refused}"
+            );
             assert_eq!(target.digest().unwrap(), before, "{what}");
             assert_eq!(target.unfinished_install().unwrap(), None, "{what}");
             assert!(!a.path().join("db.installing").exists(), "{what}");

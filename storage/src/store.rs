@@ -39,6 +39,22 @@ const DB_WRITE_BUFFER_BYTES: usize = 128 * 1024 * 1024;
 /// and decompressed their blocks again (issue 21).
 pub const DEFAULT_BLOCK_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
+/// One list of [`Store::insurance_day`]: a page of lines (the insured bill and its bill), the
+/// splits of the whole day's list, and whether lines are left after the page.
+#[derive(Debug, Default)]
+pub struct InsuranceList {
+    pub lines: Vec<(l::InsuredBill, Option<l::Bill>)>,
+    pub splits: Vec<l::InsuranceSplit>,
+    pub more: bool,
+}
+
+/// A business day's insured bills: settled that day, and reversed that day.
+#[derive(Debug)]
+pub struct InsuranceDay {
+    pub settled: InsuranceList,
+    pub reversed: InsuranceList,
+}
+
 /// A node's database.
 pub struct Store {
     pub(crate) db: DB,
@@ -554,35 +570,57 @@ impl Store {
         self.get(CF_INSURANCE, &insured_bill_key(bill.as_str()))
     }
 
-    /// The insured bills posted (`reversed` false) or whose insurance settlement was reversed
-    /// on business day `day` (`YYYYMMDD`), by bill id, each with its bill: the daily list for
-    /// 医保对账 reads one day's index, not every insured bill.
-    pub fn insured_bills_on(
+    /// One business day's list for 医保对账 (`day` `YYYYMMDD`), read from one RocksDB snapshot:
+    /// the insured bills settled that day and those reversed that day, each list by bill id
+    /// from after its cursor (`""`: from the start), at most `limit` lines each with its bill,
+    /// and the splits of the whole day's lists for their totals. It reads one day's index, not
+    /// every insured bill.
+    pub fn insurance_day(
         &self,
         day: &str,
-        reversed: bool,
-    ) -> Result<Vec<(l::InsuredBill, Option<l::Bill>)>> {
+        settled_after: &str,
+        reversed_after: &str,
+        limit: usize,
+    ) -> Result<InsuranceDay> {
         let _reading = self.reading();
-        let prefix = insurance_day_key(day, reversed, "");
-        let mut out = Vec::new();
-        for item in self.db.iterator_cf(
-            self.cf(CF_INSURANCE),
-            IteratorMode::From(&prefix, Direction::Forward),
-        ) {
-            let (key, _) = item?;
-            let Some(bill) = key.strip_prefix(prefix.as_slice()) else {
-                break;
-            };
-            let bill = std::str::from_utf8(bill).unwrap_or_default();
-            if let Some(insured) = self.get_ungated(CF_INSURANCE, &insured_bill_key(bill))? {
-                let bill = match self.db.get_pinned_cf(self.cf(CF_BILLS), bill.as_bytes())? {
+        let snapshot = self.db.snapshot();
+        let mut lists = [
+            (false, settled_after, InsuranceList::default()),
+            (true, reversed_after, InsuranceList::default()),
+        ];
+        for (reversed, after, list) in &mut lists {
+            let prefix = insurance_day_key(day, *reversed, "");
+            for item in snapshot.iterator_cf(
+                self.cf(CF_INSURANCE),
+                IteratorMode::From(&prefix, Direction::Forward),
+            ) {
+                let (key, _) = item?;
+                let Some(bill) = key.strip_prefix(prefix.as_slice()) else {
+                    break;
+                };
+                let bill = std::str::from_utf8(bill).unwrap_or_default();
+                let Some(bytes) = snapshot.get_cf(self.cf(CF_INSURANCE), insured_bill_key(bill))?
+                else {
+                    continue;
+                };
+                let insured: l::InsuredBill = codec::decode(&bytes)?;
+                list.splits.push(insured.split.clone());
+                if bill <= *after {
+                    continue;
+                }
+                if list.lines.len() == limit {
+                    list.more = true;
+                    continue;
+                }
+                let record = match snapshot.get_cf(self.cf(CF_BILLS), bill.as_bytes())? {
                     Some(bytes) => Some(decode_bill(&bytes)?),
                     None => None,
                 };
-                out.push((insured, bill));
+                list.lines.push((insured, record));
             }
         }
-        Ok(out)
+        let [(_, _, settled), (_, _, reversed)] = lists;
+        Ok(InsuranceDay { settled, reversed })
     }
 
     /// A bill, whichever layout it was stored in ([`decode_bill`]).
@@ -751,16 +789,19 @@ impl Store {
         db_wide("rocksdb.num-running-compactions") > 0
             || db_wide("rocksdb.num-running-flushes") > 0
             || ALL_FAMILIES.iter().any(|family| {
-                ["rocksdb.compaction-pending", "rocksdb.mem-table-flush-pending"]
-                    .iter()
-                    .any(|name| {
-                        self.db
-                            .property_int_value_cf(self.cf(family), *name)
-                            .ok()
-                            .flatten()
-                            .unwrap_or(0)
-                            > 0
-                    })
+                [
+                    "rocksdb.compaction-pending",
+                    "rocksdb.mem-table-flush-pending",
+                ]
+                .iter()
+                .any(|name| {
+                    self.db
+                        .property_int_value_cf(self.cf(family), *name)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(0)
+                        > 0
+                })
             })
     }
 

@@ -220,6 +220,7 @@ async fn bad_input_gets_its_code_and_changes_nothing() {
                 card_no: CARD.into(),
                 kind: BillKind::Outpatient as i32,
                 amount: "12.345".into(),
+                insurance: None,
             })),
             Code::InvalidArgument,
             "INVALID_AMOUNT",

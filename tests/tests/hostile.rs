@@ -564,6 +564,7 @@ impl World {
                 card_no: card.into(),
                 kind: BillKind::Outpatient as i32,
                 amount: amount.into(),
+                insurance: None,
             })
             .await;
         self.shared
@@ -879,6 +880,7 @@ impl World {
                             card_no: card.clone(),
                             kind: BillKind::Registration as i32,
                             amount: "7.50".into(),
+                            insurance: None,
                         })
                         .await;
                     if shared.honest(step, "PostBill", posted).is_some() {
@@ -1781,6 +1783,7 @@ impl World {
                         card_no: GHOST_CARD.into(),
                         kind: BillKind::Outpatient as i32,
                         amount: "1".into(),
+                        insurance: None,
                     })),
                     invalid,
                 ),
@@ -1816,6 +1819,7 @@ impl World {
                         card_no: GHOST_CARD.into(),
                         kind: BillKind::Outpatient as i32,
                         amount: "1".into(),
+                        insurance: None,
                     })),
                     denied,
                 ),

@@ -93,6 +93,7 @@ impl Desk {
                 card_no: card.into(),
                 kind: BillKind::Outpatient as i32,
                 amount: amount.into(),
+                insurance: None,
             })
             .await
             .unwrap();

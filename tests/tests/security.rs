@@ -187,6 +187,7 @@ async fn roles_credentials_and_certificates_keep_callers_to_their_part() {
             card_no: "HC00000077".into(),
             kind: BillKind::Outpatient as i32,
             amount: "10".into(),
+            insurance: None,
         })
         .await
         .unwrap();

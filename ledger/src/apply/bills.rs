@@ -1,6 +1,5 @@
 //! The rules of bills from HIS: posting, cancelling (whole or in part), invoices, paying from the account, and refunds (退费) to the account or in cash.
 
-use super::episodes::max_episode_amount;
 use super::*;
 
 impl<V: StateView> Staged<'_, V> {
@@ -441,10 +440,8 @@ impl<V: StateView> Staged<'_, V> {
     }
 
     /// An insured bill: the self-pay part is the bill (what the patient pays, by every way a
-    /// bill is paid); the split is kept beside it for 医保对账. No part is negative; the self-pay
-    /// part is a bill's amount (above zero, within the
-    /// single-transaction limit: a bill insurance covers whole is settled in HIS alone), and
-    /// the whole at most what an inpatient episode may carry.
+    /// bill is paid); the split is kept beside it for 医保对账 (`InsuranceSplit::check` says
+    /// which splits a bill may carry). One bill per settlement.
     fn post_insured_bill(
         &mut self,
         bill: &BillId,
@@ -452,28 +449,16 @@ impl<V: StateView> Staged<'_, V> {
         kind: BillKind,
         split: &InsuranceSplit,
     ) -> Rule<Effect> {
-        for (part, amount) in [
-            ("pooled fund (统筹)", split.pooled),
-            ("personal insurance account (个账)", split.personal_account),
-            ("reductions (减免)", split.reductions),
-        ] {
-            if amount.is_negative() {
-                return reject(
-                    ReasonCode::InvalidAmount,
-                    format!("the {part} part {amount} is negative"),
-                );
-            }
+        self.terminal_allowed()?;
+        if self.bill(bill).is_some() {
+            return reject(
+                ReasonCode::BillAlreadyExists,
+                format!("bill {bill} is already posted"),
+            );
         }
-        let whole = [split.pooled, split.personal_account, split.reductions]
-            .into_iter()
-            .try_fold(split.self_pay, |sum, part| sum.checked_add(part))
-            .filter(|whole| *whole <= max_episode_amount())
-            .ok_or_else(|| {
-                Rejection::new(
-                    ReasonCode::InvalidAmount,
-                    format!("an insured bill's parts together pass {}", max_episode_amount()),
-                )
-            })?;
+        if let Err(why) = split.check(self.ctx.rules.single_txn_limit) {
+            return reject(ReasonCode::InvalidAmount, why);
+        }
         if let Some(other) = self.base.bill_of_settlement(&split.settlement) {
             return reject(
                 ReasonCode::InsuranceSettlementExists,
@@ -485,7 +470,6 @@ impl<V: StateView> Staged<'_, V> {
         }
         let effect = self.post_bill(bill, card, kind, split.self_pay)?;
         let account = self.bill_exists(bill)?.account;
-        debug_assert_eq!(split.total(), whole);
         self.insured_bills.insert(
             bill.clone(),
             InsuredBill {
@@ -499,4 +483,3 @@ impl<V: StateView> Staged<'_, V> {
         Ok(effect)
     }
 }
-

@@ -13,10 +13,10 @@
 use super::*;
 
 /// The largest charge or final amount one episode may carry: a long stay with surgery runs to
-/// hundreds of thousands of yuan, far above the single-transaction limit of a payment. An
-/// insured bill's parts together are bounded by it too.
-pub(super) fn max_episode_amount() -> Money {
-    Money::from_yuan(10_000_000)
+/// hundreds of thousands of yuan, far above the single-transaction limit of a payment (the
+/// bound of an insured bill's parts together too).
+fn max_episode_amount() -> Money {
+    InsuranceSplit::max_total()
 }
 
 impl<V: StateView> Staged<'_, V> {

@@ -22,8 +22,8 @@ use crate::model::{
     Account, AccountStatus, BankOp, BankOpKind, BankOpState, BankPurpose, Bill, BillEvent,
     BillEventKind, BillKind, BillStatus, Card, CardKind, CardStatus, Channel, CollectionReport,
     DifferenceKind, EntryKind, Episode, EpisodeDeposit, EpisodeStatus, External, Holder,
-    InsuranceSplit, InsuredBill, JournalEntry, Payment, Report, Shift, ShiftReport, Terminal, TerminalDay, TerminalDayReport,
-    TerminalStatus, add_to_lines,
+    InsuranceSplit, InsuredBill, JournalEntry, Payment, Report, Shift, ShiftReport, Terminal,
+    TerminalDay, TerminalDayReport, TerminalStatus, add_to_lines,
 };
 use crate::money::Money;
 use crate::outcome::{Effect, Outcome, ReasonCode, Rejection};

@@ -170,6 +170,7 @@ pub fn same_but_requests(a: &MemState, b: &MemState) -> bool {
         && a.bill_events == b.bill_events
         && a.episodes == b.episodes
         && a.rules == b.rules
+        && a.insured_bills == b.insured_bills
 }
 
 // ---- the world ----
@@ -783,6 +784,43 @@ pub fn check_invariants(state: &MemState) -> Result<(), String> {
     check_requests_and_bills(state)?;
     check_cash_boxes_and_reports(state)?;
     check_episodes(state)?;
+    check_insured_bills(state)?;
+    Ok(())
+}
+
+/// Insured bills: each split is its bill's — the bill exists, of the same account, its amount
+/// the self-pay part, no part negative — one bill per settlement; the settlement is reversed
+/// exactly when the bill is cancelled whole, and an insured bill is never cancelled in part.
+fn check_insured_bills(state: &MemState) -> Result<(), String> {
+    let mut settlements = BTreeSet::new();
+    for (id, insured) in &state.insured_bills {
+        let split = &insured.split;
+        let Some(bill) = state.bills.get(id).filter(|_| insured.bill == *id) else {
+            return Err(format!("insured bill {id} has no bill"));
+        };
+        if bill.account != insured.account || bill.amount != split.self_pay {
+            return Err(format!(
+                "insured bill {id}: {bill:?} is not its split's {split:?}"
+            ));
+        }
+        if [split.pooled, split.personal_account, split.reductions]
+            .iter()
+            .any(|part| part.is_negative())
+            || !split.self_pay.is_positive()
+        {
+            return Err(format!("insured bill {id}: a part out of range {split:?}"));
+        }
+        if !settlements.insert(split.settlement.clone()) {
+            return Err(format!("settlement {} of two bills", split.settlement));
+        }
+        let whole = bill.cancelled == bill.amount;
+        if insured.reversed_at.is_some() != whole || (!bill.cancelled.is_zero() && !whole) {
+            return Err(format!(
+                "insured bill {id}: reversed {:?}, cancelled {} of {}",
+                insured.reversed_at, bill.cancelled, bill.amount
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -1476,6 +1514,15 @@ pub mod random {
             kind: u8,
             amount: Money,
         },
+        /// HIS posts an insured bill: the self-pay part and the pooled fund's (in cents, a
+        /// negative one now and then), under one of a few settlement ids (so some repeat).
+        PostInsuredBill {
+            bill: u8,
+            card: u8,
+            self_pay: Money,
+            pooled_cents: i64,
+            settlement: u8,
+        },
         CancelBill {
             bill: u8,
         },
@@ -1625,6 +1672,8 @@ pub mod random {
                 .prop_map(|(pick, open_only, to)| Step::Saga { pick, open_only, to }),
             5 => (u(), u(), u(), amount())
                 .prop_map(|(bill, card, kind, amount)| Step::PostBill { bill, card, kind, amount }),
+            3 => (u(), u(), amount(), -100i64..2_000_000, 0u8..40)
+                .prop_map(|(bill, card, self_pay, pooled_cents, settlement)| Step::PostInsuredBill { bill, card, self_pay, pooled_cents, settlement }),
             3 => u().prop_map(|bill| Step::CancelBill { bill }),
             5 => (u(), u(), u(), own())
                 .prop_map(|(at, card, bill, own)| Step::PayBill { at, card, bill, own }),
@@ -1960,6 +2009,35 @@ pub mod random {
                         card,
                         kind,
                         amount: *amount,
+                    },
+                )
+            }
+            Step::PostInsuredBill {
+                bill,
+                card: c,
+                self_pay,
+                pooled_cents,
+                settlement,
+            } => {
+                let card = issued_card(world, *c);
+                let split = yinyi_ledger::InsuranceSplit {
+                    settlement: yinyi_ledger::InsuranceSettlementId::parse(&format!(
+                        "YB{settlement}"
+                    ))
+                    .unwrap(),
+                    pooled: Money::from_cents(*pooled_cents),
+                    personal_account: Money::from_cents(pooled_cents.rem_euclid(700)),
+                    self_pay: *self_pay,
+                    reductions: Money::from_cents(pooled_cents.rem_euclid(3)),
+                };
+                world.command(
+                    HIS,
+                    None,
+                    CommandBody::PostInsuredBill {
+                        bill: bill_id(&bill_no(*bill)),
+                        card,
+                        kind: BillKind::Outpatient,
+                        split,
                     },
                 )
             }

@@ -141,6 +141,7 @@ pub fn roles_for(service: &str, method: &str) -> Option<&'static [Role]> {
         ("HisService", "CancelBill" | "MarkInvoiced") => &[His],
         ("HisService", "GetBill") => EVERY_CHANNEL,
         ("HisService", "BillFeed") => &[His, Admin, Auditor],
+        ("HisService", "InsuranceReport") => &[His, Admin, Auditor],
         ("HisService", "ReconcileHis" | "ConfirmDoubleCollection") => &[His],
         ("InpatientService", "OpenEpisode" | "PostCharges" | "Finalize") => &[His],
         ("InpatientService", "Deposit") => PAYERS,
@@ -577,12 +578,27 @@ mod tests {
                 new_card: card.clone(),
                 person: person.clone(),
             }],
-            ("HisService", "PostBill") => vec![CommandBody::PostBill {
-                bill: bill.clone(),
-                card: card.clone(),
-                kind: BillKind::Outpatient,
-                amount,
-            }],
+            ("HisService", "PostBill") => vec![
+                CommandBody::PostBill {
+                    bill: bill.clone(),
+                    card: card.clone(),
+                    kind: BillKind::Outpatient,
+                    amount,
+                },
+                CommandBody::PostInsuredBill {
+                    bill: bill.clone(),
+                    card: card.clone(),
+                    kind: BillKind::Outpatient,
+                    split: yinyi_ledger::InsuranceSplit {
+                        settlement: yinyi_ledger::InsuranceSettlementId::parse("YB-1")
+                            .expect("a settlement id"),
+                        pooled: amount,
+                        personal_account: amount,
+                        self_pay: amount,
+                        reductions: amount,
+                    },
+                },
+            ],
             ("HisService", "CancelBill") => vec![
                 CommandBody::CancelBill { bill: bill.clone() },
                 CommandBody::CancelBillPart {

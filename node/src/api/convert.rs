@@ -190,7 +190,7 @@ pub fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
     }
 }
 
-fn id<T, E: std::fmt::Display>(
+pub fn id<T, E: std::fmt::Display>(
     field: &str,
     value: &str,
     parse: impl Fn(&str) -> Result<T, E>,
@@ -411,6 +411,9 @@ pub fn bill(b: &Bill) -> v1::Bill {
         cancelled: money(b.cancelled),
         refunded: money(b.refunded),
         invoiced: b.invoiced,
+        // Filled in where the insured bill is read (HisService).
+        insurance: None,
+        insurance_reversed: false,
     }
 }
 
@@ -551,5 +554,71 @@ mod tests {
         for bad in ["", "1", "a.b", "1.4096", "-1.0", "1.2.3"] {
             assert!(txn_id("t", bad).is_err(), "{bad}");
         }
+    }
+}
+
+/// An insurance split from the API: a settlement id and four amounts, none negative (the
+/// self-pay part positive and within `limit`; the ledger checks the whole).
+pub fn to_insurance_split(
+    split: &v1::InsuranceSplit,
+    limit: Money,
+) -> Result<yinyi_ledger::InsuranceSplit, Status> {
+    let split = yinyi_ledger::InsuranceSplit {
+        settlement: id(
+            "insurance.settlement_id",
+            &split.settlement_id,
+            yinyi_ledger::InsuranceSettlementId::parse,
+        )?,
+        pooled: non_negative("insurance.pooled", &split.pooled)?,
+        personal_account: non_negative("insurance.personal_account", &split.personal_account)?,
+        self_pay: amount("insurance.self_pay", &split.self_pay, limit)?,
+        reductions: non_negative("insurance.reductions", &split.reductions)?,
+    };
+    split
+        .check(limit)
+        .map_err(|why| invalid(reason::INVALID_AMOUNT, format!("insurance: {why}")))?;
+    Ok(split)
+}
+
+pub fn insurance_split(split: &yinyi_ledger::InsuranceSplit) -> v1::InsuranceSplit {
+    v1::InsuranceSplit {
+        settlement_id: split.settlement.to_string(),
+        pooled: money(split.pooled),
+        personal_account: money(split.personal_account),
+        self_pay: money(split.self_pay),
+        reductions: money(split.reductions),
+    }
+}
+
+/// One line of the daily insurance list: the split, and the bill's status when it is there.
+pub fn insured_bill_line(
+    insured: &yinyi_ledger::InsuredBill,
+    bill: Option<&Bill>,
+) -> v1::InsuredBillLine {
+    v1::InsuredBillLine {
+        bill_id: insured.bill.to_string(),
+        account_id: insured.account.to_string(),
+        split: Some(insurance_split(&insured.split)),
+        status: bill.map_or(v1::BillStatus::Unspecified as i32, |b| self::bill(b).status),
+        posted_at_ms: insured.posted_at.0,
+        reversed_at_ms: insured.reversed_at.map_or(0, |at| at.0),
+    }
+}
+
+/// The count and the sum of each part of `splits`.
+pub fn insurance_totals(splits: &[yinyi_ledger::InsuranceSplit]) -> v1::InsuranceTotals {
+    let sum = |part: fn(&yinyi_ledger::InsuranceSplit) -> Money| {
+        money(splits.iter().fold(Money::ZERO, |total, s| {
+            total
+                .checked_add(part(s))
+                .expect("a day's insurance parts within range")
+        }))
+    };
+    v1::InsuranceTotals {
+        count: splits.len() as u64,
+        pooled: sum(|s| s.pooled),
+        personal_account: sum(|s| s.personal_account),
+        self_pay: sum(|s| s.self_pay),
+        reductions: sum(|s| s.reductions),
     }
 }

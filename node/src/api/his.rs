@@ -24,16 +24,37 @@ pub struct His {
 const MAX_HIS_CHARGES: usize = 100_000;
 
 impl His {
+    /// A bill as the API shows it, with its insurance split when it is insured.
     fn bill(&self, id: &yinyi_ledger::BillId) -> Result<Bill, Status> {
-        self.gateway
+        let mut bill = self
+            .gateway
             .backend()
             .bill(id)
             .map(|b| convert::bill(&b))
             .ok_or_else(|| {
                 status_with_reason(Code::NotFound, "BILL_NOT_FOUND", format!("no bill {id}"))
-            })
+            })?;
+        if let Some(insured) = self.insured_bill(id)? {
+            bill.insurance_reversed = insured.reversed_at.is_some();
+            bill.insurance = Some(convert::insurance_split(&insured.split));
+        }
+        Ok(bill)
+    }
+
+    fn insured_bill(
+        &self,
+        id: &yinyi_ledger::BillId,
+    ) -> Result<Option<yinyi_ledger::InsuredBill>, Status> {
+        self.gateway
+            .backend()
+            .store()
+            .insured_bill(id)
+            .map_err(|e| convert::internal(format!("the insurance split is unreadable: {e}")))
     }
 }
+
+/// The most lines of each list one page of the daily insurance list carries (about 600 KiB).
+const MAX_INSURANCE_LINES: usize = 5_000;
 
 #[tonic::async_trait]
 impl HisService for His {
@@ -43,11 +64,35 @@ impl HisService for His {
         let g = &self.gateway;
         let card = convert::card_no("card_no", &r.card_no)?;
         let bill = convert::bill_id(&r.bill_id)?;
-        let body = CommandBody::PostBill {
-            bill: bill.clone(),
-            card: card.clone(),
-            kind: convert::bill_kind(r.kind)?,
-            amount: convert::amount("amount", &r.amount, g.limit())?,
+        let kind = convert::bill_kind(r.kind)?;
+        let body = match &r.insurance {
+            None => CommandBody::PostBill {
+                bill: bill.clone(),
+                card: card.clone(),
+                kind,
+                amount: convert::amount("amount", &r.amount, g.limit())?,
+            },
+            Some(split) => {
+                let split = convert::to_insurance_split(split, g.limit())?;
+                if !r.amount.is_empty()
+                    && convert::amount("amount", &r.amount, g.limit())? != split.self_pay
+                {
+                    return Err(convert::invalid(
+                        crate::api::reason::INVALID_AMOUNT,
+                        format!(
+                            "amount {} is not the insurance split's self-pay part {}: leave it \
+                             empty, or give the self-pay part",
+                            r.amount, split.self_pay
+                        ),
+                    ));
+                }
+                CommandBody::PostInsuredBill {
+                    bill: bill.clone(),
+                    card: card.clone(),
+                    kind,
+                    split,
+                }
+            }
         };
         let command = g.command(&r.request_id, &r.terminal_id, "", body)?;
         let key = g.key_for_card(&card, &command.terminal);
@@ -247,5 +292,73 @@ impl HisService for His {
         let id = convert::bill_id(&request.into_inner().bill_id)?;
         self.gateway.read_barrier().await?;
         Ok(Response::new(self.bill(&id)?))
+    }
+
+    async fn insurance_report(
+        &self,
+        request: Request<InsuranceReportRequest>,
+    ) -> Result<Response<InsuranceDayReport>, Status> {
+        lead_or_forward!(self.gateway, request, HisServiceClient, insurance_report);
+        let r = request.into_inner();
+        crate::api::admin::business_day(&r.date)?;
+        let limit = match r.limit {
+            0 => MAX_INSURANCE_LINES,
+            n if n as usize <= MAX_INSURANCE_LINES => n as usize,
+            n => {
+                return Err(convert::invalid(
+                    crate::api::reason::INVALID_REQUEST,
+                    format!("limit {n}: at most {MAX_INSURANCE_LINES} lines a page"),
+                ));
+            }
+        };
+        let cursor = |field: &str, value: &str| {
+            if value.is_empty() {
+                Ok(String::new())
+            } else {
+                convert::id(field, value, yinyi_ledger::BillId::parse).map(|b| b.to_string())
+            }
+        };
+        let settled_after = cursor("settled_after", &r.settled_after)?;
+        let reversed_after = cursor("reversed_after", &r.reversed_after)?;
+        self.gateway.read_barrier().await?;
+        let day = self
+            .gateway
+            .backend()
+            .store()
+            .insurance_day(
+                &r.date.replace('-', ""),
+                &settled_after,
+                &reversed_after,
+                limit,
+            )
+            .map_err(|e| {
+                convert::internal(format!(
+                    "the insured bills of {} are unreadable: {e}",
+                    r.date
+                ))
+            })?;
+        let page = |list: &yinyi_storage::InsuranceList| {
+            let lines: Vec<InsuredBillLine> = list
+                .lines
+                .iter()
+                .map(|(i, bill)| convert::insured_bill_line(i, bill.as_ref()))
+                .collect();
+            let next = match (list.more, lines.last()) {
+                (true, Some(last)) => last.bill_id.clone(),
+                _ => String::new(),
+            };
+            (lines, convert::insurance_totals(&list.splits), next)
+        };
+        let (settled, settled_total, settled_next) = page(&day.settled);
+        let (reversed, reversed_total, reversed_next) = page(&day.reversed);
+        Ok(Response::new(InsuranceDayReport {
+            date: r.date,
+            settled,
+            reversed,
+            settled_total: Some(settled_total),
+            reversed_total: Some(reversed_total),
+            settled_next,
+            reversed_next,
+        }))
     }
 }
