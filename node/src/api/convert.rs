@@ -506,57 +506,6 @@ pub fn card_status(s: CardStatus) -> String {
     screaming(&s)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use yinyi_api::reason_of;
-
-    #[test]
-    fn names_turn_into_wire_constants() {
-        assert_eq!(screaming(&TerminalStatus::OutOfService), "OUT_OF_SERVICE");
-        assert_eq!(
-            screaming(&yinyi_ledger::EntryKind::CashDeposit),
-            "CASH_DEPOSIT"
-        );
-    }
-
-    #[test]
-    fn bad_amounts_are_invalid_argument_with_a_reason() {
-        let limit = Money::from_yuan(50_000);
-        for text in [
-            "-1",
-            "0",
-            "1.001",
-            "1e9",
-            "abc",
-            "",
-            "50000.01",
-            &"9".repeat(10_000),
-        ] {
-            let status = amount("amount", text, limit).unwrap_err();
-            assert_eq!(status.code(), Code::InvalidArgument, "{text:?}");
-            let reason = reason_of(&status).unwrap();
-            assert!(
-                reason == reason::INVALID_AMOUNT || reason == reason::MISSING_FIELD,
-                "{text:?}: {reason}"
-            );
-        }
-        assert_eq!(
-            amount("amount", "12.30", limit).unwrap().to_string(),
-            "12.30"
-        );
-    }
-
-    #[test]
-    fn txn_ids_round_trip_and_garbage_is_refused() {
-        let txn = TxnId::new(42, 7);
-        assert_eq!(txn_id("t", &txn.to_string()).unwrap(), txn);
-        for bad in ["", "1", "a.b", "1.4096", "-1.0", "1.2.3"] {
-            assert!(txn_id("t", bad).is_err(), "{bad}");
-        }
-    }
-}
-
 /// An insurance split from the API: a settlement id and four amounts, none negative (the
 /// self-pay part positive and within `limit`; the ledger checks the whole).
 pub fn to_insurance_split(
@@ -620,5 +569,56 @@ pub fn insurance_totals(splits: &[yinyi_ledger::InsuranceSplit]) -> v1::Insuranc
         personal_account: sum(|s| s.personal_account),
         self_pay: sum(|s| s.self_pay),
         reductions: sum(|s| s.reductions),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use yinyi_api::reason_of;
+
+    #[test]
+    fn names_turn_into_wire_constants() {
+        assert_eq!(screaming(&TerminalStatus::OutOfService), "OUT_OF_SERVICE");
+        assert_eq!(
+            screaming(&yinyi_ledger::EntryKind::CashDeposit),
+            "CASH_DEPOSIT"
+        );
+    }
+
+    #[test]
+    fn bad_amounts_are_invalid_argument_with_a_reason() {
+        let limit = Money::from_yuan(50_000);
+        for text in [
+            "-1",
+            "0",
+            "1.001",
+            "1e9",
+            "abc",
+            "",
+            "50000.01",
+            &"9".repeat(10_000),
+        ] {
+            let status = amount("amount", text, limit).unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{text:?}");
+            let reason = reason_of(&status).unwrap();
+            assert!(
+                reason == reason::INVALID_AMOUNT || reason == reason::MISSING_FIELD,
+                "{text:?}: {reason}"
+            );
+        }
+        assert_eq!(
+            amount("amount", "12.30", limit).unwrap().to_string(),
+            "12.30"
+        );
+    }
+
+    #[test]
+    fn txn_ids_round_trip_and_garbage_is_refused() {
+        let txn = TxnId::new(42, 7);
+        assert_eq!(txn_id("t", &txn.to_string()).unwrap(), txn);
+        for bad in ["", "1", "a.b", "1.4096", "-1.0", "1.2.3"] {
+            assert!(txn_id("t", bad).is_err(), "{bad}");
+        }
     }
 }
