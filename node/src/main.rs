@@ -336,7 +336,7 @@ struct StartArgs {
     /// Log entries kept behind a snapshot before purging.
     #[arg(long, env = "YINYI_LOG_ENTRIES_KEPT_AFTER_SNAPSHOT")]
     log_entries_kept_after_snapshot: Option<u64>,
-    /// Bytes of a snapshot sent in one message (4096 to 33554432; default 4 MiB).
+    /// Bytes of a snapshot sent in one message (1024 to 33554432; default 4 MiB).
     #[arg(long, env = "YINYI_SNAPSHOT_CHUNK_BYTES")]
     snapshot_chunk_bytes: Option<u64>,
     /// Commands packed into one Raft entry at most (1–4096).

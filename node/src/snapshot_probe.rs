@@ -158,7 +158,7 @@ pub fn install(snapshot: &Path, dir: &Path) -> Result<()> {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     println!(
-        "install: {records} records in {:.2} s (verify + write), {cpu_install:.2} s of CPU; \
+        "install: {records} records in {:.2} s (check, table files, ingest), {cpu_install:.2} s of CPU; \
          {:.2} s of CPU with RocksDB's flushes and compactions after it ({:.1} s); installing \
          process peak RSS {:.0} MiB (at start {before:.0} MiB)",
         took.as_secs_f64(),
