@@ -15,6 +15,25 @@ use yinyi_node::local::LocalCluster;
 
 use crate::harness::yinyi_exe;
 
+/// The reason code of a refusal; any other result fails the test.
+pub fn reason<R: std::fmt::Debug>(result: Result<R, yinyi_api::ApiError>) -> String {
+    match result {
+        Err(yinyi_api::ApiError::Refused { reason, .. }) => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// Today's business day (`YYYY-MM-DD`, China Standard Time).
+pub fn today() -> String {
+    yinyi_ledger::BusinessDay::of_ms(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("a clock after 1970")
+            .as_millis() as i64,
+    )
+    .to_string()
+}
+
 pub struct BankCluster {
     pub sim: Arc<BankSim>,
     pub cluster: LocalCluster,

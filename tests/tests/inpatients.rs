@@ -10,7 +10,7 @@ use std::time::Duration;
 use yinyi_api::v1::*;
 use yinyi_api::{ApiError, Client};
 use yinyi_ledger::{BankRef, CardToken, Money};
-use yinyi_tests::bank_cluster::BankCluster;
+use yinyi_tests::bank_cluster::{BankCluster, reason, today};
 
 const T: Duration = Duration::from_secs(30);
 const KIOSK: &str = "K-0201";
@@ -27,23 +27,6 @@ fn rid(terminal: &str) -> String {
 
 fn money(text: &str) -> Money {
     Money::parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"))
-}
-
-fn reason<R: std::fmt::Debug>(result: Result<R, ApiError>) -> String {
-    match result {
-        Err(ApiError::Refused { reason, .. }) => reason,
-        other => panic!("expected a refusal, got {other:?}"),
-    }
-}
-
-fn today() -> String {
-    yinyi_ledger::BusinessDay::of_ms(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64,
-    )
-    .to_string()
 }
 
 struct Ward {

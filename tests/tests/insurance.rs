@@ -9,28 +9,11 @@ use std::time::Duration;
 use yinyi_api::v1::*;
 use yinyi_api::{ApiError, Client};
 use yinyi_ledger::Money;
-use yinyi_tests::bank_cluster::BankCluster;
+use yinyi_tests::bank_cluster::{BankCluster, reason, today};
 
 const T: Duration = Duration::from_secs(30);
 const KIOSK: &str = "K-0301";
 const HIS: &str = "H-HIS";
-
-fn reason<R: std::fmt::Debug>(result: Result<R, ApiError>) -> String {
-    match result {
-        Err(ApiError::Refused { reason, .. }) => reason,
-        other => panic!("expected a refusal, got {other:?}"),
-    }
-}
-
-fn today() -> String {
-    yinyi_ledger::BusinessDay::of_ms(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64,
-    )
-    .to_string()
-}
 
 fn split(
     settlement: &str,

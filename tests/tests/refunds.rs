@@ -11,7 +11,7 @@ use std::time::Duration;
 use yinyi_api::v1::*;
 use yinyi_api::{ApiError, Client};
 use yinyi_ledger::{CardToken, Money};
-use yinyi_tests::bank_cluster::BankCluster;
+use yinyi_tests::bank_cluster::{BankCluster, reason};
 
 const T: Duration = Duration::from_secs(30);
 const ADMIN: &str = "A-ADMIN";
@@ -32,13 +32,6 @@ fn rid(terminal: &str) -> String {
 
 fn money(text: &str) -> Money {
     Money::parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"))
-}
-
-fn reason<R: std::fmt::Debug>(result: Result<R, ApiError>) -> String {
-    match result {
-        Err(ApiError::Refused { reason, .. }) => reason,
-        other => panic!("expected a refusal, got {other:?}"),
-    }
 }
 
 struct Desk {
