@@ -585,3 +585,93 @@ pub async fn daily_report(access: &Access, date: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// `ctl rules [--single-txn-limit L --min-first-deposit M --max-overdraft O]`: the business
+/// rules the ledger applies, set first when given.
+pub async fn rules(access: &Access, set: Option<yinyi_api::v1::BusinessRules>) -> Result<()> {
+    let client = yinyi_api::Client::new(access.api_config(&access.node))?;
+    let rules = match set {
+        Some(rules) => {
+            client
+                .set_rules(yinyi_api::v1::SetRulesRequest {
+                    request_id: ctl_request_id("rules"),
+                    terminal_id: CTL_TERMINAL.into(),
+                    operator_id: operator(),
+                    rules: Some(rules),
+                })
+                .await?
+        }
+        None => client.get_rules(yinyi_api::v1::GetRulesRequest {}).await?,
+    };
+    println!(
+        "single-transaction limit {}, minimum first deposit {}, overdraft maximum {} ({})",
+        rules.single_txn_limit,
+        rules.min_first_deposit,
+        rules.max_overdraft,
+        if rules.set {
+            "set by an admin"
+        } else {
+            "the defaults"
+        }
+    );
+    Ok(())
+}
+
+/// `ctl insurance-report --date D`: the day's list for 医保对账, every page of it.
+pub async fn insurance_report(access: &Access, date: &str) -> Result<()> {
+    let client = yinyi_api::Client::new(access.api_config(&access.node))?;
+    let (mut settled_after, mut reversed_after) = (String::new(), String::new());
+    let mut first = true;
+    loop {
+        let page = client
+            .insurance_report(yinyi_api::v1::InsuranceReportRequest {
+                date: date.to_string(),
+                settled_after: settled_after.clone(),
+                reversed_after: reversed_after.clone(),
+                limit: 0,
+            })
+            .await?;
+        if first {
+            let total = |what: &str, t: &Option<yinyi_api::v1::InsuranceTotals>| {
+                let t = t.clone().unwrap_or_default();
+                println!(
+                    "{what}: {} bills; pooled (统筹) {}, personal account (个账) {}, self-pay \
+                     (自付) {}, reductions (减免) {}",
+                    t.count, t.pooled, t.personal_account, t.self_pay, t.reductions
+                );
+            };
+            println!("{} — insured bills (医保对账)", page.date);
+            total("settled", &page.settled_total);
+            total("reversed", &page.reversed_total);
+            println!(
+                "{:<10} {:<24} {:<24} {:>12} {:>12} {:>12} {:>12}",
+                "list", "settlement", "bill", "pooled", "personal", "self-pay", "reductions"
+            );
+            first = false;
+        }
+        for (list, lines) in [("settled", &page.settled), ("reversed", &page.reversed)] {
+            for line in lines {
+                let s = line.split.clone().unwrap_or_default();
+                println!(
+                    "{list:<10} {:<24} {:<24} {:>12} {:>12} {:>12} {:>12}",
+                    s.settlement_id,
+                    line.bill_id,
+                    s.pooled,
+                    s.personal_account,
+                    s.self_pay,
+                    s.reductions
+                );
+            }
+        }
+        if page.settled_next.is_empty() && page.reversed_next.is_empty() {
+            return Ok(());
+        }
+        // Each list goes on after its last line; one that is done gives an empty page.
+        if let Some(last) = page.settled.last() {
+            settled_after = last.bill_id.clone();
+        }
+        if let Some(last) = page.reversed.last() {
+            reversed_after = last.bill_id.clone();
+        }
+    }
+}

@@ -288,6 +288,26 @@ enum CtlCmd {
         #[arg(long)]
         date: String,
     },
+    /// The day's list for the insurance bureau (医保对账): every insured bill settled and every
+    /// settlement reversed that day, with its split, and the totals of each part.
+    InsuranceReport {
+        /// YYYY-MM-DD (China Standard Time).
+        #[arg(long)]
+        date: String,
+    },
+    /// The business rules the ledger applies; with all three amounts, sets them (an admin
+    /// credential; the operator is $USER; recorded in the audit trail).
+    Rules {
+        /// No single transaction moves more than this (yuan, e.g. 50000.00).
+        #[arg(long, requires_all = ["min_first_deposit", "max_overdraft"])]
+        single_txn_limit: Option<String>,
+        /// The smallest first deposit when a card is issued with one.
+        #[arg(long, requires = "single_txn_limit")]
+        min_first_deposit: Option<String>,
+        /// The largest overdraft (绿色通道) an account may be given.
+        #[arg(long, requires = "single_txn_limit")]
+        max_overdraft: Option<String>,
+    },
 }
 
 /// Every key of the node's configuration; a flag or `YINYI_*` variable overrides the file.
@@ -587,6 +607,24 @@ fn run(cli: Cli) -> Result<server::Stopped> {
                     CtlCmd::Snapshot => ctl::snapshot(&access()?).await,
                     CtlCmd::TransferLeader => ctl::elect(&access()?).await,
                     CtlCmd::Recon { date } => ctl::recon(&access()?, &date).await,
+                    CtlCmd::InsuranceReport { date } => {
+                        ctl::insurance_report(&access()?, &date).await
+                    }
+                    CtlCmd::Rules {
+                        single_txn_limit,
+                        min_first_deposit,
+                        max_overdraft,
+                    } => {
+                        let set = single_txn_limit.map(|limit| {
+                            yinyi_api::v1::BusinessRules {
+                                single_txn_limit: limit,
+                                min_first_deposit: min_first_deposit.unwrap_or_default(),
+                                max_overdraft: max_overdraft.unwrap_or_default(),
+                                set: true,
+                            }
+                        });
+                        ctl::rules(&access()?, set).await
+                    }
                     CtlCmd::AuditBalances => ctl::audit_balances(&access()?).await,
                     CtlCmd::Audit { since, limit } => ctl::audit(&access()?, &since, limit).await,
                     CtlCmd::Dormant { months, limit } => {

@@ -308,4 +308,41 @@ async fn insured_bills_are_paid_by_their_self_pay_part_and_listed_for_the_insura
         reason(client.insurance_report(too_many).await),
         "INVALID_REQUEST"
     );
+
+    // Finance staff read the same list, and the rules, with `yinyi ctl`; an admin sets them.
+    let ctl = |args: &[&str]| {
+        let out = std::process::Command::new(yinyi_tests::harness::yinyi_exe().unwrap())
+            .args(["ctl", "--node", &c.cluster.addr(1), "--certs"])
+            .arg(c.cluster.tls_dir())
+            .args(["--credential", c.cluster.credential()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed = ctl(&["insurance-report", "--date", &today()]);
+    assert!(
+        listed.contains("settled: 2 bills; pooled (统筹) 90.50"),
+        "{listed}"
+    );
+    assert!(listed.contains("reversed   YB-1"), "{listed}");
+    assert!(ctl(&["rules"]).contains("single-transaction limit 50000.00"));
+    let set = ctl(&[
+        "rules",
+        "--single-txn-limit",
+        "60000.00",
+        "--min-first-deposit",
+        "10.00",
+        "--max-overdraft",
+        "1000.00",
+    ]);
+    assert!(
+        set.contains("limit 60000.00") && set.contains("set by an admin"),
+        "{set}"
+    );
 }
