@@ -78,7 +78,8 @@ pub const STATE_FAMILIES: [&str; 19] = [
 /// (appended) and read by range, never looked up by key while applying; `episodes`, whose
 /// few lookups (inpatient commands only, a few thousand a day) do not pay for a bloom's share of
 /// the write-memory cap in every memtable; `settings`, one key; and `insurance`, read by key
-/// only when HIS posts or cancels an insured bill.
+/// when HIS posts an insured bill or cancels any bill (a few percent of the commands; the
+/// table files' blooms still answer those lookups).
 pub const NO_MEMTABLE_BLOOM_FAMILIES: [&str; 5] = [
     CF_BILL_FEED,
     CF_PAID_BY_DAY,
