@@ -886,21 +886,17 @@ impl InsuranceSplit {
                 self.self_pay
             ));
         }
-        [self.pooled, self.personal_account, self.reductions]
-            .into_iter()
-            .try_fold(self.self_pay, |sum, part| sum.checked_add(part))
+        self.checked_total()
             .filter(|total| *total <= Self::max_total())
             .map(|_| ())
             .ok_or_else(|| format!("the parts of the split together pass {}", Self::max_total()))
     }
 
-    /// The bill's whole amount before the split (every part together).
-    pub fn total(&self) -> Money {
+    /// The bill's whole amount before the split (every part together), if it is in range.
+    pub fn checked_total(&self) -> Option<Money> {
         [self.personal_account, self.self_pay, self.reductions]
             .into_iter()
-            .fold(self.pooled, |sum, part| {
-                sum.checked_add(part).expect("insurance parts within range")
-            })
+            .try_fold(self.pooled, Money::checked_add)
     }
 }
 

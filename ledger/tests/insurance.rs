@@ -50,7 +50,7 @@ fn only_the_self_pay_part_of_an_insured_bill_is_taken_and_every_part_is_kept() {
     let bill = &w.state.bills[&bill_id("B1")];
     assert_eq!(bill.amount, yuan(6), "the bill is what the patient pays");
     let insured = &w.state.insured_bills[&bill_id("B1")];
-    assert_eq!(insured.split.total(), yuan(100));
+    assert_eq!(insured.split.checked_total(), Some(yuan(100)));
     assert_eq!(insured.account, w.account_of("HC0001"));
     assert_eq!(insured.reversed_at, None);
     let (amount, balance) = balance_changed(w.pay_bill(KIOSK, "B1", "HC0001"));

@@ -469,7 +469,9 @@ impl<V: StateView> Staged<'_, V> {
             );
         }
         let effect = self.post_bill(bill, card, kind, split.self_pay)?;
-        let account = self.bill_exists(bill)?.account;
+        let Effect::BillPosted { account, .. } = effect else {
+            unreachable!("posting a bill answers BillPosted")
+        };
         self.insured_bills.insert(
             bill.clone(),
             InsuredBill {

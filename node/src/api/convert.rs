@@ -383,6 +383,15 @@ pub fn channel(c: Channel) -> i32 {
     }) as i32
 }
 
+pub fn bill_status(status: BillStatus) -> v1::BillStatus {
+    match status {
+        BillStatus::Unpaid => v1::BillStatus::Unpaid,
+        BillStatus::Paid => v1::BillStatus::Paid,
+        BillStatus::Cancelled => v1::BillStatus::Cancelled,
+        BillStatus::Refunded => v1::BillStatus::Refunded,
+    }
+}
+
 pub fn bill(b: &Bill) -> v1::Bill {
     v1::Bill {
         bill_id: b.id.to_string(),
@@ -393,12 +402,7 @@ pub fn bill(b: &Bill) -> v1::Bill {
             BillKind::InpatientDeposit => v1::BillKind::InpatientDeposit,
         }) as i32,
         amount: money(b.amount),
-        status: (match b.status {
-            BillStatus::Unpaid => v1::BillStatus::Unpaid,
-            BillStatus::Paid => v1::BillStatus::Paid,
-            BillStatus::Cancelled => v1::BillStatus::Cancelled,
-            BillStatus::Refunded => v1::BillStatus::Refunded,
-        }) as i32,
+        status: bill_status(b.status) as i32,
         paid_by: b
             .payment
             .as_ref()
@@ -548,7 +552,7 @@ pub fn insured_bill_line(
         bill_id: insured.bill.to_string(),
         account_id: insured.account.to_string(),
         split: Some(insurance_split(&insured.split)),
-        status: bill.map_or(v1::BillStatus::Unspecified as i32, |b| self::bill(b).status),
+        status: bill.map_or(v1::BillStatus::Unspecified, |b| bill_status(b.status)) as i32,
         posted_at_ms: insured.posted_at.0,
         reversed_at_ms: insured.reversed_at.map_or(0, |at| at.0),
     }
