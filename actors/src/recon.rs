@@ -5,8 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use yinyi_ledger::{
-    BankOp, BankOpState, BankRef, Bill, BillEvent, BillId, DifferenceKind, HisDifference,
-    HisDifferenceKind, HisReconciliationReport, Money, ReconDifference, ReconciliationReport,
+    BankOp, BankOpState, BankPurpose, BankRef, Bill, BillEvent, BillId, DifferenceKind,
+    HisDifference, HisDifferenceKind, HisReconciliationReport, Money, ReconDifference,
+    ReconciliationReport,
 };
 
 /// One line of the bank's statement: an operation the bank applied that day.
@@ -49,6 +50,16 @@ pub fn compare(
             journal_state: op.map(|o| o.state),
             resolution: resolution.to_string(),
         };
+        // A hold moves no money: what was taken is its capture, a line of its own.
+        let hold = op.is_some_and(|o| matches!(o.purpose, BankPurpose::Authorization { .. }));
+        if hold {
+            differences.push(difference(
+                DifferenceKind::BankOnly,
+                "open: the bank lists a hold (预授权) as money taken; the money is its capture's \
+                 line; check with the bank",
+            ));
+            continue;
+        }
         match op.map(|o| o.state) {
             Some(BankOpState::Completed) if op.is_some_and(|o| o.amount == line.amount) => {
                 matched += 1;
@@ -68,17 +79,20 @@ pub fn compare(
                 DifferenceKind::BankOnly,
                 "to reverse: declined or reversed here, applied at the bank",
             )),
-            Some(BankOpState::Pending | BankOpState::InDoubt) => differences.push(difference(
-                DifferenceKind::BankOnly,
-                "open: still in flight; its saga settles it, run reconciliation again after",
-            )),
+            Some(BankOpState::Pending | BankOpState::InDoubt | BankOpState::Authorized) => {
+                differences.push(difference(
+                    DifferenceKind::BankOnly,
+                    "open: still in flight; its saga settles it, run reconciliation again after",
+                ))
+            }
         }
     }
     for bank_ref in started_on_day {
         let Some(op) = ours.get(bank_ref) else {
             continue;
         };
-        if op.state == BankOpState::Completed && !on_statement.contains(bank_ref) {
+        let hold = matches!(op.purpose, BankPurpose::Authorization { .. });
+        if op.state == BankOpState::Completed && !hold && !on_statement.contains(bank_ref) {
             differences.push(ReconDifference {
                 bank_ref: bank_ref.clone(),
                 kind: DifferenceKind::JournalOnly,

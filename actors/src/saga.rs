@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use yinyi_ledger::{
-    BankOp, BankOpState, BankRef, Command, CommandBody, Outcome, RequestId, TerminalId, Timestamp,
+    BankOp, BankOpState, BankPurpose, BankRef, Command, CommandBody, Outcome, RequestId,
+    TerminalId, Timestamp,
 };
 
 use crate::backend::Backend;
@@ -42,6 +43,10 @@ pub enum BankAnswer {
     /// earlier leader may have sent the same request, so the operation stays as it is and the
     /// saga tries again later.
     NotSent(String),
+    /// An advice (a capture's completion) the bank did not answer: the operation stays as it
+    /// is and the advice is sent again later (the bank answers a repeat as the first), so it
+    /// is never in doubt.
+    Unanswered(String),
 }
 
 /// What the bank's status query says about a reference.
@@ -80,6 +85,8 @@ pub struct SagaConfig {
     pub channel_poll: Duration,
     /// A channel order the payer has not confirmed after this long is closed (reversed).
     pub channel_order_expiry: Duration,
+    /// A hold (预授权) not captured after this long is released.
+    pub authorization_expiry: Duration,
 }
 
 impl Default for SagaConfig {
@@ -91,6 +98,7 @@ impl Default for SagaConfig {
             resolution_deadline: Duration::from_secs(600),
             channel_poll: Duration::from_secs(2),
             channel_order_expiry: Duration::from_secs(900),
+            authorization_expiry: Duration::from_secs(7200),
         }
     }
 }
@@ -98,11 +106,14 @@ impl Default for SagaConfig {
 /// The longest one saga step may take before it is given up and tried again.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn is_final(state: BankOpState) -> bool {
-    matches!(
-        state,
-        BankOpState::Completed | BankOpState::Declined | BankOpState::Reversed
-    )
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn age(op: &BankOp, now_ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(now_ms - op.started_at.0).unwrap_or(0))
 }
 
 /// Owns the bank link and the running sagas of this node.
@@ -189,11 +200,7 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
                 .await
             }
             _ => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
-                let age = u64::try_from(now - op.started_at.0).unwrap_or(0);
-                if Duration::from_millis(age) < self.config.channel_order_expiry {
+                if age(op, now_ms()) < self.config.channel_order_expiry {
                     return Ok(());
                 }
                 // Expired unconfirmed: close the order; a late confirmation is then refused.
@@ -286,9 +293,14 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
         {
             Outcome::Done(_) => Ok(()),
             Outcome::Rejected(r) => {
-                let now = self.backend.bank_op(&op.bank_ref).map(|o| o.state);
-                if now != Some(op.state) {
-                    // Another leader's saga got there first; the state says where it is now.
+                let now = self.backend.bank_op(&op.bank_ref);
+                // Moved on: another leader's saga got there first, or (a hold) a capture or a
+                // release was recorded meanwhile.
+                if now
+                    .as_ref()
+                    .is_none_or(|o| o.state != op.state || o.purpose != op.purpose)
+                {
+                    let now = now.map(|o| o.state);
                     tracing::info!(bank_ref = %op.bank_ref, step = name, from = ?op.state, ?now,
                         "saga step refused, the operation moved on: {}", r.message);
                     return Ok(());
@@ -330,9 +342,14 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
                 tracing::error!(%bank_ref, "saga for an unknown bank operation");
                 return BankOpState::Declined;
             };
-            if is_final(op.state) {
+            if op.state.is_final() {
                 metrics::counter!("bank_sagas_finished_total", "state" => format!("{:?}", op.state))
                     .increment(1);
+                return op.state;
+            }
+            // A hold waits for its capture: nothing to do until the payer asks for it back or
+            // it expires.
+            if op.state == BankOpState::Authorized && !self.release_due(&op, now_ms()) {
                 return op.state;
             }
             // A step that hangs (a proposal or a bank call that never answers) must not hold
@@ -419,7 +436,48 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
                         "nothing sent to the bank: {note}"
                     )))
                 }
+                BankAnswer::Unanswered(note) => {
+                    metrics::counter!("bank_advices_unanswered_total").increment(1);
+                    Err(SubmitError::Unavailable(format!(
+                        "the bank did not answer the advice: {note}"
+                    )))
+                }
             },
+            // Expired uncaptured: the release is recorded first, so no capture can start
+            // once the bank may have freed the hold.
+            BankOpState::Authorized
+                if matches!(
+                    op.purpose,
+                    BankPurpose::Authorization { release: false, .. }
+                ) =>
+            {
+                self.step(
+                    op,
+                    "expire",
+                    CommandBody::ExpireAuthorization {
+                        authorization: op.bank_ref.clone(),
+                    },
+                )
+                .await
+            }
+            // Its release recorded: the bank frees the hold on a reversal advice.
+            BankOpState::Authorized => {
+                let acked = self.link.reverse(op, *reversals_sent > 0).await;
+                *reversals_sent += 1;
+                if !acked {
+                    metrics::counter!("bank_reversals_unacknowledged_total").increment(1);
+                    return Err(SubmitError::Unavailable("release not acknowledged".into()));
+                }
+                self.step(
+                    op,
+                    "release",
+                    CommandBody::ReverseBankOp {
+                        bank_ref: op.bank_ref.clone(),
+                        bank_note: "hold released".into(),
+                    },
+                )
+                .await
+            }
             BankOpState::InDoubt => match self.link.status(op).await {
                 Some(BankStatus::Applied) => {
                     self.step(
@@ -467,22 +525,40 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
         }
     }
 
-    /// Drives every Pending or InDoubt operation once; returns how many were unresolved.
+    /// Whether the hold `op` is to be released now: the payer asked, or it expired, and no
+    /// capture of it is under way.
+    fn release_due(&self, op: &BankOp, now_ms: i64) -> bool {
+        match op.purpose {
+            BankPurpose::Authorization {
+                capture: None,
+                release,
+            } => release || age(op, now_ms) >= self.config.authorization_expiry,
+            _ => false,
+        }
+    }
+
+    /// Drives every Pending or InDoubt operation once, and every hold due for release;
+    /// returns how many were unresolved (holds waiting for their capture are not).
     pub fn recover(self: &Arc<Self>, now_ms: i64) -> usize {
-        let unresolved = self.backend.unresolved_bank_ops();
-        let oldest_ms = unresolved
-            .iter()
-            .map(|op| now_ms - op.started_at.0)
-            .max()
-            .unwrap_or(0);
+        let (unresolved, held): (Vec<BankOp>, Vec<BankOp>) = self
+            .backend
+            .unresolved_bank_ops()
+            .into_iter()
+            .partition(|op| op.state.is_unresolved());
+        let oldest = unresolved.iter().map(|op| age(op, now_ms)).max();
         metrics::gauge!("bank_ops_unresolved").set(unresolved.len() as f64);
-        metrics::gauge!("bank_ops_unresolved_oldest_seconds").set(oldest_ms as f64 / 1000.0);
+        metrics::gauge!("bank_ops_unresolved_oldest_seconds")
+            .set(oldest.unwrap_or_default().as_secs_f64());
+        metrics::gauge!("bank_authorizations_held").set(held.len() as f64);
         for op in &unresolved {
-            let age = Duration::from_millis(u64::try_from(now_ms - op.started_at.0).unwrap_or(0));
+            let age = age(op, now_ms);
             if age > self.config.resolution_deadline {
                 tracing::error!(bank_ref = %op.bank_ref, ?age, state = ?op.state,
                     "bank operation unresolved past its deadline: needs a person");
             }
+            self.start(&op.bank_ref);
+        }
+        for op in held.iter().filter(|op| self.release_due(op, now_ms)) {
             self.start(&op.bank_ref);
         }
         unresolved.len()
@@ -492,10 +568,7 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
     pub async fn run_recovery(self: Arc<Self>, mut leading: watch::Receiver<bool>) {
         loop {
             if *leading.borrow_and_update() {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
-                let n = self.recover(now);
+                let n = self.recover(now_ms());
                 if n > 0 {
                     tracing::info!(unresolved = n, "recovery drives unresolved bank operations");
                 }

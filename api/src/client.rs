@@ -316,6 +316,9 @@ rpcs! {
     PaymentServiceClient::top_up_bank_card(v1::TopUpBankCardRequest) -> v1::BankOpReply;
     PaymentServiceClient::top_up_third_party(v1::TopUpThirdPartyRequest) -> v1::BankOpReply;
     PaymentServiceClient::pay_bill(v1::PayBillRequest) -> v1::Receipt;
+    PaymentServiceClient::authorize_payment(v1::AuthorizePaymentRequest) -> v1::BankOpReply;
+    PaymentServiceClient::capture_payment(v1::CapturePaymentRequest) -> v1::Receipt;
+    PaymentServiceClient::release_authorization(v1::ReleaseAuthorizationRequest) -> v1::BankOpReply;
     PaymentServiceClient::refund(v1::RefundRequest) -> v1::Receipt;
     PaymentServiceClient::batch_refund(v1::BatchRefundRequest) -> v1::BatchRefundReply;
     PaymentServiceClient::withdraw(v1::WithdrawRequest) -> v1::Receipt;

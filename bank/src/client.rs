@@ -209,6 +209,10 @@ fn answers(request: &Message, answer: &Message) -> Result<(), String> {
             a == b
         }
         (Message::ReversalAdvice { bank_ref: a, .. }, Message::ReversalAck { bank_ref: b, .. })
+        | (
+            Message::CompletionAdvice { bank_ref: a, .. },
+            Message::CompletionAck { bank_ref: b, .. },
+        )
         | (Message::StatusQuery { bank_ref: a }, Message::StatusReply { bank_ref: b, .. }) => {
             a == b
         }

@@ -78,6 +78,7 @@ impl Writer {
             Processing::Debit => b"000000",
             Processing::Credit => b"200000",
             Processing::ChannelDebit => b"300000",
+            Processing::PreAuth => b"030000",
         });
     }
 }
@@ -109,6 +110,20 @@ pub fn encode(message: &Message) -> Result<Vec<u8>, CodecError> {
             w.processing(*processing);
             w.raw(bank_ref.as_str().as_bytes());
             w.amount(*amount)?;
+            w.raw(code.as_str().as_bytes());
+        }
+        Message::CompletionAdvice {
+            bank_ref,
+            original,
+            amount,
+            ..
+        } => {
+            w.raw(bank_ref.as_str().as_bytes());
+            w.raw(original.as_str().as_bytes());
+            w.amount(*amount)?;
+        }
+        Message::CompletionAck { bank_ref, code } => {
+            w.raw(bank_ref.as_str().as_bytes());
             w.raw(code.as_str().as_bytes());
         }
         Message::ReversalAdvice {
@@ -244,6 +259,7 @@ impl<'a> Reader<'a> {
             b"000000" => Ok(Processing::Debit),
             b"200000" => Ok(Processing::Credit),
             b"300000" => Ok(Processing::ChannelDebit),
+            b"030000" => Ok(Processing::PreAuth),
             other => Err(CodecError::Bad {
                 field: "processing code",
                 text: String::from_utf8_lossy(other).into_owned(),
@@ -296,6 +312,16 @@ pub fn decode(bytes: &[u8]) -> Result<Message, CodecError> {
             processing: r.processing()?,
             bank_ref: r.bank_ref()?,
             amount: r.amount()?,
+            code: r.code()?,
+        },
+        "0220" | "0221" => Message::CompletionAdvice {
+            bank_ref: r.bank_ref()?,
+            original: r.bank_ref()?,
+            amount: r.amount()?,
+            repeat: mti == "0221",
+        },
+        "0230" => Message::CompletionAck {
+            bank_ref: r.bank_ref()?,
             code: r.code()?,
         },
         "0420" | "0421" => Message::ReversalAdvice {
@@ -431,7 +457,8 @@ mod tests {
         prop_oneof![
             Just(Processing::Debit),
             Just(Processing::Credit),
-            Just(Processing::ChannelDebit)
+            Just(Processing::ChannelDebit),
+            Just(Processing::PreAuth)
         ]
     }
 
@@ -455,6 +482,7 @@ mod tests {
             Just(OpState::Declined),
             Just(OpState::Reversed),
             Just(OpState::Pending),
+            Just(OpState::Captured),
         ]
     }
 
@@ -503,6 +531,16 @@ mod tests {
             }),
             (bank_ref(), code())
                 .prop_map(|(bank_ref, code)| Message::ReversalAck { bank_ref, code }),
+            (bank_ref(), bank_ref(), money(), any::<bool>()).prop_map(
+                |(bank_ref, original, amount, repeat)| Message::CompletionAdvice {
+                    bank_ref,
+                    original,
+                    amount,
+                    repeat,
+                }
+            ),
+            (bank_ref(), code())
+                .prop_map(|(bank_ref, code)| Message::CompletionAck { bank_ref, code }),
             bank_ref().prop_map(|bank_ref| Message::StatusQuery { bank_ref }),
             (bank_ref(), state(), money()).prop_map(|(bank_ref, state, amount)| {
                 Message::StatusReply {

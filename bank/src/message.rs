@@ -3,7 +3,9 @@
 //!
 //! | MTI | message |
 //! |---|---|
-//! | 0200 / 0210 | financial request (debit or credit a card) and its response |
+//! | 0200 / 0210 | financial request (debit or credit a card, or hold an amount on it) and its response |
+//! | 0220 / 0221 | completion advice (预授权完成: take part of a hold, free the rest), first and repeat |
+//! | 0230 | completion advice acknowledgement |
 //! | 0420 / 0421 | reversal advice (冲正), first and repeat |
 //! | 0430 | reversal advice acknowledgement |
 //! | 0600 / 0610 | status query of an operation by reference, and its answer |
@@ -22,6 +24,9 @@ pub enum Processing {
     /// `300000`: a payment order on the third-party channel (WeChat/Alipay style): the payer
     /// confirms it in their app later; the channel notifies the result asynchronously.
     ChannelDebit,
+    /// `030000`: a pre-authorization (预授权): the bank holds the amount on the card or
+    /// channel account; nothing moves until a completion advice takes part of it.
+    PreAuth,
 }
 
 /// A response code (field 39).
@@ -87,6 +92,8 @@ pub enum OpState {
     Reversed,
     /// `P`: a channel order awaiting the payer's confirmation.
     Pending,
+    /// `C`: a hold completed (captured); the completion is its own operation.
+    Captured,
 }
 
 impl OpState {
@@ -97,6 +104,7 @@ impl OpState {
             OpState::Declined => b'D',
             OpState::Reversed => b'R',
             OpState::Pending => b'P',
+            OpState::Captured => b'C',
         }
     }
 
@@ -107,6 +115,7 @@ impl OpState {
             b'D' => OpState::Declined,
             b'R' => OpState::Reversed,
             b'P' => OpState::Pending,
+            b'C' => OpState::Captured,
             _ => return None,
         })
     }
@@ -139,6 +148,21 @@ pub enum Message {
         processing: Processing,
         bank_ref: BankRef,
         amount: Money,
+        code: ResponseCode,
+    },
+    /// 0220, or 0221 when `repeat`: take `amount` of the hold `original` under the new
+    /// reference `bank_ref`; the bank frees the rest of the hold. An advice is sent again until
+    /// the bank answers, and the bank answers a repeat as it answered the first.
+    CompletionAdvice {
+        bank_ref: BankRef,
+        original: BankRef,
+        amount: Money,
+        repeat: bool,
+    },
+    /// 0230: `Approved` when taken; `NotFound` (no such hold), `InvalidTransaction` (the hold
+    /// is no longer held, or holds less than `amount`) when refused, nothing taken.
+    CompletionAck {
+        bank_ref: BankRef,
         code: ResponseCode,
     },
     /// 0420, or 0421 when `repeat`
@@ -179,6 +203,9 @@ impl Message {
         match self {
             Message::FinancialRequest { .. } => "0200",
             Message::FinancialResponse { .. } => "0210",
+            Message::CompletionAdvice { repeat: false, .. } => "0220",
+            Message::CompletionAdvice { repeat: true, .. } => "0221",
+            Message::CompletionAck { .. } => "0230",
             Message::ReversalAdvice { repeat: false, .. } => "0420",
             Message::ReversalAdvice { repeat: true, .. } => "0421",
             Message::ReversalAck { .. } => "0430",

@@ -139,6 +139,11 @@ struct Op {
     /// A third-party channel order rather than a card debit.
     #[serde(default)]
     channel: bool,
+    /// A pre-authorization: while Applied the amount is held (not available), Captured once a
+    /// completion took part of it, Reversed once released. Never on a statement: the
+    /// completion is the money.
+    #[serde(default)]
+    hold: bool,
     token: String,
     cents: i64,
     state: char,
@@ -151,7 +156,8 @@ impl Op {
         OpState::parse(self.state as u8).unwrap_or(OpState::Unknown)
     }
 
-    /// What this operation did to its card's balance, in fen.
+    /// What this operation did to its card's available balance, in fen (a hold counts while
+    /// it is held).
     fn effect(&self) -> i64 {
         match (self.state(), self.credit) {
             (OpState::Applied, true) => self.cents,
@@ -453,6 +459,7 @@ impl BankSim {
                     bank_ref: bank_ref.to_string(),
                     credit: false,
                     channel: true,
+                    hold: false,
                     token: token.to_string(),
                     cents: amount.cents(),
                     state: OpState::Pending.as_char() as char,
@@ -484,6 +491,7 @@ impl BankSim {
                 bank_ref: bank_ref.to_string(),
                 credit,
                 channel: false,
+                hold: processing == Processing::PreAuth,
                 token: token.to_string(),
                 cents: amount.cents(),
                 state: state.as_char() as char,
@@ -497,6 +505,71 @@ impl BankSim {
             return Ok(Reply::Close);
         }
         Ok(Reply::Send(respond(code, amount)))
+    }
+
+    /// A completion advice: takes `amount` of the hold `original` under `bank_ref` and frees
+    /// the rest, or refuses when the hold is unknown, no longer held or too small. Recorded
+    /// either way, so a repeat is answered as the first was.
+    fn completion(
+        &self,
+        bank_ref: &BankRef,
+        original: &BankRef,
+        amount: Money,
+    ) -> std::io::Result<Reply> {
+        let faults = self.faults();
+        if Self::roll(faults.drop) {
+            return Ok(Reply::Close);
+        }
+        let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        let ack = |code: ResponseCode| Message::CompletionAck {
+            bank_ref: bank_ref.clone(),
+            code,
+        };
+        if let Some(op) = book.ops.get(bank_ref.as_str()) {
+            let code = ResponseCode::parse(&op.code).unwrap_or(ResponseCode::Declined);
+            return Ok(Reply::Send(ack(code)));
+        }
+        let hold = book
+            .ops
+            .get(original.as_str())
+            .filter(|op| op.hold)
+            .cloned();
+        let code = match &hold {
+            None => ResponseCode::NotFound,
+            Some(h) if h.state() != OpState::Applied || h.cents < amount.cents() => {
+                ResponseCode::InvalidTransaction
+            }
+            Some(_) => ResponseCode::Approved,
+        };
+        let approved = code == ResponseCode::Approved;
+        if let (true, Some(mut captured)) = (approved, hold.clone()) {
+            captured.state = OpState::Captured.as_char() as char;
+            book.record(captured, self.initial)?;
+        }
+        book.record(
+            Op {
+                bank_ref: bank_ref.to_string(),
+                credit: false,
+                channel: false,
+                hold: false,
+                token: hold.map_or_else(String::new, |h| h.token),
+                cents: amount.cents(),
+                state: if approved {
+                    OpState::Applied
+                } else {
+                    OpState::Declined
+                }
+                .as_char() as char,
+                code: code.as_str().to_string(),
+                at_ms: now_ms(),
+            },
+            self.initial,
+        )?;
+        metrics::counter!("banksim_completions_total", "code" => code.as_str()).increment(1);
+        if Self::roll(faults.lost) {
+            return Ok(Reply::Close);
+        }
+        Ok(Reply::Send(ack(code)))
     }
 
     fn reversal(&self, bank_ref: &BankRef, amount: Money) -> std::io::Result<Reply> {
@@ -520,6 +593,7 @@ impl BankSim {
                         bank_ref: bank_ref.to_string(),
                         credit: false,
                         channel: false,
+                        hold: false,
                         token: String::new(),
                         cents: amount.cents(),
                         state: OpState::Reversed.as_char() as char,
@@ -546,6 +620,7 @@ impl BankSim {
             .values()
             .filter(|op| {
                 op.state() == OpState::Applied
+                    && !op.hold
                     && yinyi_ledger::BusinessDay::of_ms(op.at_ms).compact() == date
             })
             .filter_map(|op| {
@@ -584,6 +659,12 @@ impl BankSim {
             Message::ReversalAdvice {
                 bank_ref, amount, ..
             } => return self.reversal(&bank_ref, amount),
+            Message::CompletionAdvice {
+                bank_ref,
+                original,
+                amount,
+                ..
+            } => return self.completion(&bank_ref, &original, amount),
             Message::StatusQuery { bank_ref } => {
                 let book = self.book.lock().unwrap_or_else(|e| e.into_inner());
                 let (state, cents) = book

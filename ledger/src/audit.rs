@@ -294,14 +294,16 @@ impl Audit {
     /// state, and only from it.
     pub fn bank_op(&mut self, op: &BankOp) {
         self.bank_ops += 1;
-        if !op.state.is_final() {
+        if op.state.is_unresolved() {
             self.unresolved += 1;
         }
         let settled_back = matches!(op.state, BankOpState::Declined | BankOpState::Reversed);
         let completed = op.state == BankOpState::Completed;
         let mut expected: Vec<EntryKind> = match &op.purpose {
             BankPurpose::TopUp if completed => vec![EntryKind::TopUp],
-            BankPurpose::PayBill { .. } if completed => vec![EntryKind::ExternalBillPayment],
+            BankPurpose::PayBill { .. } | BankPurpose::Capture { .. } if completed => {
+                vec![EntryKind::ExternalBillPayment]
+            }
             BankPurpose::Refund { .. } if completed => vec![EntryKind::ExternalRefund],
             BankPurpose::Withdraw if settled_back => {
                 vec![EntryKind::Withdrawal, EntryKind::WithdrawalReturned]

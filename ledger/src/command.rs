@@ -280,6 +280,32 @@ pub enum CommandBody {
         kind: BillKind,
         split: crate::InsuranceSplit,
     },
+    /// 预授权: the mobile channel holds `amount` (the estimate, before the insurance card is
+    /// read) on the payer's bank card or channel account. No money moves and the account is
+    /// untouched; the saga asks the bank for the hold.
+    AuthorizePayment {
+        card: CardNo,
+        external: External,
+        amount: Money,
+    },
+    /// 预授权完成: pays `bill` (its amount: the self-pay part of an insured bill) out of the hold
+    /// of `authorization`, which must cover it; the bank frees the rest of the hold.
+    CapturePayment {
+        card: CardNo,
+        authorization: BankRef,
+        bill: BillId,
+    },
+    /// 预授权撤销: the payer takes the whole hold back (no bill came, or it was paid another
+    /// way); the saga tells the bank.
+    ReleaseAuthorization {
+        card: CardNo,
+        authorization: BankRef,
+    },
+    /// A hold not captured in time is to be released: recorded by the cluster's own saga
+    /// before it tells the bank, so no capture can start after the bank was told.
+    ExpireAuthorization {
+        authorization: BankRef,
+    },
 }
 
 /// Where an inpatient deposit that is not a bank operation comes from.
@@ -319,7 +345,6 @@ pub enum RefundTo {
 }
 
 impl CommandBody {
-    /// The name of the transaction, as metrics and logs show it.
     /// Whether the command belongs in the audit trail of sensitive operations: card loss and
     /// replacement, refunds, withdrawals (cash or to a card), account controls, terminal
     /// administration.
@@ -354,6 +379,7 @@ impl CommandBody {
         }
     }
 
+    /// The name of the transaction, as metrics and logs show it.
     pub fn name(&self) -> &'static str {
         match self {
             CommandBody::IssueCard { .. } => "IssueCard",
@@ -399,6 +425,10 @@ impl CommandBody {
             CommandBody::SettleEpisode { .. } => "SettleEpisode",
             CommandBody::SetRules { .. } => "SetRules",
             CommandBody::PostInsuredBill { .. } => "PostInsuredBill",
+            CommandBody::AuthorizePayment { .. } => "AuthorizePayment",
+            CommandBody::CapturePayment { .. } => "CapturePayment",
+            CommandBody::ReleaseAuthorization { .. } => "ReleaseAuthorization",
+            CommandBody::ExpireAuthorization { .. } => "ExpireAuthorization",
         }
     }
 }

@@ -451,6 +451,9 @@ pub enum BankOpKind {
     Debit,
     /// The bank gives money to the patient's card (online refund, withdrawal).
     Credit,
+    /// 预授权: the bank holds the amount on the card or channel account, moving nothing yet;
+    /// a capture (a `Debit` of purpose `Capture`) later takes part of it and frees the rest.
+    Hold,
 }
 
 /// Which external party the money crosses to.
@@ -489,6 +492,22 @@ pub enum BankPurpose {
     /// sequence number in the episode); started by the discharge itself. Declined or
     /// reversed, the money goes into the patient's account instead.
     EpisodeRefund { episode: AdmissionId, deposit: u32 },
+    /// 预授权 by the mobile channel before the insurance card is read: the estimate is held
+    /// at the bank (`BankOpKind::Hold`); no money moves and the account is untouched.
+    /// `capture` is the capture in flight or done; `release` says the payer asked for the
+    /// hold back. Held, it is `Authorized` until captured (`Completed`) or released
+    /// (`Reversed`).
+    Authorization {
+        capture: Option<BankRef>,
+        release: bool,
+    },
+    /// 预授权完成: pays `bill` (its self-pay amount) out of the hold of `authorization`; the
+    /// bank frees the rest of the hold. Sent as an advice, repeated until the bank answers,
+    /// so it is never in doubt.
+    Capture {
+        authorization: BankRef,
+        bill: BillId,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -501,6 +520,9 @@ pub enum BankOpState {
     InDoubt,
     /// 冲正: the bank acknowledged the reversal.
     Reversed,
+    /// An authorization the bank holds: waiting to be captured or released. Not final, but
+    /// not unresolved either: the payer has until the authorization expires.
+    Authorized,
 }
 
 impl BankOpState {
@@ -509,6 +531,12 @@ impl BankOpState {
             self,
             BankOpState::Completed | BankOpState::Declined | BankOpState::Reversed
         )
+    }
+
+    /// Waiting on the bank (Pending, InDoubt): what the saga must resolve in time. A held
+    /// authorization waits on the payer instead.
+    pub fn is_unresolved(self) -> bool {
+        matches!(self, BankOpState::Pending | BankOpState::InDoubt)
     }
 }
 

@@ -81,10 +81,15 @@ pub enum ReasonCode {
     InsuranceSettlementExists,
     /// An insured bill is cancelled whole (its insurance settlement is reversed with it).
     InsuredBillWholeOnly,
+    /// The authorization is not held now: declined, released, captured, or a capture or
+    /// release of it is under way.
+    AuthorizationNotHeld,
+    /// The bill is more than the authorization holds: capture refused, the hold unchanged.
+    CaptureExceedsAuthorization,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 51] = [
+    pub const ALL: [ReasonCode; 53] = [
         ReasonCode::InvalidAmount,
         ReasonCode::InvalidDenomination,
         ReasonCode::BelowMinimumDeposit,
@@ -136,6 +141,8 @@ impl ReasonCode {
         ReasonCode::EpisodeOperationInProgress,
         ReasonCode::InsuranceSettlementExists,
         ReasonCode::InsuredBillWholeOnly,
+        ReasonCode::AuthorizationNotHeld,
+        ReasonCode::CaptureExceedsAuthorization,
     ];
 
     /// The code as clients see it, e.g. `INSUFFICIENT_FUNDS`.
@@ -192,6 +199,8 @@ impl ReasonCode {
             ReasonCode::EpisodeOperationInProgress => "EPISODE_OPERATION_IN_PROGRESS",
             ReasonCode::InsuranceSettlementExists => "INSURANCE_SETTLEMENT_EXISTS",
             ReasonCode::InsuredBillWholeOnly => "INSURED_BILL_WHOLE_ONLY",
+            ReasonCode::AuthorizationNotHeld => "AUTHORIZATION_NOT_HELD",
+            ReasonCode::CaptureExceedsAuthorization => "CAPTURE_EXCEEDS_AUTHORIZATION",
         }
     }
 
@@ -384,6 +393,12 @@ pub enum Effect {
     /// The cluster's business rules from this entry on.
     RulesSet {
         rules: crate::apply::Rules,
+    },
+    /// The payer asked for the hold of `bank_ref` back; its saga tells the bank.
+    ReleaseAsked {
+        bank_ref: BankRef,
+        account: AccountId,
+        amount: Money,
     },
 }
 

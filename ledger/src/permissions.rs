@@ -29,8 +29,14 @@ pub fn allowed_terminals(body: &CommandBody) -> &'static [TerminalKind] {
                 &[Kiosk, Window, Mobile]
             }
             (BankPurpose::EpisodeDeposit { .. }, External::ThirdParty { .. }) => &[Mobile],
-            // Started only by the discharge settlement itself, never asked for.
-            (BankPurpose::EpisodeRefund { .. }, _) => &[],
+            // Started only by the discharge settlement itself, never asked for; holds and
+            // captures only by their own commands (`AuthorizePayment`, `CapturePayment`).
+            (
+                BankPurpose::EpisodeRefund { .. }
+                | BankPurpose::Authorization { .. }
+                | BankPurpose::Capture { .. },
+                _,
+            ) => &[],
         },
         // Only the cluster's own sagas settle a bank operation, on the bank's answer: no
         // person and no console can complete a top-up the bank did not approve.
@@ -40,7 +46,8 @@ pub fn allowed_terminals(body: &CommandBody) -> &'static [TerminalKind] {
         | CommandBody::ReverseBankOp { .. }
         | CommandBody::PruneRequests { .. }
         | CommandBody::RecordAccess { .. }
-        | CommandBody::RecordHisReconciliation { .. } => &[System],
+        | CommandBody::RecordHisReconciliation { .. }
+        | CommandBody::ExpireAuthorization { .. } => &[System],
         CommandBody::PostBill { .. }
         | CommandBody::PostInsuredBill { .. }
         | CommandBody::CancelBill { .. }
@@ -66,6 +73,10 @@ pub fn allowed_terminals(body: &CommandBody) -> &'static [TerminalKind] {
             ..
         } => &[Window],
         CommandBody::PayBill { .. } => &[Kiosk, Window, Mobile],
+        // Mobile payment before the insurance card is read (the outpatient notes' flow).
+        CommandBody::AuthorizePayment { .. }
+        | CommandBody::CapturePayment { .. }
+        | CommandBody::ReleaseAuthorization { .. } => &[Mobile],
         CommandBody::Refund { .. }
         | CommandBody::RefundToAccount { .. }
         | CommandBody::RefundBill {

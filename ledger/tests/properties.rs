@@ -184,6 +184,9 @@ fn random_days_cover_the_transactions_and_the_refusals() {
         "FinalizeEpisode",
         "SettleEpisode",
         "SetRules",
+        "AuthorizePayment",
+        "CapturePayment",
+        "ReleaseAuthorization",
     ] {
         assert!(
             done.contains(name),

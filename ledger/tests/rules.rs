@@ -2102,6 +2102,46 @@ fn tour() -> (BTreeSet<&'static str>, BTreeSet<ReasonCode>) {
             },
         )
     }); // InsuredBillWholeOnly
+    // 预授权 on the mobile channel: captured only while held and only within the hold.
+    let hold = |amount: i64| CommandBody::AuthorizePayment {
+        card: card("HCEP01"),
+        external: third_party(7),
+        amount: yuan(amount),
+    };
+    let capture = |authorization: &yinyi_ledger::BankRef| CommandBody::CapturePayment {
+        card: card("HCEP01"),
+        authorization: authorization.clone(),
+        bill: bill_id("YB-B1"),
+    };
+    let small = started_ref(go(&mut w, &|w| w.run(MOBILE, hold(5))));
+    go(&mut w, &|w| w.run(MOBILE, capture(&small))); // AuthorizationNotHeld
+    go(&mut w, &|w| w.complete(&small));
+    go(&mut w, &|w| w.run(MOBILE, capture(&small))); // CaptureExceedsAuthorization
+    go(&mut w, &|w| {
+        w.run(
+            MOBILE,
+            CommandBody::ReleaseAuthorization {
+                card: card("HCEP01"),
+                authorization: small.clone(),
+            },
+        )
+    });
+    go(&mut w, &|w| w.reverse(&small));
+    let lapsed = started_ref(go(&mut w, &|w| w.run(MOBILE, hold(5))));
+    go(&mut w, &|w| w.complete(&lapsed));
+    go(&mut w, &|w| {
+        w.run(
+            SAGA,
+            CommandBody::ExpireAuthorization {
+                authorization: lapsed.clone(),
+            },
+        )
+    });
+    let enough = started_ref(go(&mut w, &|w| w.run(MOBILE, hold(14))));
+    go(&mut w, &|w| w.complete(&enough));
+    let captured = started_ref(go(&mut w, &|w| w.run(MOBILE, capture(&enough))));
+    go(&mut w, &|w| w.complete(&captured));
+    assert_eq!(w.bill("YB-B1").status, BillStatus::Paid);
     let cmd = w.log.last().expect("applied").cmd.clone();
     let mut reused = cmd;
     reused.body = CommandBody::OpenShift;
@@ -2143,6 +2183,10 @@ fn every_command_kind_succeeds_somewhere() {
         "OpenEpisode",
         "FinalizeEpisode",
         "PostInsuredBill",
+        "AuthorizePayment",
+        "CapturePayment",
+        "ReleaseAuthorization",
+        "ExpireAuthorization",
     ];
     let missing: Vec<_> = all.iter().filter(|n| !done.contains(*n)).collect();
     assert!(missing.is_empty(), "never succeeded: {missing:?}");

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use yinyi_actors::{BankAnswer, BankLink, BankStatus};
 use yinyi_bank::{BankClient, Message, OpState, Processing, ResponseCode, StatementLine};
-use yinyi_ledger::{BankOp, BankOpKind, External};
+use yinyi_ledger::{BankOp, BankOpKind, BankPurpose, BankRef, External};
 
 pub struct NodeBankLink {
     client: BankClient,
@@ -34,14 +34,48 @@ fn processing(op: &BankOp) -> Processing {
     match op.kind {
         BankOpKind::Debit => Processing::Debit,
         BankOpKind::Credit => Processing::Credit,
+        BankOpKind::Hold => Processing::PreAuth,
+    }
+}
+
+impl NodeBankLink {
+    /// A capture: the completion advice of its hold, sent until the bank answers it.
+    async fn complete_hold(&self, op: &BankOp, authorization: &BankRef) -> BankAnswer {
+        let advice = Message::CompletionAdvice {
+            bank_ref: op.bank_ref.clone(),
+            original: authorization.clone(),
+            amount: op.amount,
+            repeat: false,
+        };
+        match self.client.call(&advice).await {
+            Ok(Message::CompletionAck {
+                code: ResponseCode::Approved,
+                ..
+            }) => BankAnswer::Approved("00 captured".into()),
+            Ok(Message::CompletionAck {
+                code: ResponseCode::IssuerUnavailable,
+                ..
+            }) => BankAnswer::Unanswered("91 issuer unavailable".into()),
+            Ok(Message::CompletionAck { code, .. }) => {
+                BankAnswer::Declined(format!("{} capture refused", code.as_str()))
+            }
+            Ok(other) => BankAnswer::Unanswered(format!("unexpected {}", other.mti())),
+            Err(e) => BankAnswer::Unanswered(e.to_string()),
+        }
     }
 }
 
 impl BankLink for NodeBankLink {
     async fn execute(&self, op: &BankOp) -> BankAnswer {
+        if let BankPurpose::Capture { authorization, .. } = &op.purpose {
+            return self.complete_hold(op, authorization).await;
+        }
         let (processing, token) = match &op.external {
             External::BankCard { token, .. } => (processing(op), token.clone()),
             External::ThirdParty { payer, .. } => match yinyi_ledger::CardToken::parse(payer) {
+                // A hold is answered at once (the payer agreed to it in the app before the
+                // channel was asked).
+                Ok(token) if op.kind == BankOpKind::Hold => (Processing::PreAuth, token),
                 // A payment is an order the payer confirms; a refund is credited at once.
                 Ok(token) if op.kind == BankOpKind::Debit => (Processing::ChannelDebit, token),
                 Ok(token) => (Processing::Credit, token),
@@ -124,6 +158,8 @@ impl BankLink for NodeBankLink {
                 OpState::Reversed => BankStatus::Reversed,
                 OpState::Unknown => BankStatus::Unknown,
                 OpState::Pending => BankStatus::Pending,
+                // A hold taken by its completion was applied first.
+                OpState::Captured => BankStatus::Applied,
             }),
             _ => None,
         }

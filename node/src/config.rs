@@ -69,6 +69,8 @@ pub struct NodeConfig {
     pub bank_resolution_deadline_s: u64,
     /// A third-party channel order the payer has not confirmed after this long is closed.
     pub channel_order_expiry_ms: u64,
+    /// A pre-authorization (预授权) not captured after this long (seconds) is released.
+    pub authorization_expiry_s: u64,
     /// Run the balance audit (稽核) on this node's state this often (seconds); 0 never.
     pub audit_every_s: u64,
     /// How long (days, at least 1) a request id guards against a retry: request records older
@@ -130,6 +132,7 @@ impl Default for NodeConfig {
             recon_daily_at: "02:00".into(),
             bank_resolution_deadline_s: 600,
             channel_order_expiry_ms: 900_000,
+            authorization_expiry_s: 7_200,
             audit_every_s: 3600,
             request_retention_days: 30,
             requests_per_credential_per_s: 200,

@@ -395,6 +395,9 @@ struct StartArgs {
     /// Milliseconds after which an unconfirmed third-party order is closed.
     #[arg(long, env = "YINYI_CHANNEL_ORDER_EXPIRY_MS")]
     channel_order_expiry_ms: Option<u64>,
+    /// Seconds a pre-authorization (预授权) is held for its capture; then it is released.
+    #[arg(long, env = "YINYI_AUTHORIZATION_EXPIRY_S")]
+    authorization_expiry_s: Option<u64>,
     /// Run the balance audit (稽核) on this node's state every this many seconds (0: never).
     #[arg(long, env = "YINYI_AUDIT_EVERY_S")]
     audit_every_s: Option<u64>,
@@ -473,6 +476,7 @@ impl StartArgs {
             recon_daily_at,
             bank_resolution_deadline_s,
             channel_order_expiry_ms,
+            authorization_expiry_s,
             audit_every_s,
             request_retention_days,
             requests_per_credential_per_s,

@@ -118,6 +118,7 @@ pub async fn run(config: NodeConfig) -> Result<Stopped> {
             SagaConfig {
                 resolution_deadline: Duration::from_secs(config.bank_resolution_deadline_s),
                 channel_order_expiry: Duration::from_millis(config.channel_order_expiry_ms),
+                authorization_expiry: Duration::from_secs(config.authorization_expiry_s),
                 ..SagaConfig::default()
             },
         );

@@ -965,8 +965,10 @@ impl Store {
 }
 
 /// A bank operation the saga still has to settle.
+/// In the `bank_ops_open` index: unresolved, or an authorization held (its saga releases it
+/// when the payer asks or it expires).
 fn is_open(state: l::BankOpState) -> bool {
-    matches!(state, l::BankOpState::Pending | l::BankOpState::InDoubt)
+    state.is_unresolved() || state == l::BankOpState::Authorized
 }
 
 /// The business day a shift or collection report belongs to (the day it was closed or

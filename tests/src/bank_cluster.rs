@@ -50,6 +50,17 @@ impl BankCluster {
         terminals: &[&str],
         deadline: Duration,
     ) -> Result<BankCluster> {
+        Self::start_with(dir, card_balance, terminals, deadline, &[]).await
+    }
+
+    /// As [`BankCluster::start`], every node started with `node_args` as well.
+    pub async fn start_with(
+        dir: &std::path::Path,
+        card_balance: Money,
+        terminals: &[&str],
+        deadline: Duration,
+        node_args: &[&str],
+    ) -> Result<BankCluster> {
         let sim = Arc::new(BankSim::open(
             &dir.join("bank.journal"),
             card_balance,
@@ -58,8 +69,9 @@ impl BankCluster {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let bank_addr = listener.local_addr()?.to_string();
         tokio::spawn(sim.clone().serve(listener));
-        let cluster =
-            LocalCluster::start(&yinyi_exe()?, dir, 3, vec!["--bank-addr".into(), bank_addr])?;
+        let mut args = vec!["--bank-addr".to_string(), bank_addr];
+        args.extend(node_args.iter().map(|a| a.to_string()));
+        let cluster = LocalCluster::start(&yinyi_exe()?, dir, 3, args)?;
         cluster.wait_for_leader(deadline).await?;
         let mut config = cluster.api_config();
         config.deadline = deadline;

@@ -29,6 +29,21 @@ impl<V: StateView> Staged<'_, V> {
                 bank_ref,
                 bank_note,
             } => self.settle_bank_op(bank_ref, BankOpState::Reversed, bank_note),
+            CommandBody::AuthorizePayment {
+                card,
+                external,
+                amount,
+            } => self.authorize(card, external, *amount),
+            CommandBody::CapturePayment {
+                card,
+                authorization,
+                bill,
+            } => self.capture(card, authorization, bill),
+            CommandBody::ReleaseAuthorization {
+                card,
+                authorization,
+            } => self.release(Some(card), authorization),
+            CommandBody::ExpireAuthorization { authorization } => self.release(None, authorization),
             other => unreachable!("{} is not one of the bank commands", other.name()),
         }
     }
@@ -105,6 +120,13 @@ impl<V: StateView> Staged<'_, V> {
                     "an inpatient refund is started by the discharge settlement only",
                 );
             }
+            // Only their own commands start these; `terminal_allowed` refused it.
+            BankPurpose::Authorization { .. } | BankPurpose::Capture { .. } => {
+                return reject(
+                    ReasonCode::TerminalNotAllowed,
+                    "a hold is started by AuthorizePayment and captured by CapturePayment only",
+                );
+            }
             BankPurpose::Withdraw => {
                 let amount = self.withdrawal_amount(&account, amount)?;
                 self.post(Movement {
@@ -119,14 +141,34 @@ impl<V: StateView> Staged<'_, V> {
                 (BankOpKind::Credit, amount)
             }
         };
+        Ok(self.open_bank_op(
+            bank_ref,
+            kind,
+            purpose.clone(),
+            external.clone(),
+            account.id,
+            amount,
+        ))
+    }
+
+    /// Records a new operation Pending under `bank_ref`, before the bank is called.
+    fn open_bank_op(
+        &mut self,
+        bank_ref: BankRef,
+        kind: BankOpKind,
+        purpose: BankPurpose,
+        external: External,
+        account: AccountId,
+        amount: Money,
+    ) -> Effect {
         self.bank_ops.insert(
             bank_ref.clone(),
             BankOp {
                 bank_ref: bank_ref.clone(),
                 kind,
-                purpose: purpose.clone(),
-                external: external.clone(),
-                account: account.id,
+                purpose,
+                external,
+                account,
                 amount,
                 state: BankOpState::Pending,
                 request: self.cmd.request.clone(),
@@ -137,13 +179,149 @@ impl<V: StateView> Staged<'_, V> {
                 updated_at: self.cmd.at,
             },
         );
-        let balance = self.account(account.id).expect("read above").balance;
-        Ok(Effect::BankOpStarted {
+        let balance = self
+            .account(account)
+            .expect("an account of a card in use")
+            .balance;
+        Effect::BankOpStarted {
             bank_ref,
             kind,
-            account: account.id,
+            account,
             amount,
             balance,
+        }
+    }
+
+    /// 预授权: holds the estimate at the bank; the account is untouched.
+    fn authorize(&mut self, card: &CardNo, external: &External, amount: Money) -> Rule<Effect> {
+        self.terminal_allowed()?;
+        let (_, account) = self.card_in_use(card)?;
+        let amount = self.amount(amount)?;
+        let purpose = BankPurpose::Authorization {
+            capture: None,
+            release: false,
+        };
+        let bank_ref = BankRef::for_txn(self.ctx.txn);
+        Ok(self.open_bank_op(
+            bank_ref,
+            BankOpKind::Hold,
+            purpose,
+            external.clone(),
+            account.id,
+            amount,
+        ))
+    }
+
+    /// The authorization `bank_ref`, held now with nothing under way: of the patient of
+    /// `card` when one is named (`None`: the cluster's own expiry), and that card in use when
+    /// `in_use` (a capture pays with it; a release only gives the payer's money back, so a
+    /// lost card or a frozen account does not keep the hold).
+    fn held_authorization(
+        &self,
+        card: Option<&CardNo>,
+        bank_ref: &BankRef,
+        in_use: bool,
+    ) -> Rule<(AccountId, BankOp)> {
+        let account = match card {
+            Some(card) if in_use => Some(self.card_in_use(card)?.1.id),
+            Some(card) => Some(self.card_exists(card)?.account),
+            None => None,
+        };
+        let op = self
+            .bank_op(bank_ref)
+            .filter(|op| {
+                account.is_none_or(|a| op.account == a)
+                    && matches!(op.purpose, BankPurpose::Authorization { .. })
+            })
+            .ok_or_else(|| {
+                let whose =
+                    card.map_or_else(String::new, |c| format!(" for the patient of card {c}"));
+                Rejection::new(
+                    ReasonCode::BankOpNotFound,
+                    format!("no authorization {bank_ref}{whose}"),
+                )
+            })?;
+        let under_way = match &op.purpose {
+            BankPurpose::Authorization {
+                capture: Some(capture),
+                ..
+            } => Some(format!("capture {capture} of it is under way or done")),
+            BankPurpose::Authorization { release: true, .. } => {
+                Some("its release is under way".to_string())
+            }
+            _ => None,
+        };
+        if op.state != BankOpState::Authorized || under_way.is_some() {
+            return reject(
+                ReasonCode::AuthorizationNotHeld,
+                format!(
+                    "authorization {bank_ref} is {:?}{}",
+                    op.state,
+                    under_way.map_or_else(String::new, |w| format!(": {w}"))
+                ),
+            );
+        }
+        Ok((op.account, op))
+    }
+
+    /// 预授权完成: pays the bill out of the hold, which must cover it; the bank frees the rest.
+    fn capture(&mut self, card: &CardNo, authorization: &BankRef, bill: &BillId) -> Rule<Effect> {
+        self.terminal_allowed()?;
+        let (account, mut auth) = self.held_authorization(Some(card), authorization, true)?;
+        let mut b = self.bill_exists(bill)?;
+        self.bill_of(&b, account)?;
+        self.payable(&b)?;
+        if b.amount > auth.amount {
+            return reject(
+                ReasonCode::CaptureExceedsAuthorization,
+                format!(
+                    "bill {bill} is {} and authorization {authorization} holds {}",
+                    b.amount, auth.amount
+                ),
+            );
+        }
+        let bank_ref = BankRef::for_txn(self.ctx.txn);
+        b.pending_op = Some(bank_ref.clone());
+        let amount = b.amount;
+        self.bills.insert(b.id.clone(), b);
+        auth.purpose = BankPurpose::Authorization {
+            capture: Some(bank_ref.clone()),
+            release: false,
+        };
+        auth.updated_at = self.cmd.at;
+        let external = auth.external.clone();
+        self.bank_ops.insert(authorization.clone(), auth);
+        let purpose = BankPurpose::Capture {
+            authorization: authorization.clone(),
+            bill: bill.clone(),
+        };
+        Ok(self.open_bank_op(
+            bank_ref,
+            BankOpKind::Debit,
+            purpose,
+            external,
+            account,
+            amount,
+        ))
+    }
+
+    /// 预授权撤销: the payer asks for the whole hold back (`card`), or the cluster's saga
+    /// releases a hold that expired (`None`); the saga then tells the bank. Recorded first, so
+    /// no capture can start once the bank may have freed the hold.
+    fn release(&mut self, card: Option<&CardNo>, authorization: &BankRef) -> Rule<Effect> {
+        self.terminal_allowed()?;
+        let (account, mut auth) = self.held_authorization(card, authorization, false)?;
+        auth.purpose = BankPurpose::Authorization {
+            capture: None,
+            release: true,
+        };
+        auth.updated_at = self.cmd.at;
+        let amount = auth.amount;
+        self.bank_ops.insert(authorization.clone(), auth);
+        Ok(Effect::ReleaseAsked {
+            bank_ref: authorization.clone(),
+            account,
+            amount,
         })
     }
 
@@ -186,8 +364,24 @@ impl<V: StateView> Staged<'_, V> {
                 format!("bank operation {bank_ref} is not known"),
             );
         };
+        // The bank's approval of an authorization is a hold, not money moved.
+        let authorization = matches!(op.purpose, BankPurpose::Authorization { .. });
+        let to = match to {
+            BankOpState::Completed if authorization => BankOpState::Authorized,
+            to => to,
+        };
         let allowed = match (op.state, to) {
             (BankOpState::Pending, _) => true,
+            (BankOpState::InDoubt, BankOpState::Authorized) => true,
+            // Only once its release is recorded (asked by the payer, or expired), so the bank
+            // is never told to free a hold a capture may still take.
+            (BankOpState::Authorized, BankOpState::Reversed) => matches!(
+                op.purpose,
+                BankPurpose::Authorization {
+                    capture: None,
+                    release: true
+                }
+            ),
             (BankOpState::InDoubt, BankOpState::InDoubt) => true,
             (BankOpState::InDoubt, BankOpState::Completed | BankOpState::Reversed) => true,
             // A decline that arrives after we stopped waiting still ends the operation.
@@ -213,7 +407,9 @@ impl<V: StateView> Staged<'_, V> {
             channel,
             amount: op.amount,
             bill: match &op.purpose {
-                BankPurpose::PayBill { bill } | BankPurpose::Refund { bill } => Some(bill.clone()),
+                BankPurpose::PayBill { bill }
+                | BankPurpose::Refund { bill }
+                | BankPurpose::Capture { bill, .. } => Some(bill.clone()),
                 _ => None,
             },
             bank_ref: Some(bank_ref.clone()),
@@ -223,7 +419,11 @@ impl<V: StateView> Staged<'_, V> {
         match to {
             BankOpState::Completed => match &op.purpose {
                 BankPurpose::TopUp => balance = self.post(movement(EntryKind::TopUp)),
-                BankPurpose::PayBill { bill } => {
+                BankPurpose::PayBill { bill } | BankPurpose::Capture { bill, .. } => {
+                    if let BankPurpose::Capture { authorization, .. } = &op.purpose {
+                        // Captured: the hold ends here; the bank freed the rest of it.
+                        self.end_authorization(authorization, bank_ref, Some(op.amount))?;
+                    }
                     let mut b = self.bill_exists(bill)?;
                     b.status = BillStatus::Paid;
                     b.pending_op = None;
@@ -264,14 +464,22 @@ impl<V: StateView> Staged<'_, V> {
                 BankPurpose::EpisodeRefund { episode, deposit } => {
                     balance = self.settle_episode_refund(&op, episode, *deposit, true)?;
                 }
+                // An approved hold became `Authorized` above; nothing moves.
+                BankPurpose::Authorization { .. } => {}
             },
             BankOpState::Declined | BankOpState::Reversed => match &op.purpose {
                 BankPurpose::TopUp => {}
-                BankPurpose::PayBill { bill } => {
+                BankPurpose::PayBill { bill } | BankPurpose::Capture { bill, .. } => {
+                    if let BankPurpose::Capture { authorization, .. } = &op.purpose {
+                        // Not captured: the hold stays, to be captured again or released.
+                        self.end_authorization(authorization, bank_ref, None)?;
+                    }
                     let mut b = self.bill_exists(bill)?;
                     b.pending_op = None;
                     self.bills.insert(b.id.clone(), b);
                 }
+                // A hold refused or given back: no money moved.
+                BankPurpose::Authorization { .. } => {}
                 // The card did not take it: this much may go into the account or out in cash.
                 BankPurpose::Refund { bill } => {
                     let mut b = self.bill_exists(bill)?;
@@ -292,7 +500,8 @@ impl<V: StateView> Staged<'_, V> {
                     balance = self.settle_episode_refund(&op, episode, *deposit, false)?;
                 }
             },
-            BankOpState::InDoubt | BankOpState::Pending => {}
+            // Held (an authorization the bank approved), or still waiting: no money moved.
+            BankOpState::Authorized | BankOpState::InDoubt | BankOpState::Pending => {}
         }
         op.state = to;
         op.steps += 1;
@@ -305,5 +514,41 @@ impl<V: StateView> Staged<'_, V> {
             account: account_id,
             balance,
         })
+    }
+
+    /// The capture `capture` of `authorization` ended: captured (`Some` amount), the
+    /// authorization is done; not captured (`None`), it is held again.
+    fn end_authorization(
+        &mut self,
+        authorization: &BankRef,
+        capture: &BankRef,
+        captured: Option<Money>,
+    ) -> Rule<()> {
+        let Some(mut auth) = self.bank_op(authorization).filter(|auth| {
+            auth.state == BankOpState::Authorized
+                && matches!(&auth.purpose,
+                    BankPurpose::Authorization { capture: Some(c), .. } if c == capture)
+        }) else {
+            return reject(
+                ReasonCode::InvariantViolation,
+                format!("authorization {authorization} is not held for this capture"),
+            );
+        };
+        match captured {
+            Some(amount) => {
+                auth.state = BankOpState::Completed;
+                auth.steps += 1;
+                auth.bank_note = format!("captured {amount} by {capture}, the rest freed");
+            }
+            None => {
+                auth.purpose = BankPurpose::Authorization {
+                    capture: None,
+                    release: false,
+                };
+            }
+        }
+        auth.updated_at = self.cmd.at;
+        self.bank_ops.insert(authorization.clone(), auth);
+        Ok(())
     }
 }

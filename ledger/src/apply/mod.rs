@@ -701,7 +701,11 @@ impl<'v, V: StateView> Staged<'v, V> {
             | CommandBody::CompleteBankOp { .. }
             | CommandBody::DeclineBankOp { .. }
             | CommandBody::MarkBankOpInDoubt { .. }
-            | CommandBody::ReverseBankOp { .. } => self.execute_bank(),
+            | CommandBody::ReverseBankOp { .. }
+            | CommandBody::AuthorizePayment { .. }
+            | CommandBody::CapturePayment { .. }
+            | CommandBody::ReleaseAuthorization { .. }
+            | CommandBody::ExpireAuthorization { .. } => self.execute_bank(),
             CommandBody::Freeze { .. }
             | CommandBody::Unfreeze { .. }
             | CommandBody::SetOverdraft { .. } => self.execute_accounts(),

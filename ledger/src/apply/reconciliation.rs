@@ -181,7 +181,11 @@ impl<V: StateView> Staged<'_, V> {
         let bank_ref = &d.bank_ref;
         let op = self
             .bank_op(bank_ref)
-            .filter(|op| op.state == BankOpState::Completed);
+            // A captured hold moved nothing itself: its capture is the money.
+            .filter(|op| {
+                op.state == BankOpState::Completed
+                    && !matches!(op.purpose, crate::model::BankPurpose::Authorization { .. })
+            });
         let (Some(op), DifferenceKind::AmountDiffers, Some(bank)) = (op, d.kind, d.bank_amount)
         else {
             return reject(

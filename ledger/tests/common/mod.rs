@@ -9,12 +9,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use yinyi_ledger::{
-    AccountId, AdjustDirection, AdmissionId, ApplyCtx, BankOp, BankOpState, BankPurpose, BankRef,
-    Bill, BillEventKind, BillId, BillKind, BillStatus, Card, CardKind, CardNo, CardStatus,
-    CardToken, Channel, Command, CommandBody, DifferenceRef, Effect, EntryKind, EpisodeFunds,
-    EpisodeStatus, External, Holder, JournalEntry, MemState, Money, OperatorId, Outcome, PersonKey,
-    ReasonCode, RefundTo, Report, ReportLine, RequestId, Rules, TerminalId, TerminalKind,
-    TerminalStatus, Timestamp, TxnId, WardId, add_to_lines, apply,
+    AccountId, AdjustDirection, AdmissionId, ApplyCtx, BankOp, BankOpKind, BankOpState,
+    BankPurpose, BankRef, Bill, BillEventKind, BillId, BillKind, BillStatus, Card, CardKind,
+    CardNo, CardStatus, CardToken, Channel, Command, CommandBody, DifferenceRef, Effect, EntryKind,
+    EpisodeFunds, EpisodeStatus, External, Holder, JournalEntry, MemState, Money, OperatorId,
+    Outcome, PersonKey, ReasonCode, RefundTo, Report, ReportLine, RequestId, Rules, TerminalId,
+    TerminalKind, TerminalStatus, Timestamp, TxnId, WardId, add_to_lines, apply,
 };
 
 // ---- the universe ----
@@ -785,6 +785,107 @@ pub fn check_invariants(state: &MemState) -> Result<(), String> {
     check_cash_boxes_and_reports(state)?;
     check_episodes(state)?;
     check_insured_bills(state)?;
+    check_authorizations(state)?;
+    Ok(())
+}
+
+/// 预授权 and its captures. Only an authorization is ever `Authorized` (held), and it is a
+/// `Hold`, which the audit expects no journal entry of. While a capture of it is under way the
+/// authorization is held and names that capture, which is unresolved; once captured it is
+/// `Completed` and names the capture, `Completed` too; a release asked for leaves it held or
+/// reversed, never captured, and nothing else is under way then. Each capture is a `Debit` of
+/// an authorization of the same account and payer, within its hold, for a bill of that account
+/// of the capture's amount; the authorization names it exactly while it is in flight or
+/// completed (declined or reversed, the hold is held again).
+fn check_authorizations(state: &MemState) -> Result<(), String> {
+    for (r, op) in &state.bank_ops {
+        match &op.purpose {
+            BankPurpose::Authorization { capture, release } => {
+                if op.kind != BankOpKind::Hold {
+                    return Err(format!("authorization {r} is a {:?}", op.kind));
+                }
+                let captured = match capture {
+                    None => None,
+                    Some(c) => {
+                        let of_this = state.bank_ops.get(c).filter(|cop| {
+                            matches!(&cop.purpose,
+                                BankPurpose::Capture { authorization, .. } if authorization == r)
+                        });
+                        let Some(cop) = of_this else {
+                            return Err(format!("authorization {r} names {c}, no capture of it"));
+                        };
+                        Some(cop.state)
+                    }
+                };
+                let ok = match (op.state, captured) {
+                    (BankOpState::Authorized, None) => true,
+                    (BankOpState::Authorized, Some(c)) => c.is_unresolved() && !*release,
+                    (BankOpState::Completed, Some(c)) => c == BankOpState::Completed && !*release,
+                    // Not held (yet, or any more): nothing captured or under way.
+                    (_, Some(_)) | (BankOpState::Completed, None) => false,
+                    (BankOpState::Reversed, None) => true,
+                    (BankOpState::Pending | BankOpState::InDoubt | BankOpState::Declined, None) => {
+                        !*release
+                    }
+                };
+                if !ok {
+                    return Err(format!(
+                        "authorization {r} is {:?} with capture {capture:?} ({captured:?}) and release {release}",
+                        op.state
+                    ));
+                }
+            }
+            BankPurpose::Capture {
+                authorization,
+                bill,
+            } => {
+                let Some(auth) = state.bank_ops.get(authorization) else {
+                    return Err(format!(
+                        "capture {r} of unknown authorization {authorization}"
+                    ));
+                };
+                let BankPurpose::Authorization { capture, .. } = &auth.purpose else {
+                    return Err(format!("capture {r} of {authorization}, no authorization"));
+                };
+                if op.kind != BankOpKind::Debit
+                    || op.account != auth.account
+                    || op.external != auth.external
+                    || op.amount > auth.amount
+                {
+                    return Err(format!(
+                        "capture {r} ({:?} of {} from account {}) does not fit authorization {authorization} ({} from account {})",
+                        op.kind, op.amount, op.account, auth.amount, auth.account
+                    ));
+                }
+                let named = capture.as_ref() == Some(r);
+                let settled_back =
+                    matches!(op.state, BankOpState::Declined | BankOpState::Reversed);
+                if named == settled_back {
+                    return Err(format!(
+                        "capture {r} is {:?} but authorization {authorization} names {capture:?}",
+                        op.state
+                    ));
+                }
+                let Some(b) = state.bills.get(bill) else {
+                    return Err(format!("capture {r} names unknown bill {bill}"));
+                };
+                let paid_by_it = b.payment.as_ref().and_then(|p| p.bank_ref.as_ref()) == Some(r);
+                if b.account != op.account
+                    || b.amount != op.amount
+                    || paid_by_it != (op.state == BankOpState::Completed)
+                {
+                    return Err(format!(
+                        "capture {r} ({:?}) does not fit bill {bill}",
+                        op.state
+                    ));
+                }
+            }
+            _ if op.state == BankOpState::Authorized => {
+                return Err(format!("bank op {r} ({:?}) is Authorized", op.purpose));
+            }
+            _ => {}
+        }
+    }
     Ok(())
 }
 
@@ -1084,9 +1185,13 @@ fn check_requests_and_bills(state: &MemState) -> Result<(), String> {
             let Some(op) = state.bank_ops.get(r) else {
                 return Err(format!("bill {id} waits on unknown bank op {r}"));
             };
+            // A payment (by card, or a capture of a hold) or an online refund, still waiting on
+            // the bank: never a held authorization, which is no bill's.
             let for_this_bill = matches!(&op.purpose,
-                BankPurpose::PayBill { bill } | BankPurpose::Refund { bill } if bill == id);
-            if op.state.is_final() || !for_this_bill {
+                BankPurpose::PayBill { bill }
+                | BankPurpose::Refund { bill }
+                | BankPurpose::Capture { bill, .. } if bill == id);
+            if !op.state.is_unresolved() || !for_this_bill {
                 return Err(format!("bill {id} waits on bank op {r} in {:?}", op.state));
             }
         }
@@ -1124,11 +1229,14 @@ fn check_requests_and_bills(state: &MemState) -> Result<(), String> {
         return Err(format!("bill feed names unknown bill {id}"));
     }
     for (r, op) in &state.bank_ops {
-        if let BankPurpose::PayBill { bill } | BankPurpose::Refund { bill } = &op.purpose {
+        if let BankPurpose::PayBill { bill }
+        | BankPurpose::Refund { bill }
+        | BankPurpose::Capture { bill, .. } = &op.purpose
+        {
             let Some(b) = state.bills.get(bill) else {
                 return Err(format!("bank op {r} names unknown bill {bill}"));
             };
-            if !op.state.is_final() && b.pending_op.as_ref() != Some(r) {
+            if op.state.is_unresolved() && b.pending_op.as_ref() != Some(r) {
                 return Err(format!(
                     "bank op {r} is {:?} but bill {bill} does not wait on it",
                     op.state
@@ -1604,6 +1712,28 @@ pub mod random {
             cash: bool,
             from_account: bool,
         },
+        /// 预授权 of `amount` on card or channel `ext` for the holder of a card, mostly from the
+        /// mobile channel.
+        Authorize {
+            at: u8,
+            card: u8,
+            ext: u8,
+            amount: Money,
+        },
+        /// 预授权完成: one of the authorizations (mostly one held now) pays a bill (mostly one of
+        /// its patient's that the hold covers), with the patient's card (`own`) or another.
+        Capture {
+            at: u8,
+            pick: u16,
+            bill: u8,
+            own: bool,
+        },
+        /// 预授权撤销 of one of the authorizations (mostly one held now).
+        Release {
+            at: u8,
+            pick: u16,
+            own: bool,
+        },
         /// An admin sets the business rules (tighter or looser than the defaults, or bad ones).
         SetRules {
             limit_yuan: u32,
@@ -1704,6 +1834,12 @@ pub mod random {
             2 => (u(), amount()).prop_map(|(episode, amount)| Step::Finalize { episode, amount }),
             3 => (u(), u(), any::<bool>(), prop::bool::weighted(0.3))
                 .prop_map(|(at, episode, cash, from_account)| Step::Settle { at, episode, cash, from_account }),
+            3 => (u(), u(), u(), amount())
+                .prop_map(|(at, card, ext, amount)| Step::Authorize { at, card, ext, amount }),
+            3 => (u(), any::<u16>(), u(), own())
+                .prop_map(|(at, pick, bill, own)| Step::Capture { at, pick, bill, own }),
+            1 => (u(), any::<u16>(), own())
+                .prop_map(|(at, pick, own)| Step::Release { at, pick, own }),
             4 => (any::<u16>(), any::<bool>())
                 .prop_map(|(pick, restamp)| Step::Retry { pick, restamp }),
             2 => (any::<u16>(), 0u8..3).prop_map(|(pick, how)| Step::Reuse { pick, how }),
@@ -1836,6 +1972,79 @@ pub mod random {
             .find(|c| c.status == CardStatus::Active)
             .or(cards.first())
             .map(|c| c.no.clone())
+    }
+
+    /// Where holds are asked for and captured: mostly the mobile channel.
+    fn mobile_terminal(n: u8) -> &'static str {
+        if n.is_multiple_of(5) {
+            terminal(n)
+        } else {
+            MOBILE
+        }
+    }
+
+    /// Mostly an authorization held now with nothing under way (when there is one); sometimes
+    /// any authorization, any bank operation, or a reference nobody has.
+    fn pick_authorization(world: &World, n: u16) -> Option<&BankOp> {
+        let ops: Vec<&BankOp> = world.state.bank_ops.values().collect();
+        let all: Vec<&BankOp> = ops
+            .iter()
+            .copied()
+            .filter(|op| matches!(op.purpose, BankPurpose::Authorization { .. }))
+            .collect();
+        let held: Vec<&BankOp> = all
+            .iter()
+            .copied()
+            .filter(|op| {
+                op.state == BankOpState::Authorized
+                    && op.purpose
+                        == (BankPurpose::Authorization {
+                            capture: None,
+                            release: false,
+                        })
+            })
+            .collect();
+        let from = match n % 16 {
+            15 => return None,
+            14 => ops,
+            12 | 13 => all,
+            _ if held.is_empty() => all,
+            _ => held,
+        };
+        (!from.is_empty()).then(|| from[usize::from(n) % from.len()])
+    }
+
+    /// With `own`, a card of the operation's account; otherwise card `n`.
+    fn card_of_op(world: &World, own: bool, op: Option<&BankOp>, n: u8) -> CardNo {
+        own.then_some(op)
+            .flatten()
+            .and_then(|op| card_of_account(world, op.account))
+            .unwrap_or_else(|| card(&card_no(n)))
+    }
+
+    /// Mostly an unpaid bill of the hold's patient that the hold covers (when there is one);
+    /// otherwise any bill, an unpaid one preferred.
+    fn capturable_bill(world: &World, hold: Option<&BankOp>, n: u8) -> BillId {
+        let fits: Vec<&BillId> = hold
+            .map(|h| {
+                world
+                    .state
+                    .bills
+                    .values()
+                    .filter(|b| {
+                        b.account == h.account
+                            && b.status == BillStatus::Unpaid
+                            && b.pending_op.is_none()
+                            && b.amount <= h.amount
+                    })
+                    .map(|b| &b.id)
+                    .collect::<Vec<&BillId>>()
+            })
+            .unwrap_or_default();
+        if fits.is_empty() || n.is_multiple_of(4) {
+            return pick_bill(world, n, |b| b.status == BillStatus::Unpaid);
+        }
+        fits[usize::from(n) % fits.len()].clone()
     }
 
     /// The command a step makes in this world, without applying it.
@@ -2371,6 +2580,57 @@ pub mod random {
                             RefundTo::Account
                         },
                         shortfall_from_account: *from_account,
+                    },
+                )
+            }
+            Step::Authorize {
+                at,
+                card: c,
+                ext,
+                amount,
+            } => {
+                let card = issued_card(world, *c);
+                body_at(
+                    world,
+                    mobile_terminal(*at),
+                    CommandBody::AuthorizePayment {
+                        card,
+                        external: external(*ext),
+                        amount: *amount,
+                    },
+                )
+            }
+            Step::Capture {
+                at,
+                pick,
+                bill,
+                own,
+            } => {
+                let hold = pick_authorization(world, *pick);
+                let card = card_of_op(world, *own, hold, *bill);
+                let bill = capturable_bill(world, hold, *bill);
+                let authorization = hold.map_or_else(unknown_bank_ref, |op| op.bank_ref.clone());
+                body_at(
+                    world,
+                    mobile_terminal(*at),
+                    CommandBody::CapturePayment {
+                        card,
+                        authorization,
+                        bill,
+                    },
+                )
+            }
+            Step::Release { at, pick, own } => {
+                let hold = pick_authorization(world, *pick);
+                // `pick` is u16; any card number of the universe will do for a stranger's.
+                let card = card_of_op(world, *own, hold, pick.to_le_bytes()[0]);
+                let authorization = hold.map_or_else(unknown_bank_ref, |op| op.bank_ref.clone());
+                body_at(
+                    world,
+                    mobile_terminal(*at),
+                    CommandBody::ReleaseAuthorization {
+                        card,
+                        authorization,
                     },
                 )
             }

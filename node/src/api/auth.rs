@@ -128,6 +128,9 @@ pub fn roles_for(service: &str, method: &str) -> Option<&'static [Role]> {
         ("PaymentService", "DepositCash") => &[Kiosk, Window],
         ("PaymentService", "TopUpBankCard") => PAYERS,
         ("PaymentService", "TopUpThirdParty") => &[Mobile],
+        ("PaymentService", "AuthorizePayment" | "CapturePayment" | "ReleaseAuthorization") => {
+            &[Mobile]
+        }
         ("PaymentService", "PayBill") => PAYERS,
         ("PaymentService", "Refund" | "BatchRefund") => &[Kiosk, Window, His],
         ("PaymentService", "Withdraw") => &[Kiosk, Window],
@@ -520,6 +523,24 @@ mod tests {
             ("PaymentService", "TopUpThirdParty") => {
                 vec![start(&channel, BankPurpose::TopUp, Some(amount))]
             }
+            ("PaymentService", "AuthorizePayment") => [&bank, &channel]
+                .map(|external| CommandBody::AuthorizePayment {
+                    card: card.clone(),
+                    external: external.clone(),
+                    amount,
+                })
+                .to_vec(),
+            ("PaymentService", "CapturePayment") => vec![CommandBody::CapturePayment {
+                card: card.clone(),
+                authorization: yinyi_ledger::BankRef::for_txn(yinyi_ledger::TxnId(1)),
+                bill: bill.clone(),
+            }],
+            ("PaymentService", "ReleaseAuthorization") => {
+                vec![CommandBody::ReleaseAuthorization {
+                    card: card.clone(),
+                    authorization: yinyi_ledger::BankRef::for_txn(yinyi_ledger::TxnId(1)),
+                }]
+            }
             ("PaymentService", "PayBill") => vec![
                 CommandBody::PayBill {
                     bill: bill.clone(),
@@ -723,6 +744,9 @@ mod tests {
             ("PaymentService", "DepositCash"),
             ("PaymentService", "TopUpBankCard"),
             ("PaymentService", "TopUpThirdParty"),
+            ("PaymentService", "AuthorizePayment"),
+            ("PaymentService", "CapturePayment"),
+            ("PaymentService", "ReleaseAuthorization"),
             ("PaymentService", "PayBill"),
             ("PaymentService", "Refund"),
             ("PaymentService", "BatchRefund"),

@@ -189,7 +189,10 @@ impl Payments {
         wait: std::time::Duration,
     ) -> Result<Response<Receipt>, Status> {
         let g = &self.gateway;
-        let through_bank = matches!(command.body, CommandBody::StartBankOp { .. });
+        let through_bank = matches!(
+            command.body,
+            CommandBody::StartBankOp { .. } | CommandBody::CapturePayment { .. }
+        );
         if through_bank && g.bank().is_none() {
             return Err(bank_link_missing());
         }
@@ -242,12 +245,26 @@ impl Payments {
                 amount: Some(amount),
             },
         )?;
+        self.bank_op_reply(&card, command, wait).await
+    }
+
+    /// Submits `command` (it starts a bank operation, or asks a hold's release) and answers
+    /// the operation's state after its saga ran at most `wait`.
+    async fn bank_op_reply(
+        &self,
+        card: &yinyi_ledger::CardNo,
+        command: yinyi_ledger::Command,
+        wait: std::time::Duration,
+    ) -> Result<Response<BankOpReply>, Status> {
+        let g = &self.gateway;
         let Some(bank) = g.bank() else {
             return Err(bank_link_missing());
         };
-        let key = g.key_for_card(&card, &command.terminal);
+        let key = g.key_for_card(card, &command.terminal);
         let bank_ref = match g.submit(key, command).await? {
-            Effect::BankOpStarted { bank_ref, .. } => bank_ref,
+            Effect::BankOpStarted { bank_ref, .. } | Effect::ReleaseAsked { bank_ref, .. } => {
+                bank_ref
+            }
             other => return Err(unexpected(&other)),
         };
         let op = bank
@@ -565,8 +582,7 @@ impl PaymentService for Payments {
             third_party_notify
         );
         let r = request.into_inner();
-        let bank_ref = yinyi_ledger::BankRef::parse(convert::required("bank_ref", &r.bank_ref)?)
-            .map_err(|e| convert::invalid(reason::INVALID_ID, format!("bank_ref: {e}")))?;
+        let bank_ref = bank_ref("bank_ref", &r.bank_ref)?;
         let bank = self.gateway.bank().ok_or_else(bank_link_missing)?;
         self.gateway.read_barrier().await?;
         metrics::counter!("channel_notices_total").increment(1);
@@ -604,6 +620,84 @@ impl PaymentService for Payments {
         let command = g.command(&r.request_id, &r.terminal_id, &r.operator_id, body)?;
         let key = g.key_for_card(&card, &command.terminal);
         self.settle(key, command, wait).await
+    }
+
+    async fn authorize_payment(
+        &self,
+        request: Request<AuthorizePaymentRequest>,
+    ) -> Result<Response<BankOpReply>, Status> {
+        lead_or_forward!(
+            self.gateway,
+            request,
+            PaymentServiceClient,
+            authorize_payment
+        );
+        let wait = saga_wait(request.metadata());
+        let r = request.into_inner();
+        let g = &self.gateway;
+        let card = convert::card_no("card_no", &r.card_no)?;
+        let amount = convert::amount("amount", &r.amount, g.limit())?;
+        let external = match (
+            bank_card(&r.bank_card_token, &r.bank_card_masked)?,
+            third_party(&r.third_party_provider, &r.third_party_payer)?,
+        ) {
+            (Some(external), None) | (None, Some(external)) => external,
+            _ => {
+                return Err(convert::invalid(
+                    reason::INVALID_REQUEST,
+                    "name the payer: a bank card (bank_card_token, bank_card_masked) or the channel (third_party_provider, third_party_payer), one of the two",
+                ));
+            }
+        };
+        let body = CommandBody::AuthorizePayment {
+            card: card.clone(),
+            external,
+            amount,
+        };
+        let command = g.command(&r.request_id, &r.terminal_id, "", body)?;
+        self.bank_op_reply(&card, command, wait).await
+    }
+
+    async fn capture_payment(
+        &self,
+        request: Request<CapturePaymentRequest>,
+    ) -> Result<Response<Receipt>, Status> {
+        lead_or_forward!(self.gateway, request, PaymentServiceClient, capture_payment);
+        let wait = saga_wait(request.metadata());
+        let r = request.into_inner();
+        let g = &self.gateway;
+        let card = convert::card_no("card_no", &r.card_no)?;
+        let body = CommandBody::CapturePayment {
+            card: card.clone(),
+            authorization: bank_ref("authorization_ref", &r.authorization_ref)?,
+            bill: convert::bill_id(&r.bill_id)?,
+        };
+        let command = g.command(&r.request_id, &r.terminal_id, "", body)?;
+        let key = g.key_for_card(&card, &command.terminal);
+        self.settle(key, command, wait).await
+    }
+
+    async fn release_authorization(
+        &self,
+        request: Request<ReleaseAuthorizationRequest>,
+    ) -> Result<Response<BankOpReply>, Status> {
+        lead_or_forward!(
+            self.gateway,
+            request,
+            PaymentServiceClient,
+            release_authorization
+        );
+        let wait = saga_wait(request.metadata());
+        let r = request.into_inner();
+        let card = convert::card_no("card_no", &r.card_no)?;
+        let body = CommandBody::ReleaseAuthorization {
+            card: card.clone(),
+            authorization: bank_ref("authorization_ref", &r.authorization_ref)?,
+        };
+        let command = self
+            .gateway
+            .command(&r.request_id, &r.terminal_id, "", body)?;
+        self.bank_op_reply(&card, command, wait).await
     }
 
     async fn refund(&self, request: Request<RefundRequest>) -> Result<Response<Receipt>, Status> {
@@ -886,6 +980,12 @@ pub(super) fn saga_wait(metadata: &tonic::metadata::MetadataMap) -> std::time::D
     deadline
         .saturating_sub(Duration::from_millis(300))
         .min(Duration::from_secs(10))
+}
+
+/// A bank reference a request names in `field`.
+fn bank_ref(field: &str, text: &str) -> Result<yinyi_ledger::BankRef, Status> {
+    yinyi_ledger::BankRef::parse(convert::required(field, text)?)
+        .map_err(|e| convert::invalid(reason::INVALID_ID, format!("{field}: {e}")))
 }
 
 /// The third-party payer a request names, when it names one (provider and payer together).
