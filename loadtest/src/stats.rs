@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 /// Request kinds, in the order the summary lists them ("Visit" is a whole visit, not a request).
-pub const KINDS: [&str; 20] = [
+pub const KINDS: [&str; 23] = [
     "IssueCard",
     "DepositCash",
     "TopUpBankCard",
@@ -16,6 +16,9 @@ pub const KINDS: [&str; 20] = [
     "PostBill",
     "PayBill",
     "PayBillByCard",
+    "AuthorizePayment",
+    "CapturePayment",
+    "ReleaseAuthorization",
     "CancelBill",
     "Refund",
     "Withdraw",
