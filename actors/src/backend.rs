@@ -44,6 +44,6 @@ pub trait Backend: Send + Sync + 'static {
     /// with the cluster's rules); `None` when it would pass or is a recorded request.
     fn refusal(&self, command: &Command) -> Option<Rejection>;
     fn bank_op(&self, bank_ref: &BankRef) -> Option<BankOp>;
-    /// Every bank operation still Pending or InDoubt.
+    /// Every bank operation still Pending or InDoubt, and every hold still Authorized.
     fn unresolved_bank_ops(&self) -> Vec<BankOp>;
 }

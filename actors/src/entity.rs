@@ -19,7 +19,9 @@ pub(crate) type BatchReply = oneshot::Sender<Vec<Result<Outcome, SubmitError>>>;
 /// preload through one terminal: one Raft entry instead of one per command).
 pub(crate) enum Work {
     One {
-        command: Command,
+        /// Boxed: a command is several times the size of a batch's vector, and work moves
+        /// through the router's and the entity's mailboxes.
+        command: Box<Command>,
         reply: Reply,
     },
     Batch {
@@ -166,7 +168,7 @@ impl<B: Backend> Actor for EntityActor<B> {
         // The caller may have given up; its answer is then only in the state.
         match work {
             Work::One { command, reply } => {
-                let _ = reply.send(self.run(command).await);
+                let _ = reply.send(self.run(*command).await);
             }
             Work::Batch { commands, reply } => {
                 let _ = reply.send(self.run_batch(commands).await);

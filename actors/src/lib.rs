@@ -218,7 +218,10 @@ impl<B: Backend> Actors<B> {
         self.router
             .cast(RouterMsg::Submit {
                 key,
-                work: Work::One { command, reply },
+                work: Work::One {
+                    command: Box::new(command),
+                    reply,
+                },
             })
             .map_err(|_| SubmitError::Unavailable("the actors are stopped".into()))?;
         answer.await.unwrap_or_else(|_| Err(stopped()))

@@ -5,9 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use yinyi_ledger::{
-    BankOp, BankOpState, BankPurpose, BankRef, Bill, BillEvent, BillId, DifferenceKind,
-    HisDifference, HisDifferenceKind, HisReconciliationReport, Money, ReconDifference,
-    ReconciliationReport,
+    BankOp, BankOpState, BankRef, Bill, BillEvent, BillId, DifferenceKind, HisDifference,
+    HisDifferenceKind, HisReconciliationReport, Money, ReconDifference, ReconciliationReport,
 };
 
 /// One line of the bank's statement: an operation the bank applied that day.
@@ -51,7 +50,7 @@ pub fn compare(
             resolution: resolution.to_string(),
         };
         // A hold moves no money: what was taken is its capture, a line of its own.
-        let hold = op.is_some_and(|o| matches!(o.purpose, BankPurpose::Authorization { .. }));
+        let hold = op.is_some_and(|o| o.purpose.is_hold());
         if hold {
             differences.push(difference(
                 DifferenceKind::BankOnly,
@@ -91,8 +90,10 @@ pub fn compare(
         let Some(op) = ours.get(bank_ref) else {
             continue;
         };
-        let hold = matches!(op.purpose, BankPurpose::Authorization { .. });
-        if op.state == BankOpState::Completed && !hold && !on_statement.contains(bank_ref) {
+        if op.state == BankOpState::Completed
+            && !op.purpose.is_hold()
+            && !on_statement.contains(bank_ref)
+        {
             differences.push(ReconDifference {
                 bank_ref: bank_ref.clone(),
                 kind: DifferenceKind::JournalOnly,

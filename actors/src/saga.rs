@@ -275,8 +275,14 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
         name: &'static str,
         body: CommandBody,
     ) -> Result<(), SubmitError> {
-        let request = RequestId::parse(&format!("saga:{}:{name}", op.bank_ref))
-            .map_err(|e| SubmitError::Invalid(e.to_string()))?;
+        // A hold's expiry may be refused while a capture is under way and be due again once
+        // the capture is declined: each generation of the hold (its steps) expires anew.
+        let request = match name {
+            "expire" => format!("saga:{}:expire-{}", op.bank_ref, op.steps),
+            _ => format!("saga:{}:{name}", op.bank_ref),
+        };
+        let request =
+            RequestId::parse(&request).map_err(|e| SubmitError::Invalid(e.to_string()))?;
         let terminal =
             TerminalId::parse(SAGA_TERMINAL).map_err(|e| SubmitError::Invalid(e.to_string()))?;
         let command = Command {
@@ -544,7 +550,7 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
             .backend
             .unresolved_bank_ops()
             .into_iter()
-            .partition(|op| op.state.is_unresolved());
+            .partition(BankOp::is_unresolved);
         let oldest = unresolved.iter().map(|op| age(op, now_ms)).max();
         metrics::gauge!("bank_ops_unresolved").set(unresolved.len() as f64);
         metrics::gauge!("bank_ops_unresolved_oldest_seconds")
@@ -558,6 +564,7 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
             }
             self.start(&op.bank_ref);
         }
+        // A hold waiting for its capture needs nothing until it expires.
         for op in held.iter().filter(|op| self.release_due(op, now_ms)) {
             self.start(&op.bank_ref);
         }

@@ -216,7 +216,10 @@ fn answers(request: &Message, answer: &Message) -> Result<(), String> {
         | (Message::StatusQuery { bank_ref: a }, Message::StatusReply { bank_ref: b, .. }) => {
             a == b
         }
-        (Message::StatementRequest { date: a }, Message::Statement { date: b, .. }) => a == b,
+        (Message::StatementRequest { date: a }, Message::Statement { date: b, .. })
+        | (Message::SettlementRequest { date: a }, Message::SettlementAdvice { date: b, .. }) => {
+            a == b
+        }
         (Message::SetFaults { .. }, Message::FaultsAck { .. }) => true,
         _ => false,
     };

@@ -159,6 +159,19 @@ pub fn encode(message: &Message) -> Result<Vec<u8>, CodecError> {
                 w.time(line.at_ms)?;
             }
         }
+        Message::SettlementRequest { date } => w.raw(check_date(date)?.as_bytes()),
+        Message::SettlementAdvice {
+            date,
+            paid,
+            amount,
+            reference,
+        } => {
+            w.raw(check_date(date)?.as_bytes());
+            w.raw(if *paid { b"1" } else { b"0" });
+            w.raw(if amount.is_negative() { b"-" } else { b"+" });
+            w.amount(Money::from_cents(amount.cents().abs()))?;
+            w.var("reference", reference, 2)?;
+        }
         Message::SetFaults { spec } => w.var("fault spec", spec, 3)?,
         Message::FaultsAck { ok, text } => {
             w.raw(if *ok { b"1" } else { b"0" });
@@ -283,6 +296,17 @@ impl<'a> Reader<'a> {
         })
     }
 
+    fn flag(&mut self, field: &'static str) -> Result<bool, CodecError> {
+        match self.take(field, 1)? {
+            b"1" => Ok(true),
+            b"0" => Ok(false),
+            other => Err(CodecError::Bad {
+                field,
+                text: String::from_utf8_lossy(other).into_owned(),
+            }),
+        }
+    }
+
     fn date(&mut self) -> Result<String, CodecError> {
         let text = self.text("date", 8)?;
         check_date(text).map(str::to_string)
@@ -363,25 +387,35 @@ pub fn decode(bytes: &[u8]) -> Result<Message, CodecError> {
             }
             Message::Statement { date, lines }
         }
-        "9800" => Message::SetFaults {
-            spec: r.var("fault spec", 3)?.to_string(),
-        },
-        "9810" => {
-            let ok = match r.take("ok", 1)? {
-                b"1" => true,
-                b"0" => false,
+        "0820" => Message::SettlementRequest { date: r.date()? },
+        "0830" => {
+            let date = r.date()?;
+            let paid = r.flag("paid")?;
+            let negative = match r.take("sign", 1)? {
+                b"+" => false,
+                b"-" => true,
                 other => {
                     return Err(CodecError::Bad {
-                        field: "ok",
+                        field: "sign",
                         text: String::from_utf8_lossy(other).into_owned(),
                     });
                 }
             };
-            Message::FaultsAck {
-                ok,
-                text: r.var("text", 3)?.to_string(),
+            let amount = r.amount()?;
+            Message::SettlementAdvice {
+                date,
+                paid,
+                amount: if negative { amount.negated() } else { amount },
+                reference: r.var("reference", 2)?.to_string(),
             }
         }
+        "9800" => Message::SetFaults {
+            spec: r.var("fault spec", 3)?.to_string(),
+        },
+        "9810" => Message::FaultsAck {
+            ok: r.flag("ok")?,
+            text: r.var("text", 3)?.to_string(),
+        },
         other => return Err(CodecError::UnknownMti(truncate(other))),
     };
     r.finish()?;
@@ -541,6 +575,19 @@ mod tests {
             ),
             (bank_ref(), code())
                 .prop_map(|(bank_ref, code)| Message::CompletionAck { bank_ref, code }),
+            "[0-9]{8}".prop_map(|date| Message::SettlementRequest { date }),
+            (
+                "[0-9]{8}",
+                any::<bool>(),
+                -999_999_999_999i64..=999_999_999_999,
+                "[A-Z0-9]{0,40}"
+            )
+                .prop_map(|(date, paid, cents, reference)| Message::SettlementAdvice {
+                    date,
+                    paid,
+                    amount: Money::from_cents(cents),
+                    reference,
+                }),
             bank_ref().prop_map(|bank_ref| Message::StatusQuery { bank_ref }),
             (bank_ref(), state(), money()).prop_map(|(bank_ref, state, amount)| {
                 Message::StatusReply {

@@ -13,5 +13,5 @@ pub mod message;
 pub mod sim;
 
 pub use client::{BankClient, BankClientConfig, BankError};
-pub use message::{Message, OpState, Processing, ResponseCode, StatementLine};
+pub use message::{Message, OpState, Processing, ResponseCode, StatementLine, settlement_lines};
 pub use sim::{BankSim, Faults};

@@ -10,6 +10,7 @@
 //! | 0430 | reversal advice acknowledgement |
 //! | 0600 / 0610 | status query of an operation by reference, and its answer |
 //! | 0800 / 0810 | statement request for a business day, and the statement |
+//! | 0820 / 0830 | settlement request for a business day (清分结算), and the link's settlement advice |
 //! | 9800 / 9810 | simulator only: set faults at run time, and the faults now in force |
 
 use yinyi_ledger::{BankRef, CardToken, Money};
@@ -192,10 +193,43 @@ pub enum Message {
         date: String,
         lines: Vec<StatementLine>,
     },
+    /// 0820: what the link settled for a business day, `YYYYMMDD`.
+    SettlementRequest { date: String },
+    /// 0830: the link's settlement advice: `paid` (and how much, negative when the hospital
+    /// owes the link, under the link's `reference`) or not settled yet.
+    SettlementAdvice {
+        date: String,
+        paid: bool,
+        amount: Money,
+        reference: String,
+    },
     /// 9800: simulator faults as `key=value,…` (see `sim::Faults`).
     SetFaults { spec: String },
     /// 9810: the faults now in force, or why the spec was refused.
     FaultsAck { ok: bool, text: String },
+}
+
+/// The statement's lines as settlement counts them: what the link collected for the hospital
+/// and what it paid out for it.
+pub fn settlement_lines(lines: &[StatementLine]) -> Vec<yinyi_ledger::SettlementLine> {
+    use yinyi_ledger::Direction;
+    lines
+        .iter()
+        .filter(|l| l.state == OpState::Applied)
+        .filter_map(|l| {
+            let direction = match l.processing {
+                Processing::Debit | Processing::ChannelDebit => Direction::Collected,
+                Processing::Credit => Direction::PaidOut,
+                // A hold moves no money; its completion is a debit line of its own.
+                Processing::PreAuth => return None,
+            };
+            Some(yinyi_ledger::SettlementLine {
+                bank_ref: l.bank_ref.clone(),
+                direction,
+                amount: l.amount,
+            })
+        })
+        .collect()
 }
 
 impl Message {
@@ -213,6 +247,8 @@ impl Message {
             Message::StatusReply { .. } => "0610",
             Message::StatementRequest { .. } => "0800",
             Message::Statement { .. } => "0810",
+            Message::SettlementRequest { .. } => "0820",
+            Message::SettlementAdvice { .. } => "0830",
             Message::SetFaults { .. } => "9800",
             Message::FaultsAck { .. } => "9810",
         }

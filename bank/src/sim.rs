@@ -217,6 +217,10 @@ pub struct BankSim {
     synced: tokio::sync::Mutex<u64>,
     /// The journal again, to sync without holding the book.
     sync_handle: Arc<File>,
+    /// The link's settlement terms (清分结算): its fee and reserve.
+    terms: Mutex<yinyi_ledger::SettlementTerms>,
+    /// Days settled otherwise than the terms say, for tests: paid this much, or not at all.
+    settled_otherwise: Mutex<HashMap<String, Option<Money>>>,
 }
 
 /// Receives the channel's asynchronous notifications: the order and how it ended.
@@ -281,7 +285,56 @@ impl BankSim {
             seen: std::sync::atomic::AtomicU64::new(0),
             seen_by_ref: Mutex::new(HashMap::new()),
             notifier: Mutex::new(None),
+            terms: Mutex::new(yinyi_ledger::SettlementTerms::default()),
+            settled_otherwise: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The fee and reserve this link settles with.
+    pub fn set_settlement_terms(&self, terms: yinyi_ledger::SettlementTerms) {
+        *self.terms.lock().unwrap_or_else(|e| e.into_inner()) = terms;
+    }
+
+    /// Injects a settlement difference for tests: day `date` (`YYYYMMDD`) is paid `amount`,
+    /// or not paid at all when `None`, whatever the terms say.
+    pub fn tamper_settlement(&self, date: &str, amount: Option<Money>) {
+        self.settled_otherwise
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(date.to_string(), amount);
+    }
+
+    /// The link's settlement advice of `date`: the day's statement under its terms, with the
+    /// reserve kept the day before released. The simulator settles a day at once (a real link
+    /// pays T+1).
+    fn settlement(&self, date: &str) -> Message {
+        let statement_lines = |date: &str| match self.statement(date) {
+            Message::Statement { lines, .. } => crate::message::settlement_lines(&lines),
+            _ => Vec::new(),
+        };
+        let terms = *self.terms.lock().unwrap_or_else(|e| e.into_inner());
+        let released = yinyi_ledger::BusinessDay::parse_compact(date).map_or(Money::ZERO, |day| {
+            let before = statement_lines(&day.previous().compact());
+            yinyi_ledger::settle(&before, terms, Money::ZERO).reserve_kept
+        });
+        let due = yinyi_ledger::settle(&statement_lines(date), terms, released).due;
+        let paid = self
+            .settled_otherwise
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(date)
+            .copied()
+            .unwrap_or(Some(due));
+        Message::SettlementAdvice {
+            date: date.to_string(),
+            paid: paid.is_some(),
+            amount: paid.unwrap_or(Money::ZERO),
+            reference: if paid.is_some() {
+                format!("STL{date}")
+            } else {
+                String::new()
+            },
+        }
     }
 
     /// Injects a statement difference for reconciliation tests: the bank's record of
@@ -542,6 +595,9 @@ impl BankSim {
             Some(_) => ResponseCode::Approved,
         };
         let approved = code == ResponseCode::Approved;
+        // The hold is marked captured before the completion is recorded: a power cut between
+        // the two leaves nothing taken and nothing answered (the hold is then lost to both
+        // sides, never taken twice).
         if let (true, Some(mut captured)) = (approved, hold.clone()) {
             captured.state = OpState::Captured.as_char() as char;
             book.record(captured, self.initial)?;
@@ -578,6 +634,18 @@ impl BankSim {
             return Ok(Reply::Close);
         }
         let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
+        let captured = book
+            .ops
+            .get(bank_ref.as_str())
+            .is_some_and(|op| op.state() == OpState::Captured);
+        if captured {
+            // A hold already taken by its completion is not freed by a reversal: refused, so
+            // nobody records the hold as given back.
+            return Ok(Reply::Send(Message::ReversalAck {
+                bank_ref: bank_ref.clone(),
+                code: ResponseCode::InvalidTransaction,
+            }));
+        }
         match book.ops.get(bank_ref.as_str()).cloned() {
             Some(op) if matches!(op.state(), OpState::Applied | OpState::Pending) => {
                 let mut reversed = op;
@@ -678,6 +746,7 @@ impl BankSim {
                 })
             }
             Message::StatementRequest { date } => Reply::Send(self.statement(&date)),
+            Message::SettlementRequest { date } => Reply::Send(self.settlement(&date)),
             Message::SetFaults { spec } => Reply::Send(match self.set_faults(&spec) {
                 Ok(text) => Message::FaultsAck { ok: true, text },
                 Err(text) => Message::FaultsAck { ok: false, text },
@@ -809,5 +878,152 @@ mod tests {
         f.apply_spec("clear,decline=0.1").unwrap();
         assert_eq!(f.latency, Duration::ZERO);
         assert_eq!(f.decline, 0.1);
+    }
+
+    fn reference(n: u64) -> BankRef {
+        BankRef::parse(&format!("Y{n:019}")).unwrap()
+    }
+
+    fn answer(sim: &BankSim, request: Message) -> Message {
+        match sim.handle(request).unwrap() {
+            Reply::Send(message) => message,
+            _ => panic!("no answer"),
+        }
+    }
+
+    fn hold(sim: &BankSim, n: u64, token: &CardToken, yuan: i64) -> Message {
+        answer(
+            sim,
+            Message::FinancialRequest {
+                processing: Processing::PreAuth,
+                bank_ref: reference(n),
+                token: token.clone(),
+                amount: Money::from_yuan(yuan),
+                at_ms: 0,
+            },
+        )
+    }
+
+    fn complete(sim: &BankSim, n: u64, original: u64, yuan: i64) -> ResponseCode {
+        match answer(
+            sim,
+            Message::CompletionAdvice {
+                bank_ref: reference(n),
+                original: reference(original),
+                amount: Money::from_yuan(yuan),
+                repeat: false,
+            },
+        ) {
+            Message::CompletionAck { code, .. } => code,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn reverse(sim: &BankSim, n: u64) -> ResponseCode {
+        match answer(
+            sim,
+            Message::ReversalAdvice {
+                bank_ref: reference(n),
+                amount: Money::ZERO,
+                repeat: false,
+            },
+        ) {
+            Message::ReversalAck { code, .. } => code,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A hold takes nothing but makes it unavailable; its completion takes part of it and
+    /// frees the rest, once; a repeat is answered as the first; a reversal frees a hold but
+    /// never one already taken; nothing of a hold is on the statement; and the journal
+    /// replays to the same balances.
+    #[test]
+    fn a_hold_is_taken_once_by_its_completion_and_the_rest_freed() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("bank.journal");
+        let sim = BankSim::open(&journal, Money::from_yuan(100), Faults::default()).unwrap();
+        let token = CardToken::parse("tok_hold_0001").unwrap();
+        assert!(matches!(
+            hold(&sim, 1, &token, 14),
+            Message::FinancialResponse {
+                code: ResponseCode::Approved,
+                ..
+            }
+        ));
+        assert_eq!(sim.balance(&token), Money::from_yuan(86));
+        assert_eq!(complete(&sim, 2, 1, 15), ResponseCode::InvalidTransaction);
+        assert_eq!(complete(&sim, 3, 9, 1), ResponseCode::NotFound);
+        assert_eq!(complete(&sim, 4, 1, 6), ResponseCode::Approved);
+        assert_eq!(complete(&sim, 4, 1, 6), ResponseCode::Approved, "a repeat");
+        assert_eq!(sim.balance(&token), Money::from_yuan(94));
+        assert_eq!(sim.state_of(&reference(1)), OpState::Captured);
+        assert_eq!(
+            complete(&sim, 5, 1, 6),
+            ResponseCode::InvalidTransaction,
+            "taken once"
+        );
+        assert_eq!(reverse(&sim, 1), ResponseCode::InvalidTransaction);
+        assert_eq!(sim.balance(&token), Money::from_yuan(94));
+        // Another hold, released whole.
+        hold(&sim, 6, &token, 20);
+        assert_eq!(sim.balance(&token), Money::from_yuan(74));
+        assert_eq!(reverse(&sim, 6), ResponseCode::Approved);
+        assert_eq!(sim.balance(&token), Money::from_yuan(94));
+        assert_eq!(complete(&sim, 7, 6, 1), ResponseCode::InvalidTransaction);
+        let today = yinyi_ledger::BusinessDay::of_ms(now_ms()).compact();
+        let Message::Statement { lines, .. } = sim.statement(&today) else {
+            panic!("no statement");
+        };
+        let listed: Vec<_> = lines
+            .iter()
+            .map(|l| (l.bank_ref.clone(), l.amount))
+            .collect();
+        assert_eq!(listed, vec![(reference(4), Money::from_yuan(6))]);
+        drop(sim);
+        let again = BankSim::open(&journal, Money::from_yuan(100), Faults::default()).unwrap();
+        assert_eq!(again.balance(&token), Money::from_yuan(94));
+        assert_eq!(again.state_of(&reference(1)), OpState::Captured);
+    }
+
+    /// The link settles a day by its statement under its terms, the reserve of the day before
+    /// released; a day tampered with is paid otherwise, or not at all.
+    #[test]
+    fn the_link_settles_a_day_by_its_statement_and_terms() {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = BankSim::open(
+            &dir.path().join("bank.journal"),
+            Money::from_yuan(1_000),
+            Faults::default(),
+        )
+        .unwrap();
+        sim.set_settlement_terms(yinyi_ledger::SettlementTerms::parse("0.006", "0.05").unwrap());
+        let token = CardToken::parse("tok_settle_01").unwrap();
+        for (n, processing, yuan) in [
+            (1, Processing::Debit, 100),
+            (2, Processing::Debit, 50),
+            (3, Processing::Credit, 20),
+        ] {
+            answer(
+                &sim,
+                Message::FinancialRequest {
+                    processing,
+                    bank_ref: reference(n),
+                    token: token.clone(),
+                    amount: Money::from_yuan(yuan),
+                    at_ms: 0,
+                },
+            );
+        }
+        let today = yinyi_ledger::BusinessDay::of_ms(now_ms()).compact();
+        let advice = |sim: &BankSim| match sim.settlement(&today) {
+            Message::SettlementAdvice { paid, amount, .. } => (paid, amount),
+            other => panic!("{other:?}"),
+        };
+        // 150 collected, 20 refunded, fees 0.60 + 0.30, reserve 7.50: 121.60.
+        assert_eq!(advice(&sim), (true, Money::from_cents(12_160)));
+        sim.tamper_settlement(&today, Some(Money::from_yuan(100)));
+        assert_eq!(advice(&sim), (true, Money::from_yuan(100)));
+        sim.tamper_settlement(&today, None);
+        assert_eq!(advice(&sim), (false, Money::ZERO));
     }
 }

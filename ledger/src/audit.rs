@@ -294,7 +294,7 @@ impl Audit {
     /// state, and only from it.
     pub fn bank_op(&mut self, op: &BankOp) {
         self.bank_ops += 1;
-        if op.state.is_unresolved() {
+        if op.is_unresolved() {
             self.unresolved += 1;
         }
         let settled_back = matches!(op.state, BankOpState::Declined | BankOpState::Reversed);

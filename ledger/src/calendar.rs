@@ -79,6 +79,19 @@ impl BusinessDay {
         (start, start + DAY_MS)
     }
 
+    /// The day before.
+    pub fn previous(self) -> BusinessDay {
+        BusinessDay::of_ms(self.bounds_ms().0 - 1)
+    }
+
+    /// Parses `YYYYMMDD`, as the bank's statements name days.
+    pub fn parse_compact(text: &str) -> Option<BusinessDay> {
+        if text.len() != 8 || !text.is_ascii() {
+            return None;
+        }
+        BusinessDay::parse(&format!("{}-{}-{}", &text[..4], &text[4..6], &text[6..]))
+    }
+
     /// `YYYYMMDD`, as the bank's statements name days.
     pub fn compact(self) -> String {
         format!("{:04}{:02}{:02}", self.year, self.month, self.day)
@@ -94,6 +107,22 @@ impl fmt::Display for BusinessDay {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_day_before_crosses_months_years_and_leap_days() {
+        for (day, before) in [
+            ("2026-03-01", "2026-02-28"),
+            ("2028-03-01", "2028-02-29"),
+            ("2027-01-01", "2026-12-31"),
+            ("2026-11-27", "2026-11-26"),
+        ] {
+            let day = BusinessDay::parse(day).unwrap();
+            assert_eq!(day.previous().to_string(), before);
+            assert_eq!(BusinessDay::parse_compact(&day.compact()), Some(day));
+        }
+        assert_eq!(BusinessDay::parse_compact("20260230"), None);
+        assert_eq!(BusinessDay::parse_compact("2026-1-1"), None);
+    }
 
     #[test]
     fn a_business_day_starts_at_midnight_in_beijing() {

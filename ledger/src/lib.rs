@@ -15,6 +15,7 @@ pub mod model;
 pub mod money;
 pub mod outcome;
 pub mod permissions;
+pub mod settlement;
 pub mod view;
 
 pub use apply::{ApplyCtx, MAX_PRUNED_PER_COMMAND, Rules, apply, refusal};
@@ -31,4 +32,7 @@ pub use model::*;
 pub use money::{AmountError, Money};
 pub use outcome::{Effect, Outcome, ReasonClass, ReasonCode, Rejection};
 pub use permissions::{allowed_out_of_service, allowed_terminals};
+pub use settlement::{
+    Direction, Settlement, SettlementLine, SettlementStatus, SettlementTerms, settle,
+};
 pub use view::{MemState, RequestRecord, StateView};

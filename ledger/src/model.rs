@@ -540,6 +540,26 @@ impl BankOpState {
     }
 }
 
+impl BankPurpose {
+    /// A hold (预授权): moves no money itself.
+    pub fn is_hold(&self) -> bool {
+        matches!(self, BankPurpose::Authorization { .. })
+    }
+}
+
+impl BankOp {
+    /// Waiting on the bank: Pending or InDoubt, or a hold whose release the bank has not yet
+    /// acknowledged. What the saga must resolve in time and a person hears of when it does not.
+    pub fn is_unresolved(&self) -> bool {
+        self.state.is_unresolved()
+            || (self.state == BankOpState::Authorized
+                && matches!(
+                    self.purpose,
+                    BankPurpose::Authorization { release: true, .. }
+                ))
+    }
+}
+
 /// A bank operation: one saga's record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BankOp {

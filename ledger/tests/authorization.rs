@@ -403,9 +403,13 @@ fn a_released_hold_is_given_back_and_moves_no_money() {
     w.refused(ReasonCode::AuthorizationNotHeld, |w| {
         capture(w, "HC0001", &hold, "OP-1")
     });
-    w.refused(ReasonCode::AuthorizationNotHeld, |w| {
-        release(w, "HC0001", &hold)
-    });
+    // Asked again (a retry under a new request id): the release is under way, nothing changes.
+    let before = w.bank_op(&hold);
+    assert!(matches!(
+        expect_done(release(&mut w, "HC0001", &hold)),
+        Effect::ReleaseAsked { .. }
+    ));
+    assert_eq!(w.bank_op(&hold), before);
 
     assert_eq!(settled(w.reverse(&hold)), BankOpState::Reversed);
     assert_eq!(w.bank_op(&hold).state, BankOpState::Reversed);
@@ -419,6 +423,12 @@ fn a_released_hold_is_given_back_and_moves_no_money() {
     });
     w.refused(ReasonCode::BankOpAlreadyFinal, |w| w.reverse(&hold));
     w.refused(ReasonCode::BankOpAlreadyFinal, |w| w.complete(&hold));
+    // Asked after it was released: released it is.
+    assert!(matches!(
+        expect_done(release(&mut w, "HC0001", &hold)),
+        Effect::ReleaseAsked { .. }
+    ));
+    assert_eq!(w.bank_op(&hold).state, BankOpState::Reversed);
 
     // A hold is never reversed before its release is recorded: asked by the payer, or by the
     // cluster's saga once it expired (and then no capture can start).
@@ -488,6 +498,27 @@ fn another_patients_card_or_bill_does_not_reach_the_hold() {
     });
     w.refused(ReasonCode::BankOpNotFound, |w| {
         capture(w, "HC0001", &unknown_bank_ref(), "OP-1")
+    });
+    // Another channel's terminal does not reach the hold, even with the right card.
+    expect_done(w.register("M-ALI"));
+    w.refused(ReasonCode::BankOpNotFound, |w| {
+        w.run(
+            "M-ALI",
+            CommandBody::CapturePayment {
+                card: card("HC0001"),
+                authorization: hold.clone(),
+                bill: bill_id("OP-1"),
+            },
+        )
+    });
+    w.refused(ReasonCode::BankOpNotFound, |w| {
+        w.run(
+            "M-ALI",
+            CommandBody::ReleaseAuthorization {
+                card: card("HC0001"),
+                authorization: hold.clone(),
+            },
+        )
     });
     assert_eq!(under_way(&w, &hold), (None, false));
     assert_eq!(w.bill("OP-2").pending_op, None);

@@ -6,15 +6,39 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use yinyi_actors::{BankAnswer, BankLink, BankStatus};
 use yinyi_bank::{BankClient, Message, OpState, Processing, ResponseCode, StatementLine};
-use yinyi_ledger::{BankOp, BankOpKind, BankPurpose, BankRef, External};
+use yinyi_ledger::{BankOp, BankOpKind, BankPurpose, BankRef, External, Money, SettlementTerms};
 
 pub struct NodeBankLink {
     client: BankClient,
+    terms: SettlementTerms,
 }
 
 impl NodeBankLink {
-    pub fn new(client: BankClient) -> NodeBankLink {
-        NodeBankLink { client }
+    pub fn new(client: BankClient, terms: SettlementTerms) -> NodeBankLink {
+        NodeBankLink { client, terms }
+    }
+
+    /// The link's settlement terms (fee, reserve), as configured.
+    pub fn terms(&self) -> SettlementTerms {
+        self.terms
+    }
+
+    /// The link's settlement advice of a business day (`YYYYMMDD`): what it paid (negative:
+    /// what the hospital owes it) and its reference, or `None` while it has not settled.
+    pub async fn settlement_advice(&self, date: &str) -> Result<Option<(Money, String)>, String> {
+        let request = Message::SettlementRequest {
+            date: date.to_string(),
+        };
+        match self.client.call(&request).await {
+            Ok(Message::SettlementAdvice {
+                paid,
+                amount,
+                reference,
+                ..
+            }) => Ok(paid.then_some((amount, reference))),
+            Ok(other) => Err(format!("the bank answered {}", other.mti())),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// The bank's statement of a business day (`YYYYMMDD`).
@@ -52,12 +76,20 @@ impl NodeBankLink {
                 code: ResponseCode::Approved,
                 ..
             }) => BankAnswer::Approved("00 captured".into()),
+            // Only a definite refusal ends the capture: the hold was not found, is no longer
+            // held or is too small, or the payer's side refused. Anything else (a switch
+            // error, a code we do not know) is no answer, and the advice is sent again.
             Ok(Message::CompletionAck {
-                code: ResponseCode::IssuerUnavailable,
+                code:
+                    code @ (ResponseCode::NotFound
+                    | ResponseCode::InvalidTransaction
+                    | ResponseCode::Declined
+                    | ResponseCode::InsufficientFunds
+                    | ResponseCode::InvalidCard),
                 ..
-            }) => BankAnswer::Unanswered("91 issuer unavailable".into()),
+            }) => BankAnswer::Declined(format!("{} capture refused", code.as_str())),
             Ok(Message::CompletionAck { code, .. }) => {
-                BankAnswer::Declined(format!("{} capture refused", code.as_str()))
+                BankAnswer::Unanswered(format!("{} capture not settled", code.as_str()))
             }
             Ok(other) => BankAnswer::Unanswered(format!("unexpected {}", other.mti())),
             Err(e) => BankAnswer::Unanswered(e.to_string()),

@@ -71,6 +71,10 @@ pub struct NodeConfig {
     pub channel_order_expiry_ms: u64,
     /// A pre-authorization (预授权) not captured after this long (seconds) is released.
     pub authorization_expiry_s: u64,
+    /// The bank link's settlement terms (清分结算): its fee on each collected line and the
+    /// reserve it keeps back for the next day's refunds, fractions such as "0.006".
+    pub bank_fee_rate: String,
+    pub bank_reserve_rate: String,
     /// Run the balance audit (稽核) on this node's state this often (seconds); 0 never.
     pub audit_every_s: u64,
     /// How long (days, at least 1) a request id guards against a retry: request records older
@@ -133,6 +137,8 @@ impl Default for NodeConfig {
             bank_resolution_deadline_s: 600,
             channel_order_expiry_ms: 900_000,
             authorization_expiry_s: 7_200,
+            bank_fee_rate: "0".into(),
+            bank_reserve_rate: "0".into(),
             audit_every_s: 3600,
             request_retention_days: 30,
             requests_per_credential_per_s: 200,
@@ -158,6 +164,12 @@ impl NodeConfig {
     }
 
     /// Checks what a typo would otherwise turn into a confusing failure later.
+    /// The bank link's settlement terms, from `bank_fee_rate` and `bank_reserve_rate`.
+    pub fn settlement_terms(&self) -> Result<yinyi_ledger::SettlementTerms, String> {
+        yinyi_ledger::SettlementTerms::parse(&self.bank_fee_rate, &self.bank_reserve_rate)
+            .map_err(|e| format!("bank settlement terms: {e}"))
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.request_retention_days == 0 {
             return Err("request_retention_days must be 1 or more".into());
@@ -186,6 +198,10 @@ impl NodeConfig {
         }
         crate::recon::parse_time_of_day(&self.recon_daily_at)
             .map_err(|e| format!("recon_daily_at: {e}"))?;
+        self.settlement_terms()?;
+        if self.authorization_expiry_s == 0 {
+            return Err("authorization_expiry_s must be 1 or more".into());
+        }
         if self.max_live_actors == 0 {
             return Err("max_live_actors must be 1 or more".into());
         }

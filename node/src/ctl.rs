@@ -201,6 +201,63 @@ pub async fn recon(access: &Access, date: &str) -> Result<()> {
     Ok(())
 }
 
+/// `ctl settlement`: the bank link's settlement (清分结算) of each day, and the days not
+/// matched to the fen for finance to take up with the link.
+pub async fn settlement(access: &Access, from: &str, to: &str) -> Result<()> {
+    let mut config = access.api_config(&access.node);
+    config.deadline = Duration::from_secs(120);
+    config.attempt_timeout = Duration::from_secs(60);
+    let client = yinyi_api::Client::new(config)?;
+    let reply = client
+        .settlement(yinyi_api::v1::SettlementRequest {
+            from: from.to_string(),
+            to: to.to_string(),
+        })
+        .await?;
+    println!(
+        "settlement of the bank link (fee {}, reserve {} of collections)",
+        reply.fee_rate, reply.reserve_rate
+    );
+    println!(
+        "{:<10} {:>6} {:>14} {:>12} {:>10} {:>12} {:>12} {:>14} {:>14} {:<9} {:>12} reference",
+        "day",
+        "lines",
+        "collected",
+        "paid out",
+        "fees",
+        "reserve",
+        "released",
+        "due",
+        "received",
+        "status",
+        "difference"
+    );
+    for d in &reply.days {
+        println!(
+            "{:<10} {:>6} {:>14} {:>12} {:>10} {:>12} {:>12} {:>14} {:>14} {:<9} {:>12} {}",
+            d.date,
+            d.lines,
+            d.collected,
+            d.paid_out,
+            d.fees,
+            d.reserve_kept,
+            d.reserve_released,
+            d.due,
+            if d.received.is_empty() {
+                "-"
+            } else {
+                &d.received
+            },
+            d.status,
+            d.difference,
+            d.reference
+        );
+    }
+    let open = reply.days.iter().filter(|d| d.status != "MATCHED").count();
+    println!("{open} of {} days not matched", reply.days.len());
+    Ok(())
+}
+
 /// `ctl audit-balances`: the balance audit (稽核) on every member; fails when any node finds a
 /// problem or the nodes' digests differ.
 pub async fn audit_balances(access: &Access) -> Result<()> {

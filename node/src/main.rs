@@ -288,6 +288,16 @@ enum CtlCmd {
         #[arg(long)]
         date: String,
     },
+    /// Settlement (清分结算) of the bank link, day by day: what it owes for each day, what it
+    /// paid, and every day not matched to the fen.
+    Settlement {
+        /// YYYY-MM-DD (China Standard Time), the first day.
+        #[arg(long)]
+        from: String,
+        /// The last day (at most 31 days in all); `from` alone when not given.
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// The day's list for the insurance bureau (医保对账): every insured bill settled and every
     /// settlement reversed that day, with its split, and the totals of each part.
     InsuranceReport {
@@ -398,6 +408,13 @@ struct StartArgs {
     /// Seconds a pre-authorization (预授权) is held for its capture; then it is released.
     #[arg(long, env = "YINYI_AUTHORIZATION_EXPIRY_S")]
     authorization_expiry_s: Option<u64>,
+    /// The bank link's fee on each collected line, a fraction (0.006 is 0.6%), for settlement.
+    #[arg(long, env = "YINYI_BANK_FEE_RATE")]
+    bank_fee_rate: Option<String>,
+    /// The reserve the bank link keeps back of a day's collections for the next day's refunds,
+    /// a fraction (0.05 is 5%), for settlement.
+    #[arg(long, env = "YINYI_BANK_RESERVE_RATE")]
+    bank_reserve_rate: Option<String>,
     /// Run the balance audit (稽核) on this node's state every this many seconds (0: never).
     #[arg(long, env = "YINYI_AUDIT_EVERY_S")]
     audit_every_s: Option<u64>,
@@ -477,6 +494,8 @@ impl StartArgs {
             bank_resolution_deadline_s,
             channel_order_expiry_ms,
             authorization_expiry_s,
+            bank_fee_rate,
+            bank_reserve_rate,
             audit_every_s,
             request_retention_days,
             requests_per_credential_per_s,
@@ -611,6 +630,9 @@ fn run(cli: Cli) -> Result<server::Stopped> {
                     CtlCmd::Snapshot => ctl::snapshot(&access()?).await,
                     CtlCmd::TransferLeader => ctl::elect(&access()?).await,
                     CtlCmd::Recon { date } => ctl::recon(&access()?, &date).await,
+                    CtlCmd::Settlement { from, to } => {
+                        ctl::settlement(&access()?, &from, to.as_deref().unwrap_or("")).await
+                    }
                     CtlCmd::InsuranceReport { date } => {
                         ctl::insurance_report(&access()?, &date).await
                     }

@@ -8,7 +8,7 @@ use tonic::Status;
 use yinyi_actors::BankLink;
 use yinyi_actors::recon::{StatementEntry, compare, needs_reversal};
 use yinyi_api::v1;
-use yinyi_ledger::{CommandBody, DifferenceKind, Effect, ReconciliationReport};
+use yinyi_ledger::{CommandBody, DifferenceKind, Effect, Money, ReconciliationReport};
 
 use crate::api::Gateway;
 use crate::api::admin::business_day;
@@ -58,7 +58,12 @@ pub async fn reconcile(gateway: &Gateway, date: &str) -> Result<ReconciliationRe
         if !needs_reversal(difference) {
             continue;
         }
-        let Some(op) = ours.get(&difference.bank_ref) else {
+        // A hold listed as money is for a person to take up with the bank: a reversal would
+        // free nothing the statement shows.
+        let Some(op) = ours
+            .get(&difference.bank_ref)
+            .filter(|op| !op.purpose.is_hold())
+        else {
             continue;
         };
         difference.resolution = if bank.link().reverse(op, true).await {
@@ -101,6 +106,102 @@ pub async fn reconcile(gateway: &Gateway, date: &str) -> Result<ReconciliationRe
         "reconciled"
     );
     Ok(report)
+}
+
+/// The most days one settlement call covers.
+pub const MAX_SETTLEMENT_DAYS: usize = 31;
+
+/// Settlement (清分结算) of the bank link for the days `from` to `to` (`to` empty: `from`
+/// alone): each day's amount due from the link's statements (the day before's for the reserve
+/// it releases) under the configured terms, and the link's settlement advice matched to it.
+pub async fn settlement(
+    gateway: &Gateway,
+    from: &str,
+    to: &str,
+) -> Result<v1::SettlementReply, Status> {
+    use yinyi_ledger::BusinessDay;
+    use yinyi_ledger::settlement::{compare, settle};
+    let day = |text: &str| {
+        BusinessDay::parse(text).ok_or_else(|| {
+            convert::invalid(
+                convert::reason::INVALID_ID,
+                format!("date {text:?} is not a YYYY-MM-DD date"),
+            )
+        })
+    };
+    let first = day(from)?;
+    let last = if to.is_empty() { first } else { day(to)? };
+    let mut days = vec![last];
+    while *days.last().expect("one day at least") > first {
+        if days.len() == MAX_SETTLEMENT_DAYS {
+            return Err(convert::invalid(
+                convert::reason::INVALID_REQUEST,
+                format!(
+                    "from {first} to {last}: at most {MAX_SETTLEMENT_DAYS} days, from before to"
+                ),
+            ));
+        }
+        days.push(days.last().expect("one day at least").previous());
+    }
+    if first > last {
+        return Err(convert::invalid(
+            convert::reason::INVALID_REQUEST,
+            format!("from {first} is after to {last}"),
+        ));
+    }
+    days.reverse();
+    let bank = gateway.bank().ok_or_else(|| {
+        yinyi_api::error::status_with_reason(
+            tonic::Code::Unimplemented,
+            convert::reason::BANK_LINK_NOT_CONFIGURED,
+            "settlement needs the bank link (start the nodes with --bank-addr)",
+        )
+    })?;
+    let link = bank.link();
+    let terms = link.terms();
+    let unavailable = |what: &str, e: String| {
+        gateway.no_leader(&format!("the bank's {what} is unavailable: {e}"))
+    };
+    let lines_of = |day: BusinessDay| async move {
+        link.statement(&day.compact())
+            .await
+            .map(|lines| yinyi_bank::settlement_lines(&lines))
+            .map_err(|e| unavailable("statement", e))
+    };
+    let mut released = settle(&lines_of(first.previous()).await?, terms, Money::ZERO).reserve_kept;
+    let mut out = Vec::with_capacity(days.len());
+    for day in days {
+        let expected = settle(&lines_of(day).await?, terms, released);
+        released = expected.reserve_kept;
+        let advice = link
+            .settlement_advice(&day.compact())
+            .await
+            .map_err(|e| unavailable("settlement advice", e))?;
+        let (status, difference) = compare(expected.due, advice.as_ref().map(|(paid, _)| *paid));
+        out.push(v1::SettlementDay {
+            date: day.to_string(),
+            lines: expected.lines,
+            collected: convert::money(expected.collected),
+            paid_out: convert::money(expected.paid_out),
+            fees: convert::money(expected.fees),
+            reserve_kept: convert::money(expected.reserve_kept),
+            reserve_released: convert::money(expected.reserve_released),
+            due: convert::money(expected.due),
+            received: advice
+                .as_ref()
+                .map_or(String::new(), |(paid, _)| convert::money(*paid)),
+            reference: advice.map(|(_, reference)| reference).unwrap_or_default(),
+            status: status.as_str().into(),
+            difference: convert::money(difference),
+        });
+    }
+    metrics::gauge!("settlement_days_open")
+        .set(out.iter().filter(|d| d.status != "MATCHED").count() as f64);
+    Ok(v1::SettlementReply {
+        fee_rate: terms.fee_rate.to_string(),
+        reserve_rate: terms.reserve_rate.to_string(),
+        days: out,
+    })
 }
 
 pub fn to_proto(report: &ReconciliationReport) -> v1::ReconciliationReport {

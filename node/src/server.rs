@@ -110,7 +110,8 @@ pub async fn run(config: NodeConfig) -> Result<Stopped> {
     } else {
         let mut bank_config = yinyi_bank::BankClientConfig::new(config.bank_addr.clone());
         bank_config.call_timeout = Duration::from_millis(config.bank_timeout_ms);
-        let link = NodeBankLink::new(yinyi_bank::BankClient::new(bank_config));
+        let terms = config.settlement_terms().map_err(anyhow::Error::msg)?;
+        let link = NodeBankLink::new(yinyi_bank::BankClient::new(bank_config), terms);
         let gateway = BankGateway::new(
             Arc::new(backend.clone()),
             actors.clone(),

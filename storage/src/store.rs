@@ -266,7 +266,7 @@ impl Store {
         }
     }
 
-    /// The bank operations still PENDING or IN_DOUBT (through their index: the cost follows
+    /// The bank operations still PENDING or IN_DOUBT, and holds AUTHORIZED (through their index: the cost follows
     /// what is open now, not every operation ever made).
     pub fn open_bank_ops(&self) -> Result<Vec<l::BankOp>> {
         let _reading = self.reading();

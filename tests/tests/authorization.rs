@@ -3,8 +3,8 @@
 //! ¥14), HIS posts the insured bill, its self-pay part is captured out of the hold (¥6) and the
 //! bank frees the rest (¥8); a hold is released on request or when it expires; a capture above
 //! the hold, or of a hold no longer held, is refused with nothing moved; a capture the bank
-//! refuses leaves the hold to be released. The bank's balances, the day's reconciliation and
-//! the balance audit agree with the ledger throughout.
+//! refuses leaves the hold to be released. The day's reconciliation and the balance audit
+//! agree with the ledger, and the payer's balance at the bank shows each hold and capture.
 
 use std::time::Duration;
 
@@ -281,6 +281,9 @@ async fn a_hold_pays_the_self_pay_part_and_the_bank_frees_the_rest() {
     let released = release(client, "M-WX:11", &lost.bank_ref).await.unwrap();
     assert_eq!(released.state, "REVERSED");
 
+    // A hold still held when the day is reconciled: not on the statement, not a difference.
+    let open = authorize(client, "M-WX:12", "9.00", false).await.unwrap();
+    assert_eq!(open.state, "AUTHORIZED");
     // The day's reconciliation finds the capture on the bank's statement and no hold on it.
     let report = client
         .reconcile(ReconcileRequest { date: today() })
@@ -319,6 +322,20 @@ async fn a_hold_not_captured_in_time_is_released_and_cannot_be_captured() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(c.sim.balance(&token(PAYER)), Money::from_yuan(1_000));
+    // The ledger records it released: the same request asked again answers the hold's state.
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let again = authorize(client, "M-WX:1", "14.00", false).await.unwrap();
+        assert_eq!(again.bank_ref, hold.bank_ref);
+        if again.state == "REVERSED" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ledger never recorded the release: {again:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     post_bill(client, "H-HIS:1", "B-1", "", Some("6.00")).await;
     let refused = capture(client, "M-WX:2", &hold.bank_ref, "B-1").await;
     assert_eq!(reason(refused), "AUTHORIZATION_NOT_HELD");

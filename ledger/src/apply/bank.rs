@@ -230,8 +230,9 @@ impl<V: StateView> Staged<'_, V> {
         let op = self
             .bank_op(bank_ref)
             .filter(|op| {
-                account.is_none_or(|a| op.account == a)
-                    && matches!(op.purpose, BankPurpose::Authorization { .. })
+                // A hold is the channel's that took it: another terminal cannot reach it.
+                account.is_none_or(|a| op.account == a && op.terminal == self.cmd.terminal)
+                    && op.purpose.is_hold()
             })
             .ok_or_else(|| {
                 let whose =
@@ -310,6 +311,31 @@ impl<V: StateView> Staged<'_, V> {
     /// no capture can start once the bank may have freed the hold.
     fn release(&mut self, card: Option<&CardNo>, authorization: &BankRef) -> Rule<Effect> {
         self.terminal_allowed()?;
+        // The payer asking again (a retry under a new request id, or after the cluster's
+        // expiry got there first) hears that the release is under way or done.
+        if let Some(card) = card
+            && let Some(op) = self.bank_op(authorization).filter(|op| {
+                op.purpose.is_hold()
+                    && op.terminal == self.cmd.terminal
+                    && self
+                        .card_exists(card)
+                        .is_ok_and(|c| c.account == op.account)
+                    && (op.state == BankOpState::Reversed
+                        || matches!(
+                            op.purpose,
+                            BankPurpose::Authorization {
+                                capture: None,
+                                release: true
+                            }
+                        ))
+            })
+        {
+            return Ok(Effect::ReleaseAsked {
+                bank_ref: authorization.clone(),
+                account: op.account,
+                amount: op.amount,
+            });
+        }
         let (account, mut auth) = self.held_authorization(card, authorization, false)?;
         auth.purpose = BankPurpose::Authorization {
             capture: None,
@@ -365,7 +391,7 @@ impl<V: StateView> Staged<'_, V> {
             );
         };
         // The bank's approval of an authorization is a hold, not money moved.
-        let authorization = matches!(op.purpose, BankPurpose::Authorization { .. });
+        let authorization = op.purpose.is_hold();
         let to = match to {
             BankOpState::Completed if authorization => BankOpState::Authorized,
             to => to,
@@ -540,11 +566,14 @@ impl<V: StateView> Staged<'_, V> {
                 auth.steps += 1;
                 auth.bank_note = format!("captured {amount} by {capture}, the rest freed");
             }
+            // Held again: a new generation, so the saga's next expiry is a new step (the
+            // earlier one may have been refused while the capture was under way).
             None => {
                 auth.purpose = BankPurpose::Authorization {
                     capture: None,
                     release: false,
                 };
+                auth.steps += 1;
             }
         }
         auth.updated_at = self.cmd.at;

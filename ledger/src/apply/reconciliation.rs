@@ -182,10 +182,7 @@ impl<V: StateView> Staged<'_, V> {
         let op = self
             .bank_op(bank_ref)
             // A captured hold moved nothing itself: its capture is the money.
-            .filter(|op| {
-                op.state == BankOpState::Completed
-                    && !matches!(op.purpose, crate::model::BankPurpose::Authorization { .. })
-            });
+            .filter(|op| op.state == BankOpState::Completed && !op.purpose.is_hold());
         let (Some(op), DifferenceKind::AmountDiffers, Some(bank)) = (op, d.kind, d.bank_amount)
         else {
             return reject(

@@ -816,6 +816,16 @@ impl AdminService for Admin {
         Ok(Response::new(crate::recon::to_proto(&report)))
     }
 
+    async fn settlement(
+        &self,
+        request: Request<SettlementRequest>,
+    ) -> Result<Response<SettlementReply>, Status> {
+        lead_or_forward!(self.gateway, request, AdminServiceClient, settlement);
+        let r = request.into_inner();
+        let reply = crate::recon::settlement(&self.gateway, &r.from, &r.to).await?;
+        Ok(Response::new(reply))
+    }
+
     async fn daily_report(
         &self,
         request: Request<DailyReportRequest>,

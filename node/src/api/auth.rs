@@ -166,6 +166,7 @@ pub fn roles_for(service: &str, method: &str) -> Option<&'static [Role]> {
         ("AdminService", "SetTerminalStatus") => &[Admin],
         ("AdminService", "GetShiftReport" | "DailyReport") => STAFF_VIEW,
         ("AdminService", "Reconcile") => &[Admin],
+        ("AdminService", "Settlement") => STAFF_VIEW,
         ("AdminService", "AuditBalances" | "ListAudit" | "DormantAccounts") => STAFF_VIEW,
         ("AdminService", "PutCredential" | "RevokeCredential" | "Backup" | "Adjust") => &[Admin],
         ("AdminService", "SetRules") => &[Admin],
