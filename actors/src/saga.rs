@@ -302,10 +302,9 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
                 let now = self.backend.bank_op(&op.bank_ref);
                 // Moved on: another leader's saga got there first, or (a hold) a capture or a
                 // release was recorded meanwhile.
-                if now
-                    .as_ref()
-                    .is_none_or(|o| o.state != op.state || o.purpose != op.purpose)
-                {
+                if now.as_ref().is_none_or(|o| {
+                    o.state != op.state || o.purpose != op.purpose || o.steps != op.steps
+                }) {
                     let now = now.map(|o| o.state);
                     tracing::info!(bank_ref = %op.bank_ref, step = name, from = ?op.state, ?now,
                         "saga step refused, the operation moved on: {}", r.message);
@@ -551,13 +550,22 @@ impl<B: Backend, L: BankLink> BankGateway<B, L> {
             .unresolved_bank_ops()
             .into_iter()
             .partition(BankOp::is_unresolved);
-        let oldest = unresolved.iter().map(|op| age(op, now_ms)).max();
+        let oldest = unresolved
+            .iter()
+            .filter(|op| !op.purpose.is_hold())
+            .map(|op| age(op, now_ms))
+            .max();
         metrics::gauge!("bank_ops_unresolved").set(unresolved.len() as f64);
         metrics::gauge!("bank_ops_unresolved_oldest_seconds")
             .set(oldest.unwrap_or_default().as_secs_f64());
         metrics::gauge!("bank_authorizations_held").set(held.len() as f64);
         for op in &unresolved {
-            let age = age(op, now_ms);
+            // A hold waits on the bank only since its release was recorded.
+            let age = if op.purpose.is_hold() {
+                Duration::from_millis(u64::try_from(now_ms - op.updated_at.0).unwrap_or(0))
+            } else {
+                age(op, now_ms)
+            };
             if age > self.config.resolution_deadline {
                 tracing::error!(bank_ref = %op.bank_ref, ?age, state = ?op.state,
                     "bank operation unresolved past its deadline: needs a person");

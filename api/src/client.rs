@@ -360,7 +360,8 @@ rpcs! {
     AdminServiceClient::set_terminal_status(v1::SetTerminalStatusRequest) -> v1::TerminalStatusReply;
     AdminServiceClient::get_shift_report(v1::GetShiftReportRequest) -> v1::ShiftReport;
     AdminServiceClient::daily_report(v1::DailyReportRequest) -> v1::DailyReportReply;
-    AdminServiceClient::settlement(v1::SettlementRequest) -> v1::SettlementReply;    AdminServiceClient::reconcile(v1::ReconcileRequest) -> v1::ReconciliationReport;
+    AdminServiceClient::settlement(v1::SettlementRequest) -> v1::SettlementReply;
+    AdminServiceClient::reconcile(v1::ReconcileRequest) -> v1::ReconciliationReport;
     AdminServiceClient::audit_balances(v1::AuditRequest) -> v1::AuditReply;
     AdminServiceClient::list_audit(v1::ListAuditRequest) -> v1::ListAuditReply;
     AdminServiceClient::dormant_accounts(v1::DormantAccountsRequest) -> v1::DormantAccountsReply;

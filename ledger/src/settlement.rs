@@ -40,8 +40,8 @@ impl SettlementTerms {
             }
         }
         Ok(SettlementTerms {
-            fee_rate,
-            reserve_rate,
+            fee_rate: fee_rate.normalize(),
+            reserve_rate: reserve_rate.normalize(),
         })
     }
 

@@ -146,6 +146,19 @@ fn a_day_settles_as_a_finance_office_would_count_it() {
 }
 
 #[test]
+fn a_fee_of_exactly_half_a_fen_is_rounded_up() {
+    // 四舍五入, not banker's rounding: 2.50 × 0.2% = 0.5 fen → 1 fen; 7.50 × 0.2% = 1.5 → 2.
+    let rate = Decimal::new(2, 3);
+    assert_eq!(fee(Money::from_cents(250), rate), Money::from_cents(1));
+    assert_eq!(fee(Money::from_cents(750), rate), Money::from_cents(2));
+    assert_eq!(fee(Money::from_cents(249), rate), Money::from_cents(0));
+    // The reserve too: 5% of 0.10 = 0.5 fen → 1 fen.
+    let terms = SettlementTerms::parse("0", "0.05").unwrap();
+    let s = settle(&[line(1, Direction::Collected, 10)], terms, Money::ZERO);
+    assert_eq!(s.reserve_kept, Money::from_cents(1));
+}
+
+#[test]
 fn terms_out_of_range_are_refused_with_a_reason() {
     for (fee, reserve) in [
         ("-0.001", "0"),
@@ -160,5 +173,13 @@ fn terms_out_of_range_are_refused_with_a_reason() {
     assert_eq!(
         SettlementTerms::parse("0", "0").unwrap(),
         SettlementTerms::default()
+    );
+    // Shown as configured, without trailing zeros.
+    assert_eq!(
+        SettlementTerms::parse("0.00600", "0.050")
+            .unwrap()
+            .fee_rate
+            .to_string(),
+        "0.006"
     );
 }

@@ -163,13 +163,13 @@ impl NodeConfig {
         members
     }
 
-    /// Checks what a typo would otherwise turn into a confusing failure later.
     /// The bank link's settlement terms, from `bank_fee_rate` and `bank_reserve_rate`.
     pub fn settlement_terms(&self) -> Result<yinyi_ledger::SettlementTerms, String> {
         yinyi_ledger::SettlementTerms::parse(&self.bank_fee_rate, &self.bank_reserve_rate)
             .map_err(|e| format!("bank settlement terms: {e}"))
     }
 
+    /// Checks what a typo would otherwise turn into a confusing failure later.
     pub fn validate(&self) -> Result<(), String> {
         if self.request_retention_days == 0 {
             return Err("request_retention_days must be 1 or more".into());

@@ -71,6 +71,12 @@ enum Cmd {
         /// for third-party channel orders)
         #[arg(long, default_value = "")]
         faults: String,
+        /// The link's fee on each collected line when it settles a day (清分结算), a fraction.
+        #[arg(long, default_value = "0")]
+        fee_rate: String,
+        /// The reserve the link keeps back of a day's collections, a fraction.
+        #[arg(long, default_value = "0")]
+        reserve_rate: String,
         /// The cluster's nodes (host:port, comma-separated), told of settled channel orders
         /// (with --certs and a credential of role bank, or --insecure).
         #[arg(long, value_delimiter = ',')]
@@ -692,10 +698,14 @@ fn run(cli: Cli) -> Result<server::Stopped> {
                 journal,
                 initial_balance,
                 faults,
+                fee_rate,
+                reserve_rate,
                 notify,
                 access,
             } => {
                 init_tracing();
+                let terms = yinyi_ledger::SettlementTerms::parse(&fee_rate, &reserve_rate)
+                    .map_err(|e| anyhow::anyhow!("--fee-rate, --reserve-rate: {e}"))?;
                 let initial = yinyi_ledger::Money::parse(&initial_balance)
                     .map_err(|e| anyhow::anyhow!("--initial-balance: {e}"))?;
                 let mut start_faults = yinyi_bank::Faults::default();
@@ -706,6 +716,7 @@ fn run(cli: Cli) -> Result<server::Stopped> {
                     yinyi_bank::BankSim::open(&journal, initial, start_faults)
                         .with_context(|| format!("open the journal {}", journal.display()))?,
                 );
+                sim.set_settlement_terms(terms);
                 if !notify.is_empty() {
                     let access = access.access(String::new())?;
                     let mut config = yinyi_api::ClientConfig::new(notify);

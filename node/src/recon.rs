@@ -131,6 +131,12 @@ pub async fn settlement(
     };
     let first = day(from)?;
     let last = if to.is_empty() { first } else { day(to)? };
+    if first.year < 2000 || last.year > 9999 {
+        return Err(convert::invalid(
+            convert::reason::INVALID_ID,
+            format!("from {first}: settlement covers days from the year 2000 on"),
+        ));
+    }
     let mut days = vec![last];
     while *days.last().expect("one day at least") > first {
         if days.len() == MAX_SETTLEMENT_DAYS {

@@ -159,6 +159,11 @@ async fn the_links_settlement_is_matched_to_the_fen_and_differences_are_found() 
         ("SHORT", "123.74", "-1.00")
     );
     assert_eq!(d.reference, format!("STL{compact}"));
+    // Paid 0.01 too much: found too.
+    c.sim
+        .tamper_settlement(&compact, Some(Money::from_cents(12_475)));
+    let d = settle(day.clone(), String::new()).await.unwrap().days[0].clone();
+    assert_eq!((d.status.as_str(), d.difference.as_str()), ("OVER", "0.01"));
     // Not paid at all: unsettled, the whole amount outstanding.
     c.sim.tamper_settlement(&compact, None);
     let d = settle(day.clone(), String::new()).await.unwrap().days[0].clone();
@@ -200,7 +205,16 @@ async fn the_links_settlement_is_matched_to_the_fen_and_differences_are_found() 
         "INVALID_REQUEST"
     );
     assert_eq!(
-        reason(settle("2026-01-01".into(), "2026-03-01".into()).await),
-        "INVALID_REQUEST"
+        reason(settle("2026-01-01".into(), "2026-02-01".into()).await),
+        "INVALID_REQUEST",
+        "32 days"
     );
+    assert_eq!(
+        reason(settle("0000-01-01".into(), String::new()).await),
+        "INVALID_ID"
+    );
+    let month = settle("2026-01-01".into(), "2026-01-31".into())
+        .await
+        .unwrap();
+    assert_eq!(month.days.len(), 31);
 }
