@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Account, AccountId, BankOp, BankOpState, BankPurpose, BankRef, BillId, Channel, EntryKind,
-    Episode, EpisodeStatus, JournalEntry, Money,
+    Account, AccountId, BankOp, BankOpKind, BankOpState, BankPurpose, BankRef, BillId, Channel,
+    EntryKind, Episode, EpisodeStatus, JournalEntry, Money,
 };
 
 /// Problems described in full in a report; the rest are only counted.
@@ -101,6 +101,9 @@ pub struct Audit {
     /// Top-ups and card withdrawals/returns as the bank operations say they should be.
     by_ops: [i64; 3],
     by_ref: HashMap<BankRef, Vec<RefEntry>>,
+    /// Holds (预授权) and their captures, checked against each other at the end.
+    holds: HashMap<BankRef, BankOp>,
+    captures: Vec<BankOp>,
     problem_count: u64,
     problems: Vec<String>,
 }
@@ -294,6 +297,20 @@ impl Audit {
     /// state, and only from it.
     pub fn bank_op(&mut self, op: &BankOp) {
         self.bank_ops += 1;
+        match &op.purpose {
+            BankPurpose::Authorization { .. } => {
+                if op.kind != BankOpKind::Hold {
+                    self.problem(format!("hold {} is a {:?}", op.bank_ref, op.kind));
+                }
+                self.holds.insert(op.bank_ref.clone(), op.clone());
+            }
+            BankPurpose::Capture { .. } => self.captures.push(op.clone()),
+            _ if op.state == BankOpState::Authorized => self.problem(format!(
+                "bank op {} is AUTHORIZED but is no hold ({:?})",
+                op.bank_ref, op.purpose
+            )),
+            _ => {}
+        }
         if op.is_unresolved() {
             self.unresolved += 1;
         }
@@ -389,7 +406,68 @@ impl Audit {
     }
 
     /// Invariant 2 and the bank operations' totals; the report.
+    /// Every capture against its hold: the same account, payer and at most its amount; named
+    /// by the hold while under way or done, not once refused; a hold is done (`Completed`)
+    /// exactly when its capture is; a hold names no capture that does not exist.
+    fn check_holds(&mut self) {
+        let holds = std::mem::take(&mut self.holds);
+        let mut named: HashMap<BankRef, BankRef> = HashMap::new();
+        for capture in std::mem::take(&mut self.captures) {
+            let BankPurpose::Capture { authorization, .. } = &capture.purpose else {
+                continue;
+            };
+            let r = &capture.bank_ref;
+            let Some(hold) = holds.get(authorization) else {
+                self.problem(format!("capture {r} of unknown hold {authorization}"));
+                continue;
+            };
+            if capture.kind != BankOpKind::Debit
+                || capture.account != hold.account
+                || capture.external != hold.external
+                || capture.amount > hold.amount
+            {
+                self.problem(format!(
+                    "capture {r} ({:?} of {}) does not fit hold {authorization} ({})",
+                    capture.kind, capture.amount, hold.amount
+                ));
+            }
+            let refused = matches!(capture.state, BankOpState::Declined | BankOpState::Reversed);
+            let names_it = matches!(&hold.purpose,
+                BankPurpose::Authorization { capture: Some(c), .. } if c == r);
+            let done = capture.state == BankOpState::Completed;
+            let hold_done = hold.state == BankOpState::Completed;
+            if names_it == refused || (names_it && done != hold_done) {
+                self.problem(format!(
+                    "capture {r} is {:?} and hold {authorization} is {:?} ({:?})",
+                    capture.state, hold.state, hold.purpose
+                ));
+            }
+            if names_it {
+                named.insert(authorization.clone(), r.clone());
+            }
+        }
+        for (r, hold) in &holds {
+            let (capture, release) = match &hold.purpose {
+                BankPurpose::Authorization { capture, release } => (capture.as_ref(), *release),
+                _ => (None, false),
+            };
+            let found = named.get(r);
+            let state_fits = match hold.state {
+                BankOpState::Completed => capture.is_some(),
+                BankOpState::Authorized => true,
+                _ => capture.is_none(),
+            };
+            if capture != found || !state_fits || (release && capture.is_some()) {
+                self.problem(format!(
+                    "hold {r} is {:?} naming capture {capture:?}, found {found:?}",
+                    hold.state
+                ));
+            }
+        }
+    }
+
     pub fn finish(mut self) -> AuditReport {
+        self.check_holds();
         let orphans: Vec<BankRef> = self.by_ref.keys().cloned().collect();
         for r in orphans {
             self.problem(format!("journal entries name unknown bank op {r}"));

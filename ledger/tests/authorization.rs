@@ -673,7 +673,8 @@ fn a_hold_in_doubt_is_held_once_the_bank_confirms_it_and_not_once_reversed() {
     w.check();
 }
 
-/// `check_invariants` must notice a hold and its capture that disagree.
+/// `check_invariants` and the node's balance audit must notice a hold and its capture that
+/// disagree.
 #[test]
 fn the_invariant_checks_notice_a_broken_hold() {
     let mut w = World::standard();
@@ -728,10 +729,17 @@ fn the_invariant_checks_notice_a_broken_hold() {
     s.bank_ops.get_mut(&c).expect("capture").state = BankOpState::Declined;
     damaged.push(("a declined capture still named by its hold", s));
 
+    assert!(yinyi_ledger::Audit::of_state(&good).ok());
     for (what, state) in damaged {
         assert!(
             check_invariants(&state).is_err(),
             "check_invariants missed: {what}"
         );
+        // The node's balance audit (稽核) checks holds against their captures too; a bill's
+        // own fields are the ledger's rules' to keep.
+        if what != "the bill forgot its capture" {
+            let report = yinyi_ledger::Audit::of_state(&state);
+            assert!(!report.ok(), "the balance audit missed: {what}");
+        }
     }
 }
