@@ -81,6 +81,32 @@ async fn reconcile_his(run: &Run, violations: &mut Vec<String>) -> Result<(u64, 
     }
 }
 
+/// 清分结算 at the end of the day: what the bank link owes for it, from its statement under the
+/// local link's terms, must match to the fen what its settlement advice says it paid.
+async fn settle_link(run: &Run, violations: &mut Vec<String>) -> Result<SettlementDay, String> {
+    let today = crate::workload::business_day_now();
+    let reply = run
+        .client
+        .settlement(SettlementRequest {
+            from: today,
+            to: String::new(),
+        })
+        .await
+        .map_err(|e| format!("failed: {e}"))?;
+    let day = reply
+        .days
+        .into_iter()
+        .next()
+        .ok_or_else(|| "failed: no day in the reply".to_string())?;
+    if day.status != "MATCHED" {
+        violations.push(format!(
+            "settlement of {}: due {}, the link paid {:?}: {}",
+            day.date, day.due, day.received, day.status
+        ));
+    }
+    Ok(day)
+}
+
 /// 医保对账 at the end of the day: the day's insurance list must hold every insured bill the
 /// run was told was posted, with its self-pay part, and nothing beyond those and the ones whose
 /// posting is unknown. Returns the bills listed and matched.
@@ -189,6 +215,8 @@ pub struct Checked {
     /// The day's insurance list (医保对账) against the insured bills posted: bills listed and
     /// matched, or why it was not run.
     pub insurance_recon: Result<(u64, u64), String>,
+    /// The bank link's settlement (清分结算) of the day, or why it was not run.
+    pub settlement: Result<SettlementDay, String>,
     pub violations: Vec<String>,
 }
 
@@ -284,18 +312,20 @@ pub async fn run(
             }
         }
     }
-    let (his_recon, insurance_recon) = if only_ours {
+    let (his_recon, insurance_recon, settlement) = if only_ours {
         (
             reconcile_his(run, &mut violations).await,
             reconcile_insurance(run, &mut violations).await,
+            settle_link(run, &mut violations).await,
         )
     } else {
-        let why = || Err("not run: the cluster holds bills of others".into());
-        (why(), why())
+        let why = "not run: the cluster holds bills of others".to_string();
+        (Err(why.clone()), Err(why.clone()), Err(why))
     };
     Ok(Checked {
         his_recon,
         insurance_recon,
+        settlement,
         accounts_checked,
         acknowledged: journals.acknowledged,
         lost: journals.lost,

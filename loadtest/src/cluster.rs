@@ -6,6 +6,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The local bank link's fee on each collected line and its reserve, for settlement (清分结算).
+pub const FEE_RATE: &str = "0.006";
+pub const RESERVE_RATE: &str = "0.05";
+
 use anyhow::{Context, Result, bail};
 use yinyi_api::v1::ClusterStatusRequest;
 use yinyi_api::{Client, ClientConfig};
@@ -115,9 +119,12 @@ impl LocalCluster {
     }
 
     fn start_bank(&mut self, faults: &str) -> Result<()> {
+        // The link's settlement terms, the same on both sides: the day's settlement must then
+        // match to the fen.
         let (out, err) = self.log("bank")?;
         let child = Command::new(&self.exe)
             .args(["banksim", "--listen", &self.bank_addr, "--faults", faults])
+            .args(["--fee-rate", FEE_RATE, "--reserve-rate", RESERVE_RATE])
             .arg("--journal")
             .arg(self.dir.path().join("bank.journal"))
             .args(["--notify", &self.addrs().join(",")])
@@ -140,6 +147,12 @@ impl LocalCluster {
             .arg("--data")
             .arg(self.dir.path().join(format!("node{id}")))
             .args(["--peers", &self.peers, "--bank-addr", &self.bank_addr])
+            .args([
+                "--bank-fee-rate",
+                FEE_RATE,
+                "--bank-reserve-rate",
+                RESERVE_RATE,
+            ])
             .arg("--tls-ca")
             .arg(self.dir.path().join("tls/ca.pem"))
             .arg("--tls-cert")

@@ -179,6 +179,25 @@ impl Summary {
             ),
             Err(why) => println!("insurance list (医保对账): {why}"),
         }
+        match &self.checked.settlement {
+            Ok(d) => println!(
+                "settlement (清分结算) of {}: {} lines, collected {}, paid out {}, fees {}, reserve {}, due {}; the link paid {}: {}",
+                d.date,
+                d.lines,
+                d.collected,
+                d.paid_out,
+                d.fees,
+                d.reserve_kept,
+                d.due,
+                if d.received.is_empty() {
+                    "nothing"
+                } else {
+                    &d.received
+                },
+                d.status
+            ),
+            Err(why) => println!("settlement (清分结算): {why}"),
+        }
         println!(
             "invariants: {} accounts checked against the book, {} acknowledged transactions sought in the journals ({} lost, {} duplicated), {} violations",
             self.checked.accounts_checked,
@@ -222,6 +241,10 @@ impl Summary {
                 "reversed": self.bank.get("REVERSED").copied().unwrap_or(0),
                 "states": self.bank,
                 "unknown_outcomes_left": self.checked.unknown_left,
+                "settlement": self.checked.settlement.as_ref().map_or_else(
+                    |why| json!({"not_run": why}),
+                    |d| json!({"date": d.date, "due": d.due, "received": d.received, "status": d.status}),
+                ),
             },
             "unavailable_max_ms": self.unavailable_max_ms,
             "faults": self.by_fault.iter().map(|(at, what, worst)| json!({
