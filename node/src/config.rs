@@ -75,6 +75,9 @@ pub struct NodeConfig {
     /// reserve it keeps back for the next day's refunds, fractions such as "0.006".
     pub bank_fee_rate: String,
     pub bank_reserve_rate: String,
+    /// The third-party channels (providers) a payment may name, comma-separated: a payment
+    /// naming any other is refused, so no free-text label reaches the ledger.
+    pub channel_providers: String,
     /// Run the balance audit (稽核) on this node's state this often (seconds); 0 never.
     pub audit_every_s: u64,
     /// How long (days, at least 1) a request id guards against a retry: request records older
@@ -139,6 +142,7 @@ impl Default for NodeConfig {
             authorization_expiry_s: 7_200,
             bank_fee_rate: "0".into(),
             bank_reserve_rate: "0".into(),
+            channel_providers: "WECHAT,ALIPAY,UNIONPAY".into(),
             audit_every_s: 3600,
             request_retention_days: 30,
             requests_per_credential_per_s: 200,
@@ -167,6 +171,28 @@ impl NodeConfig {
     pub fn settlement_terms(&self) -> Result<yinyi_ledger::SettlementTerms, String> {
         yinyi_ledger::SettlementTerms::parse(&self.bank_fee_rate, &self.bank_reserve_rate)
             .map_err(|e| format!("bank settlement terms: {e}"))
+    }
+
+    /// The third-party channels a payment may name.
+    pub fn providers(&self) -> Result<Vec<String>, String> {
+        let providers: Vec<String> = self
+            .channel_providers
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect();
+        for p in &providers {
+            let shape = p.len() <= 32
+                && p.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+            if !shape {
+                return Err(format!(
+                    "channel_providers: {p:?} is not 1 to 32 capital letters or digits, e.g. WECHAT"
+                ));
+            }
+        }
+        Ok(providers)
     }
 
     /// Checks what a typo would otherwise turn into a confusing failure later.
@@ -199,6 +225,7 @@ impl NodeConfig {
         crate::recon::parse_time_of_day(&self.recon_daily_at)
             .map_err(|e| format!("recon_daily_at: {e}"))?;
         self.settlement_terms()?;
+        self.providers()?;
         if self.authorization_expiry_s == 0 {
             return Err("authorization_expiry_s must be 1 or more".into());
         }

@@ -421,6 +421,9 @@ struct StartArgs {
     /// a fraction (0.05 is 5%), for settlement.
     #[arg(long, env = "YINYI_BANK_RESERVE_RATE")]
     bank_reserve_rate: Option<String>,
+    /// The third-party channels a payment may name (comma-separated, e.g. WECHAT,ALIPAY).
+    #[arg(long, env = "YINYI_CHANNEL_PROVIDERS")]
+    channel_providers: Option<String>,
     /// Run the balance audit (稽核) on this node's state every this many seconds (0: never).
     #[arg(long, env = "YINYI_AUDIT_EVERY_S")]
     audit_every_s: Option<u64>,
@@ -502,6 +505,7 @@ impl StartArgs {
             authorization_expiry_s,
             bank_fee_rate,
             bank_reserve_rate,
+            channel_providers,
             audit_every_s,
             request_retention_days,
             requests_per_credential_per_s,

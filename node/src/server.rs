@@ -146,6 +146,7 @@ pub async fn run(config: NodeConfig) -> Result<Stopped> {
         limit,
         bank,
         sealer,
+        config.providers().map_err(anyhow::Error::msg)?,
     );
     let (retention, prune_every) = crate::retention::schedule(config.request_retention_days);
     tokio::spawn(crate::retention::run(

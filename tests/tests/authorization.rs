@@ -182,6 +182,21 @@ async fn a_hold_pays_the_self_pay_part_and_the_bank_frees_the_rest() {
         reason(capture(client, "M-WX:bad-3", "not a ref", "B-1").await),
         "INVALID_ID"
     );
+    // A channel is one the hospital configured, never a free-text label.
+    for (n, provider) in ["PAYPAL", "wechat", "WECHAT PAY"].into_iter().enumerate() {
+        let refused = client
+            .authorize_payment(AuthorizePaymentRequest {
+                request_id: format!("M-WX:bad-provider-{n}"),
+                terminal_id: MOBILE.into(),
+                card_no: CARD.into(),
+                amount: "14.00".into(),
+                third_party_provider: provider.into(),
+                third_party_payer: PAYER.into(),
+                ..Default::default()
+            })
+            .await;
+        assert_eq!(reason(refused), "INVALID_ID", "{provider}");
+    }
     // Only the mobile channel authorizes.
     assert_eq!(
         reason(

@@ -248,7 +248,10 @@ impl InpatientService for Inpatients {
                 (Some(card), body)
             }
             Some(DepositFrom::Channel(c)) => {
-                let (card, body) = through_bank(&c.card_no, third_party(&c.provider, &c.payer)?)?;
+                let (card, body) = through_bank(
+                    &c.card_no,
+                    third_party(&self.gateway, &c.provider, &c.payer)?,
+                )?;
                 (Some(card), body)
             }
         };

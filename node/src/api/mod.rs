@@ -48,6 +48,8 @@ pub struct Gateway {
     bank: Option<Arc<Bank>>,
     /// Seals holder names and phones before they are proposed, opens them for replies.
     sealer: Option<Arc<crate::seal::Sealer>>,
+    /// The third-party channels a payment may name.
+    providers: Vec<String>,
 }
 
 /// The bank gateway of this node.
@@ -61,6 +63,7 @@ impl Gateway {
         limit: Money,
         bank: Option<Arc<Bank>>,
         sealer: Option<Arc<crate::seal::Sealer>>,
+        providers: Vec<String>,
     ) -> Arc<Gateway> {
         Arc::new(Gateway {
             consensus,
@@ -70,7 +73,13 @@ impl Gateway {
             channels: Mutex::new(HashMap::new()),
             bank,
             sealer,
+            providers,
         })
+    }
+
+    /// The third-party channels a payment may name on this node.
+    pub fn providers(&self) -> &[String] {
+        &self.providers
     }
 
     /// A holder's name or phone as it is stored: sealed when this node has a data key.

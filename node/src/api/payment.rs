@@ -557,7 +557,7 @@ impl PaymentService for Payments {
         );
         let wait = saga_wait(request.metadata());
         let r = request.into_inner();
-        let external = third_party(&r.provider, &r.payer)?
+        let external = third_party(&self.gateway, &r.provider, &r.payer)?
             .ok_or_else(|| convert::invalid(reason::MISSING_FIELD, "provider is required"))?;
         self.top_up(
             &r.request_id,
@@ -603,7 +603,7 @@ impl PaymentService for Payments {
         let bill = convert::bill_id(&r.bill_id)?;
         let external = match bank_card(&r.bank_card_token, &r.bank_card_masked)? {
             Some(card) => Some(card),
-            None => third_party(&r.third_party_provider, &r.third_party_payer)?,
+            None => third_party(g, &r.third_party_provider, &r.third_party_payer)?,
         };
         let body = match external {
             None => CommandBody::PayBill {
@@ -639,7 +639,7 @@ impl PaymentService for Payments {
         let amount = convert::amount("amount", &r.amount, g.limit())?;
         let external = match (
             bank_card(&r.bank_card_token, &r.bank_card_masked)?,
-            third_party(&r.third_party_provider, &r.third_party_payer)?,
+            third_party(g, &r.third_party_provider, &r.third_party_payer)?,
         ) {
             (Some(external), None) | (None, Some(external)) => external,
             _ => {
@@ -988,8 +988,10 @@ fn bank_ref(field: &str, text: &str) -> Result<yinyi_ledger::BankRef, Status> {
         .map_err(|e| convert::invalid(reason::INVALID_ID, format!("{field}: {e}")))
 }
 
-/// The third-party payer a request names, when it names one (provider and payer together).
+/// The third-party payer a request names, when it names one (provider and payer together);
+/// the provider must be one of the channels this node is configured with.
 pub(super) fn third_party(
+    gateway: &Gateway,
     provider: &str,
     payer: &str,
 ) -> Result<Option<yinyi_ledger::External>, Status> {
@@ -997,10 +999,14 @@ pub(super) fn third_party(
         return Ok(None);
     }
     let provider = convert::required("third_party_provider", provider)?;
-    if provider.len() > 32 || !provider.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    if !gateway.providers().iter().any(|p| p == provider) {
         return Err(convert::invalid(
             reason::INVALID_ID,
-            "provider: 1 to 32 letters or digits, e.g. WECHAT",
+            format!(
+                "provider {:?} is not a channel of this hospital: one of {}",
+                provider.chars().take(40).collect::<String>(),
+                gateway.providers().join(", ")
+            ),
         ));
     }
     // The channel's payer id travels like a card token: 8 to 64 letters, digits, - or _.
