@@ -638,3 +638,141 @@ async fn a_step_refused_after_another_saga_settled_it_ends_the_saga() {
     assert_eq!(bank.executed.load(Ordering::SeqCst), 1);
     assert_eq!(h.balance(account), Money::from_yuan(150));
 }
+
+/// A hold's expiry refused while a capture was under way (its refusal stored under its request
+/// id) must not block the expiry once the capture is declined and the hold is held again: each
+/// generation of the hold expires under its own request id, so the saga releases it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hold_held_again_after_a_declined_capture_still_expires() {
+    const MOBILE: &str = "M-WX";
+    let mut h = Harness::new(ActorsConfig::default()).await;
+    let register = h.command(
+        "A-ADMIN",
+        CommandBody::RegisterTerminal {
+            terminal: TerminalId::parse(MOBILE).unwrap(),
+        },
+    );
+    let key = EntityKey::Terminal(TerminalId::parse(MOBILE).unwrap());
+    assert!(h.actors.submit(key, register).await.unwrap().is_done());
+    let account = h.patient(1, 100).await;
+    let run = |h: &mut Harness, terminal: &str, body: CommandBody| {
+        let c = h.command(terminal, body);
+        let actors = h.actors.clone();
+        async move { actors.submit(EntityKey::Account(account), c).await.unwrap() }
+    };
+    let started = |outcome: Outcome| match outcome {
+        Outcome::Done(Effect::BankOpStarted { bank_ref, .. }) => bank_ref,
+        other => panic!("{other:?}"),
+    };
+    let hold = started(
+        run(
+            &mut h,
+            MOBILE,
+            CommandBody::AuthorizePayment {
+                card: card(1),
+                external: External::ThirdParty {
+                    provider: "WECHAT".into(),
+                    payer: "payer_0001".into(),
+                },
+                amount: Money::from_yuan(14),
+            },
+        )
+        .await,
+    );
+    let bank = Arc::new(ApprovingBank {
+        executed: AtomicU64::new(0),
+        racer: None,
+    });
+    // Held, not yet expired (the harness stamps commands near 1970: a long expiry): the saga
+    // ends with the hold held.
+    let patient = BankGateway::new(
+        h.backend.clone(),
+        h.actors.clone(),
+        bank.clone(),
+        SagaConfig {
+            authorization_expiry: Duration::from_secs(1 << 40),
+            ..saga_config()
+        },
+    );
+    let op = patient.drive(&hold, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(op.state, BankOpState::Authorized);
+
+    assert!(
+        run(
+            &mut h,
+            HIS,
+            CommandBody::PostBill {
+                bill: BillId::parse("B1").unwrap(),
+                card: card(1),
+                kind: BillKind::Outpatient,
+                amount: Money::from_yuan(6),
+            },
+        )
+        .await
+        .is_done()
+    );
+    let capture = started(
+        run(
+            &mut h,
+            MOBILE,
+            CommandBody::CapturePayment {
+                card: card(1),
+                authorization: hold.clone(),
+                bill: BillId::parse("B1").unwrap(),
+            },
+        )
+        .await,
+    );
+    // An expiry proposed while the capture is under way (as the saga names it for this
+    // generation of the hold) is refused, and the refusal is stored under its request id.
+    let generation = h.backend.bank_op(&hold).unwrap().steps;
+    let early = Command {
+        request: RequestId::parse(&format!("saga:{hold}:expire-{generation}")).unwrap(),
+        terminal: TerminalId::parse("S-SAGA").unwrap(),
+        operator: None,
+        at: Timestamp(0),
+        body: CommandBody::ExpireAuthorization {
+            authorization: hold.clone(),
+        },
+    };
+    let refused = h
+        .actors
+        .submit(EntityKey::Account(account), early)
+        .await
+        .unwrap();
+    assert!(!refused.is_done(), "{refused:?}");
+    // The bank refuses the capture: the hold is held again.
+    let decline = Command {
+        request: RequestId::parse(&format!("saga:{capture}:decline")).unwrap(),
+        terminal: TerminalId::parse("S-SAGA").unwrap(),
+        operator: None,
+        at: Timestamp(0),
+        body: CommandBody::DeclineBankOp {
+            bank_ref: capture.clone(),
+            bank_note: "12".into(),
+        },
+    };
+    assert!(
+        h.actors
+            .submit(EntityKey::Account(account), decline)
+            .await
+            .unwrap()
+            .is_done()
+    );
+    assert_eq!(
+        h.backend.bank_op(&hold).unwrap().state,
+        BankOpState::Authorized
+    );
+    // Now it expires (at once, by this saga's configuration) and is released.
+    let expiring = BankGateway::new(
+        h.backend.clone(),
+        h.actors.clone(),
+        bank,
+        SagaConfig {
+            authorization_expiry: Duration::ZERO,
+            ..saga_config()
+        },
+    );
+    let op = expiring.drive(&hold, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(op.state, BankOpState::Reversed, "{op:?}");
+}
