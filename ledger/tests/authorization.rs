@@ -7,9 +7,8 @@ mod common;
 
 use common::*;
 use yinyi_ledger::{
-    BankOpKind, BankOpState, BankPurpose, BankRef, BillKind, BillStatus, Channel, CommandBody,
-    Effect, EntryKind, External, InsuranceSettlementId, InsuranceSplit, JournalEntry, Money,
-    Outcome, ReasonCode,
+    BankOpKind, BankOpState, BankPurpose, BankRef, BillStatus, Channel, CommandBody, Effect,
+    EntryKind, External, JournalEntry, Money, Outcome, ReasonCode,
 };
 
 fn authorize(w: &mut World, card_no: &str, external: External, amount: Money) -> Outcome {
@@ -90,32 +89,6 @@ fn entries_of_bill(w: &World, bill: &str) -> Vec<JournalEntry> {
         .collect()
 }
 
-/// HIS posts an outpatient bill with its insurance split: pooled 80, personal account 12,
-/// reductions 2, and `self_pay` for the patient.
-fn post_insured(
-    w: &mut World,
-    bill: &str,
-    card_no: &str,
-    settlement: &str,
-    self_pay: i64,
-) -> Outcome {
-    w.run(
-        HIS,
-        CommandBody::PostInsuredBill {
-            bill: bill_id(bill),
-            card: card(card_no),
-            kind: BillKind::Outpatient,
-            split: InsuranceSplit {
-                settlement: InsuranceSettlementId::parse(settlement).unwrap(),
-                pooled: yuan(80),
-                personal_account: yuan(12),
-                self_pay: yuan(self_pay),
-                reductions: yuan(2),
-            },
-        },
-    )
-}
-
 fn last_ref(w: &World) -> BankRef {
     BankRef::for_txn(w.log.last().expect("a command was applied").txn)
 }
@@ -161,7 +134,12 @@ fn the_self_pay_part_of_an_insured_bill_is_captured_out_of_the_hold() {
     w.check();
 
     // The card is read: HIS posts the bill with its split; the patient's part is ¥6.
-    expect_done(post_insured(&mut w, "B1", "HC0001", "YB-1", 6));
+    expect_done(post_insured(
+        &mut w,
+        "B1",
+        "HC0001",
+        split("YB-1", 80, 12, 6, 2),
+    ));
     let outcome = capture(&mut w, "HC0001", &hold, "B1");
     let captured = last_ref(&w);
     assert_eq!(

@@ -5,37 +5,7 @@
 mod common;
 
 use common::*;
-use yinyi_ledger::{
-    BillKind, CommandBody, InsuranceSettlementId, InsuranceSplit, Money, Outcome, ReasonCode,
-};
-
-fn split(
-    settlement: &str,
-    pooled: i64,
-    personal: i64,
-    self_pay: i64,
-    reductions: i64,
-) -> InsuranceSplit {
-    InsuranceSplit {
-        settlement: InsuranceSettlementId::parse(settlement).unwrap(),
-        pooled: yuan(pooled),
-        personal_account: yuan(personal),
-        self_pay: yuan(self_pay),
-        reductions: yuan(reductions),
-    }
-}
-
-fn post_insured(w: &mut World, bill: &str, card_no: &str, split: InsuranceSplit) -> Outcome {
-    w.run(
-        HIS,
-        CommandBody::PostInsuredBill {
-            bill: bill_id(bill),
-            card: card(card_no),
-            kind: BillKind::Outpatient,
-            split,
-        },
-    )
-}
+use yinyi_ledger::{CommandBody, Money, ReasonCode};
 
 #[test]
 fn only_the_self_pay_part_of_an_insured_bill_is_taken_and_every_part_is_kept() {

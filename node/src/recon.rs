@@ -201,8 +201,6 @@ pub async fn settlement(
             difference: convert::money(difference),
         });
     }
-    metrics::gauge!("settlement_days_open")
-        .set(out.iter().filter(|d| d.status != "MATCHED").count() as f64);
     Ok(v1::SettlementReply {
         fee_rate: terms.fee_rate.to_string(),
         reserve_rate: terms.reserve_rate.to_string(),

@@ -2690,3 +2690,38 @@ pub mod random {
         world.state.requests.keys().cloned().collect()
     }
 }
+
+/// An insurance split in whole yuan under `settlement`.
+pub fn split(
+    settlement: &str,
+    pooled: i64,
+    personal: i64,
+    self_pay: i64,
+    reductions: i64,
+) -> yinyi_ledger::InsuranceSplit {
+    yinyi_ledger::InsuranceSplit {
+        settlement: yinyi_ledger::InsuranceSettlementId::parse(settlement).unwrap(),
+        pooled: yuan(pooled),
+        personal_account: yuan(personal),
+        self_pay: yuan(self_pay),
+        reductions: yuan(reductions),
+    }
+}
+
+/// HIS posts outpatient bill `bill` of the patient of `card_no` with its insurance `split`.
+pub fn post_insured(
+    w: &mut World,
+    bill: &str,
+    card_no: &str,
+    split: yinyi_ledger::InsuranceSplit,
+) -> Outcome {
+    w.run(
+        HIS,
+        CommandBody::PostInsuredBill {
+            bill: bill_id(bill),
+            card: card(card_no),
+            kind: yinyi_ledger::BillKind::Outpatient,
+            split,
+        },
+    )
+}
